@@ -1,0 +1,311 @@
+//! Making a registration global: requests to the key's coordinator, dissemination
+//! down its tree, acknowledgements aggregated on the way up, answers to requesters,
+//! and recovery when nodes go down.
+
+use std::collections::BTreeSet;
+
+use crate::node::Output;
+use crate::{Key, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId};
+
+/// This node's part in disseminating one key down the tree rooted at one coordinator.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Round {
+    /// Where the acknowledgement goes; `None` at the root.
+    parent: Option<NodeId>,
+    /// Children (or adopted grandchildren) whose acknowledgement is outstanding.
+    pending: BTreeSet<NodeId>,
+    /// Failures and unreachable nodes of the subtree so far.
+    report: Report,
+    /// Whether this subtree's acknowledgement has been sent (or, at the root, the
+    /// registration completed).
+    acknowledged: bool,
+}
+
+impl Round {
+    pub(crate) fn is_acknowledged(&self) -> bool {
+        self.acknowledged
+    }
+}
+
+/// Local requests waiting for a key's job-wide completion, and who was asked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Waiters {
+    coordinator: NodeId,
+    requests: Vec<RequestId>,
+}
+
+impl Node {
+    /// A top-level request: run here now, and have the coordinator run it everywhere.
+    pub(crate) fn register_global(
+        &mut self,
+        key: Key,
+        registration: Registration,
+        request: RequestId,
+    ) {
+        if let Some(result) = self.completed.get(&key) {
+            let result = result.clone();
+            self.emit(Output::Completed { request, result });
+            return;
+        }
+        self.ensure_invoked(key, &registration, None);
+        if let Some(waiters) = self.waiters.get_mut(&key) {
+            waiters.requests.push(request);
+            return;
+        }
+        let coordinator = self.coordinator_for(key);
+        self.waiters.insert(
+            key,
+            Waiters {
+                coordinator,
+                requests: vec![request],
+            },
+        );
+        self.ask_coordinator(key, coordinator);
+    }
+
+    pub(crate) fn handle_request(&mut self, from: NodeId, key: Key, registration: Registration) {
+        if let Some(result) = self.completed.get(&key) {
+            let report = Report::from(result);
+            self.send(from, Message::Complete { key, report });
+            return;
+        }
+        self.requesters.entry(key).or_default().insert(from);
+        self.ensure_invoked(key, &registration, None);
+        self.coordinate(key);
+    }
+
+    pub(crate) fn handle_disseminate(
+        &mut self,
+        from: NodeId,
+        key: Key,
+        root: NodeId,
+        registration: Registration,
+    ) {
+        if self.dead.contains(&root) || root == self.me() {
+            return;
+        }
+        let tree = self.config.tree(root);
+        if let Some(round) = self.rounds.get_mut(&(key, root)) {
+            // A second copy comes from an ancestor adopting this subtree after our
+            // parent went down: acknowledge to it from now on. A late copy from the
+            // dead parent itself is not an ancestor of the adopter and is ignored.
+            if let Some(parent) = round.parent {
+                if parent != from && tree.is_ancestor(from, parent) {
+                    round.parent = Some(from);
+                    if round.acknowledged {
+                        let report = round.report.clone();
+                        self.send(from, Message::Ack { key, root, report });
+                    }
+                }
+            }
+            return;
+        }
+        self.ensure_invoked(key, &registration, None);
+        self.rounds.insert(
+            (key, root),
+            Round {
+                parent: Some(from),
+                pending: BTreeSet::new(),
+                report: Report::default(),
+                acknowledged: false,
+            },
+        );
+        let me = self.me();
+        self.spread(key, root, tree.children(me).collect());
+        self.check_round(key, root);
+    }
+
+    pub(crate) fn handle_ack(&mut self, from: NodeId, key: Key, root: NodeId, report: Report) {
+        let Some(round) = self.rounds.get_mut(&(key, root)) else {
+            return;
+        };
+        if !round.pending.remove(&from) {
+            return;
+        }
+        round.report.merge(report);
+        self.check_round(key, root);
+    }
+
+    pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, report: Report) {
+        if self.waiters.contains_key(&key) {
+            self.complete_globally(key, report.to_result(key));
+        }
+    }
+
+    /// `key` finished locally: every round waiting for it may now acknowledge.
+    pub(crate) fn local_done(&mut self, key: Key) {
+        let roots: Vec<NodeId> = self
+            .rounds
+            .range((key, NodeId(0))..=(key, NodeId(u32::MAX)))
+            .map(|((_, root), _)| *root)
+            .collect();
+        for root in roots {
+            self.check_round(key, root);
+        }
+    }
+
+    pub(crate) fn disseminations_peer_down(&mut self, dead: NodeId) {
+        // Rounds rooted at the dead node lead nowhere; its successor starts its own.
+        self.rounds.retain(|(_, root), _| *root != dead);
+
+        let adopting: Vec<(Key, NodeId)> = self
+            .rounds
+            .iter()
+            .filter(|(_, round)| round.pending.contains(&dead))
+            .map(|(id, _)| *id)
+            .collect();
+        for (key, root) in adopting {
+            if let Some(round) = self.rounds.get_mut(&(key, root)) {
+                round.pending.remove(&dead);
+                round.report.unreachable.insert(dead);
+            }
+            let orphans = self.config.tree(root).children(dead).collect();
+            self.spread(key, root, orphans);
+            self.check_round(key, root);
+        }
+
+        self.requesters.retain(|_, requesters| {
+            requesters.remove(&dead);
+            !requesters.is_empty()
+        });
+
+        let rerouted: Vec<Key> = self
+            .waiters
+            .iter()
+            .filter(|(_, waiters)| waiters.coordinator == dead)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in rerouted {
+            let coordinator = self.coordinator_for(key);
+            if let Some(waiters) = self.waiters.get_mut(&key) {
+                waiters.coordinator = coordinator;
+            }
+            self.ask_coordinator(key, coordinator);
+        }
+    }
+
+    /// The first live node at or after the key's home: its coordinator in this
+    /// node's view. Views converge because every node learns of every crash.
+    fn coordinator_for(&self, key: Key) -> NodeId {
+        let nodes = self.config.nodes();
+        let home = key.home(nodes).0;
+        (0..nodes)
+            .map(|i| NodeId((home + i) % nodes))
+            .find(|node| !self.dead.contains(node))
+            .unwrap_or(self.me())
+    }
+
+    fn ask_coordinator(&mut self, key: Key, coordinator: NodeId) {
+        if coordinator == self.me() {
+            self.coordinate(key);
+        } else if let Some(entry) = self.entries.get(&key) {
+            let registration = entry.registration.clone();
+            self.send(coordinator, Message::Request { key, registration });
+        }
+    }
+
+    /// Starts the round rooted here, unless one is under way. The local entry exists.
+    fn coordinate(&mut self, key: Key) {
+        let me = self.me();
+        if self.rounds.contains_key(&(key, me)) {
+            return;
+        }
+        self.rounds.insert(
+            (key, me),
+            Round {
+                parent: None,
+                pending: BTreeSet::new(),
+                report: Report::default(),
+                acknowledged: false,
+            },
+        );
+        let children = self.config.tree(me).children(me).collect();
+        self.spread(key, me, children);
+        self.check_round(key, me);
+    }
+
+    /// Sends the registration to each of `targets`; a target already down is named
+    /// unreachable and its children are reached instead.
+    fn spread(&mut self, key: Key, root: NodeId, mut targets: Vec<NodeId>) {
+        let Some(registration) = self.entries.get(&key).map(|e| e.registration.clone()) else {
+            return;
+        };
+        let tree = self.config.tree(root);
+        targets.reverse();
+        while let Some(target) = targets.pop() {
+            let down = self.dead.contains(&target);
+            let Some(round) = self.rounds.get_mut(&(key, root)) else {
+                return;
+            };
+            if down {
+                round.report.unreachable.insert(target);
+                let mut orphans: Vec<NodeId> = tree.children(target).collect();
+                orphans.reverse();
+                targets.extend(orphans);
+            } else {
+                round.pending.insert(target);
+                let registration = registration.clone();
+                self.send(
+                    target,
+                    Message::Disseminate {
+                        key,
+                        root,
+                        registration,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Acknowledges the round once the local invocation and every child are done.
+    fn check_round(&mut self, key: Key, root: NodeId) {
+        let Some(outcome) = self.entries.get(&key).and_then(|e| e.outcome()).cloned() else {
+            return;
+        };
+        let me = self.me();
+        let Some(round) = self.rounds.get_mut(&(key, root)) else {
+            return;
+        };
+        if round.acknowledged || !round.pending.is_empty() {
+            return;
+        }
+        round.acknowledged = true;
+        if let Err(error) = outcome {
+            round.report.failures.insert(me, error);
+        }
+        let report = round.report.clone();
+        match round.parent {
+            Some(parent) => self.send(parent, Message::Ack { key, root, report }),
+            None => {
+                for requester in self.requesters.remove(&key).unwrap_or_default() {
+                    let report = report.clone();
+                    self.send(requester, Message::Complete { key, report });
+                }
+                self.complete_globally(key, report.to_result(key));
+            }
+        }
+    }
+
+    fn complete_globally(&mut self, key: Key, result: RegistrationResult) {
+        if let Some(waiters) = self.waiters.remove(&key) {
+            for request in waiters.requests {
+                let result = result.clone();
+                self.emit(Output::Completed { request, result });
+            }
+        }
+        self.completed.insert(key, result);
+    }
+}
+
+impl From<&RegistrationResult> for Report {
+    fn from(result: &RegistrationResult) -> Self {
+        Report {
+            failures: result
+                .failures
+                .iter()
+                .map(|f| (f.node, f.error.clone()))
+                .collect(),
+            unreachable: result.unreachable.iter().copied().collect(),
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! [`Node`]: the protocol state of one process, driven by events in and outputs out.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::dissemination::{Round, Waiters};
+use crate::launch::HeldTask;
+use crate::local::Entry;
+use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
+use crate::{
+    InvocationId, Key, LaunchId, Message, NodeId, Registration, RegistrationResult, RequestId,
+    TaskOutcome, TaskRunId, Tree,
+};
+
+/// Static parameters of one node: who it is, how many nodes the job has, and the
+/// shape of the dissemination tree.
+///
+/// ```
+/// use herald_core::{Config, NodeId};
+/// let config = Config::new(NodeId(2), 8)?.with_fanout(4)?;
+/// assert_eq!(config.nodes(), 8);
+/// assert!(Config::new(NodeId(8), 8).is_err(), "node ids run from 0 to nodes - 1");
+/// # Ok::<(), herald_core::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Config {
+    node: NodeId,
+    nodes: u32,
+    fanout: u32,
+    max_frame_bytes: usize,
+}
+
+/// The default number of children per node in the dissemination tree.
+pub const DEFAULT_FANOUT: u32 = 4;
+
+impl Config {
+    /// Node `node` of a job of `nodes` nodes, with the default fan-out and frame limit.
+    pub fn new(node: NodeId, nodes: u32) -> Result<Self, ConfigError> {
+        if nodes == 0 {
+            return Err(ConfigError::NoNodes);
+        }
+        if node.0 >= nodes {
+            return Err(ConfigError::NodeOutOfRange { node, nodes });
+        }
+        Ok(Self {
+            node,
+            nodes,
+            fanout: DEFAULT_FANOUT,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        })
+    }
+
+    /// Sets how many children each node has in the dissemination tree (at least 1;
+    /// larger means fewer hops but more sends per node).
+    pub fn with_fanout(mut self, fanout: u32) -> Result<Self, ConfigError> {
+        if fanout == 0 {
+            return Err(ConfigError::ZeroFanout);
+        }
+        self.fanout = fanout;
+        Ok(self)
+    }
+
+    /// Sets the largest frame this node accepts or produces (at least 1 KiB).
+    pub fn with_max_frame_bytes(mut self, max: usize) -> Result<Self, ConfigError> {
+        if max < 1024 {
+            return Err(ConfigError::FrameLimitTooSmall { max });
+        }
+        self.max_frame_bytes = max;
+        Ok(self)
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Number of nodes in the job.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    /// Children per node in the dissemination tree.
+    pub fn fanout(&self) -> u32 {
+        self.fanout
+    }
+
+    /// Largest frame accepted or produced.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// The dissemination tree rooted at `root`.
+    pub fn tree(&self, root: NodeId) -> Tree {
+        Tree::new(self.nodes, self.fanout, root)
+    }
+}
+
+/// Invalid [`Config`] parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A job needs at least one node.
+    #[error("a job needs at least one node")]
+    NoNodes,
+    /// The node id is not below the node count.
+    #[error("{node} is out of range for a job of {nodes} nodes (ids run from 0 to {})", nodes - 1)]
+    NodeOutOfRange {
+        /// The rejected id.
+        node: NodeId,
+        /// The job size.
+        nodes: u32,
+    },
+    /// A tree needs at least one child per node.
+    #[error("fan-out must be at least 1")]
+    ZeroFanout,
+    /// The frame limit is too small to carry protocol messages.
+    #[error("a frame limit of {max} bytes is too small; use at least 1024")]
+    FrameLimitTooSmall {
+        /// The rejected limit.
+        max: usize,
+    },
+}
+
+/// The protocol state machine of one node.
+///
+/// It performs no I/O and keeps no clock: the caller feeds it events
+/// ([`register`](Self::register), [`handle_frame`](Self::handle_frame),
+/// [`invocation_finished`](Self::invocation_finished), [`peer_down`](Self::peer_down),
+/// [`launch`](Self::launch), [`task_finished`](Self::task_finished)) and after each one
+/// drains [`poll_output`](Self::poll_output) until it returns `None`.
+///
+/// ```
+/// use herald_core::{Config, Node, NodeId, Output, Registration};
+/// // A job of one node: the registration runs here and completes.
+/// let mut node = Node::new(Config::new(NodeId(0), 1)?);
+/// let request = node.register(Registration::new(b"code".to_vec(), vec![]), None)?;
+/// let Some(Output::Invoke(invocation)) = node.poll_output() else { panic!() };
+/// node.invocation_finished(invocation.id, Ok(()))?;
+/// match node.poll_output() {
+///     Some(Output::Completed { request: r, result }) => {
+///         assert_eq!(r, request);
+///         assert!(result.is_ok());
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) dead: BTreeSet<NodeId>,
+    /// Local invocation state per key: the at-most-once table.
+    pub(crate) entries: BTreeMap<Key, Entry>,
+    /// Invocations currently executing, for nesting and completion.
+    pub(crate) invocations: BTreeMap<InvocationId, Key>,
+    /// Dissemination rounds this node takes part in, by (key, root).
+    pub(crate) rounds: BTreeMap<(Key, NodeId), Round>,
+    /// As coordinator: remote requesters waiting for each key.
+    pub(crate) requesters: BTreeMap<Key, BTreeSet<NodeId>>,
+    /// As requester: local requests waiting for each key's job-wide completion.
+    pub(crate) waiters: BTreeMap<Key, Waiters>,
+    /// Job-wide results known here (as coordinator or requester).
+    pub(crate) completed: BTreeMap<Key, RegistrationResult>,
+    /// Keys in the order they finished locally: what a late joiner would replay.
+    pub(crate) log: Vec<Key>,
+    /// Launches sent to other nodes and not yet answered.
+    pub(crate) launches: BTreeMap<LaunchId, NodeId>,
+    /// Tasks received and waiting for their required registrations.
+    pub(crate) held: BTreeMap<TaskRunId, HeldTask>,
+    /// Tasks handed to the host and not yet finished.
+    pub(crate) running: BTreeSet<TaskRunId>,
+    next_invocation: u64,
+    next_request: u64,
+    next_launch: u64,
+    outbox: BTreeMap<NodeId, Vec<Message>>,
+    events: VecDeque<Output>,
+}
+
+/// Something the caller must do, drained with [`Node::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum Output {
+    /// Send these messages to `to`, in order, as one frame
+    /// ([`encode_frames`](crate::encode_frames) splits it if it exceeds the limit).
+    Transmit {
+        /// The destination.
+        to: NodeId,
+        /// All messages ready for that link, in order.
+        messages: Vec<Message>,
+    },
+    /// Run a registration's code on this node, then call
+    /// [`Node::invocation_finished`].
+    Invoke(Invocation),
+    /// A request made with [`Node::register`] is answered.
+    Completed {
+        /// The request.
+        request: RequestId,
+        /// Its result.
+        result: RegistrationResult,
+    },
+    /// Run a launched task whose required registrations are done here, then call
+    /// [`Node::task_finished`].
+    RunTask(TaskRequest),
+    /// A launch made with [`Node::launch`] is answered.
+    TaskCompleted {
+        /// The launch.
+        launch: LaunchId,
+        /// Its result bytes, or why there are none.
+        outcome: TaskOutcome,
+    },
+}
+
+/// A registration to execute locally.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Invocation {
+    /// Names this execution in [`Node::invocation_finished`] and as a nesting parent.
+    pub id: InvocationId,
+    /// The registration's key.
+    pub key: Key,
+    /// What to run.
+    pub registration: Registration,
+    /// The invocation this one is nested in, if it was requested from inside one.
+    pub parent: Option<InvocationId>,
+}
+
+/// A launched task to execute locally.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TaskRequest {
+    /// Names this run in [`Node::task_finished`].
+    pub run: TaskRunId,
+    /// The task's name.
+    pub task: String,
+    /// The task's argument bytes.
+    pub args: Vec<u8>,
+}
+
+/// Errors from [`Node::register`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The parent invocation is not executing on this node: pass the id from the
+    /// current [`Output::Invoke`] while it runs, or `None` for a top-level request.
+    #[error("{0} is not executing on this node; nest only inside a running invocation")]
+    UnknownInvocation(InvocationId),
+    /// The registration cannot fit in one frame.
+    #[error("registration of {len} bytes exceeds the frame limit of {max} bytes; pass large data by reference")]
+    TooLarge {
+        /// The registration's payload size.
+        len: usize,
+        /// The usable frame size.
+        max: usize,
+    },
+}
+
+/// Errors from inputs that name something this node does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// `invocation_finished` for an invocation that is not executing.
+    #[error("{0} is not executing on this node (already finished, or never started)")]
+    UnknownInvocation(InvocationId),
+    /// `task_finished` for a task that is not running.
+    #[error("task {launch} from {origin} is not running on this node", launch = .0.launch, origin = .0.origin)]
+    UnknownTask(TaskRunId),
+    /// `launch` to a node outside the job.
+    #[error("{node} is not part of this job of {nodes} nodes")]
+    NoSuchNode {
+        /// The rejected node.
+        node: NodeId,
+        /// The job size.
+        nodes: u32,
+    },
+}
+
+/// Errors from [`Node::handle_message`] and [`Node::handle_frame`]: the peer sent
+/// something no correct node sends. The message is ignored; close the link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frame did not decode.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The sender is not a node of this job, or is this node itself.
+    #[error("message from {from}, which is not another node of this job of {nodes}")]
+    BadSender {
+        /// The claimed sender.
+        from: NodeId,
+        /// The job size.
+        nodes: u32,
+    },
+    /// A registration whose key does not match its content.
+    #[error("{from} sent a registration whose key {key:?} does not match its content")]
+    KeyMismatch {
+        /// The sender.
+        from: NodeId,
+        /// The key it claimed.
+        key: Key,
+    },
+}
+
+/// What this node knows of one key locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalState {
+    /// The invocation (or a registration nested in it) is still executing here.
+    Running,
+    /// Finished here, successfully or with this error.
+    Done(Result<(), String>),
+}
+
+impl Node {
+    /// A node with nothing registered yet.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            dead: BTreeSet::new(),
+            entries: BTreeMap::new(),
+            invocations: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            requesters: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            log: Vec::new(),
+            launches: BTreeMap::new(),
+            held: BTreeMap::new(),
+            running: BTreeSet::new(),
+            next_invocation: 0,
+            next_request: 0,
+            next_launch: 0,
+            outbox: BTreeMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Requests a registration. Never blocks: the answer comes later as
+    /// [`Output::Completed`] with the returned id.
+    ///
+    /// With `parent: None` the request is top-level: the registration runs here at
+    /// once (if it has not already), and the key's coordinator makes it run on every
+    /// node; the result covers the job. With `parent: Some(invocation)` — the
+    /// request was made while that invocation executes, e.g. by a library constructor
+    /// during a load — it is nested: it runs here only (the enclosing registration
+    /// reaches every node, where the same code makes the same request), the enclosing
+    /// invocation is not finished until it is, and the result covers this node.
+    pub fn register(
+        &mut self,
+        registration: Registration,
+        parent: Option<InvocationId>,
+    ) -> Result<RequestId, RegisterError> {
+        let max = self.config.max_frame_bytes.saturating_sub(1024);
+        if registration.payload_len() > max {
+            return Err(RegisterError::TooLarge {
+                len: registration.payload_len(),
+                max,
+            });
+        }
+        let parent_key = match parent {
+            Some(id) => Some(
+                *self
+                    .invocations
+                    .get(&id)
+                    .ok_or(RegisterError::UnknownInvocation(id))?,
+            ),
+            None => None,
+        };
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let key = registration.key();
+        match (parent, parent_key) {
+            (Some(parent), Some(parent_key)) => {
+                self.register_nested(key, registration, parent, parent_key, request)
+            }
+            _ => self.register_global(key, registration, request),
+        }
+        Ok(request)
+    }
+
+    /// Reports that an invocation from [`Output::Invoke`] has returned, with the
+    /// error text if it failed.
+    pub fn invocation_finished(
+        &mut self,
+        id: InvocationId,
+        outcome: Result<(), String>,
+    ) -> Result<(), UsageError> {
+        let key = self
+            .invocations
+            .remove(&id)
+            .ok_or(UsageError::UnknownInvocation(id))?;
+        self.finish_own_invocation(key, outcome);
+        Ok(())
+    }
+
+    /// Feeds in one frame received from `from` over an authenticated link.
+    pub fn handle_frame(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), ProtocolError> {
+        let messages = decode_frame(bytes, self.config.max_frame_bytes)?;
+        messages
+            .into_iter()
+            .try_for_each(|message| self.handle_message(from, message))
+    }
+
+    /// Feeds in one decoded message received from `from`. Messages from a node
+    /// already reported down are ignored.
+    pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), ProtocolError> {
+        if from.0 >= self.config.nodes || from == self.config.node {
+            return Err(ProtocolError::BadSender {
+                from,
+                nodes: self.config.nodes,
+            });
+        }
+        if self.dead.contains(&from) {
+            return Ok(());
+        }
+        match message {
+            Message::Request { key, registration } => {
+                self.check_key(from, key, &registration)?;
+                self.handle_request(from, key, registration);
+            }
+            Message::Disseminate {
+                key,
+                root,
+                registration,
+            } => {
+                self.check_key(from, key, &registration)?;
+                self.handle_disseminate(from, key, root, registration);
+            }
+            Message::Ack { key, root, report } => self.handle_ack(from, key, root, report),
+            Message::Complete { key, report } => self.handle_complete(from, key, report),
+            Message::Launch {
+                launch,
+                task,
+                args,
+                requires,
+            } => self.accept_task(
+                TaskRunId {
+                    origin: from,
+                    launch,
+                },
+                task,
+                args,
+                requires,
+            ),
+            Message::TaskResult { launch, outcome } => {
+                self.handle_task_result(from, launch, outcome)
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports that `node` has crashed or its connection is lost for good. Nothing
+    /// will wait for it again: rounds adopt its subtree and name it unreachable,
+    /// requests it coordinated move to the next live node, its launches fail.
+    pub fn peer_down(&mut self, node: NodeId) {
+        if node == self.config.node || node.0 >= self.config.nodes || !self.dead.insert(node) {
+            return;
+        }
+        self.disseminations_peer_down(node);
+        self.launches_peer_down(node);
+    }
+
+    /// Launches `task` with `args` on node `to`. It carries every registration this
+    /// node has requested and not yet seen complete, and runs there only once those
+    /// are done there. Answered by [`Output::TaskCompleted`].
+    pub fn launch(
+        &mut self,
+        to: NodeId,
+        task: impl Into<String>,
+        args: Vec<u8>,
+    ) -> Result<LaunchId, UsageError> {
+        if to.0 >= self.config.nodes {
+            return Err(UsageError::NoSuchNode {
+                node: to,
+                nodes: self.config.nodes,
+            });
+        }
+        let launch = LaunchId(self.next_launch);
+        self.next_launch += 1;
+        self.send_launch(to, launch, task.into(), args);
+        Ok(launch)
+    }
+
+    /// Reports that a task from [`Output::RunTask`] has finished, with its result
+    /// bytes or error text.
+    pub fn task_finished(
+        &mut self,
+        run: TaskRunId,
+        outcome: Result<Vec<u8>, String>,
+    ) -> Result<(), UsageError> {
+        if !self.running.remove(&run) {
+            return Err(UsageError::UnknownTask(run));
+        }
+        self.answer_task(run, outcome.map_err(crate::TaskErrorKind::Failed));
+        Ok(())
+    }
+
+    /// The next thing to do, or `None` when there is nothing until the next input.
+    /// Local events come first, then one frame per destination.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.outbox
+            .pop_first()
+            .map(|(to, messages)| Output::Transmit { to, messages })
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What this node knows locally of `key`: `None` if it has never run it.
+    pub fn local_state(&self, key: &Key) -> Option<LocalState> {
+        self.entries.get(key).map(Entry::state)
+    }
+
+    /// The job-wide result of `key`, if this node has learned it.
+    pub fn global_result(&self, key: &Key) -> Option<&RegistrationResult> {
+        self.completed.get(key)
+    }
+
+    /// Keys in the order they finished on this node, with their registrations: the
+    /// log a late-joining node would replay.
+    pub fn completed_log(&self) -> impl Iterator<Item = (&Key, &Registration)> {
+        self.log
+            .iter()
+            .filter_map(|key| self.entries.get(key).map(|e| (key, &e.registration)))
+    }
+
+    /// Nodes reported down so far.
+    pub fn dead_nodes(&self) -> &BTreeSet<NodeId> {
+        &self.dead
+    }
+
+    /// True when nothing is in progress here: no invocation, round, request or task
+    /// is outstanding, and no output is waiting to be polled.
+    pub fn is_quiescent(&self) -> bool {
+        self.invocations.is_empty()
+            && self.entries.values().all(Entry::is_done)
+            && self.rounds.values().all(Round::is_acknowledged)
+            && self.requesters.is_empty()
+            && self.waiters.is_empty()
+            && self.launches.is_empty()
+            && self.held.is_empty()
+            && self.running.is_empty()
+            && self.events.is_empty()
+            && self.outbox.is_empty()
+    }
+
+    pub(crate) fn me(&self) -> NodeId {
+        self.config.node
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, message: Message) {
+        debug_assert_ne!(to, self.config.node, "the core never messages itself");
+        if !self.dead.contains(&to) {
+            self.outbox.entry(to).or_default().push(message);
+        }
+    }
+
+    pub(crate) fn emit(&mut self, output: Output) {
+        self.events.push_back(output);
+    }
+
+    pub(crate) fn next_invocation_id(&mut self) -> InvocationId {
+        let id = InvocationId(self.next_invocation);
+        self.next_invocation += 1;
+        id
+    }
+
+    fn check_key(
+        &self,
+        from: NodeId,
+        key: Key,
+        registration: &Registration,
+    ) -> Result<(), ProtocolError> {
+        // Hash only what is new here: a known key was verified when first seen.
+        if self.entries.contains_key(&key) || registration.key() == key {
+            Ok(())
+        } else {
+            Err(ProtocolError::KeyMismatch { from, key })
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Protocol messages and their framing: a version byte, then postcard-encoded messages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Key, LaunchId, NodeId, Registration, Report, TaskOutcome};
+
+/// Version of the frame format; the first byte of every frame.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Default upper bound on an encoded frame, version byte included.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// A protocol message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Message {
+    /// Requester to coordinator: make this registration global and tell me when done.
+    Request {
+        /// The registration's key.
+        key: Key,
+        /// The registration itself, so the coordinator can disseminate it.
+        registration: Registration,
+    },
+    /// Parent to child in the tree rooted at `root`: run this and acknowledge.
+    Disseminate {
+        /// The registration's key.
+        key: Key,
+        /// The coordinator whose tree this travels down.
+        root: NodeId,
+        /// The registration to run.
+        registration: Registration,
+    },
+    /// Child to parent: this subtree has finished the registration.
+    Ack {
+        /// The registration's key.
+        key: Key,
+        /// The coordinator whose tree this travels up.
+        root: NodeId,
+        /// Failures and unreachable nodes in the subtree.
+        report: Report,
+    },
+    /// Coordinator to requester: the registration is done everywhere.
+    Complete {
+        /// The registration's key.
+        key: Key,
+        /// Failures and unreachable nodes of the whole job.
+        report: Report,
+    },
+    /// Run a task once the listed registrations are done on the receiving node.
+    Launch {
+        /// The launching node's id for this launch.
+        launch: LaunchId,
+        /// The task's name.
+        task: String,
+        /// The task's argument bytes.
+        args: Vec<u8>,
+        /// Registrations requested on the launching node and not yet known complete.
+        requires: Vec<Key>,
+    },
+    /// The result of a launched task, back to the node that launched it.
+    TaskResult {
+        /// The launching node's id for the launch.
+        launch: LaunchId,
+        /// What the task produced.
+        outcome: TaskOutcome,
+    },
+}
+
+impl Message {
+    /// A short name for the message's kind, for counters and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Request { .. } => "request",
+            Message::Disseminate { .. } => "disseminate",
+            Message::Ack { .. } => "ack",
+            Message::Complete { .. } => "complete",
+            Message::Launch { .. } => "launch",
+            Message::TaskResult { .. } => "task_result",
+        }
+    }
+}
+
+/// Why bytes received from a peer are not a valid frame. Frames come from the
+/// network: none of these panics, and the connection that sent them should be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame had no bytes at all.
+    #[error("empty frame: a frame starts with a version byte")]
+    Empty,
+    /// The peer speaks another version of the protocol.
+    #[error("frame version {found} is not supported (this node speaks {WIRE_VERSION}); run the same herald version on every node")]
+    UnsupportedVersion {
+        /// The version byte received.
+        found: u8,
+    },
+    /// The frame is larger than the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The maximum accepted.
+        max: usize,
+    },
+    /// The frame's bytes do not decode to messages.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Why messages could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// One message alone exceeds the frame limit; it cannot be sent.
+    #[error("a {kind} message of {len} bytes exceeds the frame limit of {max} bytes")]
+    MessageTooLarge {
+        /// The message's kind.
+        kind: &'static str,
+        /// Its encoded length.
+        len: usize,
+        /// The frame limit.
+        max: usize,
+    },
+    /// The serializer failed.
+    #[error("cannot encode message: {0}")]
+    Serialize(String),
+}
+
+/// Encodes messages into as few frames as fit under `max_frame_bytes` each,
+/// keeping their order.
+///
+/// ```
+/// use herald_core::{decode_frame, encode_frames, Key, Message, Report, DEFAULT_MAX_FRAME_BYTES};
+/// let ack = Message::Complete { key: Key::default(), report: Report::default() };
+/// let frames = encode_frames(&[ack.clone(), ack.clone()], DEFAULT_MAX_FRAME_BYTES).unwrap();
+/// assert_eq!(frames.len(), 1, "both messages share one frame");
+/// assert_eq!(decode_frame(&frames[0], DEFAULT_MAX_FRAME_BYTES).unwrap(), vec![ack.clone(), ack]);
+/// ```
+pub fn encode_frames(
+    messages: &[Message],
+    max_frame_bytes: usize,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let mut frames = Vec::new();
+    let mut frame = vec![WIRE_VERSION];
+    for message in messages {
+        let encoded =
+            postcard::to_allocvec(message).map_err(|e| EncodeError::Serialize(e.to_string()))?;
+        if 1 + encoded.len() > max_frame_bytes {
+            return Err(EncodeError::MessageTooLarge {
+                kind: message.kind(),
+                len: encoded.len(),
+                max: max_frame_bytes,
+            });
+        }
+        if frame.len() + encoded.len() > max_frame_bytes {
+            frames.push(std::mem::replace(&mut frame, vec![WIRE_VERSION]));
+        }
+        frame.extend_from_slice(&encoded);
+    }
+    if frame.len() > 1 {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+/// Decodes one frame received from a peer into its messages.
+pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Vec<Message>, FrameError> {
+    if bytes.len() > max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            max: max_frame_bytes,
+        });
+    }
+    let (&version, mut rest) = bytes.split_first().ok_or(FrameError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(FrameError::UnsupportedVersion { found: version });
+    }
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let (message, tail) = postcard::take_from_bytes::<Message>(rest)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        messages.push(message);
+        rest = tail;
+    }
+    if messages.is_empty() {
+        return Err(FrameError::Malformed("frame holds no message".into()));
+    }
+    Ok(messages)
+}
