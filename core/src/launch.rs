@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use crate::node::{Output, TaskRequest};
-use crate::{Key, LaunchId, Message, Node, NodeId, TaskError, TaskErrorKind, TaskOutcome, TaskRunId};
+use crate::{
+    Key, LaunchId, Message, Node, NodeId, TaskError, TaskErrorKind, TaskOutcome, TaskRunId,
+};
 
 /// A received task waiting for registrations it requires.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -16,13 +18,16 @@ pub(crate) struct HeldTask {
 }
 
 impl Node {
-    pub(crate) fn send_launch(&mut self, to: NodeId, launch: LaunchId, task: String, args: Vec<u8>) {
+    pub(crate) fn send_launch(
+        &mut self,
+        to: NodeId,
+        launch: LaunchId,
+        task: String,
+        args: Vec<u8>,
+    ) {
         let requires: Vec<Key> = self.waiters.keys().copied().collect();
         if to == self.me() {
-            let run = TaskRunId {
-                origin: to,
-                launch,
-            };
+            let run = TaskRunId { origin: to, launch };
             self.accept_task(run, task, args, requires);
         } else if self.dead.contains(&to) {
             self.emit(Output::TaskCompleted {
@@ -111,7 +116,12 @@ impl Node {
         }
     }
 
-    pub(crate) fn handle_task_result(&mut self, from: NodeId, launch: LaunchId, outcome: TaskOutcome) {
+    pub(crate) fn handle_task_result(
+        &mut self,
+        from: NodeId,
+        launch: LaunchId,
+        outcome: TaskOutcome,
+    ) {
         if self.launches.get(&launch) == Some(&from) {
             self.launches.remove(&launch);
             self.emit(Output::TaskCompleted { launch, outcome });

@@ -4,7 +4,9 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::node::{Invocation, LocalState, Output};
-use crate::{InvocationId, Key, Node, NodeFailure, Registration, RegistrationResult, RequestId, Scope};
+use crate::{
+    InvocationId, Key, Node, NodeFailure, Registration, RegistrationResult, RequestId, Scope,
+};
 
 /// One key's local state: invoked once, finished when its own invocation and every
 /// registration nested in it have finished.
@@ -139,9 +141,9 @@ impl Node {
 
     fn note_nested_failure(&mut self, parent_key: Key, child: Key, error: &str) {
         if let Some(parent) = self.entries.get_mut(&parent_key) {
-            parent
-                .nested_failure
-                .get_or_insert_with(|| format!("nested registration {} failed: {error}", child.short()));
+            parent.nested_failure.get_or_insert_with(|| {
+                format!("nested registration {} failed: {error}", child.short())
+            });
         }
     }
 

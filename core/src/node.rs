@@ -240,7 +240,9 @@ pub enum RegisterError {
     #[error("{0} is not executing on this node; nest only inside a running invocation")]
     UnknownInvocation(InvocationId),
     /// The registration cannot fit in one frame.
-    #[error("registration of {len} bytes exceeds the frame limit of {max} bytes; pass large data by reference")]
+    #[error(
+        "registration of {len} bytes exceeds the frame limit of {max} bytes; pass large data by reference"
+    )]
     TooLarge {
         /// The registration's payload size.
         len: usize,

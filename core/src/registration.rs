@@ -76,9 +76,7 @@ impl Registration {
 }
 
 /// The identity of a registration: requests with equal keys are one registration.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Key(pub [u8; 32]);
 
 impl Key {

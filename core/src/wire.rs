@@ -87,7 +87,9 @@ pub enum FrameError {
     #[error("empty frame: a frame starts with a version byte")]
     Empty,
     /// The peer speaks another version of the protocol.
-    #[error("frame version {found} is not supported (this node speaks {WIRE_VERSION}); run the same herald version on every node")]
+    #[error(
+        "frame version {found} is not supported (this node speaks {WIRE_VERSION}); run the same herald version on every node"
+    )]
     UnsupportedVersion {
         /// The version byte received.
         found: u8,

@@ -1,0 +1,173 @@
+//! A minimal in-memory driver for core tests: FIFO delivery, explicit control of
+//! invocations and tasks. The full simulator lives in herald-sim.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use herald_core::{
+    Config, Invocation, Key, LaunchId, Message, Node, NodeId, Output, Registration,
+    RegistrationResult, RequestId, TaskOutcome, TaskRequest,
+};
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    /// Frames sent and not yet delivered, in send order.
+    pub in_flight: VecDeque<(NodeId, NodeId, Vec<Message>)>,
+    /// Invocations started and not yet finished, per node.
+    pub running: Vec<(NodeId, Invocation)>,
+    /// Every invocation ever started: (node, key).
+    pub invoked: Vec<(NodeId, Key)>,
+    pub completed: Vec<(NodeId, RequestId, RegistrationResult)>,
+    pub tasks: Vec<(NodeId, TaskRequest)>,
+    pub task_results: Vec<(NodeId, LaunchId, TaskOutcome)>,
+    pub sent_by_kind: BTreeMap<&'static str, usize>,
+    /// Number of Transmit outputs (frames).
+    pub frames: usize,
+}
+
+impl Cluster {
+    pub fn new(nodes: u32, fanout: u32) -> Self {
+        Self {
+            nodes: (0..nodes)
+                .map(|i| {
+                    Node::new(
+                        Config::new(NodeId(i), nodes)
+                            .and_then(|c| c.with_fanout(fanout))
+                            .expect("valid config"),
+                    )
+                })
+                .collect(),
+            in_flight: VecDeque::new(),
+            running: Vec::new(),
+            invoked: Vec::new(),
+            completed: Vec::new(),
+            tasks: Vec::new(),
+            task_results: Vec::new(),
+            sent_by_kind: BTreeMap::new(),
+            frames: 0,
+        }
+    }
+
+    pub fn node(&mut self, i: u32) -> &mut Node {
+        &mut self.nodes[i as usize]
+    }
+
+    pub fn messages(&self) -> usize {
+        self.sent_by_kind.values().sum()
+    }
+
+    pub fn register(&mut self, i: u32, registration: &Registration) -> RequestId {
+        let r = self.nodes[i as usize]
+            .register(registration.clone(), None)
+            .expect("register");
+        self.pump();
+        r
+    }
+
+    /// Drains every node's outputs into the buffers.
+    pub fn pump(&mut self) {
+        for i in 0..self.nodes.len() {
+            let me = NodeId(i as u32);
+            while let Some(output) = self.nodes[i].poll_output() {
+                match output {
+                    Output::Transmit { to, messages } => {
+                        self.frames += 1;
+                        for m in &messages {
+                            *self.sent_by_kind.entry(m.kind()).or_default() += 1;
+                        }
+                        self.in_flight.push_back((me, to, messages));
+                    }
+                    Output::Invoke(inv) => {
+                        self.invoked.push((me, inv.key));
+                        self.running.push((me, inv));
+                    }
+                    Output::Completed { request, result } => {
+                        self.completed.push((me, request, result))
+                    }
+                    Output::RunTask(task) => self.tasks.push((me, task)),
+                    Output::TaskCompleted { launch, outcome } => {
+                        self.task_results.push((me, launch, outcome))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers the oldest in-flight frame, all its messages before polling; false
+    /// if none.
+    pub fn deliver_one(&mut self) -> bool {
+        let Some((from, to, messages)) = self.in_flight.pop_front() else {
+            return false;
+        };
+        for message in messages {
+            self.nodes[to.0 as usize]
+                .handle_message(from, message)
+                .expect("valid message");
+        }
+        self.pump();
+        true
+    }
+
+    /// Delivers messages until none is in flight (invocations stay as they are).
+    pub fn deliver_all(&mut self) {
+        while self.deliver_one() {}
+    }
+
+    /// Finishes the oldest running invocation of `key` on `node`.
+    pub fn finish(&mut self, node: u32, key: Key, outcome: Result<(), String>) {
+        let at = self
+            .running
+            .iter()
+            .position(|(n, inv)| n.0 == node && inv.key == key)
+            .unwrap_or_else(|| panic!("no running invocation of {key:?} on node {node}"));
+        let (_, inv) = self.running.remove(at);
+        self.nodes[node as usize]
+            .invocation_finished(inv.id, outcome)
+            .expect("finish");
+        self.pump();
+    }
+
+    /// Runs to quiescence, finishing every invocation successfully.
+    pub fn settle(&mut self) {
+        loop {
+            if self.deliver_one() {
+                continue;
+            }
+            let Some((node, inv)) = self.running.first().cloned() else {
+                break;
+            };
+            self.finish(node.0, inv.key, Ok(()));
+        }
+    }
+
+    pub fn invocations_of(&self, key: Key) -> usize {
+        self.invoked.iter().filter(|(_, k)| *k == key).count()
+    }
+
+    pub fn answer(&self, node: u32, request: RequestId) -> Option<&RegistrationResult> {
+        self.completed
+            .iter()
+            .find(|(n, r, _)| n.0 == node && *r == request)
+            .map(|(_, _, result)| result)
+    }
+
+    pub fn peer_down_everywhere(&mut self, dead: u32) {
+        for i in 0..self.nodes.len() as u32 {
+            if i != dead {
+                self.nodes[i as usize].peer_down(NodeId(dead));
+            }
+        }
+        self.in_flight
+            .retain(|(from, to, _)| from.0 != dead && to.0 != dead);
+        self.running.retain(|(n, _)| n.0 != dead);
+        self.pump();
+    }
+}
+
+/// A registration whose key's home is `home` in a job of `nodes` nodes.
+pub fn registration_homed_at(home: u32, nodes: u32, label: &str) -> Registration {
+    (0u32..)
+        .map(|i| Registration::new(format!("{label}-{i}").into_bytes(), vec![]))
+        .find(|r| r.key().home(nodes) == NodeId(home))
+        .expect("some label hashes to every home")
+}

@@ -1,0 +1,170 @@
+//! Causal task launches.
+
+mod common;
+
+use common::{Cluster, registration_homed_at};
+use herald_core::{NodeId, TaskErrorKind, UsageError};
+
+#[test]
+fn task_waits_on_its_target_for_registrations_requested_before_the_launch() {
+    let mut c = Cluster::new(3, 2);
+    let reg = registration_homed_at(0, 3, "tasks");
+    c.register(0, &reg);
+    let launch = c
+        .node(0)
+        .launch(NodeId(2), "matmul", b"args".to_vec())
+        .expect("launch");
+    c.pump();
+    // Deliver the launch before the registration reaches node 2.
+    let at = c
+        .in_flight
+        .iter()
+        .position(|(_, to, m)| to.0 == 2 && m[0].kind() == "launch");
+    let frame = c
+        .in_flight
+        .remove(at.expect("launch in flight"))
+        .expect("frame");
+    c.in_flight.push_front(frame);
+    c.deliver_one();
+    assert!(
+        c.tasks.is_empty(),
+        "held until the registration is done there"
+    );
+    c.deliver_all();
+    assert!(c.tasks.is_empty(), "still running on node 2");
+    c.finish(2, reg.key(), Ok(()));
+    assert_eq!(c.tasks.len(), 1);
+    let (node, task) = c.tasks[0].clone();
+    assert_eq!(
+        (node.0, task.task.as_str(), task.args.as_slice()),
+        (2, "matmul", &b"args"[..])
+    );
+    c.node(2)
+        .task_finished(task.run, Ok(b"done".to_vec()))
+        .expect("finish");
+    c.pump();
+    c.settle();
+    assert_eq!(c.task_results.len(), 1);
+    assert_eq!(c.task_results[0].1, launch);
+    assert_eq!(c.task_results[0].2, Ok(b"done".to_vec()));
+}
+
+#[test]
+fn launches_after_completion_carry_nothing_and_run_at_once() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(1, 2, "done-before");
+    c.register(0, &reg);
+    c.settle();
+    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.pump();
+    assert!(
+        matches!(&c.in_flight[0].2[0], herald_core::Message::Launch { requires, .. } if requires.is_empty())
+    );
+    c.deliver_all();
+    assert_eq!(c.tasks.len(), 1);
+}
+
+#[test]
+fn task_whose_requirement_failed_there_fails_with_that_error() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "req-fail");
+    c.register(0, &reg);
+    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.pump();
+    c.deliver_all();
+    c.finish(1, reg.key(), Err("digest mismatch".into()));
+    c.settle();
+    assert!(c.tasks.is_empty(), "not run");
+    let outcome = &c.task_results[0].2;
+    let err = outcome.as_ref().expect_err("failed");
+    assert_eq!(err.node, NodeId(1));
+    assert!(
+        matches!(&err.kind, TaskErrorKind::RequirementFailed { key, error } if *key == reg.key() && error == "digest mismatch")
+    );
+}
+
+#[test]
+fn host_errors_such_as_unknown_tasks_reach_the_launcher() {
+    let mut c = Cluster::new(2, 2);
+    c.node(0)
+        .launch(NodeId(1), "nosuch", vec![])
+        .expect("launch");
+    c.pump();
+    c.deliver_all();
+    let run = c.tasks[0].1.run;
+    c.node(1)
+        .task_finished(run, Err("task 'nosuch' is not registered on node 1".into()))
+        .expect("finish");
+    c.pump();
+    c.deliver_all();
+    let err = c.task_results[0].2.as_ref().expect_err("error result");
+    assert!(
+        err.to_string()
+            .contains("task 'nosuch' is not registered on node 1")
+    );
+    assert_eq!(
+        c.node(1).task_finished(run, Ok(vec![])),
+        Err(UsageError::UnknownTask(run))
+    );
+}
+
+#[test]
+fn local_launch_waits_for_local_registration() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(1, 2, "local");
+    c.register(0, &reg);
+    let launch = c.node(0).launch(NodeId(0), "t", vec![]).expect("launch");
+    c.pump();
+    assert!(c.tasks.is_empty());
+    c.finish(0, reg.key(), Ok(()));
+    assert_eq!(c.tasks.len(), 1);
+    let run = c.tasks[0].1.run;
+    c.node(0).task_finished(run, Ok(vec![7])).expect("finish");
+    c.pump();
+    assert_eq!(c.task_results[0].1, launch);
+    assert_eq!(c.task_results[0].2, Ok(vec![7]));
+}
+
+#[test]
+fn launches_to_dead_or_dying_nodes_fail_as_unreachable() {
+    let mut c = Cluster::new(3, 2);
+    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.pump();
+    c.peer_down_everywhere(1);
+    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.pump();
+    assert_eq!(c.task_results.len(), 2);
+    for (_, _, outcome) in &c.task_results {
+        let err = outcome.as_ref().expect_err("unreachable");
+        assert_eq!(
+            (err.node, &err.kind),
+            (NodeId(1), &TaskErrorKind::Unreachable)
+        );
+    }
+    assert!(matches!(
+        c.node(0).launch(NodeId(3), "t", vec![]),
+        Err(UsageError::NoSuchNode { .. })
+    ));
+}
+
+#[test]
+fn held_tasks_of_a_dead_launcher_are_dropped() {
+    let mut c = Cluster::new(3, 2);
+    let reg = registration_homed_at(0, 3, "dropped");
+    c.register(1, &reg);
+    c.node(1).launch(NodeId(2), "t", vec![]).expect("launch");
+    c.pump();
+    let at = c
+        .in_flight
+        .iter()
+        .position(|(_, to, _)| to.0 == 2)
+        .expect("launch");
+    let frame = c.in_flight.remove(at).expect("frame");
+    c.in_flight.push_front(frame);
+    c.deliver_one();
+    assert!(!c.node(2).is_quiescent(), "holding the task");
+    c.peer_down_everywhere(1);
+    c.settle();
+    assert!(c.tasks.is_empty());
+    assert!(c.node(2).is_quiescent());
+}
