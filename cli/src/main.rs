@@ -1,1 +1,52 @@
-fn main() {}
+//! The `herald` command line.
+
+mod demo;
+mod node;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// herald: make dynamically loaded code exist on every node of a distributed job.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version)]
+struct Cli {
+    /// Log more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Start N ranks of a job on this machine: herald run -n N -- PROGRAM ARGS...
+    Run(run::RunArgs),
+    /// Be one node of a job: rank 0 loads libraries and runs the top-level function.
+    Node(node::NodeArgs),
+    /// Four nodes on loopback load a C plugin everywhere and run its tasks.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Commands::Run(args) => run::run(args),
+        Commands::Node(args) => node::run(args),
+        Commands::Demo(args) => demo::run(args),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("herald: {error:#}");
+        ExitCode::FAILURE
+    })
+}

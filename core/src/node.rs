@@ -260,6 +260,16 @@ pub enum UsageError {
     /// `task_finished` for a task that is not running.
     #[error("task {launch} from {origin} is not running on this node", launch = .0.launch, origin = .0.origin)]
     UnknownTask(TaskRunId),
+    /// `launch` with a task name and arguments too large for one frame.
+    #[error(
+        "task name and arguments of {len} bytes exceed the frame limit of {max} bytes; pass large data by reference"
+    )]
+    TooLarge {
+        /// Their size.
+        len: usize,
+        /// The usable frame size.
+        max: usize,
+    },
     /// `launch` to a node outside the job.
     #[error("{node} is not part of this job of {nodes} nodes")]
     NoSuchNode {
@@ -343,7 +353,7 @@ impl Node {
         registration: Registration,
         parent: Option<InvocationId>,
     ) -> Result<RequestId, RegisterError> {
-        let max = self.config.max_frame_bytes.saturating_sub(1024);
+        let max = self.max_payload_bytes();
         if registration.payload_len() > max {
             return Err(RegisterError::TooLarge {
                 len: registration.payload_len(),
@@ -468,9 +478,14 @@ impl Node {
                 nodes: self.config.nodes,
             });
         }
+        let task = task.into();
+        let (len, max) = (task.len() + args.len(), self.max_payload_bytes());
+        if len > max {
+            return Err(UsageError::TooLarge { len, max });
+        }
         let launch = LaunchId(self.next_launch);
         self.next_launch += 1;
-        self.send_launch(to, launch, task.into(), args);
+        self.send_launch(to, launch, task, args);
         Ok(launch)
     }
 
@@ -484,6 +499,20 @@ impl Node {
         if !self.running.remove(&run) {
             return Err(UsageError::UnknownTask(run));
         }
+        let max = self.max_payload_bytes();
+        let outcome = match outcome {
+            Ok(bytes) if bytes.len() > max => Err(format!(
+                "the task's result of {} bytes exceeds the frame limit of {max} bytes; \
+                 return large data by reference",
+                bytes.len()
+            )),
+            Err(mut error) if error.len() > max => {
+                let cut = (0..=max).rev().find(|&i| error.is_char_boundary(i));
+                error.truncate(cut.unwrap_or(0));
+                Err(error)
+            }
+            outcome => outcome,
+        };
         self.answer_task(run, outcome.map_err(crate::TaskErrorKind::Failed));
         Ok(())
     }
@@ -540,6 +569,12 @@ impl Node {
             && self.running.is_empty()
             && self.events.is_empty()
             && self.outbox.is_empty()
+    }
+
+    /// The largest registration or task payload that fits in a frame with room
+    /// for the message around it.
+    fn max_payload_bytes(&self) -> usize {
+        self.config.max_frame_bytes.saturating_sub(1024)
     }
 
     pub(crate) fn me(&self) -> NodeId {

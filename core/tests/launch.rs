@@ -168,3 +168,27 @@ fn held_tasks_of_a_dead_launcher_are_dropped() {
     assert!(c.tasks.is_empty());
     assert!(c.node(2).is_quiescent());
 }
+
+#[test]
+fn oversized_launches_and_results_are_refused_not_dropped() {
+    use herald_core::{Config, Node, Output};
+    let config = Config::new(NodeId(0), 2)
+        .and_then(|c| c.with_max_frame_bytes(4096))
+        .expect("config");
+    let mut node = Node::new(config);
+    assert!(matches!(
+        node.launch(NodeId(1), "t", vec![0; 8192]),
+        Err(UsageError::TooLarge { .. })
+    ));
+    node.launch(NodeId(0), "t", vec![]).expect("local launch");
+    let Some(Output::RunTask(task)) = node.poll_output() else {
+        panic!("expected the task to run")
+    };
+    node.task_finished(task.run, Ok(vec![0; 8192]))
+        .expect("finish");
+    let Some(Output::TaskCompleted { outcome, .. }) = node.poll_output() else {
+        panic!("expected an answer")
+    };
+    let error = outcome.expect_err("too large to send back");
+    assert!(error.to_string().contains("exceeds the frame limit"));
+}

@@ -1,0 +1,272 @@
+//! A harness for multi-process tests: starts `herald node` ranks itself (so each
+//! rank can get its own flags and environment), collects their output lines, and
+//! synchronises only on lines and exit statuses. Timeouts are failure guards.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Longest any test waits for anything before declaring failure.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// The `herald` binary under test.
+pub fn herald() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+/// Compiles `cli/tests/c/{name}.c` (or `source` if given) with plain `cc -shared -fPIC`
+/// into `dir/lib{output}.so`.
+pub fn build_c(dir: &Path, name: &str, output: &str, extra: &str) -> PathBuf {
+    let original = repo_root().join(format!("cli/tests/c/{name}.c"));
+    let source = std::fs::read_to_string(&original)
+        .unwrap_or_else(|e| panic!("read {}: {e}", original.display()));
+    let source_path = dir.join(format!("{output}.c"));
+    std::fs::write(&source_path, format!("{source}\n{extra}\n")).expect("write source");
+    let library = dir.join(format!("lib{output}.so"));
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(&source_path)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for {name}");
+    library
+}
+
+/// One output line of one rank.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub rank: u32,
+    pub stderr: bool,
+    pub text: String,
+}
+
+/// A running job of `herald node` processes.
+pub struct Job {
+    pub coordinator: SocketAddr,
+    children: Vec<Child>,
+    stdins: Vec<Option<ChildStdin>>,
+    lines: Receiver<Line>,
+    exits: Receiver<u32>,
+    statuses: Vec<Option<ExitStatus>>,
+    seen: Vec<Line>,
+}
+
+/// What each rank runs: flags after `herald node`, and extra environment.
+pub struct RankSetup {
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Job {
+    /// Starts `nodes` ranks of `herald node`, configured per rank.
+    pub fn start(nodes: u32, setup: impl Fn(u32) -> RankSetup) -> Job {
+        let secret = herald_tcp::Secret::random().to_hex();
+        let coordinator = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let (line_tx, lines) = crossbeam_channel::unbounded();
+        let (exit_tx, exits) = crossbeam_channel::unbounded();
+        let mut children = Vec::new();
+        let mut stdins = Vec::new();
+        for rank in 0..nodes {
+            let RankSetup { mut args, env } = setup(rank);
+            if !args.iter().any(|a| a == "--establish-timeout") {
+                args.extend(["--establish-timeout".into(), "20".into()]);
+            }
+            let mut command = Command::new(herald());
+            command
+                .arg("node")
+                .args(args)
+                .env("HERALD_RANK", rank.to_string())
+                .env("HERALD_SIZE", nodes.to_string())
+                .env("HERALD_COORDINATOR", coordinator.to_string())
+                .env("HERALD_SECRET", &secret)
+                .env_remove("HERALD_LIBRARY_PATH")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (name, value) in env {
+                command.env(name, value);
+            }
+            let mut child = command.spawn().expect("spawn herald node");
+            forward(
+                rank,
+                false,
+                child.stdout.take().expect("stdout"),
+                line_tx.clone(),
+            );
+            forward(
+                rank,
+                true,
+                child.stderr.take().expect("stderr"),
+                line_tx.clone(),
+            );
+            stdins.push(child.stdin.take());
+            let pid = child.id();
+            let exit_tx = exit_tx.clone();
+            std::thread::spawn(move || {
+                wait_without_reaping(pid);
+                let _ = exit_tx.send(rank);
+            });
+            children.push(child);
+        }
+        Job {
+            coordinator,
+            statuses: vec![None; nodes as usize],
+            children,
+            stdins,
+            lines,
+            exits,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `wanted` (from any rank), or panics after the guard.
+    pub fn expect_line(&mut self, wanted: impl Fn(&Line) -> bool) -> Line {
+        if let Some(line) = self.seen.iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    self.kill_all();
+                    panic!(
+                        "expected line never came; output so far:\n{}",
+                        self.transcript()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes `text` to a rank's standard input.
+    pub fn write_stdin(&mut self, rank: u32, text: &str) {
+        let stdin = self.stdins[rank as usize].as_mut().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Kills one rank (SIGKILL).
+    pub fn kill(&mut self, rank: u32) {
+        let _ = self.children[rank as usize].kill();
+    }
+
+    /// Waits for every rank to exit and returns their statuses; kills them all and
+    /// panics if they do not exit within the guard.
+    pub fn wait(&mut self) -> Vec<ExitStatus> {
+        let deadline = Instant::now() + GUARD;
+        while self.statuses.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exits.recv_timeout(left) {
+                Ok(rank) => {
+                    let status = self.children[rank as usize].wait().expect("reap");
+                    self.statuses[rank as usize] = Some(status);
+                }
+                Err(_) => {
+                    self.kill_all();
+                    panic!("ranks did not exit; output so far:\n{}", self.transcript());
+                }
+            }
+        }
+        // Output ends at exit: collect the rest.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.statuses.iter().map(|s| s.expect("reaped")).collect()
+    }
+
+    /// Every line so far, prefixed by rank.
+    pub fn transcript(&self) -> String {
+        self.seen
+            .iter()
+            .map(|l| {
+                format!(
+                    "[{}{}] {}\n",
+                    l.rank,
+                    if l.stderr { " err" } else { "" },
+                    l.text
+                )
+            })
+            .collect()
+    }
+
+    /// Lines of standard output containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.seen.iter().filter(|l| l.text.contains(needle)).count()
+    }
+
+    fn kill_all(&mut self) {
+        for (rank, child) in self.children.iter_mut().enumerate() {
+            if self.statuses[rank].is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.statuses[rank] = Some(ExitStatus::default());
+            }
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn forward(rank: u32, stderr: bool, pipe: impl Read + Send + 'static, lines: Sender<Line>) {
+    std::thread::spawn(move || {
+        for text in BufReader::new(pipe).lines() {
+            let Ok(text) = text else { break };
+            if lines.send(Line { rank, stderr, text }).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn wait_without_reaping(pid: u32) {
+    loop {
+        // SAFETY: plain data filled in by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, leaving it unreaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// `--flag value` pairs as OsStrings.
+pub fn args<const N: usize>(pairs: [&dyn AsRef<std::ffi::OsStr>; N]) -> Vec<OsString> {
+    pairs.iter().map(|a| a.as_ref().to_os_string()).collect()
+}

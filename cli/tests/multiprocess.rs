@@ -1,0 +1,373 @@
+//! Real multi-process jobs on loopback: `herald node` ranks over authenticated TCP,
+//! loading C plugins built with plain `cc -shared -fPIC` at test time.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::{Job, RankSetup, args, build_c};
+
+/// `herald run` starts the ranks; the example plugin's constructor registers its
+/// tasks on every node (the callback nests three task registrations); every task
+/// runs on every node. Then a plugin whose callback registers another callback
+/// from inside its invocation: each runs exactly once per node.
+#[test]
+fn constructor_nesting_reaches_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = dir.path().join("libexample.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&example)
+        .arg("-I")
+        .arg(common::repo_root().join("include"))
+        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    let main = format!("{}:example_main", example.display());
+    let output = Command::new(common::herald())
+        .args(["run", "-n", "4", "--"])
+        .arg(common::herald())
+        .args(["node", "--load"])
+        .arg(&example)
+        .args(["--main", &main, "--library-path"])
+        .arg(dir.path())
+        .output()
+        .expect("herald run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for node in 0..4 {
+        let line = format!("[{node}] node {node}: example tasks registered");
+        assert_eq!(stdout.matches(&line).count(), 1, "{stdout}");
+        assert!(
+            stdout.contains(&format!("[0] node {node}: example.reverse -> ")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("all tasks succeeded on every node"),
+        "{stdout}"
+    );
+
+    let nest = build_c(dir.path(), "nest", "nest", "");
+    let mut job = Job::start(4, |_| RankSetup {
+        args: args([&"--load", &nest, &"--library-path", &dir.path()]),
+        env: vec![],
+    });
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+    assert_eq!(
+        job.count("outer ran, nested handle ok"),
+        4,
+        "{}",
+        job.transcript()
+    );
+    assert_eq!(job.count("inner ran"), 4, "{}", job.transcript());
+}
+
+/// Node 0 loads library A while node 1 (in a task) loads library B; both
+/// constructors register globally. Everything completes on every node.
+#[test]
+fn two_nodes_load_two_libraries_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = build_c(dir.path(), "driver", "driver", "");
+    let a = build_c(dir.path(), "ctor_a", "ctor_a", "");
+    let b = build_c(dir.path(), "ctor_b", "ctor_b", "");
+    let main = format!("{}:main_concurrent_loads", driver.display());
+    let mut job = Job::start(3, |_| RankSetup {
+        args: args([
+            &"--load",
+            &driver,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![
+            ("DRIVER_LIB_A".into(), a.display().to_string()),
+            ("DRIVER_LIB_B".into(), b.display().to_string()),
+        ],
+    });
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+    assert_eq!(
+        job.count("concurrent loads: done"),
+        1,
+        "{}",
+        job.transcript()
+    );
+    for node in 0..3 {
+        assert_eq!(
+            job.count(&format!("node {node}: A callback ran")),
+            1,
+            "{}",
+            job.transcript()
+        );
+        assert_eq!(
+            job.count(&format!("node {node}: B callback ran")),
+            1,
+            "{}",
+            job.transcript()
+        );
+    }
+}
+
+/// Node 2 is killed while it runs a registration: the others complete, and the
+/// result names node 2 as unreachable.
+#[test]
+fn killed_node_is_named_and_the_rest_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = build_c(dir.path(), "driver", "driver", "");
+    let main = format!("{}:main_killed_node", driver.display());
+    let mut job = Job::start(4, |_| RankSetup {
+        args: args([
+            &"--load",
+            &driver,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![],
+    });
+    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: stalling"));
+    job.kill(2);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(transcript.contains("unreachable nodes: 2"), "{transcript}");
+    for rank in [0, 1, 3] {
+        assert!(statuses[rank].success(), "rank {rank}\n{transcript}");
+    }
+    assert!(!statuses[2].success());
+}
+
+/// A rank holding another secret cannot join: it fails the handshake, and the
+/// job does not form.
+#[test]
+fn wrong_secret_is_refused() {
+    let mut job = Job::start(2, |rank| RankSetup {
+        args: args([&"--establish-timeout", &"5"]),
+        env: if rank == 1 {
+            vec![(
+                "HERALD_SECRET".into(),
+                herald_tcp::Secret::random().to_hex(),
+            )]
+        } else {
+            vec![]
+        },
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(!statuses[1].success(), "{transcript}");
+    assert!(!statuses[0].success(), "{transcript}");
+    assert!(
+        transcript.contains("[1 err] herald: rank 1 of 2: the job did not form"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("cluster secret"), "{transcript}");
+}
+
+/// Node 0 loaded a library; the file at that path then changes. The other nodes
+/// find a different digest and refuse to load it; the result names them and the path.
+#[test]
+fn digest_mismatch_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = build_c(dir.path(), "driver", "driver", "");
+    let plain = build_c(dir.path(), "plain", "plain", "");
+    let replacement = build_c(
+        dir.path(),
+        "plain",
+        "plain_other",
+        "int different_build = 1;",
+    );
+    let main = format!("{}:main_digest_mismatch", driver.display());
+    let mut job = Job::start(3, |_| RankSetup {
+        args: args([
+            &"--load",
+            &driver,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![
+            ("DRIVER_LIB_A".into(), plain.display().to_string()),
+            (
+                "DRIVER_REPLACEMENT".into(),
+                replacement.display().to_string(),
+            ),
+        ],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    for node in [1, 2] {
+        let wanted = format!("node {node}: library {} differs", plain.display());
+        assert!(transcript.contains(&wanted), "{wanted}\n{transcript}");
+    }
+    assert!(
+        transcript.contains("node 0: plain callback ran"),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains("node 1: plain callback ran"),
+        "{transcript}"
+    );
+}
+
+/// Only node 0 allows the plugin's directory: the others refuse to load it and
+/// the load fails, naming them.
+#[test]
+fn library_outside_allowed_directories_is_refused() {
+    let allowed = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let nest = build_c(elsewhere.path(), "nest", "nest", "");
+    let mut job = Job::start(3, |rank| RankSetup {
+        args: if rank == 0 {
+            args([&"--load", &nest, &"--library-path", &elsewhere.path()])
+        } else {
+            args([&"--library-path", &allowed.path()])
+        },
+        env: vec![],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(!statuses[0].success(), "{transcript}");
+    for node in [1, 2] {
+        let wanted = format!(
+            "node {node}: library {}",
+            nest.canonicalize().expect("path").display()
+        );
+        assert!(transcript.contains(&wanted), "{wanted}\n{transcript}");
+    }
+    assert!(
+        transcript.contains("is outside the allowed directories"),
+        "{transcript}"
+    );
+    assert_eq!(
+        job.count("inner ran"),
+        1,
+        "only node 0 ran it\n{transcript}"
+    );
+}
+
+/// Garbage thrown at node 0's port (no handshake, a huge length, random bytes)
+/// is dropped; the job keeps serving.
+#[test]
+fn garbage_on_the_port_does_not_stop_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = build_c(dir.path(), "driver", "driver", "");
+    let main = format!("{}:main_after_garbage", driver.display());
+    let mut job = Job::start(2, |_| RankSetup {
+        args: args([
+            &"--load",
+            &driver,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![],
+    });
+    job.expect_line(|l| l.rank == 0 && l.text.contains("ready for garbage"));
+    let garbage: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: herald\r\n\r\n",
+        &[0xff; 4096],
+        &[0x00, 0x00, 0x00, 0x7f, 1, 2, 3],
+    ];
+    for bytes in garbage {
+        // The node may close the connection as soon as it sees bad bytes.
+        if let Ok(mut stream) = TcpStream::connect(job.coordinator) {
+            let _ = stream.write_all(bytes);
+        }
+    }
+    job.write_stdin(0, "go\n");
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    assert!(
+        transcript.contains("echo -> node 1: still serving"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("after garbage: served"), "{transcript}");
+}
+
+/// The Rust example plugin (a cdylib declaring the C ABI itself, compiled here
+/// with plain `rustc`, linking nothing) works like a C one.
+#[test]
+fn rust_plugin_links_nothing_and_runs_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("librust_plugin.so");
+    let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--edition", "2024", "--crate-type", "cdylib", "-o"])
+        .arg(&plugin)
+        .arg(common::repo_root().join("examples/rust-plugin/src/lib.rs"))
+        .status()
+        .expect("rustc");
+    assert!(status.success());
+    let main = format!("{}:rust_plugin_main", plugin.display());
+    let mut job = Job::start(3, |_| RankSetup {
+        args: args([
+            &"--load",
+            &plugin,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    for node in 0..3 {
+        let wanted = format!("node {node}: rust.fibonacci(50) = 12586269025");
+        assert!(transcript.contains(&wanted), "{transcript}");
+    }
+}
+
+/// `herald run` passes the bootstrap variables and prefixes each line with its rank.
+#[test]
+fn herald_run_prefixes_output_with_the_rank() {
+    let script = r#"echo "hello from $HERALD_RANK of $HERALD_SIZE secret=${#HERALD_SECRET}""#;
+    let output = Command::new(common::herald())
+        .args(["run", "-n", "3", "--", "sh", "-c", script])
+        .output()
+        .expect("herald run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for rank in 0..3 {
+        let line = format!("[{rank}] hello from {rank} of 3 secret=64");
+        assert!(stdout.contains(&line), "{stdout}");
+    }
+}
+
+/// When one rank fails, `herald run` stops the others (here: sleeping for ten
+/// minutes) and fails itself, naming the rank.
+#[test]
+fn herald_run_stops_the_job_when_a_rank_fails() {
+    let script = r#"if [ "$HERALD_RANK" = 1 ]; then echo "rank 1 gives up"; exit 3; fi
+        exec sleep 600"#;
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let output = Command::new(common::herald())
+            .args(["run", "-n", "3", "--", "sh", "-c", script])
+            .output();
+        let _ = done_tx.send(output);
+    });
+    let output = done
+        .recv_timeout(common::GUARD)
+        .expect("herald run stopped the sleeping ranks")
+        .expect("herald run ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stdout.contains("[1] rank 1 gives up"), "{stdout}");
+    assert!(stderr.contains("rank 1 failed"), "{stderr}");
+}

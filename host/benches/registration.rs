@@ -1,0 +1,161 @@
+//! Global registration latency on loopback, next to the bare TCP round trip.
+//!
+//! `CARGO_TARGET_DIR=/work/target-host cargo bench -p herald-host --bench registration`
+//! (optionally followed by `-- SIZES...`; `BENCH_COUNT` sets the count). For each job size N it starts N
+//! processes of this executable; rank 0 first measures the TCP round trip to every
+//! peer with raw frames, then issues COUNT (default 200) global registrations of
+//! a C callback one after another (each with new argument bytes, so each is a new
+//! registration) and reports the median time until each completed on every node.
+
+mod common;
+
+use std::ffi::c_void;
+use std::time::Instant;
+
+use herald_core::{Key, NodeId, Tree};
+use herald_tcp::MeshEvent;
+
+const NOOP: &str =
+    "int bench_noop(const void *a, unsigned long n) { (void)a; (void)n; return 0; }\n";
+const PINGS: usize = 200;
+
+fn main() {
+    if let Some(rank) = common::child_rank() {
+        return child(rank);
+    }
+    let mut sizes: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![2, 4, 8, 16];
+    }
+    let count: usize = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let library = common::compile(dir.path(), "noop", NOOP);
+    println!(
+        "global registration latency, loopback, fanout {}",
+        herald_core::DEFAULT_FANOUT
+    );
+    println!(
+        "{:>4} | {:>5} | {:>13} | {:>13} | {:>13} | {:>11} | {:>16}",
+        "N", "depth", "TCP RTT us", "median reg us", "p90 reg us", "reg / RTT", "reg / (RTT*hops)"
+    );
+    for nodes in sizes {
+        let env = [
+            ("BENCH_LIBRARY", library.display().to_string()),
+            ("BENCH_COUNT", count.to_string()),
+        ];
+        let lines = common::run_job(nodes, &env);
+        let Some(result) = lines.iter().find_map(|l| l.strip_prefix("0: result ")) else {
+            panic!("no result from rank 0:\n{}", lines.join("\n"));
+        };
+        println!("{result}");
+    }
+    println!(
+        "hops = tree depth + 1 averaged over coordinators: a registration goes to its key's \
+         coordinator (1 hop if that is not the requester), down and up the tree (depth round \
+         trips), and back."
+    );
+}
+
+fn child(rank: u32) {
+    let (mesh, events) = common::join_mesh();
+    let size = mesh.size();
+    let library = std::path::PathBuf::from(std::env::var("BENCH_LIBRARY").expect("library"));
+    let count: usize = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200);
+    let dir = library.parent().expect("dir").to_path_buf();
+    if rank != 0 {
+        // Echo rank 0's pings until it says the round-trip phase is over.
+        loop {
+            match events.recv() {
+                Ok(MeshEvent::Frame { from: 0, bytes }) if bytes == b"done" => break,
+                Ok(MeshEvent::Frame { from, bytes }) => mesh.send(from, bytes),
+                Ok(MeshEvent::PeerDown { .. }) | Err(_) => std::process::exit(1),
+            }
+        }
+        let runtime = common::start_runtime(mesh, events, &dir);
+        let _ = runtime.wait_for_job_end(None);
+        runtime.shutdown();
+        return;
+    }
+
+    let mut rtts = Vec::new();
+    for peer in 1..size {
+        for i in 0..PINGS + 20 {
+            let started = Instant::now();
+            mesh.send(peer, vec![7; 64]);
+            match events.recv() {
+                Ok(MeshEvent::Frame { .. }) => {}
+                other => panic!("ping to {peer}: {other:?}"),
+            }
+            if i >= 20 {
+                rtts.push(started.elapsed());
+            }
+        }
+    }
+    let rtt_us = common::median_us(&mut rtts);
+    for peer in 1..size {
+        mesh.send(peer, b"done".to_vec());
+    }
+    let runtime = common::start_runtime(mesh, events, &dir);
+    runtime.load_library(&library).expect("load");
+    let function = {
+        // SAFETY: herald loaded the library already; only the symbol's address is taken.
+        let lib = unsafe { libloading::Library::new(&library) }.expect("open");
+        let symbol = unsafe { lib.get::<*const c_void>(b"bench_noop\0") }.expect("symbol");
+        let address = *symbol;
+        std::mem::forget(lib);
+        address
+    };
+    let mut latencies = Vec::new();
+    let mut hops = 0.0;
+    for i in 0..count + 10 {
+        let args = (i as u64).to_le_bytes().to_vec();
+        let started = Instant::now();
+        let handle = runtime
+            .register_callback(function, args, None)
+            .expect("register");
+        let result = handle.wait().expect("registration");
+        if i >= 10 {
+            latencies.push(started.elapsed());
+            hops += expected_hops(result.key, size);
+        }
+    }
+    let hops = hops / count as f64;
+    let mut sorted = latencies.clone();
+    let median = common::median_us(&mut latencies);
+    sorted.sort();
+    let p90 = sorted[sorted.len() * 9 / 10].as_secs_f64() * 1e6;
+    println!(
+        "result {:>4} | {:>5} | {:>13.1} | {:>13.1} | {:>13.1} | {:>11.2} | {:>16.2}",
+        size,
+        tree_depth(size),
+        rtt_us,
+        median,
+        p90,
+        median / rtt_us,
+        median / (rtt_us * hops)
+    );
+    runtime.end_job().expect("end");
+    runtime.shutdown();
+}
+
+/// Round trips a registration from node 0 needs: to the coordinator and back if
+/// it is another node, plus one per tree level.
+fn expected_hops(key: Key, nodes: u32) -> f64 {
+    let coordinator = key.home(nodes);
+    let extra = if coordinator == NodeId(0) { 0.0 } else { 1.0 };
+    f64::from(tree_depth(nodes)) + extra
+}
+
+fn tree_depth(nodes: u32) -> u32 {
+    let tree = Tree::new(nodes, herald_core::DEFAULT_FANOUT, NodeId(0));
+    (0..nodes).map(|n| tree.depth(NodeId(n))).max().unwrap_or(0)
+}

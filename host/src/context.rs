@@ -1,0 +1,205 @@
+//! What the current thread is doing, as far as herald cares: which invocation it
+//! executes (so that registrations it makes are nested) and whether it is inside a
+//! library load (so that top-level registrations it makes are awaited later, at a
+//! safe point, and so that waiting is refused while the loader lock may be held).
+//!
+//! The state is a per-thread stack of frames, pushed and popped by guards. A worker
+//! pushes an [`Frame::Invocation`] for the whole of an invocation, including the
+//! `dlopen` whose constructors run inside it; a load pushes [`Frame::Loading`] for
+//! the duration of the `dlopen` call.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use herald_core::{InvocationId, Key};
+
+#[cfg(loom)]
+loom::thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = RefCell::new(Vec::new());
+}
+#[cfg(not(loom))]
+std::thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The invocation a worker thread executes for one runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvocationFrame {
+    /// The runtime that dispatched the invocation.
+    pub runtime: u64,
+    /// The core's id for it: the parent of registrations made on this thread.
+    pub id: InvocationId,
+    /// Its key, then the keys of the invocations it is nested in, innermost first.
+    /// Waiting for any of them from here can never end.
+    pub keys: Arc<[Key]>,
+}
+
+/// One entry of the per-thread stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Frame {
+    Invocation(InvocationFrame),
+    /// A `dlopen` is in progress on this thread: handles created here are recorded
+    /// (runtime, handle id) to be awaited or detached once it returns.
+    Loading(Vec<(u64, u64)>),
+}
+
+/// Where a registration made on this thread belongs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The innermost invocation of the runtime on this thread: the nesting parent.
+    pub parent: Option<InvocationFrame>,
+    /// Whether a load is in progress on this thread.
+    pub loading: bool,
+}
+
+/// Keeps an invocation frame pushed until dropped.
+#[must_use = "the invocation frame is popped when the guard drops"]
+pub struct InvocationGuard(());
+
+/// Keeps a loading frame pushed until [`LoadingGuard::finish`] or drop.
+#[must_use = "the loading frame is popped when the guard finishes"]
+pub struct LoadingGuard {
+    finished: bool,
+}
+
+/// Marks this thread as executing `frame` until the guard drops.
+pub fn enter_invocation(frame: InvocationFrame) -> InvocationGuard {
+    FRAMES.with(|frames| frames.borrow_mut().push(Frame::Invocation(frame)));
+    InvocationGuard(())
+}
+
+/// Marks this thread as inside a library load until the guard finishes.
+pub fn enter_loading() -> LoadingGuard {
+    FRAMES.with(|frames| frames.borrow_mut().push(Frame::Loading(Vec::new())));
+    LoadingGuard { finished: false }
+}
+
+/// Where a registration for `runtime` made now on this thread belongs.
+pub fn placement(runtime: u64) -> Placement {
+    FRAMES.with(|frames| {
+        let frames = frames.borrow();
+        let parent = frames.iter().rev().find_map(|frame| match frame {
+            Frame::Invocation(inv) if inv.runtime == runtime => Some(inv.clone()),
+            _ => None,
+        });
+        let loading = frames.iter().any(|f| matches!(f, Frame::Loading(_)));
+        Placement { parent, loading }
+    })
+}
+
+/// Records a handle created during the innermost load on this thread, if any.
+/// Returns whether one was in progress.
+pub fn record_during_load(runtime: u64, handle: u64) -> bool {
+    FRAMES.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        match frames
+            .iter_mut()
+            .rev()
+            .find(|f| matches!(f, Frame::Loading(_)))
+        {
+            Some(Frame::Loading(handles)) => {
+                handles.push((runtime, handle));
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Why waiting on this thread for a registration of `key` (if known) can never
+/// end, or `None` when it may wait.
+pub fn deadlock_reason(runtime: u64, key: Option<Key>) -> Option<String> {
+    FRAMES.with(|frames| {
+        let frames = frames.borrow();
+        if frames.iter().any(|f| matches!(f, Frame::Loading(_))) {
+            return Some(
+                "this thread is inside a library load (a constructor may hold the loader lock); \
+                 herald waits for registrations made there when the load returns, so do not wait here"
+                    .to_owned(),
+            );
+        }
+        let key = key?;
+        frames.iter().rev().find_map(|frame| match frame {
+            Frame::Invocation(inv) if inv.runtime == runtime && inv.keys.contains(&key) => {
+                Some(format!(
+                    "registration {} cannot finish before the invocation running on this thread \
+                     ({}) returns, because that invocation is part of it; return instead of waiting",
+                    key.short(),
+                    inv.id
+                ))
+            }
+            _ => None,
+        })
+    })
+}
+
+impl Drop for InvocationGuard {
+    fn drop(&mut self) {
+        FRAMES.with(|frames| {
+            let popped = frames.borrow_mut().pop();
+            debug_assert!(matches!(popped, Some(Frame::Invocation(_))));
+        });
+    }
+}
+
+impl LoadingGuard {
+    /// Pops the loading frame and returns the handles created during the load.
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
+        self.finished = true;
+        pop_loading()
+    }
+}
+
+impl Drop for LoadingGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            pop_loading();
+        }
+    }
+}
+
+fn pop_loading() -> Vec<(u64, u64)> {
+    FRAMES.with(|frames| match frames.borrow_mut().pop() {
+        Some(Frame::Loading(handles)) => handles,
+        other => {
+            debug_assert!(false, "loading frame expected, found {other:?}");
+            Vec::new()
+        }
+    })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn frame(runtime: u64, id: u64, keys: &[u8]) -> InvocationFrame {
+        InvocationFrame {
+            runtime,
+            id: InvocationId(id),
+            keys: keys.iter().map(|k| Key([*k; 32])).collect(),
+        }
+    }
+
+    #[test]
+    fn innermost_invocation_of_the_runtime_is_the_parent() {
+        assert_eq!(placement(1).parent, None);
+        let _outer = enter_invocation(frame(1, 10, &[1]));
+        let _other = enter_invocation(frame(2, 20, &[2]));
+        assert_eq!(placement(1).parent.map(|f| f.id), Some(InvocationId(10)));
+        assert_eq!(placement(2).parent.map(|f| f.id), Some(InvocationId(20)));
+        assert!(deadlock_reason(1, Some(Key([1; 32]))).is_some());
+        assert!(deadlock_reason(1, Some(Key([2; 32]))).is_none());
+    }
+
+    #[test]
+    fn loads_record_handles_and_forbid_waiting() {
+        assert!(!record_during_load(1, 5));
+        let load = enter_loading();
+        assert!(placement(1).loading);
+        assert!(record_during_load(1, 5));
+        assert!(deadlock_reason(1, None).is_some());
+        assert_eq!(load.finish(), vec![(1, 5)]);
+        assert!(!placement(1).loading);
+        assert!(deadlock_reason(1, None).is_none());
+    }
+}

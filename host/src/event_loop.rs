@@ -1,0 +1,254 @@
+//! The event loop: the one thread that owns the protocol core. It feeds the core
+//! commands (from the API and the workers) and frames (from the transport), and
+//! carries out the core's outputs: frames to send, invocations and tasks to hand
+//! to workers, handles to complete. It never runs user code and never loads a
+//! library, so nothing a plugin does can stall the protocol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use herald_core::{
+    InvocationId, Key, LaunchId, Node, NodeId, Output, RequestId, decode_frame, encode_frames,
+};
+use herald_tcp::MeshEvent;
+
+use crate::HostError;
+use crate::execute;
+use crate::handles::Completion;
+use crate::pool::WorkerPool;
+use crate::runtime::JobEnd;
+use crate::shared::{Command, Flush, Shared};
+use crate::stats::Counters;
+use crate::tasks::END_JOB_TASK;
+use crate::transport::Transport;
+
+/// How long the loop sleeps when no batch is open: only a bound, never a wait
+/// for something to happen.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+pub(crate) struct EventLoop {
+    node: Node,
+    shared: Arc<Shared>,
+    transport: Box<dyn Transport>,
+    pool: WorkerPool,
+    /// Registration handles by the core's request id.
+    requests: HashMap<RequestId, u64>,
+    /// Task handles by the core's launch id.
+    launches: HashMap<LaunchId, u64>,
+    /// Key chains of the invocations running here, to build their children's.
+    running: HashMap<InvocationId, Arc<[Key]>>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(node: Node, shared: Arc<Shared>, transport: Box<dyn Transport>) -> Self {
+        let counted = Arc::clone(&shared);
+        let pool = WorkerPool::new(
+            shared.config.worker_idle_timeout,
+            Box::new(move |n| {
+                counted
+                    .counters
+                    .workers
+                    .store(n, std::sync::atomic::Ordering::Relaxed)
+            }),
+        );
+        Self {
+            node,
+            shared,
+            transport,
+            pool,
+            requests: HashMap::new(),
+            launches: HashMap::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    /// Runs until a `Shutdown` command (or every command sender is gone), then
+    /// closes the transport and wakes every waiter.
+    pub(crate) fn run(mut self, commands: Receiver<Command>, mut events: Receiver<MeshEvent>) {
+        loop {
+            let wake = self.shared.next_batch_deadline().map_or(IDLE_WAKE, |due| {
+                due.saturating_duration_since(Instant::now())
+            });
+            select! {
+                recv(commands) -> command => match command {
+                    Ok(Command::Shutdown) | Err(_) => break,
+                    Ok(command) => self.handle_command(command),
+                },
+                recv(events) -> event => match event {
+                    Ok(event) => self.handle_event(event),
+                    Err(_) => {
+                        tracing::debug!("herald: transport events closed");
+                        events = crossbeam_channel::never();
+                    }
+                },
+                default(wake) => self.shared.flush_batches(Flush::Due(Instant::now())),
+            }
+            self.drain_outputs();
+        }
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.registrations.close();
+        self.shared.task_results.close();
+        self.shared.set_job_end(JobEnd::Stopped);
+        self.transport.shutdown();
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Register {
+                handle,
+                registration,
+                parent,
+            } => match self.node.register(registration, parent) {
+                Ok(request) => {
+                    self.requests.insert(request, handle);
+                }
+                Err(error) => {
+                    self.complete_registration(handle, Err(HostError::Protocol(error.to_string())))
+                }
+            },
+            Command::Launch {
+                handle,
+                to,
+                task,
+                args,
+            } => match self.node.launch(to, task, args) {
+                Ok(launch) => {
+                    self.launches.insert(launch, handle);
+                }
+                Err(error) => {
+                    let error = HostError::InvalidArgument(error.to_string());
+                    let _ = self.shared.task_results.complete(handle, Err(error));
+                }
+            },
+            Command::InvocationFinished { id, outcome } => {
+                self.running.remove(&id);
+                if let Err(error) = self.node.invocation_finished(id, outcome) {
+                    tracing::error!(%error, "herald: bug: finished an unknown invocation");
+                }
+            }
+            Command::TaskFinished { run, outcome } => {
+                if let Err(error) = self.node.task_finished(run, outcome) {
+                    tracing::error!(%error, "herald: bug: finished an unknown task");
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn handle_event(&mut self, event: MeshEvent) {
+        match event {
+            MeshEvent::Frame { from, bytes } => {
+                let counters = &self.shared.counters;
+                Counters::add(&counters.frames_received, 1);
+                Counters::add(&counters.bytes_received, bytes.len() as u64);
+                let messages = match decode_frame(&bytes, self.shared.config.max_frame_bytes) {
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        tracing::warn!(from, %error, "herald: frame ignored");
+                        return;
+                    }
+                };
+                Counters::add(&counters.messages_received, messages.len() as u64);
+                for message in messages {
+                    if let Err(error) = self.node.handle_message(NodeId(from), message) {
+                        tracing::warn!(from, %error, "herald: message ignored");
+                    }
+                }
+            }
+            MeshEvent::PeerDown { node, reason } => {
+                let ended = self.shared.job_end.lock().is_ok_and(|end| end.is_some());
+                if ended {
+                    tracing::debug!(node, %reason, "herald: node left after the end of the job");
+                } else {
+                    tracing::warn!(node, %reason, "herald: node down");
+                }
+                self.node.peer_down(NodeId(node));
+                if node == 0 && self.shared.node != NodeId(0) {
+                    self.shared.set_job_end(JobEnd::CoordinatorLost { reason });
+                }
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Transmit { to, messages } => self.transmit(to, &messages),
+                Output::Invoke(invocation) => {
+                    let mut keys = vec![invocation.key];
+                    if let Some(parent) = invocation.parent.and_then(|p| self.running.get(&p)) {
+                        keys.extend(parent.iter().copied());
+                    }
+                    let keys: Arc<[Key]> = keys.into();
+                    self.running.insert(invocation.id, Arc::clone(&keys));
+                    let shared = Arc::clone(&self.shared);
+                    self.pool.submit(Box::new(move || {
+                        execute::run_invocation(&shared, invocation, keys)
+                    }));
+                }
+                Output::Completed { request, result } => {
+                    if let Some(handle) = self.requests.remove(&request) {
+                        Counters::add(&self.shared.counters.registrations_completed, 1);
+                        self.complete_registration(handle, Ok(result));
+                    }
+                }
+                Output::RunTask(request) if request.task == END_JOB_TASK => {
+                    let by = request.run.origin.0;
+                    if let Err(error) = self.node.task_finished(request.run, Ok(Vec::new())) {
+                        tracing::error!(%error, "herald: bug: cannot answer the end of the job");
+                    }
+                    self.shared.set_job_end(JobEnd::Ended { by });
+                }
+                Output::RunTask(request) => {
+                    let shared = Arc::clone(&self.shared);
+                    self.pool
+                        .submit(Box::new(move || execute::run_task(&shared, request)));
+                }
+                Output::TaskCompleted { launch, outcome } => {
+                    if let Some(handle) = self.launches.remove(&launch) {
+                        let result = outcome.map_err(HostError::Task);
+                        let _ = self.shared.task_results.complete(handle, result);
+                    }
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, to: NodeId, messages: &[herald_core::Message]) {
+        match encode_frames(messages, self.shared.config.max_frame_bytes) {
+            Ok(frames) => {
+                let counters = &self.shared.counters;
+                Counters::add(&counters.messages_sent, messages.len() as u64);
+                for frame in frames {
+                    Counters::add(&counters.frames_sent, 1);
+                    Counters::add(&counters.bytes_sent, frame.len() as u64);
+                    self.transport.send(to.0, frame);
+                }
+            }
+            Err(error) => tracing::error!(%to, %error, "herald: messages dropped"),
+        }
+    }
+
+    fn complete_registration(
+        &self,
+        handle: u64,
+        outcome: Result<herald_core::RegistrationResult, HostError>,
+    ) {
+        if let Completion::Detached(outcome) = self.shared.registrations.complete(handle, outcome) {
+            self.shared.forget_key(handle);
+            match outcome {
+                Ok(result) if result.is_ok() => {}
+                Ok(result) => {
+                    tracing::warn!(%result, "herald: a registration nobody waits for failed")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "herald: a registration nobody waits for failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! What a worker does: run an invocation's code or a task, then report back to
+//! the event loop through the command channel.
+
+use std::ffi::{c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use herald_core::{Invocation, Key, TaskRequest};
+
+use crate::code::{CodeRef, LibraryRef, TaskCode, WireCode};
+use crate::context::{self, InvocationFrame};
+use crate::ffi;
+use crate::native::{self, LoadedLibrary};
+use crate::shared::{Command, Flush, Shared};
+use crate::stats::Counters;
+use crate::tasks::{TaskEntry, TaskFn};
+
+/// The C signature of a registration callback: argument bytes in, 0 for success.
+type CallbackFn = unsafe extern "C" fn(args: *const c_void, args_len: usize) -> c_int;
+
+/// Runs one invocation with this thread marked as executing it, then reports.
+pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys: Arc<[Key]>) {
+    let id = invocation.id;
+    let outcome = {
+        let _frame = context::enter_invocation(InvocationFrame {
+            runtime: shared.id,
+            id,
+            keys,
+        });
+        catch_unwind(AssertUnwindSafe(|| {
+            execute_code(
+                shared,
+                &invocation.registration.code,
+                &invocation.registration.args,
+            )
+        }))
+        .unwrap_or_else(|panic| Err(format!("the invocation panicked: {}", panic_text(&panic))))
+    };
+    Counters::add(&shared.counters.invocations, 1);
+    if outcome.is_err() {
+        Counters::add(&shared.counters.invocations_failed, 1);
+    }
+    shared.counters.note_invocation_done();
+    // Variants registered inside this invocation go to the core before its end.
+    shared.flush_batches(Flush::Context(Some(id)));
+    let _ = shared
+        .commands
+        .send(Command::InvocationFinished { id, outcome });
+}
+
+/// Runs one launched task, then reports its result bytes.
+pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute_task(shared, &request)))
+        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))));
+    Counters::add(&shared.counters.tasks_run, 1);
+    let _ = shared.commands.send(Command::TaskFinished {
+        run: request.run,
+        outcome,
+    });
+}
+
+/// Loads a library for code running on a worker: constructors' registrations
+/// are nested in the current invocation (if any) and need no waiting here.
+pub(crate) fn load_for_worker(
+    shared: &Shared,
+    library: &LibraryRef,
+) -> Result<LoadedLibrary, String> {
+    let loading = context::enter_loading();
+    let loaded = native::load_reference(library, &shared.allowed_dirs);
+    for (runtime, handle) in loading.finish() {
+        if runtime == shared.id {
+            shared.release_registration(handle);
+        }
+    }
+    loaded.map_err(|e| e.to_string())
+}
+
+fn execute_code(shared: &Shared, code: &[u8], args: &[u8]) -> Result<(), String> {
+    match WireCode::decode(code)? {
+        WireCode::Code(CodeRef::Native { library, symbol }) => {
+            let loaded = load_for_worker(shared, &library)?;
+            let Some(symbol) = symbol else {
+                return Ok(());
+            };
+            let address = native::symbol_address(&loaded, &symbol).map_err(|e| e.to_string())?;
+            // SAFETY: the C ABI (herald.h) documents registration callbacks as
+            // `int (*)(const void *, size_t)`; the symbol was named as one by the
+            // node that registered it, in a library whose digest matches.
+            let callback: CallbackFn = unsafe { std::mem::transmute(address) };
+            call_callback(callback, args)
+                .map_err(|e| format!("callback {symbol} in {}: {e}", library.path))
+        }
+        WireCode::Code(CodeRef::Custom { kind, payload }) => {
+            executor(shared, &kind)?.invoke(&payload, args)
+        }
+        WireCode::Tasks(batch) => shared.tasks.insert(batch.into_variants()?),
+    }
+}
+
+fn execute_task(shared: &Shared, request: &TaskRequest) -> Result<Vec<u8>, String> {
+    let Some(entry) = shared.tasks.get(&request.task) else {
+        return Err(format!(
+            "task '{}' is not registered on {}: register it (herald_register_task) or load \
+             the library that does before launching it ({} tasks are registered there)",
+            request.task,
+            shared.node,
+            shared.tasks.len()
+        ));
+    };
+    match &entry.code {
+        TaskCode::Native { library, symbol } => {
+            let function = resolve(shared, &entry, library, symbol)?;
+            call_task(function, &request.args)
+                .map_err(|e| format!("task '{}' ({symbol}): {e}", request.task))
+        }
+        TaskCode::Custom { kind, payload } => {
+            executor(shared, kind)?.run_task(payload, &request.args)
+        }
+    }
+}
+
+/// The task's function, loading its library the first time.
+fn resolve(
+    shared: &Shared,
+    entry: &TaskEntry,
+    library: &LibraryRef,
+    symbol: &str,
+) -> Result<TaskFn, String> {
+    if let Some(function) = entry.resolved.get() {
+        return Ok(*function);
+    }
+    let loaded = load_for_worker(shared, library)?;
+    let address = native::symbol_address(&loaded, symbol).map_err(|e| e.to_string())?;
+    // SAFETY: herald.h documents task functions as
+    // `int (*)(const void *, size_t, herald_output *)`; the variant names this
+    // symbol as one, in a library whose digest matches the registration.
+    let function: TaskFn = unsafe { std::mem::transmute(address) };
+    Ok(*entry.resolved.get_or_init(|| function))
+}
+
+fn call_callback(callback: CallbackFn, args: &[u8]) -> Result<(), String> {
+    ffi::clear_callback_error();
+    // SAFETY: `args` is valid for `args.len()` bytes for the whole call; the
+    // callback's contract (herald.h) is to read at most that many.
+    let status = unsafe { callback(args.as_ptr().cast(), args.len()) };
+    match status {
+        0 => Ok(()),
+        status => Err(ffi::take_callback_error()
+            .unwrap_or_else(|| format!("returned {status} (call herald_set_error to explain)"))),
+    }
+}
+
+fn call_task(function: TaskFn, args: &[u8]) -> Result<Vec<u8>, String> {
+    ffi::clear_callback_error();
+    let mut output = ffi::TaskOutput::default();
+    // SAFETY: `args` is valid for its length during the call and `output` outlives
+    // it; the task writes results only through herald_output_write.
+    let status = unsafe {
+        function(
+            args.as_ptr().cast(),
+            args.len(),
+            (&mut output as *mut ffi::TaskOutput).cast(),
+        )
+    };
+    match status {
+        0 => Ok(output.into_bytes()),
+        status => Err(ffi::take_callback_error()
+            .unwrap_or_else(|| format!("returned {status} (call herald_set_error to explain)"))),
+    }
+}
+
+fn executor(shared: &Shared, kind: &str) -> Result<Arc<dyn crate::Executor>, String> {
+    shared
+        .executors
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(kind)
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no executor for code of kind '{kind}' on {}; the host must call \
+                 register_executor(\"{kind}\", ...) on every node before the job registers such code",
+                shared.node
+            )
+        })
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}

@@ -1,0 +1,463 @@
+//! [`Runtime`]: the public face of a running herald node.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use herald_core::{Config, Node, NodeId, Registration, RegistrationResult};
+use herald_tcp::{Mesh, MeshEvent};
+
+use crate::code::{CodeRef, LibraryRef, TaskCode, TaskVariant, WireCode};
+use crate::config::HostConfig;
+use crate::context;
+use crate::error::HostError;
+use crate::event_loop::EventLoop;
+use crate::executor::Executor;
+use crate::handle::{RegistrationHandle, TaskHandle};
+use crate::native;
+use crate::shared::{Command, Flush, Shared};
+use crate::stats::{Counters, RuntimeStats};
+use crate::tasks::{END_JOB_TASK, RESERVED_PREFIX};
+use crate::transport::{NoTransport, Transport, local_mesh};
+
+/// A running herald node: the event loop, its workers, and the API to register
+/// code globally, load libraries and launch tasks. Cheap to clone; every clone
+/// drives the same node.
+///
+/// ```
+/// use herald_host::{CodeRef, Executor, HostConfig, Runtime};
+/// use std::sync::Arc;
+///
+/// struct Noop;
+/// impl Executor for Noop {
+///     fn invoke(&self, _: &[u8], _: &[u8]) -> Result<(), String> { Ok(()) }
+/// }
+/// // Three nodes in one process, connected by channels.
+/// let nodes = Runtime::local_cluster(3, HostConfig::default())?;
+/// for node in &nodes {
+///     node.register_executor("noop", Arc::new(Noop));
+/// }
+/// let code = CodeRef::Custom { kind: "noop".into(), payload: vec![] };
+/// let result = nodes[1].register_global(code, b"args".to_vec(), None).wait()?;
+/// assert!(result.is_ok());
+/// nodes.iter().for_each(|n| n.shutdown());
+/// # Ok::<(), herald_host::HostError>(())
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    event_loop: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// How the job ended, as seen by this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEnd {
+    /// A node called [`Runtime::end_job`].
+    Ended {
+        /// That node.
+        by: u32,
+    },
+    /// Node 0, which runs the job's top-level function, went down first.
+    CoordinatorLost {
+        /// What the transport said.
+        reason: String,
+    },
+    /// This runtime was shut down.
+    Stopped,
+}
+
+/// What [`Runtime::load_library`] did.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    /// The library, as other nodes will name it.
+    pub library: LibraryRef,
+    /// The results of the registrations its constructors made, in order.
+    pub registrations: Vec<RegistrationResult>,
+}
+
+impl Runtime {
+    /// Starts a node on an established herald-tcp mesh.
+    pub fn start(
+        mesh: Mesh,
+        events: Receiver<MeshEvent>,
+        config: HostConfig,
+    ) -> Result<Runtime, HostError> {
+        let (node, nodes) = (mesh.rank(), mesh.size());
+        Runtime::start_with_transport(Box::new(mesh), events, node, nodes, config)
+    }
+
+    /// Starts node `node` of `nodes` on any transport.
+    pub fn start_with_transport(
+        transport: Box<dyn Transport>,
+        events: Receiver<MeshEvent>,
+        node: u32,
+        nodes: u32,
+        config: HostConfig,
+    ) -> Result<Runtime, HostError> {
+        let core_config = Config::new(NodeId(node), nodes)
+            .and_then(|c| c.with_fanout(config.fanout))
+            .and_then(|c| c.with_max_frame_bytes(config.max_frame_bytes))
+            .map_err(|e| HostError::Start(e.to_string()))?;
+        let (commands, command_receiver) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared::new(NodeId(node), nodes, config, commands));
+        let event_loop = EventLoop::new(Node::new(core_config), Arc::clone(&shared), transport);
+        let thread = std::thread::Builder::new()
+            .name(format!("herald-event-loop-{node}"))
+            .spawn(move || event_loop.run(command_receiver, events))
+            .map_err(|e| HostError::Start(format!("cannot start the event loop thread: {e}")))?;
+        Ok(Runtime {
+            shared,
+            event_loop: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// A job of one node, for tests and single-process use.
+    pub fn single_process(config: HostConfig) -> Result<Runtime, HostError> {
+        let events = crossbeam_channel::never();
+        Runtime::start_with_transport(Box::new(NoTransport), events, 0, 1, config)
+    }
+
+    /// `nodes` runtimes in this process, connected by channels: for tests of
+    /// custom executors. (Native code is per process, so use real processes to
+    /// test plugins.)
+    pub fn local_cluster(nodes: u32, config: HostConfig) -> Result<Vec<Runtime>, HostError> {
+        local_mesh(nodes)
+            .into_iter()
+            .enumerate()
+            .map(|(node, (transport, events))| {
+                let config = config.clone();
+                Runtime::start_with_transport(
+                    Box::new(transport),
+                    events,
+                    node as u32,
+                    nodes,
+                    config,
+                )
+            })
+            .collect()
+    }
+
+    /// This node's id (its rank).
+    pub fn node_id(&self) -> u32 {
+        self.shared.node.0
+    }
+
+    /// Number of nodes in the job.
+    pub fn num_nodes(&self) -> u32 {
+        self.shared.nodes
+    }
+
+    /// Registers `code` to run once on every node, with `args`; `tag` (if any)
+    /// replaces the digest of code and arguments as the deduplication key.
+    /// Never blocks. Called from inside an invocation (a callback, or a
+    /// constructor of a library being loaded by one) the registration is nested:
+    /// it runs here only, and the enclosing registration waits for it.
+    pub fn register_global(
+        &self,
+        code: CodeRef,
+        args: Vec<u8>,
+        tag: Option<String>,
+    ) -> RegistrationHandle {
+        let mut registration = Registration::new(WireCode::Code(code).encode(), args);
+        registration.tag = tag;
+        let id = self.shared.register(registration);
+        RegistrationHandle::new(Arc::clone(&self.shared), id)
+    }
+
+    /// Registers the exported C function at `function` as a global callback
+    /// (`int f(const void *args, size_t len)`), named portably with `dladdr`.
+    pub fn register_callback(
+        &self,
+        function: *const std::ffi::c_void,
+        args: Vec<u8>,
+        tag: Option<String>,
+    ) -> Result<RegistrationHandle, HostError> {
+        let (library, symbol) = native::reference_for_address(function as usize)?;
+        let code = CodeRef::Native {
+            library,
+            symbol: Some(symbol),
+        };
+        Ok(self.register_global(code, args, tag))
+    }
+
+    /// Loads a library on this node, like `dlopen`; its constructors run on this
+    /// thread and may register globally (that is how the library reaches every
+    /// node). Their handles are pending while the loader lock is held; this call
+    /// waits for all of them once `dlopen` has returned, and fails if any failed.
+    pub fn load_library(&self, path: impl AsRef<Path>) -> Result<LoadReport, HostError> {
+        let path = path.as_ref();
+        let loading = context::enter_loading();
+        let loaded = native::load_local(path, &self.shared.allowed_dirs);
+        let made = loading.finish();
+        let loaded = loaded?;
+        // The safe point: no loader lock is held any more.
+        self.shared.flush_batches(Flush::All);
+        let mut registrations = Vec::new();
+        let mut failure = None;
+        let mut seen = std::collections::HashSet::new();
+        for (runtime, handle) in made {
+            if runtime != self.shared.id {
+                continue;
+            }
+            if seen.insert(handle) {
+                match self.shared.wait_registration(handle, None) {
+                    Ok(result) => registrations.push(result),
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            self.shared.release_registration(handle);
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(LoadReport {
+                library: loaded.reference,
+                registrations,
+            }),
+        }
+    }
+
+    /// Loads a library on every node (its constructors run on each, nested, so
+    /// their own global registrations do not start new rounds), and waits.
+    pub fn load_library_everywhere(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> Result<RegistrationResult, HostError> {
+        let library = self.library_ref(path)?;
+        let code = CodeRef::Native {
+            library: (*library).clone(),
+            symbol: None,
+        };
+        self.register_global(code, Vec::new(), None).wait()
+    }
+
+    /// The portable reference to a library (checked against the allowed
+    /// directories, digest computed), to build many task variants from.
+    pub fn library_ref(&self, path: impl AsRef<Path>) -> Result<Arc<LibraryRef>, HostError> {
+        Ok(Arc::new(native::reference_for_path(
+            path.as_ref(),
+            &self.shared.allowed_dirs,
+        )?))
+    }
+
+    /// Registers a task variant on every node, lazily: nothing is loaded until
+    /// the task first runs on a node. Variants registered in a row are batched
+    /// into one registration; the handle is the batch's.
+    pub fn register_task(&self, variant: TaskVariant) -> Result<RegistrationHandle, HostError> {
+        if variant.name.starts_with(RESERVED_PREFIX) {
+            return Err(HostError::InvalidArgument(format!(
+                "task names starting with '{RESERVED_PREFIX}' are reserved for herald: '{}'",
+                variant.name
+            )));
+        }
+        let id = self.shared.add_variant(variant);
+        Ok(RegistrationHandle::new(Arc::clone(&self.shared), id))
+    }
+
+    /// Registers task `name` as `symbol` of the library at `path`.
+    pub fn register_task_symbol(
+        &self,
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        symbol: impl Into<String>,
+    ) -> Result<RegistrationHandle, HostError> {
+        let library = self.library_ref(path)?;
+        self.register_task(TaskVariant {
+            name: name.into(),
+            code: TaskCode::Native {
+                library,
+                symbol: symbol.into(),
+            },
+        })
+    }
+
+    /// Registers task `name` as the exported C function at `function`
+    /// (`int f(const void *, size_t, herald_output *)`), named with `dladdr`.
+    pub fn register_task_function(
+        &self,
+        name: impl Into<String>,
+        function: *const std::ffi::c_void,
+    ) -> Result<RegistrationHandle, HostError> {
+        let (library, symbol) = native::reference_for_address(function as usize)?;
+        self.register_task(TaskVariant {
+            name: name.into(),
+            code: TaskCode::Native {
+                library: Arc::new(library),
+                symbol,
+            },
+        })
+    }
+
+    /// Registers task `name` as the exported C function at `function` on this
+    /// node only: no other node hears of it, so launching `name` to another node
+    /// fails there as unregistered. (What a runtime without global registration
+    /// offers; herald-python's nativetasks example contrasts the two.)
+    pub fn register_task_local(
+        &self,
+        name: impl Into<String>,
+        function: *const std::ffi::c_void,
+    ) -> Result<(), HostError> {
+        let name = name.into();
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(HostError::InvalidArgument(format!(
+                "task names starting with '{RESERVED_PREFIX}' are reserved for herald: '{name}'"
+            )));
+        }
+        let (library, symbol) = native::reference_for_address(function as usize)?;
+        let variant = TaskVariant {
+            name,
+            code: TaskCode::Native {
+                library: Arc::new(library),
+                symbol,
+            },
+        };
+        self.shared
+            .tasks
+            .insert(vec![variant])
+            .map_err(HostError::InvalidArgument)
+    }
+
+    /// Sends the open batches of task variants now instead of when they are due.
+    pub fn flush(&self) {
+        self.shared.flush_batches(Flush::All);
+    }
+
+    /// Runs `task` on `node` with `args`. It runs there only after every
+    /// registration requested here before this call is done there.
+    pub fn launch(&self, node: u32, task: impl Into<String>, args: Vec<u8>) -> TaskHandle {
+        self.shared.flush_batches(Flush::All);
+        let handle = self.shared.new_handle_id();
+        self.shared.task_results.insert_pending(handle);
+        Counters::add(&self.shared.counters.launches, 1);
+        self.shared.send_or_fail(
+            handle,
+            Command::Launch {
+                handle,
+                to: NodeId(node),
+                task: task.into(),
+                args,
+            },
+        );
+        TaskHandle::new(Arc::clone(&self.shared), handle)
+    }
+
+    /// Adds the executor for code references of `kind`. Do it on every node
+    /// before the job registers code of that kind.
+    pub fn register_executor(&self, kind: impl Into<String>, executor: Arc<dyn Executor>) {
+        self.shared
+            .executors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kind.into(), executor);
+    }
+
+    /// Ends the job: tells every other node (their [`wait_for_job_end`](Self::wait_for_job_end)
+    /// returns) and waits for their acknowledgements. Nodes already down are skipped.
+    pub fn end_job(&self) -> Result<(), HostError> {
+        let me = self.node_id();
+        // Marked first: nodes leaving once they have acknowledged is expected.
+        self.shared.set_job_end(JobEnd::Ended { by: me });
+        let handles: Vec<TaskHandle> = (0..self.num_nodes())
+            .filter(|node| *node != me)
+            .map(|node| self.launch(node, END_JOB_TASK, Vec::new()))
+            .collect();
+        let mut first_error = None;
+        for handle in handles {
+            match handle.wait() {
+                Ok(_) => {}
+                Err(HostError::Task(error))
+                    if error.kind == herald_core::TaskErrorKind::Unreachable => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Blocks until the job ends (see [`JobEnd`]), or `timeout` passes.
+    pub fn wait_for_job_end(&self, timeout: Option<Duration>) -> Result<JobEnd, HostError> {
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        let mut slot = self
+            .shared
+            .job_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(end) = slot.clone() {
+                return Ok(end);
+            }
+            slot = match deadline {
+                None => self
+                    .shared
+                    .job_end_changed
+                    .wait(slot)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return Err(HostError::TimedOut {
+                            waited: started.elapsed(),
+                        });
+                    };
+                    self.shared
+                        .job_end_changed
+                        .wait_timeout(slot, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> RuntimeStats {
+        self.shared
+            .counters
+            .snapshot(self.shared.node.0, self.shared.nodes)
+    }
+
+    /// Number of task names registered on this node.
+    pub fn registered_tasks(&self) -> usize {
+        self.shared.tasks.len()
+    }
+
+    /// Whether the runtime has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Stops the event loop (queued frames are still sent) and waits for it.
+    /// Pending handles fail with [`HostError::Stopped`]. Worker threads still
+    /// running user code finish on their own.
+    pub fn shutdown(&self) {
+        let _ = self.shared.commands.send(Command::Shutdown);
+        let thread = self
+            .event_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("herald: the event loop panicked");
+            }
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("node", &self.shared.node.0)
+            .field("nodes", &self.shared.nodes)
+            .finish_non_exhaustive()
+    }
+}

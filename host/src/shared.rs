@@ -1,0 +1,348 @@
+//! State shared by the API, the event loop and the workers of one runtime, and the
+//! commands the event loop accepts. API calls never wait for the event loop: they
+//! create a pending handle, send a command, and return.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use herald_core::{InvocationId, Key, NodeId, Registration, RegistrationResult, TaskRunId};
+
+use crate::code::{TaskBatch, TaskVariant, WireCode};
+use crate::config::HostConfig;
+use crate::context;
+use crate::error::HostError;
+use crate::executor::Executor;
+use crate::handles::{HandleTable, WaitOutcome};
+use crate::runtime::JobEnd;
+use crate::stats::Counters;
+use crate::tasks::TaskRegistry;
+
+/// What a registration handle resolves to.
+pub(crate) type RegistrationOutcome = Result<RegistrationResult, HostError>;
+/// What a task handle resolves to.
+pub(crate) type TaskResult = Result<Vec<u8>, HostError>;
+
+/// Inputs of the event loop. One channel carries them all, so a nested
+/// registration sent by a worker reaches the core before the worker's
+/// `InvocationFinished` for its parent.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Register {
+        handle: u64,
+        registration: Registration,
+        parent: Option<InvocationId>,
+    },
+    Launch {
+        handle: u64,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+    },
+    InvocationFinished {
+        id: InvocationId,
+        outcome: Result<(), String>,
+    },
+    TaskFinished {
+        run: TaskRunId,
+        outcome: Result<Vec<u8>, String>,
+    },
+    Shutdown,
+}
+
+/// Everything a runtime's threads share.
+pub(crate) struct Shared {
+    /// Distinguishes runtimes of one process in the per-thread context.
+    pub(crate) id: u64,
+    pub(crate) node: NodeId,
+    pub(crate) nodes: u32,
+    pub(crate) config: HostConfig,
+    /// `config.library_dirs`, canonicalised.
+    pub(crate) allowed_dirs: Vec<PathBuf>,
+    pub(crate) commands: Sender<Command>,
+    pub(crate) registrations: HandleTable<RegistrationOutcome>,
+    pub(crate) task_results: HandleTable<TaskResult>,
+    /// The key of each registration handle that has one, for deadlock checks.
+    handle_keys: Mutex<HashMap<u64, Key>>,
+    next_handle: AtomicU64,
+    batches: Mutex<BTreeMap<Option<InvocationId>, OpenBatch>>,
+    pub(crate) tasks: TaskRegistry,
+    pub(crate) executors: RwLock<HashMap<String, Arc<dyn Executor>>>,
+    pub(crate) counters: Counters,
+    pub(crate) job_end: Mutex<Option<JobEnd>>,
+    pub(crate) job_end_changed: Condvar,
+    pub(crate) stopped: AtomicBool,
+}
+
+/// Task variants waiting to go out as one registration.
+struct OpenBatch {
+    handle: u64,
+    batch: TaskBatch,
+    bytes: usize,
+    first: Instant,
+    last: Instant,
+}
+
+/// Which open batches to send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flush {
+    /// All of them (before a launch or a wait, which must see them).
+    All,
+    /// The one made inside this invocation, or the top-level one.
+    Context(Option<InvocationId>),
+    /// Those whose delay has run out.
+    Due(Instant),
+}
+
+impl Shared {
+    pub(crate) fn new(
+        node: NodeId,
+        nodes: u32,
+        config: HostConfig,
+        commands: Sender<Command>,
+    ) -> Self {
+        static RUNTIMES: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: RUNTIMES.fetch_add(1, Ordering::Relaxed),
+            node,
+            nodes,
+            allowed_dirs: crate::native::canonical_dirs(&config.library_dirs),
+            config,
+            commands,
+            registrations: HandleTable::new(),
+            task_results: HandleTable::new(),
+            handle_keys: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            batches: Mutex::new(BTreeMap::new()),
+            tasks: TaskRegistry::default(),
+            executors: RwLock::new(HashMap::new()),
+            counters: Counters::new(),
+            job_end: Mutex::new(None),
+            job_end_changed: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// A fresh handle id (never 0, which the C ABI uses for "no handle").
+    pub(crate) fn new_handle_id(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `registration` to the core, nested in this thread's invocation if it
+    /// runs one, and returns the pending handle's id.
+    pub(crate) fn register(&self, registration: Registration) -> u64 {
+        let placement = context::placement(self.id);
+        let handle = self.new_handle_id();
+        self.registrations.insert_pending(handle);
+        self.lock_keys().insert(handle, registration.key());
+        self.record_if_loading(placement.loading, handle);
+        Counters::add(&self.counters.registrations_requested, 1);
+        let parent = placement.parent.map(|frame| frame.id);
+        self.send_or_fail(
+            handle,
+            Command::Register {
+                handle,
+                registration,
+                parent,
+            },
+        );
+        handle
+    }
+
+    /// Adds a task variant to the open batch of this thread's context and returns
+    /// that batch's handle (with one more holder).
+    pub(crate) fn add_variant(&self, variant: TaskVariant) -> u64 {
+        let placement = context::placement(self.id);
+        let parent = placement.parent.map(|frame| frame.id);
+        if placement.loading && parent.is_none() && self.tasks.contains_identical(&variant) {
+            // A library loaded lazily for a task re-registers what every node has
+            // already: answer here instead of starting another global round.
+            let handle = self.new_handle_id();
+            self.registrations
+                .insert_ready(handle, Ok(already_registered()));
+            self.record_if_loading(true, handle);
+            return handle;
+        }
+        let now = Instant::now();
+        let len = TaskBatch::variant_len(&variant);
+        let mut batches = self.lock_batches();
+        let mut created = false;
+        let open = batches.entry(parent).or_insert_with(|| {
+            created = true;
+            let handle = self.new_handle_id();
+            self.registrations.insert_pending(handle);
+            Counters::add(&self.counters.registrations_requested, 1);
+            OpenBatch {
+                handle,
+                batch: TaskBatch::default(),
+                bytes: 0,
+                first: now,
+                last: now,
+            }
+        });
+        let handle = open.handle;
+        if !created {
+            self.registrations.retain(handle);
+        }
+        open.batch.push(variant);
+        open.bytes += len;
+        open.last = now;
+        if open.bytes >= self.config.batch_max_bytes {
+            if let Some(open) = batches.remove(&parent) {
+                self.send_batch(open, parent);
+            }
+        }
+        drop(batches);
+        self.record_if_loading(placement.loading, handle);
+        handle
+    }
+
+    /// Sends the selected open batches to the core. The batch lock is held while
+    /// sending, so a batch taken here is queued before anything its context sends
+    /// after its own flush.
+    pub(crate) fn flush_batches(&self, which: Flush) {
+        let mut batches = self.lock_batches();
+        let chosen: Vec<Option<InvocationId>> = batches
+            .iter()
+            .filter(|(context, open)| match which {
+                Flush::All => true,
+                Flush::Context(wanted) => **context == wanted,
+                Flush::Due(now) => self.batch_deadline(open) <= now,
+            })
+            .map(|(context, _)| *context)
+            .collect();
+        for context in chosen {
+            if let Some(open) = batches.remove(&context) {
+                self.send_batch(open, context);
+            }
+        }
+    }
+
+    /// When the earliest open batch is due, if any is open.
+    pub(crate) fn next_batch_deadline(&self) -> Option<Instant> {
+        let batches = self.lock_batches();
+        batches.values().map(|open| self.batch_deadline(open)).min()
+    }
+
+    /// Waits for a registration handle, refusing waits that could never end.
+    pub(crate) fn wait_registration(
+        &self,
+        handle: u64,
+        deadline: Option<Instant>,
+    ) -> Result<RegistrationResult, HostError> {
+        let key = self.lock_keys().get(&handle).copied();
+        if let Some(reason) = context::deadlock_reason(self.id, key) {
+            return Err(HostError::WouldDeadlock { reason });
+        }
+        self.flush_batches(Flush::All);
+        let started = Instant::now();
+        match self.registrations.wait(handle, deadline) {
+            WaitOutcome::Ready(Ok(result)) if result.is_ok() => Ok(result),
+            WaitOutcome::Ready(Ok(result)) => Err(HostError::Registration(result)),
+            WaitOutcome::Ready(Err(error)) => Err(error),
+            WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
+            WaitOutcome::TimedOut => Err(HostError::TimedOut {
+                waited: started.elapsed(),
+            }),
+            WaitOutcome::Closed => Err(HostError::Stopped),
+        }
+    }
+
+    /// Drops one holder of a registration handle.
+    pub(crate) fn release_registration(&self, handle: u64) {
+        self.registrations.release(handle);
+        if !self.registrations.contains(handle) {
+            self.lock_keys().remove(&handle);
+        }
+    }
+
+    /// Waits for a task handle.
+    pub(crate) fn wait_task(&self, handle: u64, deadline: Option<Instant>) -> TaskResult {
+        if let Some(reason) = context::deadlock_reason(self.id, None) {
+            return Err(HostError::WouldDeadlock { reason });
+        }
+        let started = Instant::now();
+        match self.task_results.wait(handle, deadline) {
+            WaitOutcome::Ready(result) => result,
+            WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
+            WaitOutcome::TimedOut => Err(HostError::TimedOut {
+                waited: started.elapsed(),
+            }),
+            WaitOutcome::Closed => Err(HostError::Stopped),
+        }
+    }
+
+    /// Sends a command whose answer completes `handle`; if the event loop is gone,
+    /// completes it with [`HostError::Stopped`] at once.
+    pub(crate) fn send_or_fail(&self, handle: u64, command: Command) {
+        let is_launch = matches!(command, Command::Launch { .. });
+        if self.commands.send(command).is_err() {
+            if is_launch {
+                let _ = self.task_results.complete(handle, Err(HostError::Stopped));
+            } else {
+                let _ = self.registrations.complete(handle, Err(HostError::Stopped));
+            }
+        }
+    }
+
+    /// Forgets the key of a handle that completed with nobody holding it.
+    pub(crate) fn forget_key(&self, handle: u64) {
+        self.lock_keys().remove(&handle);
+    }
+
+    /// Records how the job ended and wakes whoever waits for it (first one wins).
+    pub(crate) fn set_job_end(&self, end: JobEnd) {
+        let mut slot = self.job_end.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(end);
+            self.job_end_changed.notify_all();
+        }
+    }
+
+    /// During a load, records the handle in the load's frame, which holds it
+    /// (one more holder) until the load's safe point releases it.
+    fn record_if_loading(&self, loading: bool, handle: u64) {
+        if loading && context::record_during_load(self.id, handle) {
+            self.registrations.retain(handle);
+        }
+    }
+
+    fn send_batch(&self, open: OpenBatch, parent: Option<InvocationId>) {
+        let registration = Registration::new(WireCode::Tasks(open.batch).encode(), Vec::new());
+        self.send_or_fail(
+            open.handle,
+            Command::Register {
+                handle: open.handle,
+                registration,
+                parent,
+            },
+        );
+    }
+
+    fn batch_deadline(&self, open: &OpenBatch) -> Instant {
+        (open.last + self.config.batch_idle).min(open.first + self.config.batch_max_delay)
+    }
+
+    fn lock_batches(&self) -> std::sync::MutexGuard<'_, BTreeMap<Option<InvocationId>, OpenBatch>> {
+        self.batches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Key>> {
+        self.handle_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The answer for a re-registration that needed no round.
+fn already_registered() -> RegistrationResult {
+    RegistrationResult {
+        key: Key::default(),
+        scope: herald_core::Scope::Local,
+        failures: Vec::new(),
+        unreachable: Vec::new(),
+    }
+}

@@ -1,0 +1,81 @@
+//! How the event loop reaches other nodes: herald-tcp's [`Mesh`], or channels
+//! between runtimes of one process (for tests and embedding).
+
+use crossbeam_channel::{Receiver, Sender};
+use herald_tcp::{Mesh, MeshEvent};
+
+/// Sends frames to other nodes. Implemented for herald-tcp's [`Mesh`]; another
+/// runtime can plug in its own links with
+/// [`Runtime::start_with_transport`](crate::Runtime::start_with_transport).
+pub trait Transport: Send + 'static {
+    /// Queues `frame` for node `to` without blocking. Frames to one node arrive in
+    /// order; a frame to a node that is down may be dropped (its `PeerDown` says so).
+    fn send(&self, to: u32, frame: Vec<u8>);
+
+    /// Sends what is queued and closes the links.
+    fn shutdown(self: Box<Self>) {}
+}
+
+impl Transport for Mesh {
+    fn send(&self, to: u32, frame: Vec<u8>) {
+        Mesh::send(self, to, frame);
+    }
+
+    fn shutdown(self: Box<Self>) {
+        Mesh::shutdown(*self);
+    }
+}
+
+/// The transport of a one-node job: there is nobody to send to.
+pub(crate) struct NoTransport;
+
+impl Transport for NoTransport {
+    fn send(&self, to: u32, _frame: Vec<u8>) {
+        tracing::warn!(to, "herald: frame dropped in a one-node job");
+    }
+}
+
+/// Channels to the other runtimes of this process.
+pub(crate) struct LocalTransport {
+    pub(crate) me: u32,
+    pub(crate) peers: Vec<Sender<MeshEvent>>,
+}
+
+impl Transport for LocalTransport {
+    fn send(&self, to: u32, frame: Vec<u8>) {
+        if let Some(peer) = self.peers.get(to as usize) {
+            let _ = peer.send(MeshEvent::Frame {
+                from: self.me,
+                bytes: frame,
+            });
+        }
+    }
+
+    fn shutdown(self: Box<Self>) {
+        for (node, peer) in self.peers.iter().enumerate() {
+            if node as u32 != self.me {
+                let _ = peer.send(MeshEvent::PeerDown {
+                    node: self.me,
+                    reason: "the runtime shut down".into(),
+                });
+            }
+        }
+    }
+}
+
+/// A transport and event channel per node, all connected in memory.
+pub(crate) fn local_mesh(nodes: u32) -> Vec<(LocalTransport, Receiver<MeshEvent>)> {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..nodes).map(|_| crossbeam_channel::unbounded()).unzip();
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(me, events)| {
+            let transport = LocalTransport {
+                me: me as u32,
+                peers: senders.clone(),
+            };
+            (transport, events)
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! Model checks of the host's shared state with `loom`: the handle table with its
+//! waiters, and the per-thread context (current invocation, loads in progress).
+//!
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-host cargo test -p herald-host --release --test loom`
+//! (without `--cfg loom` this file is empty).
+#![cfg(loom)]
+
+use std::sync::Arc as StdArc;
+
+use herald_core::{InvocationId, Key};
+use herald_host::loom_api::{
+    Completion, HandleTable, InvocationFrame, WaitOutcome, deadlock_reason, enter_invocation,
+    enter_loading, placement, record_during_load,
+};
+use loom::sync::Arc;
+use loom::thread;
+
+/// A waiter blocked before the completion, or arriving after it, sees the result.
+#[test]
+fn completion_reaches_a_waiter_in_every_order() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        let waiter = {
+            let table = table.clone();
+            thread::spawn(move || table.wait(1, None))
+        };
+        assert_eq!(table.complete(1, 7), Completion::Stored);
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Ready(7));
+    });
+}
+
+/// Two holders: one releases while the event loop completes; the other still
+/// gets the result, and its release frees the slot.
+#[test]
+fn release_racing_completion_keeps_the_result_for_other_holders() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        assert!(table.retain(1));
+        let releaser = {
+            let table = table.clone();
+            thread::spawn(move || table.release(1))
+        };
+        let completer = {
+            let table = table.clone();
+            thread::spawn(move || table.complete(1, 5))
+        };
+        assert_eq!(completer.join().unwrap(), Completion::Stored);
+        releaser.join().unwrap();
+        assert_eq!(table.wait(1, None), WaitOutcome::Ready(5));
+        table.release(1);
+        assert!(!table.contains(1));
+    });
+}
+
+/// The only holder releases while the handle completes: whichever comes first,
+/// nothing is left behind, and a detached result goes back to the completer.
+#[test]
+fn last_release_racing_completion_leaves_nothing() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        let releaser = {
+            let table = table.clone();
+            thread::spawn(move || table.release(1))
+        };
+        let completion = table.complete(1, 9);
+        releaser.join().unwrap();
+        assert!(!table.contains(1));
+        assert!(matches!(
+            completion,
+            Completion::Stored | Completion::Detached(9)
+        ));
+    });
+}
+
+/// Closing the table (runtime shutdown) wakes a blocked waiter.
+#[test]
+fn close_wakes_waiters() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        let waiter = {
+            let table = table.clone();
+            thread::spawn(move || table.wait(1, None))
+        };
+        table.close();
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Closed);
+    });
+}
+
+/// The current invocation belongs to its thread: another thread's registrations
+/// are top-level, and only the invocation's own thread is refused a wait on its key.
+#[test]
+fn current_invocation_is_per_thread() {
+    loom::model(|| {
+        let key = Key([3; 32]);
+        let worker = thread::spawn(move || {
+            let _frame = enter_invocation(InvocationFrame {
+                runtime: 1,
+                id: InvocationId(4),
+                keys: StdArc::from(vec![key]),
+            });
+            let nested = placement(1).parent.map(|f| f.id);
+            let refused = deadlock_reason(1, Some(key)).is_some();
+            (nested, refused)
+        });
+        let other = thread::spawn(move || {
+            (
+                placement(1).parent.is_none(),
+                deadlock_reason(1, Some(key)).is_none(),
+            )
+        });
+        assert_eq!(worker.join().unwrap(), (Some(InvocationId(4)), true));
+        assert_eq!(other.join().unwrap(), (true, true));
+        assert!(
+            placement(1).parent.is_none(),
+            "the frame was popped with its guard"
+        );
+    });
+}
+
+/// A registration made during a load, and completed by the event loop before or
+/// after the load's safe point, is found and awaited there; the load's holder is
+/// released after. Waiting during the load itself is refused.
+#[test]
+fn registrations_made_during_a_load_are_awaited_at_its_safe_point() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        let loading = enter_loading();
+        // What Shared::register does on a constructor's call: a pending handle held
+        // by the caller, recorded in the load's frame with a holder of its own.
+        table.insert_pending(8);
+        assert!(record_during_load(1, 8));
+        assert!(table.retain(8));
+        table.release(8); // the constructor drops its handle at once
+        assert!(
+            deadlock_reason(1, None).is_some(),
+            "no waiting inside a load"
+        );
+        let event_loop = {
+            let table = table.clone();
+            thread::spawn(move || table.complete(8, 1))
+        };
+        let made = loading.finish();
+        assert_eq!(made, vec![(1, 8)]);
+        assert_eq!(table.wait(8, None), WaitOutcome::Ready(1));
+        table.release(8);
+        assert_eq!(event_loop.join().unwrap(), Completion::Stored);
+        assert!(!table.contains(8));
+    });
+}

@@ -1,0 +1,147 @@
+//! Native loading in one process: a plain C plugin whose constructor registers
+//! its tasks globally, lazy task variants, refusals (outside the allowed
+//! directories, digest mismatch, unregistered task) and the deadlock guard.
+//!
+//! The C ABI goes through the process-global runtime, so everything runs in one
+//! test function, in order.
+
+mod common;
+
+use std::sync::Arc;
+
+use herald_host::{HostConfig, HostError, LoadError, Runtime, TaskCode, TaskVariant};
+
+const DEADLOCK_PLUGIN: &str = r#"
+#include "herald.h"
+int deadlock_code = -1;
+char deadlock_text[256];
+int noop(const void *a, size_t n) { (void)a; (void)n; return 0; }
+__attribute__((constructor)) static void init(void) {
+    herald_handle h = herald_register_global(noop, "x", 1, NULL);
+    deadlock_code = herald_wait(h, deadlock_text, sizeof deadlock_text);
+    herald_release(h);
+}
+"#;
+
+const FAILING_PLUGIN: &str = r#"
+#include "herald.h"
+int refuse(const void *a, size_t n) { (void)a; (void)n; herald_set_error("refused on purpose"); return 7; }
+HERALD_REGISTER_ON_LOAD(refuse, 0, 0, "failing-plugin")
+"#;
+
+const VERSION_A: &str =
+    "int version(const void *a, unsigned long n, void *o) { (void)a; (void)n; (void)o; return 0; }";
+const VERSION_B: &str = "int version(const void *a, unsigned long n, void *o) { (void)a; (void)n; (void)o; return 1; } int padding[100];";
+
+#[test]
+fn c_plugins_in_one_process() {
+    assert_eq!(herald_host::keep_c_abi(), 15);
+    let allowed = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let config = HostConfig {
+        library_dirs: vec![allowed.path().to_path_buf()],
+        ..HostConfig::default()
+    };
+    let runtime = Runtime::single_process(config).expect("start");
+    herald_host::install_global(&runtime);
+
+    // The constructor registers a callback globally; the callback registers
+    // three tasks (nested); load_library waits for it at the safe point.
+    let plugin =
+        common::build_c_library(allowed.path(), "example", &common::example_plugin_source());
+    let report = runtime
+        .load_library(&plugin)
+        .expect("load the example plugin");
+    assert_eq!(report.registrations.len(), 1, "{report:?}");
+    assert_eq!(runtime.registered_tasks(), 3);
+    let reversed = runtime.launch(0, "example.reverse", b"abc".to_vec()).wait();
+    assert_eq!(reversed.expect("reverse"), b"cba");
+    let words = runtime
+        .launch(0, "example.wordcount", b" a bb  c ".to_vec())
+        .wait();
+    assert_eq!(words.expect("wordcount"), b"3");
+    // Loading it again is a no-op: the constructor does not run twice.
+    runtime.load_library(&plugin).expect("second load");
+    assert_eq!(
+        runtime.stats().invocations,
+        2,
+        "callback + task batch, once each"
+    );
+
+    // A function of the main program cannot be named for other nodes.
+    extern "C" fn local_only() {}
+    match runtime.register_callback(local_only as *const std::ffi::c_void, vec![], None) {
+        Err(HostError::NotExported { reason, .. }) => {
+            assert!(reason.contains("main program"), "{reason}")
+        }
+        other => panic!("expected NotExported, got {other:?}"),
+    }
+
+    // An unregistered task is a clear error, not a hang.
+    let missing = runtime.launch(0, "no.such.task", vec![]).wait();
+    let text = missing.expect_err("unregistered").to_string();
+    assert!(
+        text.contains("task 'no.such.task' is not registered on node 0"),
+        "{text}"
+    );
+
+    // A constructor that waits gets WOULD_DEADLOCK instead of hanging.
+    let deadlock = common::build_c_library(allowed.path(), "deadlock", DEADLOCK_PLUGIN);
+    runtime.load_library(&deadlock).expect("load");
+    let library = unsafe { libloading::Library::new(&deadlock) }.expect("reopen");
+    let code = unsafe {
+        **library
+            .get::<*const i32>(b"deadlock_code\0")
+            .expect("symbol")
+    };
+    assert_eq!(code, herald_host::ffi::HERALD_ERR_WOULD_DEADLOCK);
+
+    // A failing callback fails the load, naming the node and the reason.
+    let failing = common::build_c_library(allowed.path(), "failing", FAILING_PLUGIN);
+    let text = runtime
+        .load_library(&failing)
+        .expect_err("fails")
+        .to_string();
+    assert!(
+        text.contains("node 0") && text.contains("refused on purpose"),
+        "{text}"
+    );
+
+    // Outside the allowed directories: refused before anything is loaded.
+    let stray = common::build_c_library(outside.path(), "stray", VERSION_A);
+    match runtime.load_library(&stray) {
+        Err(HostError::Load(LoadError::NotAllowed { .. })) => {}
+        other => panic!("expected NotAllowed, got {other:?}"),
+    }
+
+    // A lazy variant whose file changes before its first run: digest mismatch.
+    let lazy = common::build_c_library(allowed.path(), "lazy", VERSION_A);
+    let library = runtime.library_ref(&lazy).expect("reference");
+    let variant = TaskVariant {
+        name: "lazy.version".into(),
+        code: TaskCode::Native {
+            library: Arc::clone(&library),
+            symbol: "version".into(),
+        },
+    };
+    let _ = runtime
+        .register_task(variant)
+        .expect("register")
+        .wait()
+        .expect("registered");
+    let other = tempfile::tempdir().expect("tempdir");
+    let replacement = common::build_c_library(other.path(), "lazy", VERSION_B);
+    std::fs::rename(&replacement, &lazy).expect("swap the file");
+    let text = runtime
+        .launch(0, "lazy.version", vec![])
+        .wait()
+        .expect_err("mismatch")
+        .to_string();
+    assert!(
+        text.contains("differs from the one the registration names"),
+        "{text}"
+    );
+
+    herald_host::uninstall_global();
+    runtime.shutdown();
+}

@@ -1,0 +1,140 @@
+/*
+ * herald.h - the C ABI of herald: make dynamically loaded code exist on every
+ * node of a distributed job.
+ *
+ * A plugin is built with plain `cc -shared -fPIC plugin.c -o libplugin.so` and
+ * links nothing: the herald_* functions resolve against the executable that
+ * loads it (`herald node`, or any program embedding herald-host that exports
+ * them with -Wl,--export-dynamic-symbol=herald_*).
+ *
+ * Registration is never blocking. A registration made while a herald callback
+ * runs on this thread - including from a constructor of a library that the
+ * callback's node is loading - is nested: it runs on this node only (the
+ * enclosing registration already reaches every node) and the enclosing
+ * registration waits for it. Waiting where it could never end returns
+ * HERALD_ERR_WOULD_DEADLOCK instead of hanging: never wait inside a constructor.
+ *
+ * Code is named portably: the library's canonical path (the same on every
+ * node), the SHA-256 of its file, and the symbol's name, found with dladdr. So
+ * callbacks and task functions must be exported (not static) functions of a
+ * shared library, and libraries must sit in a directory every node allows
+ * (HERALD_LIBRARY_PATH or --library-path; by default the working directory and
+ * the executable's directory).
+ */
+#ifndef HERALD_H
+#define HERALD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A pending registration or task; 0 means the call failed (herald_wait(0, ...)
+ * or herald_task_wait(0, ...) then report why). */
+typedef uint64_t herald_handle;
+
+/* Return codes. */
+#define HERALD_OK 0
+#define HERALD_ERR_FAILED 1         /* failed on some node; the text names them */
+#define HERALD_ERR_WOULD_DEADLOCK 2 /* waiting here could never end */
+#define HERALD_ERR_INVALID 3        /* NULL pointer, bad UTF-8, unknown handle */
+#define HERALD_ERR_NO_RUNTIME 4     /* not loaded by a herald host */
+#define HERALD_ERR_STOPPED 5        /* the runtime has stopped */
+
+/* A registration callback: runs once per node with the registration's argument
+ * bytes. Return 0 on success; otherwise call herald_set_error first. */
+typedef int (*herald_callback)(const void *args, size_t args_len);
+
+/* Where a task writes its result bytes (herald_output_write). */
+typedef struct herald_output herald_output;
+
+/* A task: argument bytes in, result bytes out. Return 0 on success. */
+typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *out);
+
+/* Runs `callback` once on every node with a copy of `args`. `tag` (or NULL) is
+ * the deduplication key; without one, the key is a digest of the callback's
+ * reference and the argument bytes. Never blocks. */
+herald_handle herald_register_global(herald_callback callback, const void *args,
+                                     size_t args_len, const char *tag);
+
+/* As herald_register_global, for constructors: nothing to wait for or release.
+ * Declared weak so a plugin loaded outside herald still loads. */
+void herald_register_on_load(herald_callback callback, const void *args, size_t args_len,
+                             const char *tag) __attribute__((weak));
+
+/* Blocks until the registration is done on every node. HERALD_OK, or an error
+ * code with the reason (naming each failed node) copied into `error`. */
+int herald_wait(herald_handle handle, char *error, size_t error_len);
+
+/* Releases a registration handle. */
+void herald_release(herald_handle handle);
+
+/* Registers task `name` as the exported function `function`, on every node,
+ * lazily: a node loads the library the first time the task runs there.
+ * Variants registered in a row share one handle (their batch). */
+herald_handle herald_register_task(const char *name, herald_task_fn function);
+
+/* Registers task `name` as `symbol` of the library at `library`, lazily. */
+herald_handle herald_register_task_symbol(const char *name, const char *library,
+                                          const char *symbol);
+
+/* Registers task `name` as `function` on this node only: no other node hears of
+ * it, so launches of `name` to another node fail there as unregistered (what a
+ * runtime without global registration offers). HERALD_OK or an error code (the
+ * reason: herald_wait(0, ...)). */
+int herald_register_task_local(const char *name, herald_task_fn function);
+
+/* Launches `task` on `node` with a copy of `args`. It runs there once every
+ * registration requested on this node before the launch is done there. */
+herald_handle herald_launch(uint32_t node, const char *task, const void *args,
+                            size_t args_len);
+
+/* Waits for a task and releases its handle. On HERALD_OK, `*result` is a
+ * malloc'ed copy of the result bytes (free with herald_free; NULL if empty). */
+int herald_task_wait(herald_handle handle, void **result, size_t *result_len, char *error,
+                     size_t error_len);
+
+/* Frees memory herald handed out. */
+void herald_free(void *pointer);
+
+/* Appends result bytes from inside a task. */
+int herald_output_write(herald_output *out, const void *data, size_t len);
+
+/* Sets the error text for the running callback or task, which then returns non-zero. */
+void herald_set_error(const char *message);
+
+/* This node's id (0 .. count-1), or UINT32_MAX outside herald. */
+uint32_t herald_node_id(void);
+
+/* Number of nodes in the job, or 0 outside herald. */
+uint32_t herald_node_count(void);
+
+/* Loads a library on this node; its constructors' global registrations are
+ * awaited before this returns. Do not call it from a constructor. */
+int herald_load_library(const char *path, char *error, size_t error_len);
+
+#define HERALD_CONCAT_(a, b) a##b
+#define HERALD_CONCAT(a, b) HERALD_CONCAT_(a, b)
+
+/* Registers `callback` globally when this library is loaded:
+ *
+ *     static const char config[] = "v1";
+ *     int register_my_tasks(const void *args, size_t len) { ... return 0; }
+ *     HERALD_REGISTER_ON_LOAD(register_my_tasks, config, sizeof config, "my-plugin");
+ *
+ * On the node that loads the library the registration goes to every node; there
+ * the library is loaded again, this constructor runs again inside the callback's
+ * invocation, and herald recognises it as the registration already running. */
+#define HERALD_REGISTER_ON_LOAD(callback, args, args_len, tag)                            \
+    __attribute__((constructor)) static void HERALD_CONCAT(herald_on_load_, __LINE__)(void) { \
+        if (herald_register_on_load)                                                      \
+            herald_register_on_load((callback), (args), (args_len), (tag));               \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HERALD_H */

@@ -1,0 +1,209 @@
+//! Meshes of 1, 2 and 4 ranks in one process: formation, FIFO delivery between
+//! every pair, statistics, peer loss and orderly shutdown.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+
+use common::{TIMEOUT, assert_all_pairs_work, config, expect_frame, form, recv};
+use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
+
+/// Frame `seq` from `from` to `to`; sizes vary (including empty and > one buffer).
+fn frame(from: u32, to: u32, seq: u32) -> Vec<u8> {
+    let len = match seq % 5 {
+        0 => 0,
+        1 => 12,
+        2 => 64,
+        3 => 1000,
+        _ => 70_000, // larger than the 64 KiB socket buffers of a link
+    };
+    let mut bytes = vec![(seq % 251) as u8; len.max(12)];
+    bytes[..4].copy_from_slice(&from.to_le_bytes());
+    bytes[4..8].copy_from_slice(&to.to_le_bytes());
+    bytes[8..12].copy_from_slice(&seq.to_le_bytes());
+    if len == 0 {
+        bytes.clear();
+    }
+    bytes
+}
+
+/// Every rank sends `per_pair` frames to every other rank, from a thread per rank
+/// so that sends and receives interleave; each rank checks per-sender order.
+fn exchange(size: u32, per_pair: u32) {
+    let meshes = form(size, &format!("fifo-{size}"), |_| {});
+    std::thread::scope(|scope| {
+        for (mesh, events) in &meshes {
+            scope.spawn(move || {
+                for seq in 0..per_pair {
+                    for to in (0..size).filter(|&to| to != mesh.rank()) {
+                        mesh.send(to, frame(mesh.rank(), to, seq));
+                    }
+                }
+                // Empty frames carry no header: count them per sender instead.
+                let mut next: BTreeMap<u32, u32> = BTreeMap::new();
+                for _ in 0..per_pair * (size - 1) {
+                    let MeshEvent::Frame { from, bytes } = recv(events, "a frame") else {
+                        panic!("unexpected peer loss");
+                    };
+                    let seq = next.entry(from).or_insert(0);
+                    assert_eq!(
+                        bytes,
+                        frame(from, mesh.rank(), *seq),
+                        "frame {seq} from {from}"
+                    );
+                    *seq += 1;
+                }
+                let expected: BTreeMap<u32, u32> = (0..size)
+                    .filter(|&r| r != mesh.rank())
+                    .map(|r| (r, per_pair))
+                    .collect();
+                assert_eq!(next, expected);
+            });
+        }
+    });
+    for (mesh, _) in &meshes {
+        let stats = mesh.stats();
+        assert_eq!(stats.frames_sent, u64::from(per_pair * (size - 1)));
+        assert_eq!(stats.frames_received, u64::from(per_pair * (size - 1)));
+        assert_eq!(stats.per_peer.len() as u32, size - 1);
+        let sent: u64 = stats.per_peer.iter().map(|p| p.bytes_sent).sum();
+        assert_eq!(sent, stats.bytes_sent);
+    }
+    for (mesh, _) in meshes {
+        mesh.shutdown();
+    }
+}
+
+#[test]
+fn a_single_rank_mesh_forms_and_delivers_to_itself() {
+    let meshes = form(1, "solo", |_| {});
+    let (mesh, events) = &meshes[0];
+    assert_eq!((mesh.rank(), mesh.size()), (0, 1));
+    mesh.send(0, b"self".to_vec());
+    expect_frame(events, 0, b"self");
+    assert_eq!(mesh.stats().frames_sent, 0);
+}
+
+#[test]
+fn two_ranks_deliver_in_fifo_order() {
+    exchange(2, 300);
+}
+
+#[test]
+fn four_ranks_deliver_in_fifo_order_between_every_pair() {
+    exchange(4, 150);
+}
+
+#[test]
+fn a_lost_peer_is_reported_once_and_the_rest_keep_working() {
+    let mut meshes = form(3, "peer-down", |_| {});
+    let (gone, _gone_events) = meshes.pop().expect("three meshes");
+    gone.shutdown();
+    for (mesh, events) in &meshes {
+        match recv(events, "the loss of rank 2") {
+            MeshEvent::PeerDown { node: 2, reason } => {
+                assert!(reason.contains("rank 2"), "{reason}")
+            }
+            other => panic!(
+                "rank {}: expected PeerDown for 2, got {other:?}",
+                mesh.rank()
+            ),
+        }
+        mesh.send(2, b"into the void".to_vec()); // dropped silently
+    }
+    assert_all_pairs_work(&meshes);
+
+    // Shutting rank 0 down reports nothing on its own side; rank 1 sees rank 0 go.
+    let (one, one_events) = meshes.pop().expect("rank 1");
+    let (zero, zero_events) = meshes.pop().expect("rank 0");
+    zero.shutdown();
+    assert!(
+        zero_events.recv_timeout(TIMEOUT).is_err(),
+        "rank 0 reported an event for its own shutdown"
+    );
+    assert!(matches!(
+        recv(&one_events, "the loss of rank 0"),
+        MeshEvent::PeerDown { node: 0, .. }
+    ));
+    one.shutdown();
+    let rest: Vec<MeshEvent> = one_events.iter().collect();
+    assert!(rest.is_empty(), "extra events after shutdown: {rest:?}");
+}
+
+#[test]
+fn frames_queued_before_shutdown_are_delivered() {
+    let mut meshes = form(2, "drain", |_| {});
+    let (one, one_events) = meshes.pop().expect("rank 1");
+    let (zero, _) = meshes.pop().expect("rank 0");
+    for seq in 0..1000u32 {
+        zero.send(1, seq.to_le_bytes().to_vec());
+    }
+    zero.shutdown();
+    for seq in 0..1000u32 {
+        expect_frame(&one_events, 0, &seq.to_le_bytes());
+    }
+    assert!(matches!(
+        recv(&one_events, "the loss of rank 0"),
+        MeshEvent::PeerDown { node: 0, .. }
+    ));
+    one.shutdown();
+}
+
+#[test]
+fn formation_times_out_naming_the_missing_ranks() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut config = config(
+        0,
+        3,
+        listener.local_addr().expect("addr"),
+        &Secret::random(),
+        "lonely",
+    );
+    config.establish_timeout = std::time::Duration::from_millis(300);
+    match Mesh::establish_with_listener(config, listener) {
+        Err(err @ TcpError::Timeout { .. }) => {
+            let TcpError::Timeout { ref missing, .. } = err else {
+                unreachable!()
+            };
+            assert_eq!(missing, &[1, 2]);
+            assert!(
+                err.to_string().contains("same size, coordinator, secret"),
+                "{err}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_configurations_are_refused_up_front() {
+    let secret = Secret::random();
+    let addr = "127.0.0.1:1".parse().expect("addr");
+    let mut bad = config(3, 3, addr, &secret, "c");
+    assert!(matches!(
+        Mesh::establish(bad.clone()),
+        Err(TcpError::InvalidConfig { .. })
+    ));
+    bad.rank = 0;
+    bad.max_frame_bytes = 0;
+    assert!(matches!(
+        Mesh::establish(bad.clone()),
+        Err(TcpError::InvalidConfig { .. })
+    ));
+    bad.max_frame_bytes = 10;
+    bad.cluster_id = "x".repeat(300);
+    assert!(matches!(
+        Mesh::establish(bad),
+        Err(TcpError::InvalidConfig { .. })
+    ));
+}
+
+#[test]
+fn the_mesh_is_shareable_and_the_config_never_prints_the_secret() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Mesh>();
+    let secret = Secret::random();
+    let config = config(0, 1, "127.0.0.1:1".parse().expect("addr"), &secret, "c");
+    assert!(!format!("{config:?}").contains(&secret.to_hex()[..16]));
+}
