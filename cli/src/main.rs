@@ -3,6 +3,7 @@
 mod demo;
 mod node;
 mod run;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Commands {
     Node(node::NodeArgs),
     /// Four nodes on loopback load a C plugin everywhere and run its tasks.
     Demo(demo::DemoArgs),
+    /// Simulate a global registration on N nodes, deterministically (herald sim --nodes N).
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Commands::Run(args) => run::run(args),
         Commands::Node(args) => node::run(args),
         Commands::Demo(args) => demo::run(args),
+        Commands::Sim(args) => sim::run(args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("herald: {error:#}");

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::NodeId;
 
@@ -21,22 +22,25 @@ use crate::NodeId;
 /// let tagged = a.clone().with_tag("tasks-v1");
 /// assert_eq!(tagged.key(), b.with_tag("tasks-v1").key(), "an explicit tag replaces the digest");
 /// ```
+///
+/// Code and arguments are shared, not copied, when a registration is cloned: it
+/// is stored once per node and forwarded to every child in the tree.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Registration {
     /// Host-encoded portable reference to the code to run.
-    pub code: Vec<u8>,
+    pub code: Arc<[u8]>,
     /// Argument bytes handed to the code on every node.
-    pub args: Vec<u8>,
+    pub args: Arc<[u8]>,
     /// Explicit deduplication tag: when set, the key is derived from it alone.
     pub tag: Option<String>,
 }
 
 impl Registration {
     /// A registration keyed by the digest of its code reference and arguments.
-    pub fn new(code: Vec<u8>, args: Vec<u8>) -> Self {
+    pub fn new(code: impl Into<Arc<[u8]>>, args: impl Into<Arc<[u8]>>) -> Self {
         Self {
-            code,
-            args,
+            code: code.into(),
+            args: args.into(),
             tag: None,
         }
     }
@@ -76,10 +80,35 @@ impl Registration {
 }
 
 /// The identity of a registration: requests with equal keys are one registration.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct Key(pub [u8; 32]);
 
+/// Byte-wise order, compared a machine word at a time: keys are looked up in
+/// ordered maps on every message, and a call to `memcmp` per comparison was the
+/// largest single cost of handling one.
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Key {
+    /// The key as big-endian words: ordering them is ordering the bytes.
+    fn words(&self) -> [u64; 4] {
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(bytes)
+        };
+        [word(0), word(1), word(2), word(3)]
+    }
+
     /// The node that coordinates this key when every node is alive: a deterministic
     /// function of the key, so that all requesters of one key meet at one node.
     pub fn home(&self, nodes: u32) -> NodeId {
@@ -106,5 +135,21 @@ impl fmt::Display for Key {
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Key({})", self.short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Key;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Word-wise comparison orders keys exactly as their bytes.
+        #[test]
+        fn key_order_is_byte_order(a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), prefix in 0usize..32) {
+            let mut b = b;
+            b[..prefix].copy_from_slice(&a[..prefix]);
+            prop_assert_eq!(Key(a).cmp(&Key(b)), a.cmp(&b));
+        }
     }
 }

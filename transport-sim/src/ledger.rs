@@ -1,0 +1,341 @@
+//! Every request, launch and invocation of a run, and the checks made on them: at
+//! each answer (is it true of the job right now?) and at the end (is everything
+//! answered and at rest?).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use herald_core::{
+    Key, LaunchId, LocalState, NodeId, RegistrationResult, RequestId, Scope, TaskOutcome,
+};
+
+use crate::world::World;
+use crate::{Protocol, Violation};
+
+/// A registration request made by a simulated host, and its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The requesting node.
+    pub node: NodeId,
+    /// The id the node returned.
+    pub request: RequestId,
+    /// The registration.
+    pub key: Key,
+    /// Its script's name.
+    pub name: String,
+    /// Whether it was made from inside a running invocation.
+    pub nested: bool,
+    /// When it was made (virtual ns).
+    pub issued_ns: u64,
+    /// The answer, once there is one.
+    pub answer: Option<Answer>,
+}
+
+/// How and when a request was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// When (virtual ns).
+    pub at_ns: u64,
+    /// The requester's hop clock then: the longest chain of messages behind it.
+    pub hops: u64,
+    /// The result.
+    pub result: RegistrationResult,
+}
+
+/// A task launch made by a simulated host, and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRecord {
+    /// The launching node.
+    pub from: NodeId,
+    /// The target node.
+    pub to: NodeId,
+    /// The id the launching node returned.
+    pub launch: LaunchId,
+    /// The task's name.
+    pub task: String,
+    /// Keys requested on `from` and not yet answered when it launched.
+    pub requires: Vec<Key>,
+    /// The outcome and when it arrived.
+    pub outcome: Option<(u64, TaskOutcome)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ledger {
+    pub(crate) requests: Vec<RequestRecord>,
+    request_index: BTreeMap<(NodeId, RequestId), usize>,
+    pub(crate) launches: Vec<LaunchRecord>,
+    launch_index: BTreeMap<(NodeId, LaunchId), usize>,
+    pub(crate) invocations: BTreeMap<(NodeId, Key), u32>,
+    pub(crate) max_invocations: u32,
+    /// Job-wide results already checked against every node: node states only move
+    /// forward, so an equal result later needs no second pass over the job.
+    verified: BTreeMap<Key, Vec<RegistrationResult>>,
+}
+
+impl Ledger {
+    pub(crate) fn add_request(
+        &mut self,
+        node: NodeId,
+        request: RequestId,
+        key: Key,
+        name: &str,
+        nested: bool,
+        issued_ns: u64,
+    ) {
+        self.request_index
+            .insert((node, request), self.requests.len());
+        self.requests.push(RequestRecord {
+            node,
+            request,
+            key,
+            name: name.to_string(),
+            nested,
+            issued_ns,
+            answer: None,
+        });
+    }
+
+    pub(crate) fn add_launch(
+        &mut self,
+        from: NodeId,
+        launch: LaunchId,
+        to: NodeId,
+        task: &str,
+        requires: Vec<Key>,
+    ) {
+        self.launch_index
+            .insert((from, launch), self.launches.len());
+        self.launches.push(LaunchRecord {
+            from,
+            to,
+            launch,
+            task: task.to_string(),
+            requires,
+            outcome: None,
+        });
+    }
+
+    /// Counts one more invocation of `key` on `node`; returns the count.
+    pub(crate) fn count_invocation(&mut self, node: NodeId, key: Key) -> u32 {
+        let count = self.invocations.entry((node, key)).or_default();
+        *count += 1;
+        self.max_invocations = self.max_invocations.max(*count);
+        *count
+    }
+
+    /// Top-level keys requested on `node` and not yet answered there.
+    pub(crate) fn outstanding_keys(&self, node: NodeId) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .requests
+            .iter()
+            .filter(|r| r.node == node && !r.nested && r.answer.is_none())
+            .map(|r| r.key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    pub(crate) fn launch_requires(&self, from: NodeId, launch: LaunchId) -> Vec<Key> {
+        self.launch_index
+            .get(&(from, launch))
+            .map(|&i| self.launches[i].requires.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Hash for Ledger {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for r in &self.requests {
+            (r.node, r.request, r.key, r.nested).hash(state);
+            r.answer.as_ref().map(|a| &a.result).hash(state);
+        }
+        for l in &self.launches {
+            (l.from, l.to, l.launch, &l.requires).hash(state);
+            l.outcome.as_ref().map(|(_, outcome)| outcome).hash(state);
+        }
+        self.invocations.hash(state);
+    }
+}
+
+impl<P: Protocol> World<P> {
+    /// A request was answered: record it and check the answer against the job.
+    pub(crate) fn record_completion(
+        &mut self,
+        node: NodeId,
+        request: RequestId,
+        result: RegistrationResult,
+    ) {
+        let Some(&index) = self.ledger.request_index.get(&(node, request)) else {
+            let problem = "that it never returned";
+            return self.violate(Violation::BadAnswer {
+                node,
+                request: request.0,
+                problem,
+            });
+        };
+        let hops = self.net.clocks[node.0 as usize];
+        let record = &mut self.ledger.requests[index];
+        if record.answer.is_some() {
+            let problem = "twice";
+            return self.violate(Violation::BadAnswer {
+                node,
+                request: request.0,
+                problem,
+            });
+        }
+        if self.trace.enabled() {
+            let name = format!("completed {}", record.name);
+            let args = serde_json::json!({
+                "request": request.0,
+                "key": result.key.short(),
+                "hops": hops,
+                "result": result.to_string(),
+            });
+            self.trace.instant(self.now_ns, node, &name, args);
+        }
+        let at_ns = self.now_ns;
+        record.answer = Some(Answer {
+            at_ns,
+            hops,
+            result: result.clone(),
+        });
+        match result.scope {
+            Scope::Local => self.check_outcome(node, node, &result),
+            Scope::Global => self.check_global(node, result),
+        }
+    }
+
+    pub(crate) fn record_task_outcome(
+        &mut self,
+        node: NodeId,
+        launch: LaunchId,
+        outcome: TaskOutcome,
+    ) {
+        match self.ledger.launch_index.get(&(node, launch)) {
+            Some(&index) if self.ledger.launches[index].outcome.is_none() => {
+                self.ledger.launches[index].outcome = Some((self.now_ns, outcome));
+            }
+            _ => {
+                let problem = "(a launch) twice or unknown";
+                self.violate(Violation::BadAnswer {
+                    node,
+                    request: launch.0,
+                    problem,
+                });
+            }
+        }
+    }
+
+    /// End of run: every live node's requests and launches answered, every live
+    /// node at rest, and the message count within its bound.
+    pub(crate) fn final_checks(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.ledger.requests {
+            if r.answer.is_none() && !self.net.is_crashed(r.node) {
+                let (node, request, key, name) = (r.node, r.request.0, r.key, r.name.clone());
+                found.push(Violation::Unanswered {
+                    node,
+                    request,
+                    key,
+                    name,
+                });
+            }
+        }
+        for l in &self.ledger.launches {
+            if l.outcome.is_none() && !self.net.is_crashed(l.from) {
+                let (node, launch, task) = (l.from, l.launch.0, l.task.clone());
+                found.push(Violation::LaunchUnanswered { node, launch, task });
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let id = NodeId(i as u32);
+            if !self.net.is_crashed(id) && !node.is_quiescent() {
+                found.push(Violation::NotQuiescent { node: id });
+            }
+        }
+        found.into_iter().for_each(|v| self.violate(v));
+        self.check_message_bound();
+    }
+
+    /// Invariant 4 in the state reached so far.
+    pub(crate) fn check_message_bound(&mut self) {
+        let (messages, bound) = (self.net.stats.messages, self.message_bound());
+        if messages > bound {
+            self.violate(Violation::TooManyMessages { messages, bound });
+        }
+    }
+
+    /// The most messages the failures so far allow. Fault-free, the scenario's
+    /// bound. Each crash or partition may cost one more full round, and each node
+    /// found gone may make each requester ask a new coordinator once.
+    pub(crate) fn message_bound(&self) -> u64 {
+        if P::NAME == crate::NaiveNode::NAME {
+            return self.scenario.naive_message_bound();
+        }
+        let base = self.scenario.message_bound();
+        let crashed = self.net.crashed_nodes().len() as u64;
+        let cut = if self.net.partitioned() {
+            u64::from(self.scenario.nodes)
+        } else {
+            0
+        };
+        let events = crashed + self.partitions;
+        let requests = self.scenario.requests.len() as u64;
+        base * (1 + 2 * events) + 2 * requests * (crashed + cut)
+    }
+
+    /// A job-wide result must be true of every node: each one not named unreachable
+    /// has finished (its failure named exactly), each one named is gone from `node`.
+    fn check_global(&mut self, node: NodeId, result: RegistrationResult) {
+        for &other in &result.unreachable {
+            if !self.net.is_crashed(other) && self.net.connected(node, other) {
+                let key = result.key;
+                self.violate(Violation::FalselyUnreachable { node, key, other });
+            }
+        }
+        let verified = self.ledger.verified.entry(result.key).or_default();
+        if verified.contains(&result) {
+            return;
+        }
+        verified.push(result.clone());
+        for i in 0..self.scenario.nodes {
+            let other = NodeId(i);
+            if result.unreachable.binary_search(&other).is_err() {
+                self.check_outcome(node, other, &result);
+            }
+        }
+    }
+
+    /// `other` must have finished `result.key`, and `result` must give its outcome.
+    fn check_outcome(&mut self, node: NodeId, other: NodeId, result: &RegistrationResult) {
+        let key = result.key;
+        let reported = result
+            .failures
+            .iter()
+            .find(|f| f.node == other)
+            .map(|f| f.error.clone());
+        match self.nodes[other.0 as usize].local_state(&key) {
+            Some(LocalState::Done(actual)) => {
+                if reported.as_ref() != actual.as_ref().err() {
+                    self.violate(Violation::WrongOutcome {
+                        node,
+                        key,
+                        other,
+                        reported,
+                        actual,
+                    });
+                }
+            }
+            state => {
+                let state = format!("{state:?}");
+                self.violate(Violation::EarlyCompletion {
+                    node,
+                    key,
+                    other,
+                    state,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! What to simulate: the job, its network, the requests and launches its hosts make,
+//! and the faults that may hit it.
+
+use herald_core::{DEFAULT_FANOUT, Key, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Script, SimError};
+
+/// One simulated job, complete: running the same scenario with the same seed gives
+/// the same run, byte for byte.
+///
+/// ```
+/// use herald_sim::{Scenario, Script};
+/// use herald_core::NodeId;
+/// let scenario = Scenario::new(16)
+///     .with_fanout(2)
+///     .with_seed(42)
+///     .with_request(NodeId(3), 0, Script::new("libtasks.so"));
+/// assert!(scenario.validate().is_ok());
+/// assert_eq!(scenario.requesters(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Number of nodes in the job.
+    pub nodes: u32,
+    /// Children per node in herald's dissemination tree.
+    pub fanout: u32,
+    /// The root seed of every random choice of a timed run.
+    pub seed: u64,
+    /// Latencies and delays of the simulated network.
+    pub network: Network,
+    /// Top-level registrations the hosts request.
+    pub requests: Vec<RequestPlan>,
+    /// Tasks the hosts launch.
+    pub launches: Vec<LaunchPlan>,
+    /// Failures that may happen.
+    pub faults: Faults,
+}
+
+/// Timing of the simulated network and hosts, in virtual nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Network {
+    /// Smallest one-way latency of a frame.
+    pub latency_min_ns: u64,
+    /// Largest one-way latency of a frame.
+    pub latency_max_ns: u64,
+    /// Time a node's network interface spends per message sent: a node that sends
+    /// many messages sends them one after another.
+    pub send_gap_ns: u64,
+    /// Shortest time for a live node to notice a failure.
+    pub detect_min_ns: u64,
+    /// Longest time for a live node to notice a failure.
+    pub detect_max_ns: u64,
+    /// How long a launched task runs.
+    pub task_ns: u64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            latency_min_ns: 2_000,
+            latency_max_ns: 20_000,
+            send_gap_ns: 100,
+            detect_min_ns: 50_000,
+            detect_max_ns: 200_000,
+            task_ns: 1_000,
+        }
+    }
+}
+
+/// A top-level registration requested by one host at one time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestPlan {
+    /// The requesting node.
+    pub node: NodeId,
+    /// When it requests (timed runs; exploration tries every order).
+    pub at_ns: u64,
+    /// The code registered.
+    pub script: Script,
+}
+
+/// A task launched from one node to another at one time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// The launching node.
+    pub from: NodeId,
+    /// The node that runs the task.
+    pub to: NodeId,
+    /// When it is launched. Exploration launches only after every request `from`
+    /// makes at or before this time.
+    pub at_ns: u64,
+    /// The task's name, looked up in the target's simulated task registry.
+    pub task: String,
+}
+
+/// The failures a run may suffer. All times are drawn before `window_ns`: after it
+/// no new fault happens, and everything must finish within the liveness bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Faults {
+    /// Exactly this many distinct nodes crash (timed runs), or at most this many
+    /// (exploration).
+    pub crashes: u32,
+    /// Each node crashes with this probability, in parts per million (timed runs).
+    pub crash_ppm: u32,
+    /// This many partitions cut the job in two.
+    pub partitions: u32,
+    /// Frames in flight on a failed link may be lost (a suffix of each link).
+    pub lose_in_flight: bool,
+    /// Each run enables a random subset of the fault kinds above (swarm testing).
+    pub swarm: bool,
+    /// Faults happen before this virtual time.
+    pub window_ns: u64,
+    /// Nodes that may crash (empty: every node).
+    pub crash_candidates: Vec<NodeId>,
+    /// The side every partition cuts off (empty: a random side per partition in
+    /// timed runs; no partition in exploration).
+    pub partition_side: Vec<NodeId>,
+}
+
+impl Faults {
+    /// Whether any fault can happen.
+    pub fn any(&self) -> bool {
+        self.crashes > 0 || self.crash_ppm > 0 || self.partitions > 0
+    }
+}
+
+impl Scenario {
+    /// A fault-free job of `nodes` nodes with the default fan-out and network, seed
+    /// 0, and nothing requested yet.
+    pub fn new(nodes: u32) -> Self {
+        Self {
+            nodes,
+            fanout: DEFAULT_FANOUT,
+            seed: 0,
+            network: Network::default(),
+            requests: Vec::new(),
+            launches: Vec::new(),
+            faults: Faults::default(),
+        }
+    }
+
+    /// The same scenario with another fan-out.
+    pub fn with_fanout(mut self, fanout: u32) -> Self {
+        self.fanout = fanout;
+        self
+    }
+
+    /// The same scenario with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The same scenario with another network.
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The same scenario with these faults.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The same scenario, with `node` also requesting `script` at `at_ns`.
+    pub fn with_request(mut self, node: NodeId, at_ns: u64, script: Script) -> Self {
+        self.requests.push(RequestPlan {
+            node,
+            at_ns,
+            script,
+        });
+        self
+    }
+
+    /// The same scenario, with `from` also launching `task` on `to` at `at_ns`.
+    pub fn with_launch(mut self, from: NodeId, to: NodeId, at_ns: u64, task: &str) -> Self {
+        self.launches.push(LaunchPlan {
+            from,
+            to,
+            at_ns,
+            task: task.to_string(),
+        });
+        self
+    }
+
+    /// `requesters` nodes, spread evenly from node 0, all requesting `script` at
+    /// time 0: control replication, every shard making the same call.
+    pub fn replicated(nodes: u32, requesters: u32, script: Script) -> Self {
+        let requesters = requesters.clamp(1, nodes.max(1));
+        (0..requesters).fold(Scenario::new(nodes), |scenario, i| {
+            let node = (u64::from(i) * u64::from(nodes) / u64::from(requesters)) as u32;
+            scenario.with_request(NodeId(node), 0, script.clone())
+        })
+    }
+
+    /// Checks that every node named exists and the tree has a fan-out.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if self.nodes == 0 {
+            return Err(SimError::Invalid("a job needs at least one node".into()));
+        }
+        if self.fanout == 0 {
+            return Err(SimError::Invalid("fan-out must be at least 1".into()));
+        }
+        let named = self
+            .requests
+            .iter()
+            .map(|r| r.node)
+            .chain(self.launches.iter().flat_map(|l| [l.from, l.to]))
+            .chain(self.faults.crash_candidates.iter().copied())
+            .chain(self.faults.partition_side.iter().copied());
+        for node in named {
+            if node.0 >= self.nodes {
+                return Err(SimError::Invalid(format!(
+                    "{node} is outside the job of {} nodes",
+                    self.nodes
+                )));
+            }
+        }
+        if self.network.latency_min_ns > self.network.latency_max_ns
+            || self.network.detect_min_ns > self.network.detect_max_ns
+        {
+            return Err(SimError::Invalid("a minimum exceeds its maximum".into()));
+        }
+        Ok(())
+    }
+
+    /// Distinct nodes requesting any top-level registration.
+    pub fn requesters(&self) -> usize {
+        let mut nodes: Vec<NodeId> = self.requests.iter().map(|r| r.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes.len()
+    }
+
+    /// The most messages a fault-free run of herald may send: for each top-level
+    /// key `2(N-1)`, plus 2 for every distinct requester of it that is not its home;
+    /// plus 2 per launch to another node.
+    pub fn message_bound(&self) -> u64 {
+        let n = u64::from(self.nodes);
+        let mut per_key: Vec<(Key, NodeId)> = self
+            .requests
+            .iter()
+            .map(|r| (r.script.registration().key(), r.node))
+            .collect();
+        per_key.sort();
+        per_key.dedup();
+        let mut keys: Vec<Key> = per_key.iter().map(|(key, _)| *key).collect();
+        keys.dedup();
+        let disseminations = keys.len() as u64 * 2 * n.saturating_sub(1);
+        let requests = per_key
+            .iter()
+            .filter(|(key, node)| key.home(self.nodes) != *node)
+            .count() as u64
+            * 2;
+        disseminations + requests + 2 * self.remote_launches()
+    }
+
+    /// The most messages the naive baseline may send: every requester of every key
+    /// broadcasts to all other nodes and hears back from each.
+    pub fn naive_message_bound(&self) -> u64 {
+        let n = u64::from(self.nodes);
+        let mut per_key: Vec<(Key, NodeId)> = self
+            .requests
+            .iter()
+            .map(|r| (r.script.registration().key(), r.node))
+            .collect();
+        per_key.sort();
+        per_key.dedup();
+        per_key.len() as u64 * 2 * n.saturating_sub(1) + 2 * self.remote_launches()
+    }
+
+    /// Deepest nesting of any requested script (1 when nothing nests).
+    pub fn nesting_depth(&self) -> u32 {
+        self.requests
+            .iter()
+            .map(|r| r.script.depth())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn remote_launches(&self) -> u64 {
+        self.launches.iter().filter(|l| l.from != l.to).count() as u64
+    }
+}
