@@ -1,0 +1,106 @@
+"""herald: make dynamically loaded code exist on every node of a job.
+
+Available inside ``herald-python``, which runs a program as one node of a herald
+job (``herald-python -n 4 script.py``; rank 0 runs the script, the other ranks
+serve it). When the program imports a module or loads a native library that
+registers tasks, herald makes every node do the same, exactly once per process,
+before remote work needs it.
+
+* :func:`import_global` imports a module in every interpreter of the job.
+* :func:`register_global` runs a Python callable once on every node.
+* :func:`launch` runs a callable (or a task registered by name, e.g. a native
+  one) on one node and returns a :class:`Future`; :func:`task` makes a function
+  a :class:`Task` with ``.launch(node, ...)``.
+* :func:`load_library` loads a native library whose constructor registers
+  globally, and waits until every node has it. A plain ``ctypes.CDLL`` works as
+  well: the library's constructor registers with herald either way, and
+  launches made afterwards run only once the registration is done on their node.
+
+Deadlock freedom: herald never blocks a thread that is executing a module's
+body (it holds import locks) or running code for another global registration;
+see :func:`import_global` and :func:`wait_pending`.
+"""
+
+import ctypes
+import os
+
+import _herald
+
+from ._calls import Future, Task, launch, register_global, task
+from ._context import at_safe_point as _at_safe_point
+from ._context import pending_count as _pending_count
+from ._context import settle as _settle
+from ._errors import (
+    GlobalImportError,
+    HeraldError,
+    RegistrationError,
+    RemoteError,
+    RemoteTraceback,
+    TaskError,
+)
+from ._imports import import_global
+
+__all__ = [
+    "Future",
+    "GlobalImportError",
+    "HeraldError",
+    "RegistrationError",
+    "RemoteError",
+    "RemoteTraceback",
+    "Task",
+    "TaskError",
+    "import_global",
+    "launch",
+    "load_library",
+    "node_id",
+    "num_nodes",
+    "register_global",
+    "stats",
+    "task",
+    "wait_pending",
+]
+
+
+def node_id():
+    """This node's id (its rank): 0 for the node that runs the program."""
+    return _herald.node_id()
+
+
+def num_nodes():
+    """Number of nodes in the job."""
+    return _herald.num_nodes()
+
+
+def load_library(path):
+    """Loads the native library at ``path`` on this node and returns it as a
+    ``ctypes.CDLL``.
+
+    Its constructors may register globally through the C ABI (``herald.h``);
+    this returns once those registrations are done on every node, and raises
+    :class:`HeraldError` if one failed, naming the nodes. The library must be in
+    a directory every node allows (``HERALD_LIBRARY_PATH``).
+    """
+    canonical, _digest, _registrations = _herald.load_library(os.fspath(path))
+    return ctypes.CDLL(canonical)
+
+
+def wait_pending():
+    """Waits for the global registrations this thread started while a module
+    was being imported (those never block at the call), and raises the first
+    that failed. herald does this by itself at the thread's next herald call
+    outside an import, at the end of a task and at the end of the program.
+    Returns how many it waited for."""
+    if not _at_safe_point():
+        raise HeraldError(
+            "wait_pending() cannot wait inside an import or inside code herald runs for a "
+            "global registration: that could deadlock; call it after the import returns"
+        )
+    count = _pending_count()
+    _settle()
+    return count
+
+
+def stats():
+    """This node's runtime counters (registrations, invocations, tasks,
+    messages and bytes sent, ...), as a dict."""
+    return dict(_herald.stats())

@@ -1,0 +1,100 @@
+"""Type stubs of the ``herald`` module that herald-python provides.
+
+Point a type checker at them with ``MYPYPATH=pyhost/python`` (or your editor's
+extra paths); the module itself exists only inside herald-python.
+"""
+
+import ctypes
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+class HeraldError(RuntimeError):
+    """A herald call failed on this node."""
+
+class RegistrationError(HeraldError):
+    """A global registration failed on some nodes, or could not reach them."""
+
+    what: str
+    failures: dict[int, str]
+    unreachable: list[int]
+    num_nodes: int
+
+class GlobalImportError(ImportError):
+    """``import_global`` failed on some nodes; the message lists each one."""
+
+    failures: dict[int, str]
+    unreachable: list[int]
+    num_nodes: int
+
+class TaskError(HeraldError):
+    """A launched task produced no result (not registered there, node lost, ...)."""
+
+    node: int
+    kind: str  # "failed" | "requirement" | "unreachable"
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on another node (as ``__cause__``)."""
+
+    text: str
+
+class RemoteError(HeraldError):
+    """A remote exception that could not travel back as itself."""
+
+    type_name: str
+    message: str
+    node: int
+    remote_traceback: str
+
+class Future(Generic[_T]):
+    """The pending result of a launched task."""
+
+    node: int
+    def result(self, timeout: float | None = None) -> _T: ...
+    def done(self) -> bool: ...
+
+class Task(Generic[_P, _R]):
+    """A function made into a herald task by :func:`task`."""
+
+    fn: Callable[_P, _R]
+    def __init__(self, fn: Callable[_P, _R]) -> None: ...
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+    def launch(self, node: int, /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]: ...
+    def launch_all(self, /, *args: _P.args, **kwargs: _P.kwargs) -> list[Future[_R]]: ...
+
+def node_id() -> int:
+    """This node's id (its rank): 0 for the node that runs the program."""
+
+def num_nodes() -> int:
+    """Number of nodes in the job."""
+
+def import_global(name: str | ModuleType, package: str | None = None) -> ModuleType:
+    """Imports a module in every interpreter of the job and returns it."""
+
+def register_global(fn: Callable[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+    """Runs ``fn(*args, **kwargs)`` once on every node and returns when all have."""
+
+@overload
+def launch(node: int, fn: str, data: bytes = b"", /) -> Future[bytes]:
+    """Runs the task registered as ``fn`` (a native task, say) on ``node``."""
+
+@overload
+def launch(node: int, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
+    """Runs ``fn(*args, **kwargs)`` on ``node``."""
+
+def task(fn: Callable[_P, _R]) -> Task[_P, _R]:
+    """Decorator: makes ``fn`` a :class:`Task`."""
+
+def load_library(path: str | os.PathLike[str]) -> ctypes.CDLL:
+    """Loads a native library here; waits for its constructors' global registrations."""
+
+def wait_pending() -> int:
+    """Waits for the registrations started on this thread inside imports."""
+
+def stats() -> dict[str, int]:
+    """This node's runtime counters."""

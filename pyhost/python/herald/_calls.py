@@ -1,0 +1,256 @@
+"""Python callables on other nodes: ``register_global``, ``launch``, ``@task``.
+
+A callable travels as a pickle. A function that can be imported (a module-level
+function of an importable module, or a :class:`Task`) is pickled *by name*
+(module + qualified name); the node that runs it imports that module on demand.
+Functions defined in ``__main__`` (the script), lambdas and closures are pickled
+*by value* with cloudpickle: their code, defaults and the globals they use
+travel with them. Limits of by-value functions: the globals they use are
+copies (changes on one node are not seen on another), a global that cannot be
+pickled (a lock, an open file, a socket) cannot be sent, and classes defined in
+``__main__`` travel by value too, so their instances are not ``isinstance`` of
+each other across calls. Arguments and results are pickled the same way.
+"""
+
+import functools
+import importlib
+import pickle
+
+import _herald
+
+from . import _context
+from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError
+
+_RESULT_OK = 0
+_RESULT_RAISED = 1
+_CALL_PAYLOAD = b"call"
+
+
+def register_global(fn, /, *args, **kwargs):
+    """Runs ``fn(*args, **kwargs)`` once on every node of the job (this one
+    included, on a herald worker thread) and returns when all have.
+
+    The registration's key is the pickled call, so the same call made again, or
+    by another node (for a function sent by name, whose pickle is the same
+    everywhere), runs nowhere a second time. Raises
+    :class:`herald.RegistrationError` naming each node where it raised, with the
+    remote traceback. Called while a module is being imported, it returns at once
+    and the wait comes at the next safe point; called from code that herald runs
+    for another global registration, it runs here only (nested).
+    """
+    what = f"register_global({describe(fn)})"
+    data = dumps((fn, args, kwargs))
+    if _context.in_invocation():
+        # Nested: the enclosing registration waits for it; waiting here could not
+        # finish before this thread returns.
+        _herald.register(_CALL_PAYLOAD, data)
+        return
+    if _context.inside_import():
+        handle = _herald.register(_CALL_PAYLOAD, data)
+        _context.defer(what, handle, lambda outcome: _check(what, outcome))
+        return
+    _context.settle()
+    _check(what, _herald.register(_CALL_PAYLOAD, data).wait())
+
+
+def launch(node, fn, /, *args, **kwargs):
+    """Runs ``fn(*args, **kwargs)`` on ``node`` and returns a :class:`Future`.
+
+    ``fn`` is a Python callable (see the module docs for how it travels), or the
+    name of a registered task (a native task, say) with at most one bytes-like
+    argument; the future then gives the task's result bytes. The task runs on
+    ``node`` only after every registration requested on this node before the
+    launch is done there.
+    """
+    if _context.at_safe_point():
+        _context.settle()
+    if isinstance(fn, str):
+        if kwargs or len(args) > 1:
+            raise TypeError("a task launched by name takes at most one bytes-like argument")
+        data = bytes(args[0]) if args else b""
+        return Future(_herald.launch(node, fn, data), node, f"task {fn!r}", None)
+    data = dumps((fn, args, kwargs))
+    return Future(_herald.launch(node, _herald.PYTHON_CALL_TASK, data), node, describe(fn), _decode)
+
+
+class Future:
+    """The pending result of a launched task."""
+
+    def __init__(self, handle, node, what, decode):
+        self._handle = handle
+        self.node = node
+        self._what = what
+        self._decode = decode
+
+    def result(self, timeout=None):
+        """Waits (without holding the GIL) and returns the task's result.
+
+        A Python task that raised re-raises its exception here, with the remote
+        traceback as its ``__cause__``. :class:`herald.TaskError` if the task
+        could not run (not registered on that node, node lost), ``TimeoutError``
+        after ``timeout`` seconds. Unlike herald's own calls, this waits even
+        while a module is being imported: a task that needs that module on this
+        node would then wait for the import, and the import for the task.
+        """
+        try:
+            data = self._handle.wait(timeout)
+        except _herald.TaskFailed as failure:
+            message, node, kind = failure.args
+            raise TaskError(f"{self._what} on node {node}: {message}", node, kind) from None
+        return data if self._decode is None else self._decode(data, self.node)
+
+    def done(self):
+        """Whether the result is in."""
+        return self._handle.done()
+
+    def __repr__(self):
+        state = "done" if self.done() else "pending"
+        return f"<herald.Future {self._what} on node {self.node}: {state}>"
+
+
+class Task:
+    """A function made into a herald task by :func:`task`.
+
+    Calling it runs it here; ``launch(node, ...)`` runs it on ``node``;
+    ``launch_all(...)`` on every node. It is sent to other nodes by name when its
+    module can be imported there, by value when it is defined in ``__main__``.
+    """
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def launch(self, node, /, *args, **kwargs):
+        """Runs the task on ``node``; returns a :class:`Future`."""
+        return launch(node, self, *args, **kwargs)
+
+    def launch_all(self, /, *args, **kwargs):
+        """Runs the task on every node; returns their futures, by node."""
+        return [launch(node, self, *args, **kwargs) for node in range(_herald.num_nodes())]
+
+    def __reduce__(self):
+        module, qualname = self.fn.__module__, self.fn.__qualname__
+        if module != "__main__" and _lookup(module, qualname) is self:
+            return (_resolve, (module, qualname))
+        return (Task, (self.fn,))
+
+    def __repr__(self):
+        return f"<herald.Task {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+def task(fn):
+    """Decorator: makes ``fn`` a :class:`Task`, launchable with ``fn.launch(node, ...)``."""
+    return Task(fn)
+
+
+def describe(fn):
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if qualname is None:
+        return repr(fn)
+    return f"{module}.{qualname}" if module else qualname
+
+
+def dumps(value):
+    """Pickles ``value``, by value where needed (cloudpickle)."""
+    cloudpickle = _cloudpickle()
+    try:
+        if cloudpickle is not None:
+            return cloudpickle.dumps(value)
+        return _dumps_by_name(value)
+    except Exception as error:
+        raise TypeError(f"cannot send {_short(value)} to other nodes: {error}") from error
+
+
+@functools.cache
+def _cloudpickle():
+    """cloudpickle, imported on first use (it takes a while), or None."""
+    try:
+        import cloudpickle
+    except ImportError:
+        return None
+    return cloudpickle
+
+
+def run_call(data):
+    """Runs a pickled call (on the node it was sent to) and returns its value."""
+    fn, args, kwargs = pickle.loads(data)
+    return fn(*args, **kwargs)
+
+
+def encode_result(value):
+    return bytes([_RESULT_OK]) + dumps(value)
+
+
+def encode_exception(error, traceback_text):
+    try:
+        pickled = dumps(error)
+        pickle.loads(pickled)
+    except Exception:  # noqa: BLE001 - sent as a RemoteError instead
+        pickled = None
+    kind = type(error)
+    type_name = f"{kind.__module__}.{kind.__qualname__}"
+    body = pickle.dumps((pickled, type_name, str(error), traceback_text))
+    return bytes([_RESULT_RAISED]) + body
+
+
+def _decode(data, node):
+    if data[:1] == bytes([_RESULT_OK]):
+        return pickle.loads(data[1:])
+    pickled, type_name, message, traceback_text = pickle.loads(data[1:])
+    error = None
+    if pickled is not None:
+        try:
+            error = pickle.loads(pickled)
+        except Exception:  # noqa: BLE001 - reported as a RemoteError below
+            error = None
+    if not isinstance(error, BaseException):
+        raise RemoteError(type_name, message, node, traceback_text)
+    error.add_note(f"(raised by a herald task on node {node}; its traceback is above)")
+    raise error from RemoteTraceback(traceback_text)
+
+
+def _check(what, outcome):
+    if outcome is not None:
+        failures, unreachable = outcome
+        raise RegistrationError(what, dict(failures), unreachable, _herald.num_nodes())
+
+
+def _dumps_by_name(value):
+    pickler_error = None
+    try:
+        data = pickle.dumps(value)
+    except Exception as error:  # noqa: BLE001 - re-raised with advice below
+        pickler_error = error
+    if pickler_error is None and b"__main__" not in data:
+        return data
+    raise TypeError(
+        "functions and classes defined in __main__, lambdas and closures are sent by "
+        "value, which needs cloudpickle (pip install cloudpickle)"
+        + (f"; pickle said: {pickler_error}" if pickler_error else "")
+    )
+
+
+def _lookup(module, qualname):
+    try:
+        target = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        return target
+    except (ImportError, AttributeError):
+        return None
+
+
+def _resolve(module, qualname):
+    target = _lookup(module, qualname)
+    if target is None:
+        raise ImportError(f"cannot find {module}.{qualname} on this node", name=module)
+    return target
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,61 @@
+//! The executor that runs Python code for the host: global registrations of
+//! kind `python` (imports and callables) and the task every Python launch runs.
+//!
+//! Both run on host worker threads with the invocation set, so the Python code
+//! they call (a module being imported, a registered callable) registers nested.
+//! The thread attaches to the interpreter only for the call; what it runs is in
+//! `herald/_remote.py`, which also turns Python exceptions into the error text
+//! (with traceback) that the requesting node reports.
+
+use herald_host::Executor;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::claims;
+
+/// The code kind of Python registrations and tasks.
+pub(crate) const PYTHON_KIND: &str = "python";
+
+/// How the payload of an `import_global` registration starts (then the module name).
+const IMPORT_PREFIX: &[u8] = b"import:";
+
+/// Runs `python` code references in the embedded interpreter.
+pub(crate) struct PythonExecutor;
+
+impl Executor for PythonExecutor {
+    fn invoke(&self, payload: &[u8], args: &[u8]) -> Result<(), String> {
+        let claimed = payload
+            .strip_prefix(IMPORT_PREFIX)
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .and_then(claims::wait_for_claimed);
+        if let Some(outcome) = claimed {
+            return outcome;
+        }
+        let failure = attached(|py| {
+            let args = (PyBytes::new(py, payload), PyBytes::new(py, args));
+            remote(py)?
+                .call_method1("invoke", args)?
+                .extract::<Option<String>>()
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn run_task(&self, payload: &[u8], args: &[u8]) -> Result<Vec<u8>, String> {
+        attached(|py| {
+            let args = (PyBytes::new(py, payload), PyBytes::new(py, args));
+            let result = remote(py)?.call_method1("run_task", args)?;
+            Ok(result.cast_into::<PyBytes>()?.as_bytes().to_vec())
+        })
+    }
+}
+
+fn remote(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("herald._remote")
+}
+
+/// Runs `call` attached to the interpreter; a Python error that escapes
+/// `herald._remote` (a bug there, or a broken interpreter) becomes its text.
+fn attached<T>(call: impl for<'py> FnOnce(Python<'py>) -> PyResult<T>) -> Result<T, String> {
+    Python::try_attach(|py| call(py).map_err(|error| error.to_string()))
+        .unwrap_or_else(|| Err("the Python interpreter of this node is shutting down".to_owned()))
+}

@@ -1,0 +1,263 @@
+//! `_herald`: the native half of the `herald` Python module, built into the
+//! binary. It holds no policy: it hands Python's requests to the runtime and
+//! returns outcomes as plain values; `herald/*.py` decides what to wait for and
+//! which exception to raise.
+//!
+//! Every call that can block (waiting for a registration or a task, loading a
+//! library whose constructors register) detaches from the interpreter while it
+//! waits, so other Python threads and the workers running Python code for other
+//! nodes keep going.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use herald_host::{
+    CodeRef, HostError, RegistrationHandle, Runtime, TaskCode, TaskHandle, TaskVariant,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::executor::PYTHON_KIND;
+
+/// Name of the task that runs a pickled Python call; every Python launch runs it.
+pub(crate) const PYTHON_CALL_TASK: &str = "herald-python.call";
+/// Payload of that task's variant (there is one kind of Python task).
+const PYTHON_CALL_PAYLOAD: &[u8] = b"call";
+
+create_exception!(
+    herald,
+    HeraldError,
+    PyRuntimeError,
+    "A herald call failed on this node: the runtime stopped, a wait would deadlock, \
+     a library was refused, ..."
+);
+create_exception!(
+    herald,
+    TaskFailed,
+    HeraldError,
+    "A launched task produced no result; args are (message, node, kind) with kind \
+     'failed', 'requirement' or 'unreachable'."
+);
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Makes `runtime` the one the `herald` module talks to (once per process).
+pub(crate) fn set_runtime(runtime: Runtime) {
+    if RUNTIME.set(runtime).is_err() {
+        tracing::error!("herald-python: bug: the runtime was set twice");
+    }
+}
+
+/// The task variant every Python launch runs, registered by rank 0 at start.
+pub(crate) fn python_call_variant() -> TaskVariant {
+    TaskVariant {
+        name: PYTHON_CALL_TASK.to_owned(),
+        code: TaskCode::Custom {
+            kind: PYTHON_KIND.to_owned(),
+            payload: PYTHON_CALL_PAYLOAD.to_vec(),
+        },
+    }
+}
+
+/// The runtime, once [`set_runtime`] has run.
+pub(crate) fn runtime_if_started() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+fn runtime() -> PyResult<&'static Runtime> {
+    RUNTIME
+        .get()
+        .ok_or_else(|| HeraldError::new_err("the herald runtime of this process is not running"))
+}
+
+fn host_error(error: HostError) -> PyErr {
+    match error {
+        HostError::TimedOut { .. } => PyTimeoutError::new_err(error.to_string()),
+        HostError::Task(task) => {
+            let kind = match task.kind {
+                herald_core::TaskErrorKind::Failed(_) => "failed",
+                herald_core::TaskErrorKind::RequirementFailed { .. } => "requirement",
+                herald_core::TaskErrorKind::Unreachable => "unreachable",
+            };
+            TaskFailed::new_err((task.kind.to_string(), task.node.0, kind))
+        }
+        other => HeraldError::new_err(other.to_string()),
+    }
+}
+
+fn timeout_duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout
+        .map(|seconds| {
+            Duration::try_from_secs_f64(seconds.max(0.0))
+                .map_err(|_| PyValueError::new_err(format!("bad timeout: {seconds}")))
+        })
+        .transpose()
+}
+
+/// Per-node failures of a registration: `[(node, error text)]` and unreachable nodes.
+type Failures = (Vec<(u32, String)>, Vec<u32>);
+
+/// A global registration in progress.
+#[pyclass(module = "herald", name = "RegistrationHandle", frozen)]
+struct PyRegistration {
+    handle: RegistrationHandle,
+}
+
+#[pymethods]
+impl PyRegistration {
+    /// Blocks (without holding the GIL) until the registration completed on every
+    /// node. Returns None if it succeeded everywhere, else `(failures, unreachable)`.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Failures>> {
+        let timeout = timeout_duration(timeout)?;
+        let outcome = py.detach(|| match timeout {
+            None => self.handle.wait(),
+            Some(timeout) => self.handle.wait_timeout(timeout),
+        });
+        match outcome {
+            Ok(_) => Ok(None),
+            Err(HostError::Registration(result)) => {
+                let failures = result
+                    .failures
+                    .into_iter()
+                    .map(|failure| (failure.node.0, failure.error))
+                    .collect();
+                let unreachable = result.unreachable.into_iter().map(|node| node.0).collect();
+                Ok(Some((failures, unreachable)))
+            }
+            Err(error) => Err(host_error(error)),
+        }
+    }
+
+    /// Whether the outcome is in (so `wait` will not block).
+    fn done(&self) -> bool {
+        self.handle.try_result().is_some()
+    }
+}
+
+/// A launched task in progress.
+#[pyclass(module = "herald", name = "TaskHandle", frozen)]
+struct PyTask {
+    handle: TaskHandle,
+}
+
+#[pymethods]
+impl PyTask {
+    /// Blocks (without holding the GIL) until the task's result bytes are back;
+    /// raises TaskFailed if there are none, TimeoutError after `timeout` seconds.
+    #[pyo3(signature = (timeout=None))]
+    fn wait<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = timeout_duration(timeout)?;
+        let outcome = py.detach(|| match timeout {
+            None => self.handle.wait(),
+            Some(timeout) => self.handle.wait_timeout(timeout),
+        });
+        outcome
+            .map(|bytes| PyBytes::new(py, &bytes))
+            .map_err(host_error)
+    }
+
+    /// Whether the result (or the failure) is in.
+    fn done(&self) -> bool {
+        !matches!(
+            self.handle.wait_timeout(Duration::ZERO),
+            Err(HostError::TimedOut { .. })
+        )
+    }
+}
+
+/// This node's id (its rank), from 0.
+#[pyfunction]
+fn node_id() -> PyResult<u32> {
+    Ok(runtime()?.node_id())
+}
+
+/// Number of nodes in the job.
+#[pyfunction]
+fn num_nodes() -> PyResult<u32> {
+    Ok(runtime()?.num_nodes())
+}
+
+/// Starts a global registration of Python code (`payload` for herald._remote,
+/// `args` its bytes); `tag` replaces the digest of both as the key. Never blocks.
+/// Nested in the current invocation when called from one.
+#[pyfunction]
+#[pyo3(signature = (payload, args, tag=None))]
+fn register(payload: Vec<u8>, args: Vec<u8>, tag: Option<String>) -> PyResult<PyRegistration> {
+    let code = CodeRef::Custom {
+        kind: PYTHON_KIND.to_owned(),
+        payload,
+    };
+    let handle = runtime()?.register_global(code, args, tag);
+    Ok(PyRegistration { handle })
+}
+
+/// Launches task `task` on `node` with argument bytes `args`. Never blocks.
+#[pyfunction]
+fn launch(node: u32, task: String, args: Vec<u8>) -> PyResult<PyTask> {
+    let runtime = runtime()?;
+    if node >= runtime.num_nodes() {
+        return Err(PyValueError::new_err(format!(
+            "node {node} does not exist: the job has nodes 0..{}",
+            runtime.num_nodes()
+        )));
+    }
+    let handle = runtime.launch(node, task, args);
+    Ok(PyTask { handle })
+}
+
+/// Loads a native library here (its constructors may register globally) and
+/// waits for those registrations, without holding the GIL. Returns
+/// `(canonical path, sha256 hex, number of registrations its constructors made)`.
+#[pyfunction]
+fn load_library(py: Python<'_>, path: PathBuf) -> PyResult<(String, String, usize)> {
+    let runtime = runtime()?;
+    let report = py
+        .detach(|| runtime.load_library(&path))
+        .map_err(host_error)?;
+    Ok((
+        report.library.path,
+        report.library.digest.to_string(),
+        report.registrations.len(),
+    ))
+}
+
+/// This node's counters, as a dict.
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let stats = runtime()?.stats();
+    let dict = PyDict::new(py);
+    dict.set_item("node", stats.node)?;
+    dict.set_item("nodes", stats.nodes)?;
+    dict.set_item("registrations_requested", stats.registrations_requested)?;
+    dict.set_item("registrations_completed", stats.registrations_completed)?;
+    dict.set_item("invocations", stats.invocations)?;
+    dict.set_item("invocations_failed", stats.invocations_failed)?;
+    dict.set_item("tasks_run", stats.tasks_run)?;
+    dict.set_item("launches", stats.launches)?;
+    dict.set_item("messages_sent", stats.messages_sent)?;
+    dict.set_item("messages_received", stats.messages_received)?;
+    dict.set_item("frames_sent", stats.frames_sent)?;
+    dict.set_item("bytes_sent", stats.bytes_sent)?;
+    dict.set_item("workers", stats.workers)?;
+    Ok(dict)
+}
+
+/// The `_herald` module.
+#[pymodule]
+pub(crate) mod _herald {
+    #[pymodule_export]
+    use super::{
+        HeraldError, PyRegistration, PyTask, TaskFailed, launch, load_library, node_id, num_nodes,
+        register, stats,
+    };
+
+    #[pymodule_export]
+    use crate::claims::{ImportClaim, claim_import};
+
+    #[pymodule_export]
+    const PYTHON_CALL_TASK: &str = super::PYTHON_CALL_TASK;
+}

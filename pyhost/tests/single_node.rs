@@ -1,0 +1,69 @@
+//! herald-python as a job of one node (no launcher needed): the embedded
+//! interpreter, the `herald` module, and exit statuses. The multi-node suites
+//! are in python/tests (python/run-tests.sh).
+
+use std::process::{Command, Output};
+
+fn herald_python(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald-python"));
+    for variable in [
+        "HERALD_RANK",
+        "HERALD_SIZE",
+        "HERALD_COORDINATOR",
+        "HERALD_SECRET",
+    ] {
+        command.env_remove(variable);
+    }
+    command.args(args).output().expect("herald-python runs")
+}
+
+#[test]
+fn a_program_uses_the_herald_module() {
+    let output = herald_python(&[
+        "-c",
+        "import herald, json\n\
+         assert herald.num_nodes() == 1 and herald.node_id() == 0\n\
+         assert herald.import_global('json') is json\n\
+         assert herald.launch(0, len, 'abc').result() == 3\n\
+         print('ok')",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
+
+#[test]
+fn the_exit_status_is_the_programs() {
+    assert_eq!(
+        herald_python(&["-c", "raise SystemExit(7)"]).status.code(),
+        Some(7)
+    );
+    let failed = herald_python(&[
+        "-c",
+        "import herald\nherald.import_global('no_such_module_hp')",
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("node 0: ModuleNotFoundError: No module named 'no_such_module_hp'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_c_abi_is_exported_for_plugins() {
+    // What a ctypes-loaded plugin resolves its herald_* calls against.
+    let output = herald_python(&[
+        "-c",
+        "import ctypes\n\
+         me = ctypes.CDLL(None)\n\
+         assert me.herald_node_count() == 1 and me.herald_node_id() == 0\n\
+         assert me.herald_register_task_local\n",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

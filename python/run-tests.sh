@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds herald and herald-python and the native test libraries, installs the
+# test dependencies (pytest, cloudpickle) into a virtualenv, and runs the
+# herald-python suites inside real jobs of 1, 2 and 4 nodes:
+#
+#     herald-python -n N -m pytest python/tests
+#
+# (rank 0 runs pytest, the other ranks serve it). Exits non-zero if any suite
+# fails or runs no test. Needs only Rust, a C compiler and CPython 3.11 with pip.
+#
+#     python/run-tests.sh            # all node counts
+#     NODE_COUNTS="4" python/run-tests.sh -k nested   # extra args go to pytest
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PYTHON=${PYTHON:-python3}
+NODE_COUNTS=${NODE_COUNTS:-"1 2 4"}
+# Reused between runs; any directory will do.
+VENV=${HERALD_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/herald-python/test-venv}
+
+echo "run-tests.sh: building herald and herald-python"
+cargo build -q --manifest-path "$ROOT/Cargo.toml" -p herald -p herald-python
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
+    | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+HERALD_PYTHON="$TARGET_DIR/debug/herald-python"
+export HERALD_BIN="$TARGET_DIR/debug/herald"
+
+if ! "$VENV/bin/python" -c 'import pytest, cloudpickle' 2>/dev/null; then
+    echo "run-tests.sh: installing pytest and cloudpickle into $VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pytest>=7" "cloudpickle>=2"
+fi
+# herald-python imports an activated virtualenv's packages.
+export VIRTUAL_ENV="$VENV"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/lib/global" "$WORK/lib/local" "$WORK/results"
+NATIVETASKS_C="$ROOT/examples/python/nativetasks/nativetasks.c"
+cc -shared -fPIC -I "$ROOT/include" "$NATIVETASKS_C" -o "$WORK/lib/global/libnativetasks.so"
+cc -shared -fPIC -DNATIVETASKS_LOCAL_ONLY -I "$ROOT/include" "$NATIVETASKS_C" \
+    -o "$WORK/lib/local/libnativetasks.so"
+cc -shared -fPIC -I "$ROOT/include" "$ROOT/examples/c-plugin/plugin.c" \
+    -o "$WORK/lib/libexample_plugin.so"
+# Every node may load from there (and only from there).
+export HERALD_LIBRARY_PATH="$WORK/lib"
+export NATIVETASKS_LIBRARY="$WORK/lib/global/libnativetasks.so"
+export NATIVETASKS_LOCAL_LIBRARY="$WORK/lib/local/libnativetasks.so"
+export HERALD_EXAMPLE_PLUGIN="$WORK/lib/libexample_plugin.so"
+export PYTHONDONTWRITEBYTECODE=1
+
+failed_suites=()
+for nodes in $NODE_COUNTS; do
+    echo "run-tests.sh: the suite on $nodes node(s)"
+    # pytest's exit status 5 (no test collected) fails the suite like any other.
+    if ! (cd "$ROOT" && timeout 600 "$HERALD_PYTHON" -n "$nodes" -m pytest -q \
+        -p no:cacheprovider --junitxml="$WORK/results/nodes-$nodes.xml" "$HERE/tests" "$@"); then
+        failed_suites+=("$nodes")
+    fi
+done
+
+# One closing line for all suites, counted from pytest's reports.
+"$PYTHON" - "$WORK/results" <<'PY'
+import glob, sys, xml.etree.ElementTree as tree
+passed = failed = skipped = 0
+for report in glob.glob(f"{sys.argv[1]}/*.xml"):
+    for suite in tree.parse(report).getroot().iter("testsuite"):
+        total, skip = int(suite.get("tests")), int(suite.get("skipped"))
+        bad = int(suite.get("failures")) + int(suite.get("errors"))
+        passed, failed, skipped = passed + total - bad - skip, failed + bad, skipped + skip
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+if [ ${#failed_suites[@]} -ne 0 ]; then
+    echo "run-tests.sh: FAILED on ${failed_suites[*]} node(s)" >&2
+    exit 1
+fi
+echo "run-tests.sh: OK on $NODE_COUNTS node(s)"

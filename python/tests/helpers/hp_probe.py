@@ -1,0 +1,90 @@
+"""Functions the tests run on every node (importable everywhere: the test
+session adds this directory to ``sys.path`` on every node)."""
+
+import collections
+import sys
+import threading
+
+import herald
+
+# How many times each test module's body ran in this interpreter.
+imports = collections.Counter()
+# What register_global calls recorded here.
+calls = []
+
+
+def count_import(name):
+    """Called first thing by every generated test module."""
+    imports[name] += 1
+
+
+def import_count(name):
+    return imports[name]
+
+
+def has_module(name):
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    return module is not None and not getattr(spec, "_initializing", False)
+
+
+def node():
+    return herald.node_id()
+
+
+def record(*items):
+    calls.append(items)
+
+
+def times_recorded(*items):
+    return calls.count(items)
+
+
+def stats():
+    return herald.stats()
+
+
+def replicated_import(name):
+    """What a replicated script does on every rank: import_global the same module."""
+    return herald.import_global(name).__name__
+
+
+def replicated_noop(name):
+    """The same launch shape as replicated_import, without a registration."""
+    return name
+
+
+def replicated_register(token):
+    herald.register_global(record, token)
+
+
+def combine(values, scale=1):
+    return {"node": herald.node_id(), "total": sum(values) * scale}
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def fail_on(node_id, message):
+    if herald.node_id() == node_id:
+        raise RuntimeError(message)
+
+
+class UnpicklableError(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(message):
+    raise UnpicklableError(message)
+
+
+def return_unpicklable():
+    return threading.Lock()
+
+
+@herald.task
+def square(value):
+    return value * value

@@ -1,0 +1,34 @@
+"""Test-side helpers (run on rank 0, the node that runs pytest)."""
+
+import os
+import subprocess
+
+import herald
+
+
+def on_every_node(fn, *args, **kwargs):
+    """Runs fn on every node at once; its results by node."""
+    futures = [herald.launch(node, fn, *args, **kwargs) for node in range(herald.num_nodes())]
+    return [future.result() for future in futures]
+
+
+def herald_python():
+    """This very herald-python binary, to start jobs of its own."""
+    return os.readlink("/proc/self/exe")
+
+
+def run_job(args, env=None, cwd=None, timeout=120):
+    """Runs `herald-python ARGS` (a job of its own) and returns the completed process."""
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    environment.update(env or {})
+    return subprocess.run(
+        [herald_python(), *args],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,100 @@
+"""The herald Python API on every node of the job."""
+
+import ast
+import json
+import os
+
+import herald
+import hp_probe
+from hp_suite import on_every_node
+
+
+def test_node_ids_and_job_size(nodes):
+    assert herald.node_id() == 0
+    assert herald.num_nodes() == len(nodes) >= 1
+    assert on_every_node(hp_probe.node) == nodes
+
+
+def test_import_global_imports_everywhere_exactly_once(nodes, new_module_name, write_module):
+    name = write_module(new_module_name(), "VALUE = 7\n")
+    module = herald.import_global(name)
+    assert module.VALUE == 7
+    assert on_every_node(hp_probe.has_module, name) == [True] * len(nodes)
+    assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
+    # Asking again (by name or by module) imports nothing anywhere.
+    assert herald.import_global(name) is module
+    assert herald.import_global(module) is module
+    assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
+
+
+def test_import_global_resolves_relative_names(nodes):
+    decoder = herald.import_global(".decoder", package="json")
+    assert decoder is json.decoder
+    assert on_every_node(hp_probe.has_module, "json.decoder") == [True] * len(nodes)
+
+
+def test_register_global_runs_once_per_node(nodes, new_module_name):
+    token = new_module_name("token")
+    assert herald.register_global(hp_probe.record, token, "first") is None
+    assert on_every_node(hp_probe.times_recorded, token, "first") == [1] * len(nodes)
+    # The same call is the same registration: it runs nowhere again.
+    herald.register_global(hp_probe.record, token, "first")
+    assert on_every_node(hp_probe.times_recorded, token, "first") == [1] * len(nodes)
+    # Other arguments are another registration.
+    herald.register_global(hp_probe.record, token, "second")
+    assert on_every_node(hp_probe.times_recorded, token, "second") == [1] * len(nodes)
+
+
+def test_task_decorator_launches_by_name(nodes):
+    assert isinstance(hp_probe.square, herald.Task)
+    assert hp_probe.square(3) == 9
+    futures = hp_probe.square.launch_all(5)
+    assert [future.node for future in futures] == nodes
+    assert [future.result() for future in futures] == [25] * len(nodes)
+    assert all(future.done() for future in futures)
+    last = nodes[-1]
+    assert hp_probe.square.launch(last, 4).result(timeout=60) == 16
+
+
+def test_launch_passes_arguments_and_results_by_pickle(nodes):
+    results = [herald.launch(node, hp_probe.combine, [1, 2, 3], scale=node + 1) for node in nodes]
+    assert [future.result() for future in results] == [
+        {"node": node, "total": 6 * (node + 1)} for node in nodes
+    ]
+
+
+def test_launch_runs_functions_defined_here_by_value(nodes):
+    offset = 10
+
+    def add_offset(value):  # a closure: sent by value with cloudpickle
+        return value + offset + herald.node_id()
+
+    assert [herald.launch(node, add_offset, 1).result() for node in nodes] == [
+        11 + node for node in nodes
+    ]
+    assert [herald.launch(node, lambda: herald.num_nodes()).result() for node in nodes] == [
+        len(nodes)
+    ] * len(nodes)
+
+
+def test_stats_count_this_nodes_work():
+    before = herald.stats()
+    herald.launch(0, hp_probe.node).result()
+    after = herald.stats()
+    assert after["node"] == 0 and after["nodes"] == herald.num_nodes()
+    assert after["launches"] == before["launches"] + 1
+    assert after["tasks_run"] == before["tasks_run"] + 1
+
+
+def test_type_stubs_declare_the_whole_api():
+    stubs = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "pyhost", "python", "herald", "__init__.pyi",
+    )
+    with open(stubs) as file:
+        tree = ast.parse(file.read())
+    declared = {
+        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }
+    assert declared >= set(herald.__all__)
+    assert all(getattr(herald, name).__doc__ for name in herald.__all__)

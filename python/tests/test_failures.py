@@ -1,0 +1,97 @@
+"""What goes wrong comes back named: which node, which exception, its traceback."""
+
+import pytest
+
+import herald
+import hp_probe
+from hp_suite import on_every_node
+
+
+def test_missing_module_names_every_node(nodes, new_module_name):
+    name = new_module_name("hp_missing")
+    with pytest.raises(ImportError) as raised:
+        herald.import_global(name)
+    error = raised.value
+    assert isinstance(error, herald.GlobalImportError)
+    assert error.name == name
+    assert sorted(error.failures) == nodes
+    message = str(error)
+    assert f"import_global({name!r}) failed on {len(nodes)} of {len(nodes)} node(s)" in message
+    for node in nodes:
+        assert f"node {node}: ModuleNotFoundError: No module named {name!r}" in message
+
+
+def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
+    last = nodes[-1]
+    name = write_module(
+        new_module_name(),
+        "import herald\n"
+        f"if herald.node_id() == {last}:\n"
+        f"    raise RuntimeError('this module refuses node {last}')\n",
+    )
+    with pytest.raises(ImportError) as raised:
+        herald.import_global(name)
+    error = raised.value
+    assert list(error.failures) == [last]
+    message = str(error)
+    assert f"failed on 1 of {len(nodes)} node(s)" in message
+    assert f"node {last}: RuntimeError: this module refuses node {last}" in message
+    # The remote traceback, down to the module's own line.
+    assert f"{name}.py" in message and "raise RuntimeError" in message
+    # Every other node has the module; the failing one does not.
+    assert on_every_node(hp_probe.has_module, name) == [node != last for node in nodes]
+    # The outcome of a global import is the job's: asking again gives the same answer.
+    with pytest.raises(ImportError, match=f"this module refuses node {last}"):
+        herald.import_global(name)
+
+
+def test_task_exception_comes_back_with_the_remote_traceback(nodes):
+    last = nodes[-1]
+    with pytest.raises(ValueError, match="no good") as raised:
+        herald.launch(last, hp_probe.fail, "no good").result()
+    error = raised.value
+    assert isinstance(error.__cause__, herald.RemoteTraceback)
+    remote = error.__cause__.text
+    assert "hp_probe.py" in remote and "raise ValueError(message)" in remote
+    assert any(f"node {last}" in note for note in error.__notes__)
+
+
+def test_exception_that_cannot_travel_becomes_remote_error(nodes):
+    last = nodes[-1]
+    with pytest.raises(herald.RemoteError) as raised:
+        herald.launch(last, hp_probe.raise_unpicklable, "locked").result()
+    error = raised.value
+    assert error.type_name == "hp_probe.UnpicklableError"
+    assert error.node == last
+    assert "locked" in str(error) and "raise UnpicklableError" in error.remote_traceback
+    with pytest.raises(TypeError, match="lock"):
+        herald.launch(last, hp_probe.return_unpicklable).result()
+
+
+def test_unknown_task_is_a_clear_error(nodes):
+    for node in nodes:
+        with pytest.raises(herald.TaskError) as raised:
+            herald.launch(node, "hp.no_such_task", b"").result()
+        error = raised.value
+        assert error.node == node and error.kind == "failed"
+        assert f"task 'hp.no_such_task' is not registered on node {node}" in str(error)
+
+
+def test_register_global_failure_names_the_node(nodes, new_module_name):
+    last = nodes[-1]
+    message = new_module_name("refusal")
+    with pytest.raises(herald.RegistrationError) as raised:
+        herald.register_global(hp_probe.fail_on, last, message)
+    error = raised.value
+    assert list(error.failures) == [last]
+    assert f"node {last}: RuntimeError: {message}" in str(error)
+    assert "hp_probe.py" in error.failures[last]
+
+
+def test_arguments_that_cannot_be_sent_fail_here(nodes):
+    import threading
+
+    with pytest.raises(TypeError, match="cannot send"):
+        herald.launch(nodes[-1], hp_probe.record, threading.Lock())
+    with pytest.raises(ValueError, match="does not exist"):
+        herald.launch(len(nodes), hp_probe.node)
