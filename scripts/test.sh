@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole herald test suite, runnable on a fresh machine that has only the Rust
+# toolchain, gcc and CPython 3.11 with pip: it installs what else it needs
+# (Open MPI from Debian, pytest and cloudpickle into a virtualenv).
+#
+#   1. formatting and lints (rustfmt, clippy -D warnings)
+#   2. Rust tests: core, simulator suites (exhaustive, property, scale), TCP,
+#      host, the multi-process tests of real jobs, herald-python's own tests
+#   3. loom models of the host's shared state
+#   4. a real Open MPI launch of 4 ranks
+#   5. the Python suites inside real jobs of 1, 2 and 4 nodes
+#   6. the demo (README's main command)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Rust tests"
+cargo test --workspace
+
+step "loom: the host's handle table and per-thread invocation tracking"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p herald-host --release --test loom
+
+step "a real Open MPI launch"
+bash .ci/mpi.sh
+
+step "Python suites on 1, 2 and 4 nodes"
+bash python/run-tests.sh
+
+step "the demo"
+cargo run --release -q -p herald -- demo
+
+echo
+echo "scripts/test.sh: all suites passed"
