@@ -226,34 +226,40 @@ impl Node {
 
     /// Sends the registration to each of `targets`; a target already down is named
     /// unreachable and its children are reached instead.
-    fn spread(&mut self, key: Key, root: NodeId, mut targets: Vec<NodeId>) {
+    fn spread(&mut self, key: Key, root: NodeId, targets: Vec<NodeId>) {
         let Some(registration) = self.entries.get(&key).map(|e| e.registration.clone()) else {
             return;
         };
         let tree = self.config.tree(root);
-        targets.reverse();
-        while let Some(target) = targets.pop() {
-            let down = self.dead.contains(&target);
-            let Some(round) = self.rounds.get_mut(&(key, root)) else {
-                return;
-            };
-            if down {
-                round.report.unreachable.insert(target);
+        let mut live = Vec::with_capacity(targets.len());
+        let mut unreachable = Vec::new();
+        let mut stack = targets;
+        stack.reverse();
+        while let Some(target) = stack.pop() {
+            if self.dead.contains(&target) {
+                unreachable.push(target);
                 let mut orphans: Vec<NodeId> = tree.children(target).collect();
                 orphans.reverse();
-                targets.extend(orphans);
+                stack.extend(orphans);
             } else {
-                round.pending.insert(target);
-                let registration = registration.clone();
-                self.send(
-                    target,
-                    Message::Disseminate {
-                        key,
-                        root,
-                        registration,
-                    },
-                );
+                live.push(target);
             }
+        }
+        let Some(round) = self.rounds.get_mut(&(key, root)) else {
+            return;
+        };
+        round.pending.extend(live.iter().copied());
+        round.report.unreachable.extend(unreachable);
+        for target in live {
+            let registration = registration.clone();
+            self.send(
+                target,
+                Message::Disseminate {
+                    key,
+                    root,
+                    registration,
+                },
+            );
         }
     }
 

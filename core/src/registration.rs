@@ -88,7 +88,11 @@ pub struct Key(pub [u8; 32]);
 /// largest single cost of handling one.
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.words().cmp(&other.words())
+        // Keys are digests: the first word almost always decides.
+        match self.word(0).cmp(&other.word(0)) {
+            std::cmp::Ordering::Equal => self.0.cmp(&other.0),
+            decided => decided,
+        }
     }
 }
 
@@ -99,14 +103,11 @@ impl PartialOrd for Key {
 }
 
 impl Key {
-    /// The key as big-endian words: ordering them is ordering the bytes.
-    fn words(&self) -> [u64; 4] {
-        let word = |i: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
-            u64::from_be_bytes(bytes)
-        };
-        [word(0), word(1), word(2), word(3)]
+    /// Word `i` of the key, big-endian: ordering words is ordering the bytes.
+    fn word(&self, i: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(bytes)
     }
 
     /// The node that coordinates this key when every node is alive: a deterministic
