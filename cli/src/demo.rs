@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 
+use crate::local_ranks::Stream;
 use crate::node::parse_stats_line;
-use crate::run::{Stream, report, run_local_job};
+use crate::run::{report, run_local_job};
 
 /// The example plugin and the header, embedded so the demo runs from anywhere.
 const PLUGIN_SOURCE: &str = include_str!("../../examples/c-plugin/plugin.c");

@@ -1,6 +1,7 @@
 //! The `herald` command line.
 
 mod demo;
+mod local_ranks;
 mod node;
 mod run;
 mod sim;

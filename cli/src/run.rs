@@ -3,13 +3,16 @@
 //! If a rank fails, the others are stopped and `herald run` fails too.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io::Write;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use herald_tcp::Secret;
+
+use crate::local_ranks::{
+    Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env,
+};
 
 /// Flags of `herald run`.
 #[derive(Debug, clap::Args)]
@@ -20,15 +23,6 @@ pub struct RunArgs {
     /// The program each rank runs, with its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<OsString>,
-}
-
-/// Which stream a line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
 }
 
 /// How a local job ended.
@@ -81,24 +75,26 @@ pub fn run_local_job(
     if nodes == 0 {
         bail!("herald run: -n must be at least 1");
     }
-    let secret = Secret::try_random().context("generating the cluster secret")?;
-    let coordinator = free_loopback_port()?;
+    let secret = Secret::try_random()
+        .context("generating the cluster secret")?
+        .to_hex();
+    let coordinator = free_loopback_port().context("finding a free port")?;
     let on_line = Arc::new(on_line);
     let (exited_tx, exited) = crossbeam_channel::unbounded();
     let mut children: Vec<Child> = Vec::new();
     let mut readers = Vec::new();
     for rank in 0..nodes {
-        let spawned = Command::new(program)
-            .args(args)
-            .env("HERALD_RANK", rank.to_string())
-            .env("HERALD_SIZE", nodes.to_string())
-            .env("HERALD_COORDINATOR", coordinator.to_string())
-            .env("HERALD_SECRET", secret.to_hex())
-            .env_remove("HERALD_SECRET_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+        let spawned = set_bootstrap_env(
+            Command::new(program).args(args),
+            rank,
+            nodes,
+            coordinator,
+            &secret,
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
         let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
@@ -110,28 +106,8 @@ pub fn run_local_job(
                 );
             }
         };
-        if let Some(out) = child.stdout.take() {
-            readers.push(forward_lines(
-                rank,
-                Stream::Stdout,
-                out,
-                Arc::clone(&on_line),
-            ));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(forward_lines(
-                rank,
-                Stream::Stderr,
-                err,
-                Arc::clone(&on_line),
-            ));
-        }
-        let pid = child.id();
-        let exited_tx = exited_tx.clone();
-        std::thread::spawn(move || {
-            wait_without_reaping(pid);
-            let _ = exited_tx.send(rank);
-        });
+        readers.extend(forward_output(rank, &mut child, &on_line));
+        notify_exit(&child, rank, exited_tx.clone());
         children.push(child);
     }
     drop(exited_tx);
@@ -165,48 +141,4 @@ pub fn run_local_job(
         statuses,
         first_failure,
     })
-}
-
-/// A loopback port free right now, for rank 0 to listen on.
-fn free_loopback_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    listener.local_addr().context("finding a free port")
-}
-
-fn forward_lines(
-    rank: u32,
-    stream: Stream,
-    pipe: impl Read + Send + 'static,
-    on_line: Arc<impl Fn(u32, Stream, &str) + Send + Sync + 'static>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-            let text = String::from_utf8_lossy(&line);
-            on_line(rank, stream, text.trim_end_matches(['\n', '\r']));
-            line.clear();
-        }
-    })
-}
-
-/// Blocks until process `pid` has exited, leaving it a zombie so that its pid
-/// stays reserved until `Child::wait` reaps it.
-fn wait_without_reaping(pid: u32) {
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waits on our own child without reaping it (WNOWAIT).
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
-    }
 }

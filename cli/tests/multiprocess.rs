@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Job, RankSetup, args, build_c};
@@ -79,21 +80,13 @@ fn two_nodes_load_two_libraries_at_once() {
     let driver = build_c(dir.path(), "driver", "driver", "");
     let a = build_c(dir.path(), "ctor_a", "ctor_a", "");
     let b = build_c(dir.path(), "ctor_b", "ctor_b", "");
-    let main = format!("{}:main_concurrent_loads", driver.display());
-    let mut job = Job::start(3, |_| RankSetup {
-        args: args([
-            &"--load",
-            &driver,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![
-            ("DRIVER_LIB_A".into(), a.display().to_string()),
-            ("DRIVER_LIB_B".into(), b.display().to_string()),
-        ],
-    });
+    let mut job = start_main(
+        3,
+        dir.path(),
+        &driver,
+        "main_concurrent_loads",
+        &[("DRIVER_LIB_A", &a), ("DRIVER_LIB_B", &b)],
+    );
     let statuses = job.wait();
     assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
     assert_eq!(
@@ -124,18 +117,7 @@ fn two_nodes_load_two_libraries_at_once() {
 fn killed_node_is_named_and_the_rest_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = build_c(dir.path(), "driver", "driver", "");
-    let main = format!("{}:main_killed_node", driver.display());
-    let mut job = Job::start(4, |_| RankSetup {
-        args: args([
-            &"--load",
-            &driver,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![],
-    });
+    let mut job = start_main(4, dir.path(), &driver, "main_killed_node", &[]);
     job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: stalling"));
     job.kill(2);
     let statuses = job.wait();
@@ -186,24 +168,16 @@ fn digest_mismatch_is_refused() {
         "plain_other",
         "int different_build = 1;",
     );
-    let main = format!("{}:main_digest_mismatch", driver.display());
-    let mut job = Job::start(3, |_| RankSetup {
-        args: args([
-            &"--load",
-            &driver,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![
-            ("DRIVER_LIB_A".into(), plain.display().to_string()),
-            (
-                "DRIVER_REPLACEMENT".into(),
-                replacement.display().to_string(),
-            ),
+    let mut job = start_main(
+        3,
+        dir.path(),
+        &driver,
+        "main_digest_mismatch",
+        &[
+            ("DRIVER_LIB_A", &plain),
+            ("DRIVER_REPLACEMENT", &replacement),
         ],
-    });
+    );
     let statuses = job.wait();
     let transcript = job.transcript();
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
@@ -263,18 +237,7 @@ fn library_outside_allowed_directories_is_refused() {
 fn garbage_on_the_port_does_not_stop_the_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = build_c(dir.path(), "driver", "driver", "");
-    let main = format!("{}:main_after_garbage", driver.display());
-    let mut job = Job::start(2, |_| RankSetup {
-        args: args([
-            &"--load",
-            &driver,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![],
-    });
+    let mut job = start_main(2, dir.path(), &driver, "main_after_garbage", &[]);
     job.expect_line(|l| l.rank == 0 && l.text.contains("ready for garbage"));
     let garbage: [&[u8]; 3] = [
         b"GET / HTTP/1.1\r\nHost: herald\r\n\r\n",
@@ -311,18 +274,7 @@ fn rust_plugin_links_nothing_and_runs_everywhere() {
         .status()
         .expect("rustc");
     assert!(status.success());
-    let main = format!("{}:rust_plugin_main", plugin.display());
-    let mut job = Job::start(3, |_| RankSetup {
-        args: args([
-            &"--load",
-            &plugin,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![],
-    });
+    let mut job = start_main(3, dir.path(), &plugin, "rust_plugin_main", &[]);
     let statuses = job.wait();
     let transcript = job.transcript();
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
@@ -370,4 +322,25 @@ fn herald_run_stops_the_job_when_a_rank_fails() {
     assert!(!output.status.success());
     assert!(stdout.contains("[1] rank 1 gives up"), "{stdout}");
     assert!(stderr.contains("rank 1 failed"), "{stderr}");
+}
+
+/// Starts `nodes` ranks of `herald node` that may load libraries from `dir`: rank 0
+/// loads `library` and runs its function `main`. Every rank also gets the variables
+/// `env`, each naming a library for the test's driver to load.
+fn start_main(nodes: u32, dir: &Path, library: &Path, main: &str, env: &[(&str, &PathBuf)]) -> Job {
+    let main = format!("{}:{main}", library.display());
+    Job::start(nodes, |_| RankSetup {
+        args: args([
+            &"--load",
+            &library,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir,
+        ]),
+        env: env
+            .iter()
+            .map(|(name, path)| (name.to_string(), path.display().to_string()))
+            .collect(),
+    })
 }

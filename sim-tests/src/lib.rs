@@ -7,7 +7,7 @@ mod spec;
 mod tamper;
 
 pub use spec::Spec;
-pub use tamper::{Tamper, Tampered};
+pub use tamper::{EarlyAnswer, Tamper, Tampered};
 
 use herald_core::{Node, NodeId};
 use herald_sim::{Protocol, RunReport, Scenario, Script, SimOptions, Simulation};

@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use herald_core::{
     Config, InvocationId, Key, LaunchId, LocalState, Node, NodeId, Output, ProtocolError,
-    RegisterError, Registration, RequestId, TaskRunId, UsageError,
+    RegisterError, Registration, RegistrationResult, RequestId, Scope, TaskRunId, UsageError,
 };
 use herald_sim::Protocol;
 
@@ -121,5 +121,32 @@ impl<T: Tamper> Protocol for Tampered<T> {
 
     fn is_quiescent(&self) -> bool {
         self.node.is_quiescent() && self.queue.is_empty()
+    }
+}
+
+/// Answers every top-level request at once with an empty job-wide result, before
+/// any other node has run the registration, and drops the real job-wide answer.
+/// Both the timed suite (`checks_have_teeth`) and the exhaustive one catch it.
+#[derive(Clone, Default, Hash)]
+pub struct EarlyAnswer;
+
+impl Tamper for EarlyAnswer {
+    const NAME: &'static str = "early-answer";
+
+    fn registered(&mut self, _node: &Node, request: RequestId, key: Key) -> Vec<Output> {
+        let result = RegistrationResult {
+            key,
+            scope: Scope::Global,
+            failures: vec![],
+            unreachable: vec![],
+        };
+        vec![Output::Completed { request, result }]
+    }
+
+    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
+        match output {
+            Output::Completed { result, .. } if result.scope == Scope::Global => vec![],
+            other => vec![other],
+        }
     }
 }

@@ -5,11 +5,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use herald_core::{
-    Config, DEFAULT_MAX_FRAME_BYTES, Key, Message, Node, NodeId, Output, RegistrationResult,
-    RequestId, Scope, TaskRequest, TaskRunId, decode_frame,
+    Config, DEFAULT_MAX_FRAME_BYTES, Message, Node, NodeId, Output, Scope, TaskRequest, TaskRunId,
+    decode_frame,
 };
 use herald_sim::{RunReport, Scenario, Script};
-use sim_tests::{Tamper, Tampered, not_home_of, run_once, run_twice};
+use sim_tests::{EarlyAnswer, Tamper, Tampered, not_home_of, run_once, run_twice};
 
 fn library() -> Script {
     Script::new("libtasks.so").with_tasks(["saxpy"])
@@ -106,31 +106,6 @@ fn a_nondeterministic_run_is_caught_by_the_double_run() {
         .cloned()
         .unwrap_or_default();
     assert!(text.contains("not deterministic"), "{text}");
-}
-
-/// Answers each top-level request at once with an empty job-wide result.
-#[derive(Clone, Default, Hash)]
-struct EarlyAnswer;
-
-impl Tamper for EarlyAnswer {
-    const NAME: &'static str = "early-answer";
-
-    fn registered(&mut self, _node: &Node, request: RequestId, key: Key) -> Vec<Output> {
-        let result = RegistrationResult {
-            key,
-            scope: Scope::Global,
-            failures: vec![],
-            unreachable: vec![],
-        };
-        vec![Output::Completed { request, result }]
-    }
-
-    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
-        match output {
-            Output::Completed { result, .. } if result.scope == Scope::Global => vec![],
-            other => vec![other],
-        }
-    }
 }
 
 /// Reports every job-wide registration as free of failures.

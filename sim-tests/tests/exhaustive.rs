@@ -3,11 +3,11 @@
 //! states deduplicated by hash. The invariants are checked after every action and
 //! at every terminal state. Run with `-- --nocapture` to see the state counts.
 
-use herald_core::{Key, Node, NodeId, Output, RegistrationResult, RequestId, Scope};
+use herald_core::{Node, NodeId};
 use herald_sim::{
     Action, Exploration, ExploreError, ExploreLimits, Faults, NodeSet, Scenario, Script, explore,
 };
-use sim_tests::{Tamper, Tampered, home_of, not_home_of};
+use sim_tests::{EarlyAnswer, Tampered, home_of, not_home_of};
 
 /// Explores `scenario` completely, panicking with the counterexample if an
 /// invariant breaks, and prints what was covered.
@@ -220,31 +220,6 @@ fn an_early_answer_is_caught() {
             assert_eq!(counterexample.path, [Action::Request(0)]);
         }
         other => panic!("unexpected {other}"),
-    }
-}
-
-/// Answers every top-level request at once with an empty, job-wide result.
-#[derive(Clone, Default, Hash)]
-struct EarlyAnswer;
-
-impl Tamper for EarlyAnswer {
-    const NAME: &'static str = "early-answer";
-
-    fn registered(&mut self, _node: &Node, request: RequestId, key: Key) -> Vec<Output> {
-        let result = RegistrationResult {
-            key,
-            scope: Scope::Global,
-            failures: vec![],
-            unreachable: vec![],
-        };
-        vec![Output::Completed { request, result }]
-    }
-
-    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
-        match output {
-            Output::Completed { result, .. } if result.scope == Scope::Global => vec![],
-            other => vec![other],
-        }
     }
 }
 

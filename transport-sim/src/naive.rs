@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use herald_core::{
-    Config, Invocation, InvocationId, Key, LaunchId, LocalState, Message, NodeFailure, NodeId,
-    Output, ProtocolError, RegisterError, Registration, RegistrationResult, Report, RequestId,
-    Scope, TaskError, TaskErrorKind, TaskRequest, TaskRunId, UsageError, decode_frame,
+    Config, Invocation, InvocationId, Key, LaunchId, LocalState, Message, NodeId, Output,
+    ProtocolError, RegisterError, Registration, RegistrationResult, Report, RequestId, Scope,
+    TaskError, TaskErrorKind, TaskRequest, TaskRunId, UsageError, decode_frame,
 };
 
 use crate::Protocol;
@@ -404,17 +404,11 @@ impl NaiveNode {
         }));
     }
 
+    /// Answers a nested request: this node's own report, for this node only.
     fn emit_local(&mut self, request: RequestId, key: Key, outcome: Result<(), String>) {
-        let node = self.config.node();
-        let failures = match outcome {
-            Ok(()) => Vec::new(),
-            Err(error) => vec![NodeFailure { node, error }],
-        };
         let result = RegistrationResult {
-            key,
             scope: Scope::Local,
-            failures,
-            unreachable: Vec::new(),
+            ..self.own_report(&outcome).to_result(key)
         };
         self.events.push_back(Output::Completed { request, result });
     }

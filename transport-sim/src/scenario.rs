@@ -238,13 +238,7 @@ impl Scenario {
     /// plus 2 per launch to another node.
     pub fn message_bound(&self) -> u64 {
         let n = u64::from(self.nodes);
-        let mut per_key: Vec<(Key, NodeId)> = self
-            .requests
-            .iter()
-            .map(|r| (r.script.registration().key(), r.node))
-            .collect();
-        per_key.sort();
-        per_key.dedup();
+        let per_key = self.requesters_per_key();
         let mut keys: Vec<Key> = per_key.iter().map(|(key, _)| *key).collect();
         keys.dedup();
         let disseminations = keys.len() as u64 * 2 * n.saturating_sub(1);
@@ -260,14 +254,8 @@ impl Scenario {
     /// broadcasts to all other nodes and hears back from each.
     pub fn naive_message_bound(&self) -> u64 {
         let n = u64::from(self.nodes);
-        let mut per_key: Vec<(Key, NodeId)> = self
-            .requests
-            .iter()
-            .map(|r| (r.script.registration().key(), r.node))
-            .collect();
-        per_key.sort();
-        per_key.dedup();
-        per_key.len() as u64 * 2 * n.saturating_sub(1) + 2 * self.remote_launches()
+        self.requesters_per_key().len() as u64 * 2 * n.saturating_sub(1)
+            + 2 * self.remote_launches()
     }
 
     /// Deepest nesting of any requested script (1 when nothing nests).
@@ -277,6 +265,19 @@ impl Scenario {
             .map(|r| r.script.depth())
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every distinct (key, requesting node) pair of the top-level requests, sorted,
+    /// so that the pairs of one key are adjacent.
+    fn requesters_per_key(&self) -> Vec<(Key, NodeId)> {
+        let mut per_key: Vec<(Key, NodeId)> = self
+            .requests
+            .iter()
+            .map(|r| (r.script.registration().key(), r.node))
+            .collect();
+        per_key.sort();
+        per_key.dedup();
+        per_key
     }
 
     fn remote_launches(&self) -> u64 {

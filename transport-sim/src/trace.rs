@@ -55,6 +55,26 @@ struct Event<'a> {
     args: serde_json::Value,
 }
 
+impl<'a> Event<'a> {
+    /// An event on thread `tid` (a node) of the one process, with no duration, flow
+    /// id, binding point, scope or arguments: each kind of event adds its own.
+    fn new(name: &'a str, cat: &'static str, ph: &'static str, ts: f64, tid: u32) -> Self {
+        Self {
+            name,
+            cat,
+            ph,
+            ts,
+            pid: 0,
+            tid,
+            dur: None,
+            id: None,
+            bp: None,
+            s: None,
+            args: serde_json::Value::Null,
+        }
+    }
+}
+
 /// Length of the slice drawn for a send or a receive, so flow arrows bind to it.
 const FRAME_SLICE_US: f64 = 0.01;
 
@@ -116,30 +136,14 @@ impl Trace {
         };
         let ts = micros(at_ns);
         self.event(&Event {
-            name: &name,
-            cat: "message",
-            ph: "X",
-            ts,
-            pid: 0,
-            tid: tid.0,
             dur: Some(FRAME_SLICE_US),
-            id: None,
-            bp: None,
-            s: None,
             args,
+            ..Event::new(&name, "message", "X", ts, tid.0)
         });
         self.event(&Event {
-            name: "frame",
-            cat: "message",
-            ph,
-            ts,
-            pid: 0,
-            tid: tid.0,
-            dur: None,
             id: Some(id),
             bp,
-            s: None,
-            args: serde_json::Value::Null,
+            ..Event::new("frame", "message", ph, ts, tid.0)
         });
     }
 
@@ -156,17 +160,9 @@ impl Trace {
             return;
         }
         self.event(&Event {
-            name,
-            cat: "invocation",
-            ph: "X",
-            ts: micros(start_ns),
-            pid: 0,
-            tid: node.0,
             dur: Some(micros(end_ns.saturating_sub(start_ns))),
-            id: None,
-            bp: None,
-            s: None,
             args,
+            ..Event::new(name, "invocation", "X", micros(start_ns), node.0)
         });
     }
 
@@ -182,17 +178,9 @@ impl Trace {
             return;
         }
         self.event(&Event {
-            name,
-            cat: "event",
-            ph: "i",
-            ts: micros(at_ns),
-            pid: 0,
-            tid: node.0,
-            dur: None,
-            id: None,
-            bp: None,
             s: Some("t"),
             args,
+            ..Event::new(name, "event", "i", micros(at_ns), node.0)
         });
     }
 
@@ -212,17 +200,8 @@ impl Trace {
 
     fn metadata(&mut self, name: &str, tid: u32, value: &str) {
         self.event(&Event {
-            name,
-            cat: "__metadata",
-            ph: "M",
-            ts: 0.0,
-            pid: 0,
-            tid,
-            dur: None,
-            id: None,
-            bp: None,
-            s: None,
             args: serde_json::json!({ "name": value }),
+            ..Event::new(name, "__metadata", "M", 0.0, tid)
         });
     }
 

@@ -21,30 +21,6 @@ use herald_tcp::{
 type Formation =
     thread::JoinHandle<Result<(Mesh, crossbeam_channel::Receiver<MeshEvent>), TcpError>>;
 
-/// Starts rank 0 of a two-rank job on a thread; returns its config template.
-fn rank_zero(cluster: &str) -> (MeshConfig, Formation) {
-    capture_logs();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let template = config(
-        0,
-        2,
-        listener.local_addr().expect("addr"),
-        &Secret::random(),
-        cluster,
-    );
-    let zero = template.clone();
-    (
-        template,
-        thread::spawn(move || Mesh::establish_with_listener(zero, listener)),
-    )
-}
-
-fn as_rank_one(template: &MeshConfig) -> MeshConfig {
-    let mut config = template.clone();
-    config.rank = 1;
-    config
-}
-
 #[test]
 fn a_wrong_secret_is_refused_and_the_real_rank_still_joins() {
     let (template, zero) = rank_zero("secret-test");
@@ -63,13 +39,7 @@ fn a_wrong_secret_is_refused_and_the_real_rank_still_joins() {
         other => panic!("expected a rejected handshake, got {other:?}"),
     }
     wait_for_log(&["cluster=secret-test", "did not verify"]);
-    let (one, _) = Mesh::establish(as_rank_one(&template)).expect("the real rank 1 joins");
-    let (zero, _) = zero
-        .join()
-        .expect("rank 0 thread")
-        .expect("rank 0 forms the mesh");
-    one.shutdown();
-    zero.shutdown();
+    the_real_rank_one_joins(&template, zero);
 }
 
 #[test]
@@ -87,13 +57,7 @@ fn a_wrong_cluster_id_is_refused_with_both_names() {
         other => panic!("expected a cluster mismatch, got {other:?}"),
     }
     wait_for_log(&["cluster=blue-team", "\"red-team\""]);
-    let (one, _) = Mesh::establish(as_rank_one(&template)).expect("the real rank 1 joins");
-    let (zero, _) = zero
-        .join()
-        .expect("rank 0 thread")
-        .expect("rank 0 forms the mesh");
-    one.shutdown();
-    zero.shutdown();
+    the_real_rank_one_joins(&template, zero);
 }
 
 #[test]
@@ -128,34 +92,18 @@ fn another_protocol_version_is_refused_on_either_side() {
     }
     answer.join().expect("fake rank 0");
 
-    let (one, _) = Mesh::establish(as_rank_one(&template)).expect("the real rank 1 joins");
-    let (zero, _) = zero
-        .join()
-        .expect("rank 0 thread")
-        .expect("rank 0 forms the mesh");
-    one.shutdown();
-    zero.shutdown();
+    the_real_rank_one_joins(&template, zero);
 }
 
 #[test]
 fn a_stalled_connection_does_not_hold_up_formation() {
     capture_logs();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut template = config(
-        0,
-        2,
-        listener.local_addr().expect("addr"),
-        &Secret::random(),
-        "stall",
-    );
+    let (listener, mut template) = rank_zero_listener(2, "stall");
     // The whole budget equals the handshake timeout: had the stall blocked the
     // accept loop, formation could not finish in time.
     template.establish_timeout = Duration::from_secs(5);
     let staller = TcpStream::connect(template.coordinator).expect("connect");
-    let zero = {
-        let config = template.clone();
-        thread::spawn(move || Mesh::establish_with_listener(config, listener))
-    };
+    let zero = start_rank_zero(&template, listener);
     let (one, _) = Mesh::establish(as_rank_one(&template)).expect("rank 1 joins despite the stall");
     let (zero, _) = zero
         .join()
@@ -202,18 +150,8 @@ fn garbage_after_formation_leaves_the_mesh_working() {
 
 #[test]
 fn two_processes_claiming_one_rank_fail_formation() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let template = config(
-        0,
-        3,
-        listener.local_addr().expect("addr"),
-        &Secret::random(),
-        "dup",
-    );
-    let zero = {
-        let config = template.clone();
-        thread::spawn(move || Mesh::establish_with_listener(config, listener))
-    };
+    let (listener, template) = rank_zero_listener(3, "dup");
+    let zero = start_rank_zero(&template, listener);
     let twins: Vec<_> = (0..2)
         .map(|_| {
             let config = as_rank_one(&template);
@@ -268,4 +206,50 @@ fn an_oversized_frame_closes_only_that_link() {
     for (mesh, _) in meshes {
         mesh.shutdown();
     }
+}
+
+/// Starts rank 0 of a two-rank job on a thread; returns its config template.
+fn rank_zero(cluster: &str) -> (MeshConfig, Formation) {
+    capture_logs();
+    let (listener, template) = rank_zero_listener(2, cluster);
+    let zero = start_rank_zero(&template, listener);
+    (template, zero)
+}
+
+/// Rank 0's listener on a free loopback port, and its config in a job of `size`
+/// ranks with a fresh secret: the template the other ranks' configs are made from.
+fn rank_zero_listener(size: u32, cluster: &str) -> (TcpListener, MeshConfig) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let template = config(
+        0,
+        size,
+        listener.local_addr().expect("addr"),
+        &Secret::random(),
+        cluster,
+    );
+    (listener, template)
+}
+
+/// Rank 0 forming its mesh on `listener`, on a thread.
+fn start_rank_zero(template: &MeshConfig, listener: TcpListener) -> Formation {
+    let config = template.clone();
+    thread::spawn(move || Mesh::establish_with_listener(config, listener))
+}
+
+fn as_rank_one(template: &MeshConfig) -> MeshConfig {
+    let mut config = template.clone();
+    config.rank = 1;
+    config
+}
+
+/// After a refused impostor, the real rank 1 still joins and rank 0 forms the
+/// mesh; then both shut down.
+fn the_real_rank_one_joins(template: &MeshConfig, zero: Formation) {
+    let (one, _) = Mesh::establish(as_rank_one(template)).expect("the real rank 1 joins");
+    let (zero, _) = zero
+        .join()
+        .expect("rank 0 thread")
+        .expect("rank 0 forms the mesh");
+    one.shutdown();
+    zero.shutdown();
 }

@@ -4,13 +4,19 @@
 #![allow(dead_code)]
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
+
+#[path = "../../src/local_ranks.rs"]
+mod local_ranks;
+
+use local_ranks::{Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env};
 
 /// Longest any test waits for anything before declaring failure.
 pub const GUARD: Duration = Duration::from_secs(60);
@@ -48,6 +54,11 @@ pub fn build_c(dir: &Path, name: &str, output: &str, extra: &str) -> PathBuf {
     library
 }
 
+/// `--flag value` pairs as OsStrings.
+pub fn args<const N: usize>(pairs: [&dyn AsRef<std::ffi::OsStr>; N]) -> Vec<OsString> {
+    pairs.iter().map(|a| a.as_ref().to_os_string()).collect()
+}
+
 /// One output line of one rank.
 #[derive(Clone, Debug)]
 pub struct Line {
@@ -77,10 +88,15 @@ impl Job {
     /// Starts `nodes` ranks of `herald node`, configured per rank.
     pub fn start(nodes: u32, setup: impl Fn(u32) -> RankSetup) -> Job {
         let secret = herald_tcp::Secret::random().to_hex();
-        let coordinator = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
+        let coordinator = free_loopback_port().expect("free port");
         let (line_tx, lines) = crossbeam_channel::unbounded();
+        let on_line = Arc::new(move |rank, stream, text: &str| {
+            let _ = line_tx.send(Line {
+                rank,
+                stderr: stream == Stream::Stderr,
+                text: text.to_owned(),
+            });
+        });
         let (exit_tx, exits) = crossbeam_channel::unbounded();
         let mut children = Vec::new();
         let mut stdins = Vec::new();
@@ -90,13 +106,8 @@ impl Job {
                 args.extend(["--establish-timeout".into(), "20".into()]);
             }
             let mut command = Command::new(herald());
-            command
-                .arg("node")
-                .args(args)
-                .env("HERALD_RANK", rank.to_string())
-                .env("HERALD_SIZE", nodes.to_string())
-                .env("HERALD_COORDINATOR", coordinator.to_string())
-                .env("HERALD_SECRET", &secret)
+            command.arg("node").args(args);
+            set_bootstrap_env(&mut command, rank, nodes, coordinator, &secret)
                 .env_remove("HERALD_LIBRARY_PATH")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -105,25 +116,9 @@ impl Job {
                 command.env(name, value);
             }
             let mut child = command.spawn().expect("spawn herald node");
-            forward(
-                rank,
-                false,
-                child.stdout.take().expect("stdout"),
-                line_tx.clone(),
-            );
-            forward(
-                rank,
-                true,
-                child.stderr.take().expect("stderr"),
-                line_tx.clone(),
-            );
+            forward_output(rank, &mut child, &on_line);
             stdins.push(child.stdin.take());
-            let pid = child.id();
-            let exit_tx = exit_tx.clone();
-            std::thread::spawn(move || {
-                wait_without_reaping(pid);
-                let _ = exit_tx.send(rank);
-            });
+            notify_exit(&child, rank, exit_tx.clone());
             children.push(child);
         }
         Job {
@@ -234,39 +229,4 @@ impl Drop for Job {
     fn drop(&mut self) {
         self.kill_all();
     }
-}
-
-fn forward(rank: u32, stderr: bool, pipe: impl Read + Send + 'static, lines: Sender<Line>) {
-    std::thread::spawn(move || {
-        for text in BufReader::new(pipe).lines() {
-            let Ok(text) = text else { break };
-            if lines.send(Line { rank, stderr, text }).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-fn wait_without_reaping(pid: u32) {
-    loop {
-        // SAFETY: plain data filled in by waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child, leaving it unreaped.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
-    }
-}
-
-/// `--flag value` pairs as OsStrings.
-pub fn args<const N: usize>(pairs: [&dyn AsRef<std::ffi::OsStr>; N]) -> Vec<OsString> {
-    pairs.iter().map(|a| a.as_ref().to_os_string()).collect()
 }

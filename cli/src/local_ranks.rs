@@ -1,0 +1,122 @@
+//! Process plumbing for the ranks of a job started on this machine: their bootstrap
+//! environment, their output lines and notice of their exit.
+//!
+//! `herald run` uses it, and so does the multi-process test harness
+//! (`tests/common/mod.rs`), which includes this file with `#[path]`: the `herald`
+//! package is a binary with no library to import it from.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A loopback port free right now, for rank 0 to listen on.
+pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// Makes `command` rank `rank` of a job of `nodes` on this machine: the variables
+/// herald-tcp's bootstrap reads, with `secret_hex` as the cluster secret.
+pub fn set_bootstrap_env<'c>(
+    command: &'c mut Command,
+    rank: u32,
+    nodes: u32,
+    coordinator: SocketAddr,
+    secret_hex: &str,
+) -> &'c mut Command {
+    command
+        .env("HERALD_RANK", rank.to_string())
+        .env("HERALD_SIZE", nodes.to_string())
+        .env("HERALD_COORDINATOR", coordinator.to_string())
+        .env("HERALD_SECRET", secret_hex)
+        // An inherited secret file would conflict with the secret given here.
+        .env_remove("HERALD_SECRET_FILE")
+}
+
+/// Hands each line that `child` writes to its piped standard output and error to
+/// `on_line`, from one thread per pipe; the threads end when the pipes close.
+pub fn forward_output(
+    rank: u32,
+    child: &mut Child,
+    on_line: &Arc<impl Fn(u32, Stream, &str) + Send + Sync + 'static>,
+) -> Vec<JoinHandle<()>> {
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(forward_lines(
+            rank,
+            Stream::Stdout,
+            out,
+            Arc::clone(on_line),
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(forward_lines(
+            rank,
+            Stream::Stderr,
+            err,
+            Arc::clone(on_line),
+        ));
+    }
+    readers
+}
+
+/// Sends `rank` on `exited` once `child` has exited, from a thread of its own. The
+/// child is left a zombie, so its pid stays reserved (and killing it stays safe)
+/// until `Child::wait` reaps it.
+pub fn notify_exit(child: &Child, rank: u32, exited: Sender<u32>) {
+    let pid = child.id();
+    std::thread::spawn(move || {
+        wait_without_reaping(pid);
+        let _ = exited.send(rank);
+    });
+}
+
+fn forward_lines(
+    rank: u32,
+    stream: Stream,
+    pipe: impl Read + Send + 'static,
+    on_line: Arc<impl Fn(u32, Stream, &str) + Send + Sync + 'static>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            on_line(rank, stream, text.trim_end_matches(['\n', '\r']));
+            line.clear();
+        }
+    })
+}
+
+/// Blocks until process `pid` has exited, leaving it a zombie so that its pid
+/// stays reserved until `Child::wait` reaps it.
+fn wait_without_reaping(pid: u32) {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits on our own child without reaping it (WNOWAIT).
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
