@@ -55,7 +55,8 @@ typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *
 
 /* Runs `callback` once on every node with a copy of `args`. `tag` (or NULL) is
  * the deduplication key; without one, the key is a digest of the callback's
- * reference and the argument bytes. Never blocks. */
+ * reference and the argument bytes. Never blocks. Returns a handle to wait on
+ * (herald_wait) and then release (herald_release), or 0. */
 herald_handle herald_register_global(herald_callback callback, const void *args,
                                      size_t args_len, const char *tag);
 
@@ -64,16 +65,23 @@ herald_handle herald_register_global(herald_callback callback, const void *args,
 void herald_register_on_load(herald_callback callback, const void *args, size_t args_len,
                              const char *tag) __attribute__((weak));
 
-/* Blocks until the registration is done on every node. HERALD_OK, or an error
- * code with the reason (naming each failed node) copied into `error`. */
+/* Blocks until the registration is done on every node (for one made inside a
+ * callback: done on this node). HERALD_OK, or an error code with the reason
+ * (naming each failed node) copied into `error`. Does not release the handle. */
 int herald_wait(herald_handle handle, char *error, size_t error_len);
 
-/* Releases a registration handle. */
+/* Releases a registration handle: every handle herald_register_global,
+ * herald_register_task and herald_register_task_symbol return, once, whether or
+ * not it was waited for. */
 void herald_release(herald_handle handle);
+
+/* Task names starting with "herald." are reserved for herald itself: registering
+ * or launching one fails with HERALD_ERR_INVALID. */
 
 /* Registers task `name` as the exported function `function`, on every node,
  * lazily: a node loads the library the first time the task runs there.
- * Variants registered in a row share one handle (their batch). */
+ * Variants registered in a row share one batch: each call returns a handle to
+ * that batch (release each), or 0. */
 herald_handle herald_register_task(const char *name, herald_task_fn function);
 
 /* Registers task `name` as `symbol` of the library at `library`, lazily. */
@@ -87,7 +95,8 @@ herald_handle herald_register_task_symbol(const char *name, const char *library,
 int herald_register_task_local(const char *name, herald_task_fn function);
 
 /* Launches `task` on `node` with a copy of `args`. It runs there once every
- * registration requested on this node before the launch is done there. */
+ * registration requested on this node before the launch is done there. Returns
+ * a handle for herald_task_wait (which releases it), or 0. */
 herald_handle herald_launch(uint32_t node, const char *task, const void *args,
                             size_t args_len);
 

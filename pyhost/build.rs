@@ -8,6 +8,6 @@ fn main() {
     pyo3_build_config::add_libpython_rpath_link_args();
     println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=herald_*");
     println!("cargo:rerun-if-changed=build.rs");
-    // The `herald` Python package is compiled into the binary (src/embedded.rs).
+    // The `herald` Python package is compiled into the binary (src/interpreter.rs).
     println!("cargo:rerun-if-changed=python");
 }

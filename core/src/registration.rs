@@ -118,7 +118,8 @@ impl Key {
         NodeId((u64::from_le_bytes(prefix) % u64::from(nodes.max(1))) as u32)
     }
 
-    /// The first eight bytes in hex: enough to tell keys apart in logs and traces.
+    /// The first four bytes in hex (eight digits): enough to tell keys apart in logs
+    /// and traces.
     pub fn short(&self) -> String {
         self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
     }

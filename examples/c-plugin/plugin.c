@@ -54,16 +54,28 @@ int example_wordcount(const void *args, size_t len, herald_output *out) {
     return herald_output_write(out, text, (size_t)n);
 }
 
-/* Runs once on every node: registers the tasks there (nested, never blocking). */
+/* Runs once on every node: registers the tasks there (nested, never blocking).
+ * Nothing here waits for the handles (the enclosing registration does), so each
+ * is released at once. */
 int example_register_tasks(const void *args, size_t len) {
     (void)args;
     (void)len;
-    herald_handle h = herald_register_task("example.checksum", example_checksum);
-    herald_register_task("example.reverse", example_reverse);
-    herald_register_task("example.wordcount", example_wordcount);
-    if (h == 0) {
+    const herald_handle handles[] = {
+        herald_register_task("example.checksum", example_checksum),
+        herald_register_task("example.reverse", example_reverse),
+        herald_register_task("example.wordcount", example_wordcount),
+    };
+    int failed = 0;
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) {
+        if (handles[i] == 0) {
+            failed = 1;
+        } else {
+            herald_release(handles[i]);
+        }
+    }
+    if (failed) {
         char error[256];
-        herald_wait(0, error, sizeof error);
+        herald_wait(0, error, sizeof error); /* why the last failing call failed */
         herald_set_error(error);
         return 1;
     }

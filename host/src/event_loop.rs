@@ -71,6 +71,11 @@ impl EventLoop {
             let wake = self.shared.next_batch_deadline().map_or(IDLE_WAKE, |due| {
                 due.saturating_duration_since(Instant::now())
             });
+            if wake.is_zero() {
+                // Due batches go out even while commands and frames keep arriving
+                // (then the `default` arm below would never be taken).
+                self.shared.flush_batches(Flush::Due(Instant::now()));
+            }
             select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Shutdown) | Err(_) => break,
@@ -135,7 +140,7 @@ impl EventLoop {
                     tracing::error!(%error, "herald: bug: finished an unknown task");
                 }
             }
-            Command::Shutdown => {}
+            Command::BatchOpened | Command::Shutdown => {}
         }
     }
 

@@ -481,7 +481,11 @@ unsafe fn report(
         Ok(()) => HERALD_OK,
         Err((code, text)) => {
             if !error.is_null() && error_len > 0 {
-                let len = text.len().min(error_len - 1);
+                // Cut at a character boundary, so the copy stays valid UTF-8.
+                let mut len = text.len().min(error_len - 1);
+                while !text.is_char_boundary(len) {
+                    len -= 1;
+                }
                 // SAFETY: `error` holds `error_len` bytes; `len + 1 <= error_len`.
                 unsafe {
                     std::ptr::copy_nonoverlapping(text.as_ptr(), error.cast::<u8>(), len);
@@ -490,5 +494,31 @@ unsafe fn report(
             }
             code
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_cut_whole_characters_and_terminated() {
+        let mut buffer: [c_char; 5] = [1; 5];
+        let outcome = Err((HERALD_ERR_FAILED, "ab\u{e9}cd".to_owned()));
+        // SAFETY: `buffer` is valid for its length.
+        let code = unsafe { report(outcome, buffer.as_mut_ptr(), buffer.len()) };
+        assert_eq!(code, HERALD_ERR_FAILED);
+        // SAFETY: `report` NUL-terminated the copy inside the buffer.
+        let copied = unsafe { CStr::from_ptr(buffer.as_ptr()) };
+        // "ab" + the two bytes of 'é' fit in 4; a fifth byte would split nothing.
+        assert_eq!(copied.to_str(), Ok("ab\u{e9}"));
+
+        let mut small: [c_char; 4] = [1; 4];
+        let outcome = Err((HERALD_ERR_FAILED, "ab\u{e9}cd".to_owned()));
+        // SAFETY: as above.
+        unsafe { report(outcome, small.as_mut_ptr(), small.len()) };
+        // SAFETY: as above.
+        let copied = unsafe { CStr::from_ptr(small.as_ptr()) };
+        assert_eq!(copied.to_str(), Ok("ab"), "'\u{e9}' is not cut in half");
     }
 }

@@ -44,9 +44,12 @@ impl RegistrationHandle {
             .wait_registration(self.id, Some(Instant::now() + timeout))
     }
 
-    /// The result if it is there, without blocking.
+    /// The outcome if it is there, without blocking: what [`wait`](Self::wait)
+    /// would return (a registration that failed on some node is
+    /// [`HostError::Registration`]; a stopped runtime is [`HostError::Stopped`]),
+    /// or `None` while it is in progress.
     pub fn try_result(&self) -> Option<Result<RegistrationResult, HostError>> {
-        self.shared.registrations.try_get(self.id)
+        self.shared.try_registration(self.id)
     }
 
     /// Gives up ownership without releasing: the id stays valid until passed to
@@ -89,6 +92,12 @@ impl TaskHandle {
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Vec<u8>, HostError> {
         self.shared
             .wait_task(self.id, Some(Instant::now() + timeout))
+    }
+
+    /// The outcome if it is there, without blocking: what [`wait`](Self::wait)
+    /// would return, or `None` while the task is pending.
+    pub fn try_result(&self) -> Option<Result<Vec<u8>, HostError>> {
+        self.shared.try_task(self.id)
     }
 
     /// Gives up ownership without releasing (see [`RegistrationHandle::into_raw`]).

@@ -116,12 +116,19 @@ impl<T: Clone> HandleTable<T> {
         }
     }
 
-    /// The result of `id` if it is there, without blocking.
-    pub fn try_get(&self, id: u64) -> Option<T> {
-        lock(&self.state)
-            .slots
-            .get(&id)
-            .and_then(|slot| slot.result.clone())
+    /// What [`wait`](Self::wait) would return now, without blocking; `None` while
+    /// `id` is pending in an open table.
+    pub fn poll(&self, id: u64) -> Option<WaitOutcome<T>> {
+        let state = lock(&self.state);
+        match state.slots.get(&id) {
+            None => Some(WaitOutcome::Unknown),
+            Some(Slot {
+                result: Some(value),
+                ..
+            }) => Some(WaitOutcome::Ready(value.clone())),
+            Some(_) if state.closed => Some(WaitOutcome::Closed),
+            Some(_) => None,
+        }
     }
 
     /// Blocks until `id` completes, the deadline passes, or the table closes. The
@@ -221,10 +228,24 @@ mod tests {
         assert!(table.retain(1));
         table.release(1);
         assert_eq!(table.complete(1, 3), Completion::Stored);
-        assert_eq!(table.try_get(1), Some(3));
+        assert_eq!(table.poll(1), Some(WaitOutcome::Ready(3)));
         table.release(1);
-        assert_eq!(table.try_get(1), None);
+        assert_eq!(table.poll(1), Some(WaitOutcome::Unknown));
         assert!(!table.retain(1));
+    }
+
+    #[test]
+    fn poll_never_blocks_and_agrees_with_wait() {
+        let table: HandleTable<u8> = HandleTable::new();
+        assert_eq!(table.poll(1), Some(WaitOutcome::Unknown));
+        table.insert_pending(1);
+        assert_eq!(table.poll(1), None, "pending");
+        assert_eq!(table.complete(1, 4), Completion::Stored);
+        assert_eq!(table.poll(1), Some(WaitOutcome::Ready(4)));
+        table.insert_pending(2);
+        table.close();
+        assert_eq!(table.poll(2), Some(WaitOutcome::Closed));
+        assert_eq!(table.wait(2, None), WaitOutcome::Closed);
     }
 
     #[test]

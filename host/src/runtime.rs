@@ -25,7 +25,8 @@ use crate::transport::{NoTransport, Transport, local_mesh};
 
 /// A running herald node: the event loop, its workers, and the API to register
 /// code globally, load libraries and launch tasks. Cheap to clone; every clone
-/// drives the same node.
+/// drives the same node. Call [`shutdown`](Self::shutdown) to stop it; dropping
+/// the last clone stops it too (without waiting for the event loop to exit).
 ///
 /// ```
 /// use herald_host::{CodeRef, Executor, HostConfig, Runtime};
@@ -49,7 +50,22 @@ use crate::transport::{NoTransport, Transport, local_mesh};
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
-    event_loop: Arc<Mutex<Option<JoinHandle<()>>>>,
+    event_loop: Arc<LoopThread>,
+}
+
+/// The event loop's thread, shared by every clone of a [`Runtime`]; the last
+/// clone to go stops the loop (which otherwise runs for ever: it holds a sender
+/// of its own command channel).
+struct LoopThread {
+    thread: Mutex<Option<JoinHandle<()>>>,
+    commands: crossbeam_channel::Sender<Command>,
+}
+
+impl Drop for LoopThread {
+    fn drop(&mut self) {
+        // Not joined here: a drop must not block. Pending handles fail with Stopped.
+        let _ = self.commands.send(Command::Shutdown);
+    }
 }
 
 /// How the job ended, as seen by this node.
@@ -108,10 +124,11 @@ impl Runtime {
             .name(format!("herald-event-loop-{node}"))
             .spawn(move || event_loop.run(command_receiver, events))
             .map_err(|e| HostError::Start(format!("cannot start the event loop thread: {e}")))?;
-        Ok(Runtime {
-            shared,
-            event_loop: Arc::new(Mutex::new(Some(thread))),
-        })
+        let event_loop = Arc::new(LoopThread {
+            thread: Mutex::new(Some(thread)),
+            commands: shared.commands.clone(),
+        });
+        Ok(Runtime { shared, event_loop })
     }
 
     /// A job of one node, for tests and single-process use.
@@ -328,7 +345,23 @@ impl Runtime {
 
     /// Runs `task` on `node` with `args`. It runs there only after every
     /// registration requested here before this call is done there.
+    /// Tasks named `herald.*` are herald's own: launching one fails with
+    /// [`HostError::InvalidArgument`].
     pub fn launch(&self, node: u32, task: impl Into<String>, args: Vec<u8>) -> TaskHandle {
+        let task = task.into();
+        if task.starts_with(RESERVED_PREFIX) {
+            let handle = self.shared.new_handle_id();
+            let error = HostError::InvalidArgument(format!(
+                "task names starting with '{RESERVED_PREFIX}' are reserved for herald: '{task}'"
+            ));
+            self.shared.task_results.insert_ready(handle, Err(error));
+            return TaskHandle::new(Arc::clone(&self.shared), handle);
+        }
+        self.launch_any(node, task, args)
+    }
+
+    /// [`launch`](Self::launch), herald's own tasks included.
+    fn launch_any(&self, node: u32, task: String, args: Vec<u8>) -> TaskHandle {
         self.shared.flush_batches(Flush::All);
         let handle = self.shared.new_handle_id();
         self.shared.task_results.insert_pending(handle);
@@ -338,7 +371,7 @@ impl Runtime {
             Command::Launch {
                 handle,
                 to: NodeId(node),
-                task: task.into(),
+                task,
                 args,
             },
         );
@@ -363,7 +396,7 @@ impl Runtime {
         self.shared.set_job_end(JobEnd::Ended { by: me });
         let handles: Vec<TaskHandle> = (0..self.num_nodes())
             .filter(|node| *node != me)
-            .map(|node| self.launch(node, END_JOB_TASK, Vec::new()))
+            .map(|node| self.launch_any(node, END_JOB_TASK.to_owned(), Vec::new()))
             .collect();
         let mut first_error = None;
         for handle in handles {
@@ -438,6 +471,7 @@ impl Runtime {
         let _ = self.shared.commands.send(Command::Shutdown);
         let thread = self
             .event_loop
+            .thread
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();

@@ -50,6 +50,9 @@ pub(crate) enum Command {
         run: TaskRunId,
         outcome: Result<Vec<u8>, String>,
     },
+    /// A batch was opened: the loop must recompute when it next wakes, or the
+    /// batch would wait for an unrelated event to be sent.
+    BatchOpened,
     Shutdown,
 }
 
@@ -196,6 +199,10 @@ impl Shared {
             }
         }
         drop(batches);
+        if created {
+            // The event loop may be asleep with no deadline; it sends the batch when due.
+            let _ = self.commands.send(Command::BatchOpened);
+        }
         self.record_if_loading(placement.loading, handle);
         handle
     }
@@ -240,15 +247,29 @@ impl Shared {
         self.flush_batches(Flush::All);
         let started = Instant::now();
         match self.registrations.wait(handle, deadline) {
-            WaitOutcome::Ready(Ok(result)) if result.is_ok() => Ok(result),
-            WaitOutcome::Ready(Ok(result)) => Err(HostError::Registration(result)),
-            WaitOutcome::Ready(Err(error)) => Err(error),
+            WaitOutcome::Ready(outcome) => registration_outcome(outcome),
             WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
             WaitOutcome::Closed => Err(HostError::Stopped),
         }
+    }
+
+    /// What [`wait_registration`](Self::wait_registration) would return now, or
+    /// `None` while the registration is in progress. Never blocks.
+    pub(crate) fn try_registration(&self, handle: u64) -> Option<RegistrationOutcome> {
+        self.registrations
+            .poll(handle)
+            .map(|outcome| wait_result(handle, outcome).and_then(registration_outcome))
+    }
+
+    /// What [`wait_task`](Self::wait_task) would return now, or `None` while the
+    /// task is pending. Never blocks.
+    pub(crate) fn try_task(&self, handle: u64) -> Option<TaskResult> {
+        self.task_results
+            .poll(handle)
+            .map(|outcome| wait_result(handle, outcome).and_then(|result| result))
     }
 
     /// Drops one holder of a registration handle.
@@ -334,6 +355,28 @@ impl Shared {
         self.handle_keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What waiting for a registration handle returns for its stored outcome: a
+/// result naming failed or unreachable nodes is an error.
+fn registration_outcome(outcome: RegistrationOutcome) -> RegistrationOutcome {
+    match outcome {
+        Ok(result) if !result.is_ok() => Err(HostError::Registration(result)),
+        other => other,
+    }
+}
+
+/// A polled outcome as the caller sees it. (`poll` never times out; the arm is
+/// there for completeness.)
+fn wait_result<T>(handle: u64, outcome: WaitOutcome<T>) -> Result<T, HostError> {
+    match outcome {
+        WaitOutcome::Ready(value) => Ok(value),
+        WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
+        WaitOutcome::TimedOut => Err(HostError::TimedOut {
+            waited: std::time::Duration::ZERO,
+        }),
+        WaitOutcome::Closed => Err(HostError::Stopped),
     }
 }
 

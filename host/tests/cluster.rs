@@ -2,7 +2,7 @@
 //! on runtimes connected in memory, with a custom executor (no native code).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald_host::{CodeRef, Executor, HostConfig, HostError, Runtime, TaskCode, TaskVariant};
@@ -10,11 +10,13 @@ use herald_host::{CodeRef, Executor, HostConfig, HostError, Runtime, TaskCode, T
 const GUARD: Duration = Duration::from_secs(30);
 
 /// Counts invocations per payload; "outer:<inner>" registers <inner> nested;
-/// "self-wait" waits on its own key (must be refused); "fail" fails.
+/// "self-wait" waits on its own key (must be refused); "fail" fails. The task
+/// "gate" returns only once the test opens the gate.
 struct Recorder {
     runtime: OnceLock<Runtime>,
     seen: Mutex<HashMap<String, u32>>,
     refused: Mutex<Vec<String>>,
+    gate: (Mutex<bool>, Condvar),
 }
 
 impl Executor for Recorder {
@@ -48,6 +50,14 @@ impl Executor for Recorder {
     }
 
     fn run_task(&self, payload: &[u8], args: &[u8]) -> Result<Vec<u8>, String> {
+        if payload == b"gate" {
+            let (open, opened) = &self.gate;
+            let open = open.lock().unwrap();
+            let (open, _) = opened.wait_timeout_while(open, GUARD, |o| !*o).unwrap();
+            if !*open {
+                return Err(format!("the gate stayed shut for {GUARD:?}"));
+            }
+        }
         let node = self.runtime.get().expect("set").node_id();
         Ok(format!("{}:{}:{node}", String::from_utf8_lossy(payload), args.len()).into_bytes())
     }
@@ -69,6 +79,7 @@ fn cluster(nodes: u32) -> (Vec<Runtime>, Vec<Arc<Recorder>>) {
                 runtime: OnceLock::new(),
                 seen: Mutex::new(HashMap::new()),
                 refused: Mutex::new(Vec::new()),
+                gate: (Mutex::new(false), Condvar::new()),
             });
             let _ = recorder.runtime.set(runtime.clone());
             runtime.register_executor("rec", recorder.clone());
@@ -228,5 +239,131 @@ fn job_end_reaches_every_node() {
         let end = node.wait_for_job_end(Some(GUARD)).expect("ends");
         assert_eq!(end, herald_host::JobEnd::Ended { by: 0 });
     }
+    nodes.iter().for_each(Runtime::shutdown);
+}
+
+#[test]
+fn an_open_batch_goes_out_when_due_without_a_wait_or_launch() {
+    let (nodes, _) = cluster(2);
+    for round in 0..20 {
+        // Work that the event loop finishes, and then goes idle.
+        let _ = nodes[0]
+            .register_global(custom(&format!("busy-{round}")), vec![], None)
+            .wait_timeout(GUARD)
+            .expect("completes");
+        // Nothing else happens on node 0 after this: no wait, no launch, no frame.
+        // The event loop must still wake when the batch is due (batch_idle) and send it.
+        drop(
+            nodes[0]
+                .register_task(TaskVariant {
+                    name: format!("quiet-{round}"),
+                    code: TaskCode::Custom {
+                        kind: "rec".into(),
+                        payload: b"quiet".to_vec(),
+                    },
+                })
+                .expect("register"),
+        );
+        // Polling with a deadline: a bound on a failure, not a wait for something.
+        let deadline = std::time::Instant::now() + GUARD;
+        while nodes[1].registered_tasks() <= round {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the batch was never sent (node 1 lacks it after {GUARD:?})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    nodes.iter().for_each(Runtime::shutdown);
+}
+
+#[test]
+fn try_result_never_blocks_and_agrees_with_wait() {
+    let (nodes, recorders) = cluster(2);
+    let variant = TaskVariant {
+        name: "gated".into(),
+        code: TaskCode::Custom {
+            kind: "rec".into(),
+            payload: b"gate".to_vec(),
+        },
+    };
+    let _registered = nodes[0].register_task(variant).expect("register");
+    let task = nodes[0].launch(1, "gated", vec![]);
+    assert_eq!(
+        task.try_result(),
+        None,
+        "the task cannot finish: its gate is shut"
+    );
+    {
+        let (open, opened) = &recorders[1].gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    let bytes = task.wait_timeout(GUARD).expect("runs once the gate opens");
+    assert_eq!(task.try_result(), Some(Ok(bytes)));
+
+    // A registration that failed is an error for try_result as for wait.
+    let failed = nodes[0].register_global(custom("fail"), vec![], None);
+    let waited = failed.wait_timeout(GUARD).expect_err("fails");
+    assert!(matches!(waited, HostError::Registration(_)), "{waited:?}");
+    assert_eq!(failed.try_result(), Some(Err(waited)));
+
+    nodes.iter().for_each(Runtime::shutdown);
+    // After shutdown a pending handle does not wait: it reports the stop.
+    let orphan = nodes[0].launch(1, "gated", vec![]);
+    assert_eq!(orphan.try_result(), Some(Err(HostError::Stopped)));
+}
+
+/// Runs invocations until the test lets them finish.
+struct Blocker(Mutex<bool>, Condvar);
+
+impl Executor for Blocker {
+    fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
+        let open = self.0.lock().unwrap();
+        let (open, _) = self.1.wait_timeout_while(open, GUARD, |o| !*o).unwrap();
+        if *open {
+            Ok(())
+        } else {
+            Err(format!("still blocked after {GUARD:?}"))
+        }
+    }
+}
+
+#[test]
+fn dropping_the_last_runtime_stops_it() {
+    let runtime = Runtime::single_process(HostConfig::default()).expect("start");
+    let blocker = Arc::new(Blocker(Mutex::new(false), Condvar::new()));
+    runtime.register_executor("block", blocker.clone());
+    let code = CodeRef::Custom {
+        kind: "block".into(),
+        payload: vec![],
+    };
+    let pending = runtime.register_global(code, vec![], None);
+    let clone = runtime.clone();
+    drop(runtime);
+    assert!(!clone.is_stopped(), "a clone still drives the node");
+    drop(clone);
+    // The event loop stops: the pending handle fails instead of waiting for ever.
+    assert_eq!(pending.wait_timeout(GUARD), Err(HostError::Stopped));
+    *blocker.0.lock().unwrap() = true;
+    blocker.1.notify_all();
+}
+
+#[test]
+fn herald_own_tasks_cannot_be_launched() {
+    let (nodes, _) = cluster(2);
+    let error = nodes[0]
+        .launch(1, "herald.end_job", vec![])
+        .wait_timeout(GUARD)
+        .expect_err("refused");
+    assert!(
+        matches!(&error, HostError::InvalidArgument(text) if text.contains("reserved for herald")),
+        "{error:?}"
+    );
+    // Node 1 did not end its job.
+    assert!(matches!(
+        nodes[1].wait_for_job_end(Some(Duration::ZERO)),
+        Err(HostError::TimedOut { .. })
+    ));
     nodes.iter().for_each(Runtime::shutdown);
 }

@@ -35,8 +35,19 @@ const VERSION_B: &str = "int version(const void *a, unsigned long n, void *o) { 
 
 #[test]
 fn c_plugins_in_one_process() {
-    // Every function herald.h declares is in the table that keeps it exported.
+    // Every function herald.h declares is in the table that keeps it exported,
+    // and this executable exports it under that name (what plugins resolve).
     assert_eq!(herald_host::keep_c_abi(), header_functions().len() + 1);
+    let this = libloading::os::unix::Library::this();
+    for name in header_functions() {
+        let symbol = format!("{name}\0");
+        // SAFETY: only the symbol's presence is checked; it is never called.
+        let found = unsafe { this.get::<*const std::ffi::c_void>(symbol.as_bytes()) };
+        assert!(
+            found.is_ok(),
+            "herald.h declares {name}, which is not exported"
+        );
+    }
     let allowed = tempfile::tempdir().expect("tempdir");
     let outside = tempfile::tempdir().expect("tempdir");
     let config = HostConfig {
@@ -89,7 +100,11 @@ fn c_plugins_in_one_process() {
     // A constructor that waits gets WOULD_DEADLOCK instead of hanging.
     let deadlock = common::build_c_library(allowed.path(), "deadlock", DEADLOCK_PLUGIN);
     runtime.load_library(&deadlock).expect("load");
+    // SAFETY: herald has loaded this library already; reopening it runs no
+    // constructor again and only takes another reference.
     let library = unsafe { libloading::Library::new(&deadlock) }.expect("reopen");
+    // SAFETY: `deadlock_code` is an `int` the test library defines; it is read
+    // once its constructor, the only writer, has returned.
     let code = unsafe {
         **library
             .get::<*const i32>(b"deadlock_code\0")

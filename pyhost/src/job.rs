@@ -36,6 +36,7 @@ pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node
         None => {
             let runtime = Runtime::single_process(config)?;
             runtime.register_executor(PYTHON_KIND, executor);
+            make_current(&runtime);
             runtime
         }
         Some(bootstrap) => {
@@ -48,6 +49,9 @@ pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node
             let (gate, events) = crossbeam_channel::unbounded();
             let runtime = Runtime::start(mesh, events, config)?;
             runtime.register_executor(PYTHON_KIND, executor);
+            // Before any work arrives: a library loaded for another node calls the
+            // C ABI from its constructor, which needs the runtime installed.
+            make_current(&runtime);
             std::thread::Builder::new()
                 .name("herald-python-events".into())
                 .spawn(move || {
@@ -64,12 +68,16 @@ pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node
             runtime
         }
     };
-    herald_host::install_global(&runtime);
-    module::set_runtime(runtime.clone());
     Ok(Node {
         runtime,
         coordinator_gone,
     })
+}
+
+/// Makes `runtime` the one the C ABI and the `herald` module use.
+fn make_current(runtime: &Runtime) {
+    herald_host::install_global(runtime);
+    module::set_runtime(runtime.clone());
 }
 
 /// This process's node of the job.

@@ -162,10 +162,7 @@ impl PyTask {
 
     /// Whether the result (or the failure) is in.
     fn done(&self) -> bool {
-        !matches!(
-            self.handle.wait_timeout(Duration::ZERO),
-            Err(HostError::TimedOut { .. })
-        )
+        self.handle.try_result().is_some()
     }
 }
 

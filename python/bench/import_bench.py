@@ -184,7 +184,7 @@ def report(paths):
         def ratio(theirs):
             if ours is None or theirs is None:
                 return "-"
-            return f"{ours / theirs:.3f} ({theirs / ours:.0f}x)"
+            return f"{ours / theirs:.3f} ({theirs / ours:.1f}x)"
 
         print(f"{nodes:>3}  {ms(ours):>10}  {ms(run):>10}  {ms(upload):>11}"
               f"  {ratio(run):>12}  {ratio(upload):>13}  {ms(round_trip):>12}  {ms(one_import):>10}")

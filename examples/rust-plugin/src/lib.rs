@@ -26,6 +26,8 @@ unsafe extern "C" {
         tag: *const c_char,
     );
     fn herald_register_task(name: *const c_char, function: TaskFn) -> u64;
+    fn herald_wait(handle: u64, error: *mut c_char, error_len: usize) -> c_int;
+    fn herald_release(handle: u64);
     fn herald_launch(node: u32, task: *const c_char, args: *const c_void, len: usize) -> u64;
     fn herald_task_wait(
         handle: u64,
@@ -67,7 +69,20 @@ extern "C" fn on_load() {
 pub unsafe extern "C" fn rust_plugin_register(_args: *const c_void, _len: usize) -> c_int {
     // SAFETY: a static C string and an exported task function of this library.
     let handle = unsafe { herald_register_task(c"rust.fibonacci".as_ptr(), rust_fibonacci) };
-    if handle == 0 { 1 } else { 0 }
+    if handle != 0 {
+        // Nothing here waits for it (the enclosing registration does): release it.
+        // SAFETY: a handle herald returned, released once.
+        unsafe { herald_release(handle) };
+        return 0;
+    }
+    let mut error = [0 as c_char; 256];
+    // SAFETY: `error` is valid for its length; herald writes a NUL-terminated
+    // reason for the failed call into it, which herald_set_error copies.
+    unsafe {
+        herald_wait(0, error.as_mut_ptr(), error.len());
+        herald_set_error(error.as_ptr());
+    }
+    1
 }
 
 /// Task `rust.fibonacci`: argument is a decimal n (at most 93), result F(n) in decimal.

@@ -16,9 +16,13 @@ before remote work needs it.
   well: the library's constructor registers with herald either way, and
   launches made afterwards run only once the registration is done on their node.
 
-Deadlock freedom: herald never blocks a thread that is executing a module's
-body (it holds import locks) or running code for another global registration;
-see :func:`import_global` and :func:`wait_pending`.
+Deadlock freedom: herald's registration calls (:func:`import_global`,
+:func:`register_global`) never block a thread that is executing a module's body
+(it holds import locks) or running code for another global registration; see
+:func:`import_global` and :func:`wait_pending`. Two calls wait wherever they are
+made, because that is what they are for: :meth:`Future.result` and
+:func:`load_library`; inside an import, use them only for code that does not
+need that import.
 """
 
 import ctypes
