@@ -96,7 +96,7 @@ int herald_register_task_local(const char *name, herald_task_fn function);
 
 /* Launches `task` on `node` with a copy of `args`. It runs there once every
  * registration requested on this node before the launch is done there. Returns
- * a handle for herald_task_wait (which releases it), or 0. */
+ * a handle for herald_task_wait (which releases it) or herald_task_release, or 0. */
 herald_handle herald_launch(uint32_t node, const char *task, const void *args,
                             size_t args_len);
 
@@ -104,6 +104,10 @@ herald_handle herald_launch(uint32_t node, const char *task, const void *args,
  * malloc'ed copy of the result bytes (free with herald_free; NULL if empty). */
 int herald_task_wait(herald_handle handle, void **result, size_t *result_len, char *error,
                      size_t error_len);
+
+/* Releases a task handle without waiting (fire and forget): the task still runs;
+ * its result is dropped when it arrives. */
+void herald_task_release(herald_handle handle);
 
 /* Frees memory herald handed out. */
 void herald_free(void *pointer);

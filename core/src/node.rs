@@ -295,6 +295,16 @@ pub enum ProtocolError {
         /// The job size.
         nodes: u32,
     },
+    /// A message names a node that is not part of the job.
+    #[error("{from} sent a message naming {node}, which is not part of this job of {nodes}")]
+    NodeOutOfRange {
+        /// The sender.
+        from: NodeId,
+        /// The node it named.
+        node: NodeId,
+        /// The job size.
+        nodes: u32,
+    },
     /// A registration whose key does not match its content.
     #[error("{from} sent a registration whose key {key:?} does not match its content")]
     KeyMismatch {
@@ -415,6 +425,15 @@ impl Node {
         }
         if self.dead.contains(&from) {
             return Ok(());
+        }
+        if let Message::Disseminate { root, .. } | Message::Ack { root, .. } = &message {
+            if root.0 >= self.config.nodes {
+                return Err(ProtocolError::NodeOutOfRange {
+                    from,
+                    node: *root,
+                    nodes: self.config.nodes,
+                });
+            }
         }
         match message {
             Message::Request { key, registration } => {

@@ -133,6 +133,15 @@ fn node_rejects_bad_senders_and_forged_keys() {
         node.handle_message(NodeId(1), forged),
         Err(ProtocolError::KeyMismatch { .. })
     ));
+    let stray = Message::Disseminate {
+        key: reg.key(),
+        root: NodeId(9),
+        registration: reg.clone(),
+    };
+    assert!(matches!(
+        node.handle_message(NodeId(1), stray),
+        Err(ProtocolError::NodeOutOfRange { .. })
+    ));
     assert!(node.poll_output().is_none(), "nothing ran");
     assert!(matches!(
         node.handle_frame(NodeId(1), &[0xff]),

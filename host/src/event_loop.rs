@@ -152,15 +152,12 @@ impl EventLoop {
                 Counters::add(&counters.bytes_received, bytes.len() as u64);
                 let messages = match decode_frame(&bytes, self.shared.config.max_frame_bytes) {
                     Ok(messages) => messages,
-                    Err(error) => {
-                        tracing::warn!(from, %error, "herald: frame ignored");
-                        return;
-                    }
+                    Err(error) => return self.reject_peer(from, &error),
                 };
                 Counters::add(&counters.messages_received, messages.len() as u64);
                 for message in messages {
                     if let Err(error) = self.node.handle_message(NodeId(from), message) {
-                        tracing::warn!(from, %error, "herald: message ignored");
+                        return self.reject_peer(from, &error);
                     }
                 }
             }
@@ -177,6 +174,15 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// An authenticated peer sent what no correct node sends (a frame that does
+    /// not decode, a forged key): skipping the message could leave registrations
+    /// waiting for it forever, so the peer is treated as down from now on and
+    /// named unreachable wherever it was needed.
+    fn reject_peer(&mut self, from: u32, error: &dyn std::fmt::Display) {
+        tracing::error!(from, %error, "herald: node sent an invalid frame; treating it as down");
+        self.node.peer_down(NodeId(from));
     }
 
     fn drain_outputs(&mut self) {

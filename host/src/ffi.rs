@@ -263,6 +263,15 @@ pub unsafe extern "C" fn herald_task_wait(
     unsafe { report(outcome, error, error_len) }
 }
 
+/// Releases a task handle without waiting for the task (fire and forget): the
+/// task still runs; its result is dropped when it arrives.
+#[unsafe(no_mangle)]
+pub extern "C" fn herald_task_release(handle: u64) {
+    if let Ok(runtime) = runtime() {
+        runtime.shared().task_results.release(handle);
+    }
+}
+
 /// Frees memory herald handed out (task results).
 ///
 /// # Safety
@@ -352,7 +361,7 @@ pub unsafe extern "C" fn herald_load_library(
 /// from `main` (an unreferenced rlib function may be dropped by the linker, and
 /// then plugins cannot find it).
 pub fn keep_c_abi() -> usize {
-    let exports: [*const (); 16] = [
+    let exports: [*const (); 17] = [
         herald_register_global as *const (),
         herald_register_on_load as *const (),
         herald_wait as *const (),
@@ -362,6 +371,7 @@ pub fn keep_c_abi() -> usize {
         herald_register_task_local as *const (),
         herald_launch as *const (),
         herald_task_wait as *const (),
+        herald_task_release as *const (),
         herald_free as *const (),
         herald_output_write as *const (),
         herald_set_error as *const (),

@@ -111,6 +111,10 @@ impl<T: Clone> HandleTable<T> {
             }
             _ => {
                 state.slots.remove(&id);
+                drop(state);
+                // Someone may be waiting on a handle it already released: it
+                // must see `Unknown`, not sleep forever.
+                self.changed.notify_all();
                 Completion::Detached(value)
             }
         }

@@ -367,3 +367,47 @@ fn herald_own_tasks_cannot_be_launched() {
     ));
     nodes.iter().for_each(Runtime::shutdown);
 }
+
+/// A transport that drops every frame: the peer it would reach never answers.
+struct Silent;
+
+impl herald_host::Transport for Silent {
+    fn send(&self, _to: u32, _frame: Vec<u8>) {}
+}
+
+/// A peer that sends a frame no correct node sends is treated as down: the
+/// registration completes naming it, instead of waiting for it forever.
+#[test]
+fn a_peer_sending_garbage_is_named_unreachable_not_waited_for() {
+    let (events, event_receiver) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start_with_transport(
+        Box::new(Silent),
+        event_receiver,
+        0,
+        2,
+        HostConfig::default(),
+    )
+    .expect("start");
+    struct Accept;
+    impl Executor for Accept {
+        fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    runtime.register_executor("rec", Arc::new(Accept));
+    let handle = runtime.register_global(custom("garbage-peer"), vec![], None);
+    events
+        .send(herald_tcp::MeshEvent::Frame {
+            from: 1,
+            bytes: vec![0xff, 0x01, 0x02],
+        })
+        .expect("event loop listening");
+    match handle.wait_timeout(GUARD) {
+        Err(HostError::Registration(result)) => {
+            assert_eq!(result.unreachable, [herald_core::NodeId(1)]);
+            assert!(result.failures.is_empty());
+        }
+        other => panic!("expected node 1 named unreachable, got {other:?}"),
+    }
+    runtime.shutdown();
+}

@@ -75,6 +75,23 @@ fn last_release_racing_completion_leaves_nothing() {
     });
 }
 
+/// A waiter on a handle whose last holder released it is woken when the result
+/// arrives and detaches, instead of sleeping forever.
+#[test]
+fn waiting_on_a_released_handle_ends_when_it_completes() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        table.release(1);
+        let waiter = {
+            let table = table.clone();
+            thread::spawn(move || table.wait(1, None))
+        };
+        assert_eq!(table.complete(1, 3), Completion::Detached(3));
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Unknown);
+    });
+}
+
 /// Closing the table (runtime shutdown) wakes a blocked waiter.
 #[test]
 fn close_wakes_waiters() {

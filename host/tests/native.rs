@@ -80,6 +80,27 @@ fn c_plugins_in_one_process() {
         "callback + task batch, once each"
     );
 
+    // Fire and forget: a released task handle is gone (waiting on it is an
+    // error), and the runtime keeps serving launches.
+    let task = c"example.reverse";
+    // SAFETY: a C string and two readable argument bytes.
+    let launched =
+        unsafe { herald_host::ffi::herald_launch(0, task.as_ptr(), b"xy".as_ptr().cast(), 2) };
+    assert_ne!(launched, 0);
+    herald_host::ffi::herald_task_release(launched);
+    let (mut bytes, mut len) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: valid out-pointers; a null error buffer of length 0 is allowed.
+    let code = unsafe {
+        herald_host::ffi::herald_task_wait(launched, &mut bytes, &mut len, std::ptr::null_mut(), 0)
+    };
+    assert_eq!(
+        code,
+        herald_host::ffi::HERALD_ERR_INVALID,
+        "released handles are gone"
+    );
+    let again = runtime.launch(0, "example.reverse", b"xy".to_vec()).wait();
+    assert_eq!(again.expect("reverse"), b"yx");
+
     // A function of the main program cannot be named for other nodes.
     extern "C" fn local_only() {}
     match runtime.register_callback(local_only as *const std::ffi::c_void, vec![], None) {
