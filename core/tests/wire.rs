@@ -127,7 +127,7 @@ fn node_rejects_bad_senders_and_forged_keys() {
     ));
     let forged = Message::Request {
         key: Key([7; 32]),
-        registration: reg,
+        registration: reg.clone(),
     };
     assert!(matches!(
         node.handle_message(NodeId(1), forged),
