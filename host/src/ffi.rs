@@ -108,9 +108,7 @@ pub unsafe extern "C" fn herald_register_on_load(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_wait(handle: u64, error: *mut c_char, error_len: usize) -> c_int {
     let outcome = if handle == 0 {
-        Err(LAST_ERROR
-            .with(|e| e.borrow().clone())
-            .unwrap_or((HERALD_ERR_INVALID, "handle 0 is not a handle".into())))
+        Err(why_handle_is_zero())
     } else {
         runtime()
             .and_then(|rt| rt.shared().wait_registration(handle, None))
@@ -242,9 +240,7 @@ pub unsafe extern "C" fn herald_task_wait(
     error_len: usize,
 ) -> c_int {
     let outcome = if handle == 0 {
-        Err(LAST_ERROR
-            .with(|e| e.borrow().clone())
-            .unwrap_or((HERALD_ERR_INVALID, "handle 0 is not a handle".into())))
+        Err(why_handle_is_zero())
     } else {
         runtime()
             .and_then(|rt| {
@@ -381,6 +377,14 @@ pub fn keep_c_abi() -> usize {
         keep_c_abi as *const (),
     ];
     std::hint::black_box(&exports).len()
+}
+
+/// Why the last call on this thread returned handle 0: what waiting on handle 0
+/// reports.
+fn why_handle_is_zero() -> (c_int, String) {
+    LAST_ERROR
+        .with(|e| e.borrow().clone())
+        .unwrap_or((HERALD_ERR_INVALID, "handle 0 is not a handle".into()))
 }
 
 fn runtime() -> Result<Runtime, HostError> {
