@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::node::Output;
-use crate::{Key, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId};
+use crate::{
+    Key, Limits, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId,
+};
 
 /// This node's part in disseminating one key down the tree rooted at one coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,7 +49,7 @@ impl Node {
             self.emit(Output::Completed { request, result });
             return;
         }
-        self.ensure_invoked(key, &registration, None);
+        self.ensure_invoked_global(key, &registration);
         if let Some(waiters) = self.waiters.get_mut(&key) {
             waiters.requests.push(request);
             return;
@@ -65,12 +67,12 @@ impl Node {
 
     pub(crate) fn handle_request(&mut self, from: NodeId, key: Key, registration: Registration) {
         if let Some(result) = self.completed.get(&key) {
-            let report = Report::from(result);
+            let report = report_of(result, self.limits());
             self.send(from, Message::Complete { key, report });
             return;
         }
         self.requesters.entry(key).or_default().insert(from);
-        self.ensure_invoked(key, &registration, None);
+        self.ensure_invoked_global(key, &registration);
         self.coordinate(key);
     }
 
@@ -100,7 +102,7 @@ impl Node {
             }
             return;
         }
-        self.ensure_invoked(key, &registration, None);
+        self.ensure_invoked_global(key, &registration);
         self.rounds.insert(
             (key, root),
             Round {
@@ -122,13 +124,18 @@ impl Node {
         if !round.pending.remove(&from) {
             return;
         }
-        round.report.merge(report);
+        let limits = self.limits();
+        if let Some(round) = self.rounds.get_mut(&(key, root)) {
+            round.report.merge(report, limits);
+        }
         self.check_round(key, root);
     }
 
     pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, report: Report) {
         if self.waiters.contains_key(&key) {
-            self.complete_globally(key, report.to_result(key));
+            let mut bounded = Report::default();
+            bounded.merge(report, self.limits());
+            self.complete_globally(key, bounded.to_result(key));
         }
     }
 
@@ -268,7 +275,7 @@ impl Node {
         let Some(outcome) = self.entries.get(&key).and_then(|e| e.outcome()).cloned() else {
             return;
         };
-        let me = self.me();
+        let (me, limits) = (self.me(), self.limits());
         let Some(round) = self.rounds.get_mut(&(key, root)) else {
             return;
         };
@@ -277,7 +284,7 @@ impl Node {
         }
         round.acknowledged = true;
         if let Err(error) = outcome {
-            round.report.failures.insert(me, error);
+            round.report.add_failure(me, &error, limits);
         }
         let report = round.report.clone();
         match round.parent {
@@ -303,15 +310,12 @@ impl Node {
     }
 }
 
-impl From<&RegistrationResult> for Report {
-    fn from(result: &RegistrationResult) -> Self {
-        Report {
-            failures: result
-                .failures
-                .iter()
-                .map(|f| (f.node, f.error.clone()))
-                .collect(),
-            unreachable: result.unreachable.iter().copied().collect(),
-        }
+/// A job-wide result as a report again, within `limits`: to answer a late request.
+fn report_of(result: &RegistrationResult, limits: Limits) -> Report {
+    let mut report = Report::default();
+    for failure in &result.failures {
+        report.add_failure(failure.node, &failure.error, limits);
     }
+    report.unreachable = result.unreachable.iter().copied().collect();
+    report
 }

@@ -1,34 +1,82 @@
-//! Causal task launches: a task carries the registrations requested before it was
-//! launched, and runs on its target only once those are done there.
+//! Causal task launches: a task carries every registration done or running on its
+//! launching node that the target is not known to have done, and runs on its target
+//! only once those are done there.
 
 use std::collections::BTreeSet;
 
 use crate::node::{Output, TaskRequest};
 use crate::{
     Key, LaunchId, Message, Node, NodeId, TaskError, TaskErrorKind, TaskOutcome, TaskRunId,
+    cut_text,
 };
 
-/// A received task waiting for registrations it requires.
+/// A task waiting for registrations it requires (or on its way to its target).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct HeldTask {
     task: String,
     args: Vec<u8>,
     requires: Vec<Key>,
+    /// Whether a required registration that failed here stops the task.
+    strict: bool,
     missing: BTreeSet<Key>,
 }
 
+impl HeldTask {
+    pub(crate) fn new(task: String, args: Vec<u8>, requires: Vec<Key>, strict: bool) -> Self {
+        Self {
+            task,
+            args,
+            requires,
+            strict,
+            missing: BTreeSet::new(),
+        }
+    }
+}
+
+/// A launch sent to another node and not yet answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SentLaunch {
+    to: NodeId,
+    /// How many local entries existed when it was sent: once the target answers,
+    /// all of them are done there.
+    entries: usize,
+}
+
 impl Node {
+    /// The registrations a launch to `to` must wait for there: every global key
+    /// done or running here (those nested in them come with them), except those `to` is known to have done (an earlier launch
+    /// that required them was answered, or their job-wide result does not name
+    /// `to`) and, for a launch from inside an invocation, that invocation's key and
+    /// the keys waiting on it. Also returns the entry count to remember.
+    pub(crate) fn requirements_for(&self, to: NodeId, enclosing: Option<Key>) -> (Vec<Key>, usize) {
+        let from = self.known_done.get(&to).copied().unwrap_or(0);
+        let excluded = enclosing
+            .map(|key| self.keys_waiting_on(key))
+            .unwrap_or_default();
+        let requires = self.global_keys[from.min(self.global_keys.len())..]
+            .iter()
+            .filter(|key| !excluded.contains(key))
+            .filter(|key| match self.completed.get(key) {
+                Some(result) => {
+                    result.failures.iter().any(|f| f.node == to) || result.unreachable.contains(&to)
+                }
+                None => true,
+            })
+            .copied()
+            .collect();
+        (requires, self.global_keys.len())
+    }
+
     pub(crate) fn send_launch(
         &mut self,
         to: NodeId,
         launch: LaunchId,
-        task: String,
-        args: Vec<u8>,
+        held: HeldTask,
+        entries: usize,
     ) {
-        let requires: Vec<Key> = self.waiters.keys().copied().collect();
         if to == self.me() {
             let run = TaskRunId { origin: to, launch };
-            self.accept_task(run, task, args, requires);
+            self.accept_task(run, held);
         } else if self.dead.contains(&to) {
             self.emit(Output::TaskCompleted {
                 launch,
@@ -38,42 +86,46 @@ impl Node {
                 }),
             });
         } else {
-            self.launches.insert(launch, to);
+            self.launches.insert(launch, SentLaunch { to, entries });
             self.send(
                 to,
                 Message::Launch {
                     launch,
-                    task,
-                    args,
-                    requires,
+                    task: held.task,
+                    args: held.args,
+                    requires: held.requires,
+                    strict: held.strict,
                 },
             );
         }
     }
 
+    /// A launch arrived from another node: ignore it if it was seen before (ids from
+    /// one origin only grow, and its link is FIFO), else accept it.
+    pub(crate) fn receive_launch(&mut self, run: TaskRunId, held: HeldTask) {
+        if self
+            .highest_launch
+            .get(&run.origin)
+            .is_some_and(|highest| *highest >= run.launch)
+        {
+            return;
+        }
+        self.highest_launch.insert(run.origin, run.launch);
+        self.accept_task(run, held);
+    }
+
     /// A task arrived (or was launched here): run it now, or hold it until the
     /// registrations it requires are done locally.
-    pub(crate) fn accept_task(
-        &mut self,
-        run: TaskRunId,
-        task: String,
-        args: Vec<u8>,
-        requires: Vec<Key>,
-    ) {
+    pub(crate) fn accept_task(&mut self, run: TaskRunId, mut held: HeldTask) {
         if self.held.contains_key(&run) || self.running.contains(&run) {
             return;
         }
-        let missing: BTreeSet<Key> = requires
+        held.missing = held
+            .requires
             .iter()
             .filter(|key| !self.entries.get(key).is_some_and(|e| e.is_done()))
             .copied()
             .collect();
-        let held = HeldTask {
-            task,
-            args,
-            requires,
-            missing,
-        };
         if held.missing.is_empty() {
             self.start_task(run, held);
         } else {
@@ -122,17 +174,33 @@ impl Node {
         launch: LaunchId,
         outcome: TaskOutcome,
     ) {
-        if self.launches.get(&launch) == Some(&from) {
-            self.launches.remove(&launch);
-            self.emit(Output::TaskCompleted { launch, outcome });
+        let Some(sent) = self.launches.get(&launch).copied() else {
+            return;
+        };
+        if sent.to != from {
+            return;
         }
+        self.launches.remove(&launch);
+        // The target ran (or refused) the task only once everything it required
+        // was done there.
+        if !matches!(
+            &outcome,
+            Err(TaskError {
+                kind: TaskErrorKind::Unreachable,
+                ..
+            })
+        ) {
+            let known = self.known_done.entry(from).or_default();
+            *known = (*known).max(sent.entries);
+        }
+        self.emit(Output::TaskCompleted { launch, outcome });
     }
 
     pub(crate) fn launches_peer_down(&mut self, dead: NodeId) {
         let lost: Vec<LaunchId> = self
             .launches
             .iter()
-            .filter(|(_, to)| **to == dead)
+            .filter(|(_, sent)| sent.to == dead)
             .map(|(launch, _)| *launch)
             .collect();
         for launch in lost {
@@ -156,7 +224,8 @@ impl Node {
                 _ => None,
             }
         });
-        if let Some((key, error)) = failed {
+        if let Some((key, error)) = failed.filter(|_| held.strict) {
+            let error = cut_text(&error, self.limits().text_bytes);
             self.answer_task(run, Err(TaskErrorKind::RequirementFailed { key, error }));
             return;
         }
@@ -166,5 +235,21 @@ impl Node {
             task: held.task,
             args: held.args,
         }));
+    }
+}
+
+impl Node {
+    /// `key` and every key that waits, through nesting, for it to finish.
+    fn keys_waiting_on(&self, key: Key) -> BTreeSet<Key> {
+        let mut found = BTreeSet::new();
+        let mut stack = vec![key];
+        while let Some(key) = stack.pop() {
+            if found.insert(key) {
+                if let Some(entry) = self.entries.get(&key) {
+                    stack.extend(entry.dependents.iter().copied());
+                }
+            }
+        }
+        found
     }
 }

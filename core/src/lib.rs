@@ -55,6 +55,7 @@ mod ids;
 mod launch;
 mod local;
 mod node;
+mod node_set;
 mod outcome;
 mod registration;
 mod tree;
@@ -65,8 +66,10 @@ pub use node::{
     Config, ConfigError, DEFAULT_FANOUT, Invocation, LocalState, Node, Output, ProtocolError,
     RegisterError, TaskRequest, UsageError,
 };
+pub use node_set::NodeSet;
 pub use outcome::{
-    NodeFailure, RegistrationResult, Report, Scope, TaskError, TaskErrorKind, TaskOutcome,
+    Limits, NodeFailure, RegistrationResult, Report, Scope, TaskError, TaskErrorKind, TaskOutcome,
+    cut_text,
 };
 pub use registration::{Key, Registration};
 pub use tree::Tree;

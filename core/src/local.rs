@@ -22,7 +22,9 @@ pub(crate) struct Entry {
     /// The final outcome: own failure first, then nested failure.
     done: Option<Result<(), String>>,
     /// Entries that nested this one and wait for it.
-    dependents: BTreeSet<Key>,
+    pub(crate) dependents: BTreeSet<Key>,
+    /// Whether the key is global here (not only nested): launches require it.
+    global: bool,
     /// Nested requests answered when this entry finishes.
     requests: Vec<RequestId>,
 }
@@ -66,6 +68,7 @@ impl Node {
                 nested_failure: None,
                 done: None,
                 dependents: BTreeSet::new(),
+                global: false,
                 requests: Vec::new(),
             },
         );
@@ -75,6 +78,18 @@ impl Node {
             registration: registration.clone(),
             parent,
         }));
+    }
+
+    /// Starts the local invocation of `key` unless it already has one, and records
+    /// the key as global here: requested at top level or received from another node.
+    pub(crate) fn ensure_invoked_global(&mut self, key: Key, registration: &Registration) {
+        self.ensure_invoked(key, registration, None);
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.global {
+                entry.global = true;
+                self.global_keys.push(key);
+            }
+        }
     }
 
     /// A registration requested while `parent` (running `parent_key`) executes.

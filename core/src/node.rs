@@ -3,13 +3,16 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::dissemination::{Round, Waiters};
-use crate::launch::HeldTask;
+use crate::launch::{HeldTask, SentLaunch};
 use crate::local::Entry;
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
 use crate::{
-    InvocationId, Key, LaunchId, Message, NodeId, Registration, RegistrationResult, RequestId,
-    TaskOutcome, TaskRunId, Tree,
+    InvocationId, Key, LaunchId, Limits, Message, NodeId, Registration, RegistrationResult, Report,
+    RequestId, TaskOutcome, TaskRunId, Tree, cut_text,
 };
+
+/// Longest reason carried when a node is declared down.
+const MAX_REASON_BYTES: usize = 256;
 
 /// Static parameters of one node: who it is, how many nodes the job has, and the
 /// shape of the dissemination tree.
@@ -41,12 +44,13 @@ impl Config {
         if node.0 >= nodes {
             return Err(ConfigError::NodeOutOfRange { node, nodes });
         }
-        Ok(Self {
+        Self {
             node,
             nodes,
             fanout: DEFAULT_FANOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        })
+        }
+        .checked()
     }
 
     /// Sets how many children each node has in the dissemination tree (at least 1;
@@ -59,13 +63,26 @@ impl Config {
         Ok(self)
     }
 
-    /// Sets the largest frame this node accepts or produces (at least 1 KiB).
+    /// Sets the largest frame this node accepts or produces: at least 4 KiB, and
+    /// large enough for a report naming every node of the job as failed or
+    /// unreachable ([`Config::min_frame_bytes`]).
     pub fn with_max_frame_bytes(mut self, max: usize) -> Result<Self, ConfigError> {
-        if max < 1024 {
-            return Err(ConfigError::FrameLimitTooSmall { max });
-        }
         self.max_frame_bytes = max;
-        Ok(self)
+        self.checked()
+    }
+
+    /// The smallest frame limit that carries every message of a job of `nodes`
+    /// nodes: a registration of at least 3 KiB, and an acknowledgement whose failed
+    /// and unreachable sets, as fragmented as possible (every other node, 10 bytes a
+    /// range at worst), take at most half the frame, with failure texts in a quarter.
+    pub fn min_frame_bytes(nodes: u32) -> usize {
+        let worst_sets = 2 * (nodes as usize / 2 + 1) * 10;
+        4096usize.max(2 * (worst_sets + 256))
+    }
+
+    /// How much of a failure report travels with this frame limit.
+    pub fn limits(&self) -> Limits {
+        Limits::for_frame(self.max_frame_bytes)
     }
 
     /// This node.
@@ -92,6 +109,18 @@ impl Config {
     pub fn tree(&self, root: NodeId) -> Tree {
         Tree::new(self.nodes, self.fanout, root)
     }
+
+    fn checked(self) -> Result<Self, ConfigError> {
+        let min = Self::min_frame_bytes(self.nodes);
+        if self.max_frame_bytes < min {
+            return Err(ConfigError::FrameLimitTooSmall {
+                max: self.max_frame_bytes,
+                min,
+                nodes: self.nodes,
+            });
+        }
+        Ok(self)
+    }
 }
 
 /// Invalid [`Config`] parameters.
@@ -111,11 +140,17 @@ pub enum ConfigError {
     /// A tree needs at least one child per node.
     #[error("fan-out must be at least 1")]
     ZeroFanout,
-    /// The frame limit is too small to carry protocol messages.
-    #[error("a frame limit of {max} bytes is too small; use at least 1024")]
+    /// The frame limit is too small to carry every protocol message of this job.
+    #[error(
+        "a frame limit of {max} bytes is too small for a job of {nodes} nodes; use at least {min}"
+    )]
     FrameLimitTooSmall {
         /// The rejected limit.
         max: usize,
+        /// The smallest limit that works for this job.
+        min: usize,
+        /// The job size.
+        nodes: u32,
     },
 }
 
@@ -162,7 +197,18 @@ pub struct Node {
     /// Keys in the order they finished locally: what a late joiner would replay.
     pub(crate) log: Vec<Key>,
     /// Launches sent to other nodes and not yet answered.
-    pub(crate) launches: BTreeMap<LaunchId, NodeId>,
+    pub(crate) launches: BTreeMap<LaunchId, SentLaunch>,
+    /// Keys in the order they became global here (requested at top level, or
+    /// received from another node), done or running. A key nested only here is not
+    /// listed: the global key it is nested in recreates it on every node.
+    pub(crate) global_keys: Vec<Key>,
+    /// Per target: every key of `global_keys` below this index is known done there,
+    /// because a launch that required them was answered by it.
+    pub(crate) known_done: BTreeMap<NodeId, usize>,
+    /// Per origin: the highest launch id received, so a redelivered launch is ignored.
+    pub(crate) highest_launch: BTreeMap<NodeId, LaunchId>,
+    /// Set once another node declared this one down: it takes no part any more.
+    pub(crate) fenced: Option<(NodeId, String)>,
     /// Tasks received and waiting for their required registrations.
     pub(crate) held: BTreeMap<TaskRunId, HeldTask>,
     /// Tasks handed to the host and not yet finished.
@@ -185,6 +231,26 @@ pub enum Output {
         to: NodeId,
         /// All messages ready for that link, in order.
         messages: Vec<Message>,
+    },
+    /// `node` is down in the job's agreed view (declared by `by` for `reason`):
+    /// nothing waits for it any more. Send what is queued for it (it may carry the
+    /// news to it), then close the link to it for good.
+    PeerDown {
+        /// The node now treated as down everywhere.
+        node: NodeId,
+        /// The node that first declared it down.
+        by: NodeId,
+        /// Why, as that node's transport saw it.
+        reason: String,
+    },
+    /// Another node declared this one down: the job goes on without it. This node
+    /// takes no further part; its host ends the process with this message, naming
+    /// who declared it down and why.
+    Fenced {
+        /// The node that declared this one down.
+        by: NodeId,
+        /// Why.
+        reason: String,
     },
     /// Run a registration's code on this node, then call
     /// [`Node::invocation_finished`].
@@ -249,6 +315,14 @@ pub enum RegisterError {
         /// The usable frame size.
         max: usize,
     },
+    /// This node was declared down and takes no further part in the job.
+    #[error("this node was declared down by {by} ({reason}); the job goes on without it")]
+    Fenced {
+        /// The node that declared this one down.
+        by: NodeId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Errors from inputs that name something this node does not know.
@@ -269,6 +343,25 @@ pub enum UsageError {
         len: usize,
         /// The usable frame size.
         max: usize,
+    },
+    /// `launch` whose required registrations do not fit in one frame with it.
+    #[error(
+        "the launch must carry {count} registrations it depends on, which with its arguments \
+         exceed the frame limit of {max} bytes; wait for registrations to complete before launching"
+    )]
+    TooManyRequirements {
+        /// Registrations the launch would carry.
+        count: usize,
+        /// The usable frame size.
+        max: usize,
+    },
+    /// An input after this node was declared down.
+    #[error("this node was declared down by {by} ({reason}); the job goes on without it")]
+    Fenced {
+        /// The node that declared this one down.
+        by: NodeId,
+        /// Why.
+        reason: String,
     },
     /// `launch` to a node outside the job.
     #[error("{node} is not part of this job of {nodes} nodes")]
@@ -305,6 +398,12 @@ pub enum ProtocolError {
         /// The job size.
         nodes: u32,
     },
+    /// A report whose node sets are not sorted, disjoint ranges.
+    #[error("{from} sent a report whose node sets are not sorted, disjoint ranges")]
+    MalformedReport {
+        /// The sender.
+        from: NodeId,
+    },
     /// A registration whose key does not match its content.
     #[error("{from} sent a registration whose key {key:?} does not match its content")]
     KeyMismatch {
@@ -338,6 +437,10 @@ impl Node {
             completed: BTreeMap::new(),
             log: Vec::new(),
             launches: BTreeMap::new(),
+            global_keys: Vec::new(),
+            known_done: BTreeMap::new(),
+            highest_launch: BTreeMap::new(),
+            fenced: None,
             held: BTreeMap::new(),
             running: BTreeSet::new(),
             next_invocation: 0,
@@ -363,6 +466,12 @@ impl Node {
         registration: Registration,
         parent: Option<InvocationId>,
     ) -> Result<RequestId, RegisterError> {
+        if let Some((by, reason)) = &self.fenced {
+            return Err(RegisterError::Fenced {
+                by: *by,
+                reason: reason.clone(),
+            });
+        }
         let max = self.max_payload_bytes();
         if registration.payload_len() > max {
             return Err(RegisterError::TooLarge {
@@ -402,52 +511,51 @@ impl Node {
             .invocations
             .remove(&id)
             .ok_or(UsageError::UnknownInvocation(id))?;
-        self.finish_own_invocation(key, outcome);
+        if self.fenced.is_none() {
+            self.finish_own_invocation(key, outcome);
+        }
         Ok(())
     }
 
     /// Feeds in one frame received from `from` over an authenticated link.
+    ///
+    /// A frame no correct node sends (it does not decode, or a message in it is
+    /// invalid) makes this node declare `from` down, exactly as a lost link would:
+    /// nothing then waits for a message it skipped. The error says why, for the log.
     pub fn handle_frame(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), ProtocolError> {
-        let messages = decode_frame(bytes, self.config.max_frame_bytes)?;
-        messages
-            .into_iter()
-            .try_for_each(|message| self.handle_message(from, message))
+        self.check_sender(from)?;
+        match decode_frame(bytes, self.config.max_frame_bytes) {
+            Ok(messages) => messages
+                .into_iter()
+                .try_for_each(|message| self.handle_message(from, message)),
+            Err(error) => {
+                let error = ProtocolError::from(error);
+                self.peer_down(from, format!("sent an invalid frame: {error}"));
+                Err(error)
+            }
+        }
     }
 
     /// Feeds in one decoded message received from `from`. Messages from a node
-    /// already reported down are ignored.
+    /// already down are ignored; an invalid message makes this node declare `from`
+    /// down (see [`handle_frame`](Self::handle_frame)).
     pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), ProtocolError> {
-        if from.0 >= self.config.nodes || from == self.config.node {
-            return Err(ProtocolError::BadSender {
-                from,
-                nodes: self.config.nodes,
-            });
-        }
-        if self.dead.contains(&from) {
+        self.check_sender(from)?;
+        if self.dead.contains(&from) || self.fenced.is_some() {
             return Ok(());
         }
-        if let Message::Disseminate { root, .. } | Message::Ack { root, .. } = &message {
-            if root.0 >= self.config.nodes {
-                return Err(ProtocolError::NodeOutOfRange {
-                    from,
-                    node: *root,
-                    nodes: self.config.nodes,
-                });
-            }
+        let result = self.check_message(from, &message);
+        if let Err(error) = &result {
+            self.peer_down(from, format!("sent an invalid message: {error}"));
+            return result;
         }
         match message {
-            Message::Request { key, registration } => {
-                self.check_key(from, key, &registration)?;
-                self.handle_request(from, key, registration);
-            }
+            Message::Request { key, registration } => self.handle_request(from, key, registration),
             Message::Disseminate {
                 key,
                 root,
                 registration,
-            } => {
-                self.check_key(from, key, &registration)?;
-                self.handle_disseminate(from, key, root, registration);
-            }
+            } => self.handle_disseminate(from, key, root, registration),
             Message::Ack { key, root, report } => self.handle_ack(from, key, root, report),
             Message::Complete { key, report } => self.handle_complete(from, key, report),
             Message::Launch {
@@ -455,56 +563,126 @@ impl Node {
                 task,
                 args,
                 requires,
-            } => self.accept_task(
+                strict,
+            } => self.receive_launch(
                 TaskRunId {
                     origin: from,
                     launch,
                 },
-                task,
-                args,
-                requires,
+                HeldTask::new(task, args, requires, strict),
             ),
             Message::TaskResult { launch, outcome } => {
                 self.handle_task_result(from, launch, outcome)
             }
+            Message::Down { node, by, reason } => self.handle_down(from, node, by, reason),
         }
         Ok(())
     }
 
-    /// Reports that `node` has crashed or its connection is lost for good. Nothing
-    /// will wait for it again: rounds adopt its subtree and name it unreachable,
-    /// requests it coordinated move to the next live node, its launches fail.
-    pub fn peer_down(&mut self, node: NodeId) {
-        if node == self.config.node || node.0 >= self.config.nodes || !self.dead.insert(node) {
+    /// Reports that this node's transport decided `node` is down: its link was lost,
+    /// it went silent, or it sent something invalid. The decision becomes the job's:
+    /// this node tells every other node (and `node` itself, which is fenced when it
+    /// hears), and each applies it. Nothing waits for `node` again: rounds adopt its
+    /// subtree and name it unreachable, requests it coordinated move to the next live
+    /// node, launches to it fail.
+    pub fn peer_down(&mut self, node: NodeId, reason: impl Into<String>) {
+        let me = self.me();
+        let reason = cut_text(&reason.into(), MAX_REASON_BYTES);
+        if !self.apply_down(node, me, &reason) {
             return;
         }
-        self.disseminations_peer_down(node);
-        self.launches_peer_down(node);
+        let everyone: Vec<NodeId> = (0..self.config.nodes)
+            .map(NodeId)
+            .filter(|n| *n != me && !self.dead.contains(n))
+            .chain([node])
+            .collect();
+        for to in everyone {
+            self.send_even_if_down(
+                to,
+                Message::Down {
+                    node,
+                    by: me,
+                    reason: reason.clone(),
+                },
+            );
+        }
+        self.after_down(node);
     }
 
     /// Launches `task` with `args` on node `to`. It carries every registration this
     /// node has requested and not yet seen complete, and runs there only once those
     /// are done there. Answered by [`Output::TaskCompleted`].
+    ///
+    /// Pass the invocation executing on the calling thread as `parent` when the
+    /// launch is made from inside one: the task then does not wait on the target for
+    /// that invocation's registration (or those waiting on it), which may be waiting
+    /// for the task; it waits for everything else this node has done or is running.
     pub fn launch(
         &mut self,
         to: NodeId,
         task: impl Into<String>,
         args: Vec<u8>,
+        parent: Option<InvocationId>,
     ) -> Result<LaunchId, UsageError> {
+        self.launch_with(to, task.into(), args, parent, true)
+    }
+
+    /// A launch for the host's own control tasks (ending the job): it waits on the
+    /// target for the same registrations as [`launch`](Self::launch), but runs even
+    /// if one of them failed there.
+    pub fn launch_control(
+        &mut self,
+        to: NodeId,
+        task: impl Into<String>,
+        args: Vec<u8>,
+    ) -> Result<LaunchId, UsageError> {
+        self.launch_with(to, task.into(), args, None, false)
+    }
+
+    fn launch_with(
+        &mut self,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+        parent: Option<InvocationId>,
+        strict: bool,
+    ) -> Result<LaunchId, UsageError> {
+        if let Some((by, reason)) = &self.fenced {
+            return Err(UsageError::Fenced {
+                by: *by,
+                reason: reason.clone(),
+            });
+        }
         if to.0 >= self.config.nodes {
             return Err(UsageError::NoSuchNode {
                 node: to,
                 nodes: self.config.nodes,
             });
         }
-        let task = task.into();
+        let enclosing = match parent {
+            Some(id) => Some(
+                *self
+                    .invocations
+                    .get(&id)
+                    .ok_or(UsageError::UnknownInvocation(id))?,
+            ),
+            None => None,
+        };
         let (len, max) = (task.len() + args.len(), self.max_payload_bytes());
         if len > max {
             return Err(UsageError::TooLarge { len, max });
         }
+        let (requires, watermark) = self.requirements_for(to, enclosing);
+        if len + requires.len() * 40 > max {
+            return Err(UsageError::TooManyRequirements {
+                count: requires.len(),
+                max,
+            });
+        }
         let launch = LaunchId(self.next_launch);
         self.next_launch += 1;
-        self.send_launch(to, launch, task, args);
+        let held = HeldTask::new(task, args, requires, strict);
+        self.send_launch(to, launch, held, watermark);
         Ok(launch)
     }
 
@@ -525,11 +703,7 @@ impl Node {
                  return large data by reference",
                 bytes.len()
             )),
-            Err(mut error) if error.len() > max => {
-                let cut = (0..=max).rev().find(|&i| error.is_char_boundary(i));
-                error.truncate(cut.unwrap_or(0));
-                Err(error)
-            }
+            Err(error) => Err(cut_text(&error, max)),
             outcome => outcome,
         };
         self.answer_task(run, outcome.map_err(crate::TaskErrorKind::Failed));
@@ -537,7 +711,8 @@ impl Node {
     }
 
     /// The next thing to do, or `None` when there is nothing until the next input.
-    /// Local events come first, then one frame per destination.
+    /// Local events come first, then one frame per destination. After
+    /// [`Output::Fenced`] nothing more comes out.
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
@@ -570,9 +745,16 @@ impl Node {
             .filter_map(|key| self.entries.get(key).map(|e| (key, &e.registration)))
     }
 
-    /// Nodes reported down so far.
+    /// Nodes down in this node's view so far (declared here or by others).
     pub fn dead_nodes(&self) -> &BTreeSet<NodeId> {
         &self.dead
+    }
+
+    /// Who declared this node down, and why, once another node has.
+    pub fn fenced_by(&self) -> Option<(NodeId, &str)> {
+        self.fenced
+            .as_ref()
+            .map(|(by, reason)| (*by, reason.as_str()))
     }
 
     /// True when nothing is in progress here: no invocation, round, request or task
@@ -601,10 +783,22 @@ impl Node {
     }
 
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {
-        debug_assert_ne!(to, self.config.node, "the core never messages itself");
         if !self.dead.contains(&to) {
+            self.send_even_if_down(to, message);
+        }
+    }
+
+    /// Queues a message for `to` even if it is down here: only the news that it is
+    /// down goes this way, so that a node declared down learns it and stops.
+    fn send_even_if_down(&mut self, to: NodeId, message: Message) {
+        debug_assert_ne!(to, self.config.node, "the core never messages itself");
+        if self.fenced.is_none() {
             self.outbox.entry(to).or_default().push(message);
         }
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.config.limits()
     }
 
     pub(crate) fn emit(&mut self, output: Output) {
@@ -615,6 +809,102 @@ impl Node {
         let id = InvocationId(self.next_invocation);
         self.next_invocation += 1;
         id
+    }
+
+    /// `Down` from `from`: `node` was declared down by `by`. If it is this node, it
+    /// is fenced; otherwise apply it and pass the news to `node` itself, in case the
+    /// declarer's link to it is the one that broke.
+    fn handle_down(&mut self, from: NodeId, node: NodeId, by: NodeId, reason: String) {
+        let reason = cut_text(&reason, MAX_REASON_BYTES);
+        if node == self.me() {
+            self.fence(by, reason);
+            return;
+        }
+        if !self.apply_down(node, by, &reason) {
+            return;
+        }
+        if from != node {
+            self.send_even_if_down(node, Message::Down { node, by, reason });
+        }
+        self.after_down(node);
+    }
+
+    /// Marks `node` down, announcing it to the host; false if nothing changed.
+    fn apply_down(&mut self, node: NodeId, by: NodeId, reason: &str) -> bool {
+        if self.fenced.is_some()
+            || node == self.me()
+            || node.0 >= self.config.nodes
+            || !self.dead.insert(node)
+        {
+            return false;
+        }
+        self.emit(Output::PeerDown {
+            node,
+            by,
+            reason: reason.to_owned(),
+        });
+        true
+    }
+
+    /// What every part of the protocol does once `node` is down.
+    fn after_down(&mut self, node: NodeId) {
+        self.disseminations_peer_down(node);
+        self.launches_peer_down(node);
+    }
+
+    /// Stops taking part: nothing queued goes out, nothing new is accepted.
+    fn fence(&mut self, by: NodeId, reason: String) {
+        if self.fenced.is_some() {
+            return;
+        }
+        self.outbox.clear();
+        self.events.clear();
+        self.events.push_back(Output::Fenced {
+            by,
+            reason: reason.clone(),
+        });
+        self.fenced = Some((by, reason));
+    }
+
+    fn check_sender(&self, from: NodeId) -> Result<(), ProtocolError> {
+        if from.0 >= self.config.nodes || from == self.config.node {
+            return Err(ProtocolError::BadSender {
+                from,
+                nodes: self.config.nodes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that a message names only nodes of this job and that registrations
+    /// match their keys.
+    fn check_message(&self, from: NodeId, message: &Message) -> Result<(), ProtocolError> {
+        let named: Vec<NodeId> = match message {
+            Message::Disseminate { root, .. } => vec![*root],
+            Message::Ack { root, report, .. } => report_nodes(report).chain([*root]).collect(),
+            Message::Complete { report, .. } => report_nodes(report).collect(),
+            Message::Down { node, by, .. } => vec![*node, *by],
+            _ => Vec::new(),
+        };
+        if let Some(node) = named.into_iter().find(|n| n.0 >= self.config.nodes) {
+            return Err(ProtocolError::NodeOutOfRange {
+                from,
+                node,
+                nodes: self.config.nodes,
+            });
+        }
+        if let Message::Ack { report, .. } | Message::Complete { report, .. } = message {
+            if !report.failed.is_canonical() || !report.unreachable.is_canonical() {
+                return Err(ProtocolError::MalformedReport { from });
+            }
+        }
+        match message {
+            Message::Request { key, registration }
+            | Message::Disseminate {
+                key, registration, ..
+            } => self.check_key(from, *key, registration),
+            _ => Ok(()),
+        }
     }
 
     fn check_key(
@@ -630,4 +920,15 @@ impl Node {
             Err(ProtocolError::KeyMismatch { from, key })
         }
     }
+}
+
+/// The largest node of each set in a report, and every node with a carried failure:
+/// what must lie inside the job.
+fn report_nodes(report: &Report) -> impl Iterator<Item = NodeId> + '_ {
+    report
+        .failed
+        .max()
+        .into_iter()
+        .chain(report.unreachable.max())
+        .chain(report.failures.keys().copied())
 }

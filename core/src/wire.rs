@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Key, LaunchId, NodeId, Registration, Report, TaskOutcome};
 
 /// Version of the frame format; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Default upper bound on an encoded frame, version byte included.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
@@ -53,8 +53,12 @@ pub enum Message {
         task: String,
         /// The task's argument bytes.
         args: Vec<u8>,
-        /// Registrations requested on the launching node and not yet known complete.
+        /// Registrations done or running on the launching node that the target is not
+        /// known to have done.
         requires: Vec<Key>,
+        /// Whether a required registration that failed on the target stops the task
+        /// (true for every application task; false only for the host's control tasks).
+        strict: bool,
     },
     /// The result of a launched task, back to the node that launched it.
     TaskResult {
@@ -62,6 +66,16 @@ pub enum Message {
         launch: LaunchId,
         /// What the task produced.
         outcome: TaskOutcome,
+    },
+    /// `node` is down in the job's view: sent by the node that declared it to every
+    /// other node, and passed on by each receiver to `node` itself.
+    Down {
+        /// The node declared down.
+        node: NodeId,
+        /// The node that declared it.
+        by: NodeId,
+        /// Why (cut to 256 bytes).
+        reason: String,
     },
 }
 
@@ -75,6 +89,7 @@ impl Message {
             Message::Complete { .. } => "complete",
             Message::Launch { .. } => "launch",
             Message::TaskResult { .. } => "task_result",
+            Message::Down { .. } => "down",
         }
     }
 }

@@ -74,7 +74,7 @@ fn a_late_copy_from_the_dead_parent_does_not_steal_the_adopted_child() {
         .expect("1 -> 3");
     let late = c.in_flight.remove(late).expect("frame");
     // Only node 0 has noticed the crash; it adopts node 3 first.
-    c.node(0).peer_down(NodeId(1));
+    c.node(0).peer_down(NodeId(1), "connection lost");
     c.in_flight.retain(|(from, to, _)| from.0 != 1 && to.0 != 1);
     c.pump();
     let adopt = c
@@ -109,8 +109,9 @@ fn requests_move_to_the_next_live_node_when_the_coordinator_dies() {
     let request = c.register(0, &reg);
     assert_eq!(c.in_flight[0].1, NodeId(2));
     c.peer_down_everywhere(2);
-    assert_eq!(c.in_flight.len(), 1);
-    assert_eq!(c.in_flight[0].1, NodeId(3), "re-sent to the next live node");
+    let requests = c.in_flight_of_kind("request");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].1, NodeId(3), "re-sent to the next live node");
     c.settle();
     assert_eq!(unreachable(&c, 0, request), [2]);
     assert_eq!(c.invocations_of(reg.key()), 3);
@@ -154,7 +155,7 @@ fn coordinator_sends_no_answer_to_a_dead_requester() {
 fn messages_from_a_node_reported_down_are_ignored() {
     let mut c = Cluster::new(3, 2);
     let reg = registration_homed_at(0, 3, "ignored");
-    c.node(0).peer_down(NodeId(2));
+    c.node(0).peer_down(NodeId(2), "connection lost");
     c.node(0)
         .handle_message(
             NodeId(2),
@@ -165,16 +166,21 @@ fn messages_from_a_node_reported_down_are_ignored() {
         )
         .expect("ignored without error");
     c.pump();
-    assert!(c.invoked.is_empty() && c.in_flight.is_empty());
+    assert!(c.invoked.is_empty());
+    assert_eq!(
+        c.in_flight.len(),
+        c.in_flight_of_kind("down").len(),
+        "only the news that 2 is down goes out"
+    );
 }
 
 #[test]
 fn peer_down_is_idempotent_and_ignores_self_and_strangers() {
     let mut c = Cluster::new(3, 2);
-    c.node(0).peer_down(NodeId(0));
-    c.node(0).peer_down(NodeId(9));
-    c.node(0).peer_down(NodeId(1));
-    c.node(0).peer_down(NodeId(1));
+    c.node(0).peer_down(NodeId(0), "connection lost");
+    c.node(0).peer_down(NodeId(9), "connection lost");
+    c.node(0).peer_down(NodeId(1), "connection lost");
+    c.node(0).peer_down(NodeId(1), "connection lost");
     let dead: Vec<u32> = c.node(0).dead_nodes().iter().map(|n| n.0).collect();
     assert_eq!(dead, [1]);
 }

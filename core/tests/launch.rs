@@ -12,7 +12,7 @@ fn task_waits_on_its_target_for_registrations_requested_before_the_launch() {
     c.register(0, &reg);
     let launch = c
         .node(0)
-        .launch(NodeId(2), "matmul", b"args".to_vec())
+        .launch(NodeId(2), "matmul", b"args".to_vec(), None)
         .expect("launch");
     c.pump();
     // Deliver the launch before the registration reaches node 2.
@@ -55,7 +55,9 @@ fn launches_after_completion_carry_nothing_and_run_at_once() {
     let reg = registration_homed_at(1, 2, "done-before");
     c.register(0, &reg);
     c.settle();
-    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
     c.pump();
     assert!(
         matches!(&c.in_flight[0].2[0], herald_core::Message::Launch { requires, .. } if requires.is_empty())
@@ -69,7 +71,9 @@ fn task_whose_requirement_failed_there_fails_with_that_error() {
     let mut c = Cluster::new(2, 2);
     let reg = registration_homed_at(0, 2, "req-fail");
     c.register(0, &reg);
-    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
     c.pump();
     c.deliver_all();
     c.finish(1, reg.key(), Err("digest mismatch".into()));
@@ -87,7 +91,7 @@ fn task_whose_requirement_failed_there_fails_with_that_error() {
 fn host_errors_such_as_unknown_tasks_reach_the_launcher() {
     let mut c = Cluster::new(2, 2);
     c.node(0)
-        .launch(NodeId(1), "nosuch", vec![])
+        .launch(NodeId(1), "nosuch", vec![], None)
         .expect("launch");
     c.pump();
     c.deliver_all();
@@ -113,7 +117,10 @@ fn local_launch_waits_for_local_registration() {
     let mut c = Cluster::new(2, 2);
     let reg = registration_homed_at(1, 2, "local");
     c.register(0, &reg);
-    let launch = c.node(0).launch(NodeId(0), "t", vec![]).expect("launch");
+    let launch = c
+        .node(0)
+        .launch(NodeId(0), "t", vec![], None)
+        .expect("launch");
     c.pump();
     assert!(c.tasks.is_empty());
     c.finish(0, reg.key(), Ok(()));
@@ -128,10 +135,14 @@ fn local_launch_waits_for_local_registration() {
 #[test]
 fn launches_to_dead_or_dying_nodes_fail_as_unreachable() {
     let mut c = Cluster::new(3, 2);
-    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
     c.pump();
     c.peer_down_everywhere(1);
-    c.node(0).launch(NodeId(1), "t", vec![]).expect("launch");
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
     c.pump();
     assert_eq!(c.task_results.len(), 2);
     for (_, _, outcome) in &c.task_results {
@@ -142,7 +153,7 @@ fn launches_to_dead_or_dying_nodes_fail_as_unreachable() {
         );
     }
     assert!(matches!(
-        c.node(0).launch(NodeId(3), "t", vec![]),
+        c.node(0).launch(NodeId(3), "t", vec![], None),
         Err(UsageError::NoSuchNode { .. })
     ));
 }
@@ -152,7 +163,9 @@ fn held_tasks_of_a_dead_launcher_are_dropped() {
     let mut c = Cluster::new(3, 2);
     let reg = registration_homed_at(0, 3, "dropped");
     c.register(1, &reg);
-    c.node(1).launch(NodeId(2), "t", vec![]).expect("launch");
+    c.node(1)
+        .launch(NodeId(2), "t", vec![], None)
+        .expect("launch");
     c.pump();
     let at = c
         .in_flight
@@ -177,10 +190,11 @@ fn oversized_launches_and_results_are_refused_not_dropped() {
         .expect("config");
     let mut node = Node::new(config);
     assert!(matches!(
-        node.launch(NodeId(1), "t", vec![0; 8192]),
+        node.launch(NodeId(1), "t", vec![0; 8192], None),
         Err(UsageError::TooLarge { .. })
     ));
-    node.launch(NodeId(0), "t", vec![]).expect("local launch");
+    node.launch(NodeId(0), "t", vec![], None)
+        .expect("local launch");
     let Some(Output::RunTask(task)) = node.poll_output() else {
         panic!("expected the task to run")
     };

@@ -204,11 +204,21 @@ fn config_rejects_impossible_jobs_with_advice() {
     let config = Config::new(NodeId(0), 4).expect("valid");
     assert_eq!(config.with_fanout(0), Err(ConfigError::ZeroFanout));
     assert!(config.with_max_frame_bytes(10).is_err());
-    let small = config.with_max_frame_bytes(2048).expect("valid");
+    let small = config.with_max_frame_bytes(4096).expect("valid");
     let mut node = herald_core::Node::new(small);
     let big = Registration::new(vec![0; 4096], vec![]);
     assert!(matches!(
         node.register(big, None),
         Err(herald_core::RegisterError::TooLarge { .. })
     ));
+    // A frame limit must hold a report naming every node of the job.
+    let huge = Config::new(NodeId(0), 100_000).expect("fits the default limit");
+    let err = huge
+        .with_max_frame_bytes(64 << 10)
+        .expect_err("too small for the job");
+    assert!(
+        err.to_string()
+            .contains("too small for a job of 100000 nodes; use at least"),
+        "{err}"
+    );
 }

@@ -1,8 +1,8 @@
 //! Framing and decoding of untrusted bytes.
 
 use herald_core::{
-    Config, FrameError, Key, LaunchId, Message, Node, NodeId, ProtocolError, Registration, Report,
-    TaskError, TaskErrorKind, WIRE_VERSION, decode_frame, encode_frames,
+    Config, FrameError, Key, LaunchId, Message, Node, NodeId, Output, ProtocolError, Registration,
+    Report, TaskError, TaskErrorKind, WIRE_VERSION, decode_frame, encode_frames,
 };
 use proptest::prelude::*;
 
@@ -37,6 +37,7 @@ fn sample_messages() -> Vec<Message> {
             task: "t".into(),
             args: vec![1, 2],
             requires: vec![reg.key()],
+            strict: true,
         },
         Message::TaskResult {
             launch: LaunchId(9),
@@ -65,6 +66,7 @@ fn frames_split_under_the_limit_and_keep_order() {
             task: "x".repeat(50),
             args: vec![0; 50],
             requires: vec![],
+            strict: true,
         })
         .collect();
     let frames = encode_frames(&messages, 1024).expect("encode");
@@ -80,6 +82,7 @@ fn frames_split_under_the_limit_and_keep_order() {
         task: String::new(),
         args: vec![0; 2048],
         requires: vec![],
+        strict: true,
     };
     assert!(encode_frames(&[huge], 1024).is_err());
 }
@@ -111,12 +114,13 @@ fn bad_frames_are_typed_errors() {
 
 #[test]
 fn node_rejects_bad_senders_and_forged_keys() {
-    let mut node = Node::new(Config::new(NodeId(0), 2).expect("config"));
+    let fresh = || Node::new(Config::new(NodeId(0), 2).expect("config"));
     let reg = Registration::new(b"a".to_vec(), vec![]);
     let request = Message::Request {
         key: reg.key(),
         registration: reg.clone(),
     };
+    let mut node = fresh();
     assert!(matches!(
         node.handle_message(NodeId(0), request.clone()),
         Err(ProtocolError::BadSender { .. })
@@ -125,28 +129,46 @@ fn node_rejects_bad_senders_and_forged_keys() {
         node.handle_message(NodeId(5), request),
         Err(ProtocolError::BadSender { .. })
     ));
+    assert!(
+        node.poll_output().is_none(),
+        "a bad sender id declares nobody down"
+    );
+
     let forged = Message::Request {
         key: Key([7; 32]),
         registration: reg.clone(),
     };
-    assert!(matches!(
-        node.handle_message(NodeId(1), forged),
-        Err(ProtocolError::KeyMismatch { .. })
-    ));
     let stray = Message::Disseminate {
         key: reg.key(),
         root: NodeId(9),
         registration: reg.clone(),
     };
-    assert!(matches!(
-        node.handle_message(NodeId(1), stray),
-        Err(ProtocolError::NodeOutOfRange { .. })
-    ));
-    assert!(node.poll_output().is_none(), "nothing ran");
+    for (message, expected) in [(forged, "does not match"), (stray, "not part of this job")] {
+        let mut node = fresh();
+        let err = node
+            .handle_message(NodeId(1), message)
+            .expect_err("invalid");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert_sender_declared_down(&mut node);
+    }
+    let mut node = fresh();
     assert!(matches!(
         node.handle_frame(NodeId(1), &[0xff]),
         Err(ProtocolError::Frame(_))
     ));
+    assert_sender_declared_down(&mut node);
+}
+
+/// Nothing ran; node 1 is down here and is told so.
+fn assert_sender_declared_down(node: &mut Node) {
+    let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert!(
+        matches!(&outputs[..], [
+            Output::PeerDown { node: NodeId(1), by: NodeId(0), reason },
+            Output::Transmit { to: NodeId(1), messages },
+        ] if reason.contains("invalid") && matches!(messages[..], [Message::Down { node: NodeId(1), .. }])),
+        "{outputs:?}"
+    );
 }
 
 proptest! {

@@ -120,7 +120,14 @@ impl EventLoop {
                 to,
                 task,
                 args,
-            } => match self.node.launch(to, task, args) {
+                parent,
+            } => match if task == END_JOB_TASK {
+                // Ending the job waits for what the target must finish, but not
+                // for it to have succeeded.
+                self.node.launch_control(to, task, args)
+            } else {
+                self.node.launch(to, task, args, parent)
+            } {
                 Ok(launch) => {
                     self.launches.insert(launch, handle);
                 }
@@ -168,7 +175,7 @@ impl EventLoop {
                 } else {
                     tracing::warn!(node, %reason, "herald: node down");
                 }
-                self.node.peer_down(NodeId(node));
+                self.node.peer_down(NodeId(node), reason.clone());
                 if node == 0 && self.shared.node != NodeId(0) {
                     self.shared.set_job_end(JobEnd::CoordinatorLost { reason });
                 }
@@ -182,7 +189,8 @@ impl EventLoop {
     /// named unreachable wherever it was needed.
     fn reject_peer(&mut self, from: u32, error: &dyn std::fmt::Display) {
         tracing::error!(from, %error, "herald: node sent an invalid frame; treating it as down");
-        self.node.peer_down(NodeId(from));
+        self.node
+            .peer_down(NodeId(from), format!("sent an invalid frame: {error}"));
     }
 
     fn drain_outputs(&mut self) {
@@ -224,6 +232,12 @@ impl EventLoop {
                         let result = outcome.map_err(HostError::Task);
                         let _ = self.shared.task_results.complete(handle, result);
                     }
+                }
+                Output::PeerDown { node, by, reason } => {
+                    tracing::warn!(%node, %by, %reason, "herald: node is down in the job's view");
+                }
+                Output::Fenced { by, reason } => {
+                    tracing::error!(%by, %reason, "herald: this node was declared down");
                 }
             }
         }

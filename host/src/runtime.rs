@@ -373,6 +373,9 @@ impl Runtime {
                 to: NodeId(node),
                 task,
                 args,
+                parent: crate::context::placement(self.shared.id)
+                    .parent
+                    .map(|frame| frame.id),
             },
         );
         TaskHandle::new(Arc::clone(&self.shared), handle)

@@ -41,6 +41,8 @@ pub(crate) enum Command {
         to: NodeId,
         task: String,
         args: Vec<u8>,
+        /// The invocation running on the launching thread, if any.
+        parent: Option<InvocationId>,
     },
     InvocationFinished {
         id: InvocationId,

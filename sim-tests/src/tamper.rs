@@ -90,12 +90,18 @@ impl<T: Tamper> Protocol for Tampered<T> {
         self.node.invocation_finished(id, outcome)
     }
 
-    fn peer_down(&mut self, node: NodeId) {
-        self.node.peer_down(node)
+    fn peer_down(&mut self, node: NodeId, reason: &str) {
+        self.node.peer_down(node, reason)
     }
 
-    fn launch(&mut self, to: NodeId, task: String, args: Vec<u8>) -> Result<LaunchId, UsageError> {
-        self.node.launch(to, task, args)
+    fn launch(
+        &mut self,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+        parent: Option<InvocationId>,
+    ) -> Result<LaunchId, UsageError> {
+        self.node.launch(to, task, args, parent)
     }
 
     fn task_finished(

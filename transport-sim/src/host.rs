@@ -68,6 +68,23 @@ impl<P: Protocol> World<P> {
                 Output::TaskCompleted { launch, outcome } => {
                     self.record_task_outcome(node, launch, outcome)
                 }
+                Output::PeerDown { node: down, by, .. } => self.trace.instant(
+                    self.now_ns,
+                    node,
+                    "view: down",
+                    serde_json::json!({ "node": down.0, "by": by.0 }),
+                ),
+                Output::Fenced { by, .. } => {
+                    // A fenced process ends, exactly like a crash.
+                    self.crash(node, chooser);
+                    self.trace.instant(
+                        self.now_ns,
+                        node,
+                        "fenced",
+                        serde_json::json!({ "by": by.0 }),
+                    );
+                    return;
+                }
             }
         }
     }
@@ -115,6 +132,7 @@ impl<P: Protocol> World<P> {
             plan.to,
             plan.task.clone(),
             plan.task.clone().into_bytes(),
+            None,
         ) {
             Ok(launch) => self
                 .ledger

@@ -157,7 +157,7 @@ impl Protocol for NaiveNode {
         Ok(())
     }
 
-    fn peer_down(&mut self, node: NodeId) {
+    fn peer_down(&mut self, node: NodeId, _reason: &str) {
         if node == self.config.node() || !self.dead.insert(node) {
             return;
         }
@@ -187,7 +187,13 @@ impl Protocol for NaiveNode {
         }
     }
 
-    fn launch(&mut self, to: NodeId, task: String, args: Vec<u8>) -> Result<LaunchId, UsageError> {
+    fn launch(
+        &mut self,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+        _parent: Option<InvocationId>,
+    ) -> Result<LaunchId, UsageError> {
         if to.0 >= self.config.nodes() {
             return Err(UsageError::NoSuchNode {
                 node: to,
@@ -211,6 +217,7 @@ impl Protocol for NaiveNode {
                     task,
                     args,
                     requires,
+                    strict: true,
                 },
             );
         }
@@ -294,7 +301,7 @@ impl NaiveNode {
             Message::Ack { key, report, .. } => {
                 if let Some(broadcast) = self.broadcasts.get_mut(&key) {
                     if broadcast.pending.remove(&from) {
-                        broadcast.report.merge(report);
+                        broadcast.report.merge(report, self.config.limits());
                     }
                 }
                 self.check_broadcast(key);
@@ -318,7 +325,7 @@ impl NaiveNode {
                         .push_back(Output::TaskCompleted { launch, outcome });
                 }
             }
-            Message::Request { .. } | Message::Complete { .. } => {}
+            Message::Request { .. } | Message::Complete { .. } | Message::Down { .. } => {}
         }
     }
 
@@ -340,7 +347,7 @@ impl NaiveNode {
             );
         }
         let report = Report {
-            unreachable: self.dead.clone(),
+            unreachable: self.dead.iter().copied().collect(),
             ..Report::default()
         };
         self.broadcasts.insert(

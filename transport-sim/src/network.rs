@@ -338,7 +338,7 @@ impl<P: Protocol> World<P> {
             "peer_down",
             serde_json::json!({ "node": failed.0 }),
         );
-        self.nodes[observer.0 as usize].peer_down(failed);
+        self.nodes[observer.0 as usize].peer_down(failed, "connection lost");
         self.drain(observer, chooser);
     }
 

@@ -39,10 +39,16 @@ pub trait Protocol: Clone + Hash {
     ) -> Result<(), UsageError>;
 
     /// See [`Node::peer_down`].
-    fn peer_down(&mut self, node: NodeId);
+    fn peer_down(&mut self, node: NodeId, reason: &str);
 
     /// See [`Node::launch`].
-    fn launch(&mut self, to: NodeId, task: String, args: Vec<u8>) -> Result<LaunchId, UsageError>;
+    fn launch(
+        &mut self,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+        parent: Option<InvocationId>,
+    ) -> Result<LaunchId, UsageError>;
 
     /// See [`Node::task_finished`].
     fn task_finished(
@@ -89,12 +95,18 @@ impl Protocol for Node {
         Node::invocation_finished(self, id, outcome)
     }
 
-    fn peer_down(&mut self, node: NodeId) {
-        Node::peer_down(self, node)
+    fn peer_down(&mut self, node: NodeId, reason: &str) {
+        Node::peer_down(self, node, reason)
     }
 
-    fn launch(&mut self, to: NodeId, task: String, args: Vec<u8>) -> Result<LaunchId, UsageError> {
-        Node::launch(self, to, task, args)
+    fn launch(
+        &mut self,
+        to: NodeId,
+        task: String,
+        args: Vec<u8>,
+        parent: Option<InvocationId>,
+    ) -> Result<LaunchId, UsageError> {
+        Node::launch(self, to, task, args, parent)
     }
 
     fn task_finished(

@@ -23,6 +23,12 @@ pub struct Cluster {
     pub sent_by_kind: BTreeMap<&'static str, usize>,
     /// Number of Transmit outputs (frames).
     pub frames: usize,
+    /// Nodes crashed by the test: frames to and from them are lost.
+    pub crashed: Vec<u32>,
+    /// (node, peer, declared by) for every PeerDown output.
+    pub downs: Vec<(NodeId, NodeId, NodeId)>,
+    /// (node, declared by) for every Fenced output.
+    pub fenced: Vec<(NodeId, NodeId)>,
 }
 
 impl Cluster {
@@ -45,11 +51,23 @@ impl Cluster {
             task_results: Vec::new(),
             sent_by_kind: BTreeMap::new(),
             frames: 0,
+            crashed: Vec::new(),
+            downs: Vec::new(),
+            fenced: Vec::new(),
         }
     }
 
     pub fn node(&mut self, i: u32) -> &mut Node {
         &mut self.nodes[i as usize]
+    }
+
+    /// Frames in flight holding a message of `kind`.
+    pub fn in_flight_of_kind(&self, kind: &str) -> Vec<(NodeId, NodeId, Vec<Message>)> {
+        self.in_flight
+            .iter()
+            .filter(|(_, _, messages)| messages.iter().any(|m| m.kind() == kind))
+            .cloned()
+            .collect()
     }
 
     pub fn messages(&self) -> usize {
@@ -88,6 +106,8 @@ impl Cluster {
                     Output::TaskCompleted { launch, outcome } => {
                         self.task_results.push((me, launch, outcome))
                     }
+                    Output::PeerDown { node, by, .. } => self.downs.push((me, node, by)),
+                    Output::Fenced { by, .. } => self.fenced.push((me, by)),
                 }
             }
         }
@@ -99,6 +119,9 @@ impl Cluster {
         let Some((from, to, messages)) = self.in_flight.pop_front() else {
             return false;
         };
+        if self.crashed.contains(&from.0) || self.crashed.contains(&to.0) {
+            return true;
+        }
         for message in messages {
             self.nodes[to.0 as usize]
                 .handle_message(from, message)
@@ -151,10 +174,12 @@ impl Cluster {
             .map(|(_, _, result)| result)
     }
 
+    /// Crashes `dead` and tells every other node's transport at once.
     pub fn peer_down_everywhere(&mut self, dead: u32) {
+        self.crashed.push(dead);
         for i in 0..self.nodes.len() as u32 {
             if i != dead {
-                self.nodes[i as usize].peer_down(NodeId(dead));
+                self.nodes[i as usize].peer_down(NodeId(dead), "connection lost");
             }
         }
         self.in_flight
