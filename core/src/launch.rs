@@ -44,7 +44,7 @@ pub(crate) struct SentLaunch {
 
 impl Node {
     /// The registrations a launch to `to` must wait for there: every global key
-    /// done or running here (those nested in them come with them), except those `to` is known to have done (an earlier launch
+    /// running or done successfully here (those nested in them come with them), except those `to` is known to have done (an earlier launch
     /// that required them was answered, or their job-wide result does not name
     /// `to`) and, for a launch from inside an invocation, that invocation's key and
     /// the keys waiting on it. Also returns the entry count to remember.
@@ -56,6 +56,13 @@ impl Node {
         let requires = self.global_keys[from.min(self.global_keys.len())..]
             .iter()
             .filter(|key| !excluded.contains(key))
+            // A key that failed here is not something the launcher has either.
+            .filter(|key| {
+                !self
+                    .entries
+                    .get(key)
+                    .is_some_and(|e| matches!(e.outcome(), Some(Err(_))))
+            })
             .filter(|key| match self.completed.get(key) {
                 Some(result) => {
                     result.failures.iter().any(|f| f.node == to) || result.unreachable.contains(&to)

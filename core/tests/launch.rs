@@ -206,3 +206,204 @@ fn oversized_launches_and_results_are_refused_not_dropped() {
     let error = outcome.expect_err("too large to send back");
     assert!(error.to_string().contains("exceeds the frame limit"));
 }
+
+/// The launched frame to `to` holding a Launch, and its `requires`.
+fn launch_requires(c: &Cluster, to: u32) -> Vec<herald_core::Key> {
+    c.in_flight
+        .iter()
+        .filter(|(_, t, _)| t.0 == to)
+        .flat_map(|(_, _, m)| m.iter())
+        .find_map(|m| match m {
+            herald_core::Message::Launch { requires, .. } => Some(requires.clone()),
+            _ => None,
+        })
+        .expect("a launch in flight")
+}
+
+#[test]
+fn a_node_that_only_received_a_key_makes_its_launches_wait_for_it() {
+    let mut c = Cluster::new(3, 2);
+    let reg = registration_homed_at(0, 3, "received");
+    c.register(0, &reg);
+    // Node 1 receives the registration; node 2's copy stays in flight.
+    let to_one = c
+        .in_flight
+        .iter()
+        .position(|(_, to, _)| to.0 == 1)
+        .expect("disseminate to 1");
+    let frame = c.in_flight.remove(to_one).expect("frame");
+    c.in_flight.push_front(frame);
+    c.deliver_one();
+    c.node(1)
+        .launch(NodeId(2), "t", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert_eq!(launch_requires(&c, 2), [reg.key()]);
+    // Deliver the launch first: the task waits for the registration on node 2.
+    let launch_at = c
+        .in_flight
+        .iter()
+        .position(|(from, _, m)| from.0 == 1 && m[0].kind() == "launch")
+        .expect("launch");
+    let frame = c.in_flight.remove(launch_at).expect("frame");
+    c.in_flight.push_front(frame);
+    c.deliver_one();
+    assert!(c.tasks.is_empty());
+    c.settle();
+    assert_eq!(c.tasks.len(), 1);
+    assert!(c.ran(2, reg.key()));
+}
+
+#[test]
+fn a_launch_from_inside_an_invocation_skips_its_own_key_and_requires_the_rest() {
+    let mut c = Cluster::new(2, 2);
+    let earlier = registration_homed_at(0, 2, "earlier");
+    let outer = registration_homed_at(0, 2, "outer");
+    c.register(0, &earlier);
+    c.register(0, &outer);
+    let invocation = c
+        .running
+        .iter()
+        .find(|(n, inv)| n.0 == 0 && inv.key == outer.key())
+        .map(|(_, inv)| inv.id)
+        .expect("outer runs on 0");
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], Some(invocation))
+        .expect("launch");
+    c.pump();
+    assert_eq!(launch_requires(&c, 1), [earlier.key()]);
+    // Launched to itself from inside `outer`, the task must not wait for `outer`.
+    c.node(0)
+        .launch(NodeId(0), "local", vec![], Some(invocation))
+        .expect("launch");
+    c.pump();
+    c.finish(0, earlier.key(), Ok(()));
+    assert!(
+        c.tasks.iter().any(|(n, t)| n.0 == 0 && t.task == "local"),
+        "runs while outer still runs: no self-deadlock"
+    );
+}
+
+#[test]
+fn a_launch_after_a_result_naming_the_target_failed_fails_there() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "named-failed");
+    let request = c.register(0, &reg);
+    c.deliver_all();
+    c.finish(1, reg.key(), Err("missing symbol".into()));
+    c.settle();
+    assert_eq!(
+        c.answer(0, request).expect("answered").failures[0].node,
+        NodeId(1)
+    );
+    let launch = c
+        .node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert_eq!(launch_requires(&c, 1), [reg.key()]);
+    c.settle();
+    assert!(c.tasks.is_empty(), "the task never ran");
+    let (_, _, outcome) = c
+        .task_results
+        .iter()
+        .find(|(_, l, _)| *l == launch)
+        .expect("answered");
+    let error = outcome.as_ref().expect_err("failed");
+    assert!(
+        matches!(&error.kind, TaskErrorKind::RequirementFailed { key, error } if *key == reg.key() && error == "missing symbol"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn control_launches_run_even_where_a_requirement_failed() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "control");
+    c.register(0, &reg);
+    c.deliver_all();
+    c.finish(1, reg.key(), Err("boom".into()));
+    c.node(0)
+        .launch_control(NodeId(1), "end", vec![])
+        .expect("launch");
+    c.settle();
+    assert!(c.tasks.iter().any(|(n, t)| n.0 == 1 && t.task == "end"));
+}
+
+#[test]
+fn answered_launches_let_later_ones_to_the_same_target_carry_less() {
+    let mut c = Cluster::new(3, 2);
+    let reg = registration_homed_at(1, 3, "watermark");
+    c.register(1, &reg);
+    c.deliver_all();
+    // Node 2 got the key by dissemination and never learns the job-wide result.
+    c.node(2)
+        .launch(NodeId(0), "first", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert_eq!(launch_requires(&c, 0), [reg.key()]);
+    c.settle();
+    let (_, task) = c.tasks.pop().expect("ran");
+    c.node(0).task_finished(task.run, Ok(vec![])).expect("done");
+    c.pump();
+    c.deliver_all();
+    c.node(2)
+        .launch(NodeId(0), "second", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert!(launch_requires(&c, 0).is_empty());
+}
+
+#[test]
+fn keys_nested_only_here_are_covered_by_their_enclosing_key() {
+    let mut c = Cluster::new(2, 2);
+    let outer = registration_homed_at(0, 2, "outer-nest");
+    let inner = registration_homed_at(0, 2, "inner-nest");
+    c.register(0, &outer);
+    let parent = c.running[0].1.id;
+    c.node(0)
+        .register(inner.clone(), Some(parent))
+        .expect("nested");
+    c.pump();
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert_eq!(launch_requires(&c, 1), [outer.key()]);
+}
+
+#[test]
+fn a_redelivered_launch_runs_once() {
+    let mut c = Cluster::new(2, 2);
+    c.node(0)
+        .launch(NodeId(1), "once", vec![], None)
+        .expect("launch");
+    c.pump();
+    let frame = c.in_flight.front().cloned().expect("launch in flight");
+    c.in_flight.push_back(frame.clone());
+    c.deliver_all();
+    let (_, task) = c.tasks.pop().expect("ran");
+    c.node(1).task_finished(task.run, Ok(vec![])).expect("done");
+    c.pump();
+    c.in_flight.push_back(frame);
+    c.deliver_all();
+    assert!(c.tasks.is_empty(), "neither copy ran it again");
+}
+
+#[test]
+fn a_key_that_failed_on_the_launcher_too_is_not_required() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "failed-everywhere");
+    c.register(0, &reg);
+    c.deliver_all();
+    c.finish(0, reg.key(), Err("no such module".into()));
+    c.finish(1, reg.key(), Err("no such module".into()));
+    c.settle();
+    c.node(0)
+        .launch(NodeId(1), "t", vec![], None)
+        .expect("launch");
+    c.pump();
+    assert!(launch_requires(&c, 1).is_empty());
+    c.settle();
+    assert!(c.tasks.iter().any(|(n, _)| n.0 == 1), "it runs");
+}

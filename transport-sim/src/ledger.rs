@@ -260,9 +260,22 @@ impl<P: Protocol> World<P> {
 
     /// Invariant 4 in the state reached so far.
     pub(crate) fn check_message_bound(&mut self) {
-        let (messages, bound) = (self.net.stats.messages, self.message_bound());
+        let downs = self.net.stats.by_kind.get("down").copied().unwrap_or(0);
+        let (messages, bound) = (self.net.stats.messages - downs, self.message_bound());
         if messages > bound {
             self.violate(Violation::TooManyMessages { messages, bound });
+        }
+        // The agreed view: each node that notices a failure tells every node once,
+        // and each receiver tells the failed node once.
+        let n = u64::from(self.scenario.nodes);
+        let noticed =
+            self.net.crashed_nodes().len() as u64 + if self.net.partitioned() { n } else { 0 };
+        let bound = noticed * n * (n + 1);
+        if downs > bound {
+            self.violate(Violation::TooManyMessages {
+                messages: downs,
+                bound,
+            });
         }
     }
 

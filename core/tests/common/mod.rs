@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use herald_core::{
     Config, Invocation, Key, LaunchId, Message, Node, NodeId, Output, Registration,
-    RegistrationResult, RequestId, TaskOutcome, TaskRequest,
+    RegistrationResult, RequestId, TaskOutcome, TaskRequest, encode_frames,
 };
 
 pub struct Cluster {
@@ -29,16 +29,24 @@ pub struct Cluster {
     pub downs: Vec<(NodeId, NodeId, NodeId)>,
     /// (node, declared by) for every Fenced output.
     pub fenced: Vec<(NodeId, NodeId)>,
+    /// Links cut by the test, both directions: frames on them are lost.
+    pub cut: Vec<(u32, u32)>,
 }
 
 impl Cluster {
     pub fn new(nodes: u32, fanout: u32) -> Self {
+        Self::with_frame_limit(nodes, fanout, herald_core::DEFAULT_MAX_FRAME_BYTES)
+    }
+
+    /// A cluster whose every frame must fit in `max_frame_bytes` (checked on send).
+    pub fn with_frame_limit(nodes: u32, fanout: u32, max_frame_bytes: usize) -> Self {
         Self {
             nodes: (0..nodes)
                 .map(|i| {
                     Node::new(
                         Config::new(NodeId(i), nodes)
                             .and_then(|c| c.with_fanout(fanout))
+                            .and_then(|c| c.with_max_frame_bytes(max_frame_bytes))
                             .expect("valid config"),
                     )
                 })
@@ -54,6 +62,7 @@ impl Cluster {
             crashed: Vec::new(),
             downs: Vec::new(),
             fenced: Vec::new(),
+            cut: Vec::new(),
         }
     }
 
@@ -89,6 +98,9 @@ impl Cluster {
             while let Some(output) = self.nodes[i].poll_output() {
                 match output {
                     Output::Transmit { to, messages } => {
+                        let limit = self.nodes[i].config().max_frame_bytes();
+                        let frames = encode_frames(&messages, limit).expect("every message fits");
+                        assert!(frames.iter().all(|f| f.len() <= limit));
                         self.frames += 1;
                         for m in &messages {
                             *self.sent_by_kind.entry(m.kind()).or_default() += 1;
@@ -119,7 +131,10 @@ impl Cluster {
         let Some((from, to, messages)) = self.in_flight.pop_front() else {
             return false;
         };
-        if self.crashed.contains(&from.0) || self.crashed.contains(&to.0) {
+        if self.crashed.contains(&from.0)
+            || self.crashed.contains(&to.0)
+            || self.is_cut(from.0, to.0)
+        {
             return true;
         }
         for message in messages {
@@ -172,6 +187,20 @@ impl Cluster {
             .iter()
             .find(|(n, r, _)| n.0 == node && *r == request)
             .map(|(_, _, result)| result)
+    }
+
+    /// Cuts the link between `a` and `b`: frames on it, in flight or later, are lost.
+    pub fn cut_link(&mut self, a: u32, b: u32) {
+        self.cut.push((a.min(b), a.max(b)));
+    }
+
+    pub fn is_cut(&self, a: u32, b: u32) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Whether `node` has run `key` (an invocation was started there).
+    pub fn ran(&self, node: u32, key: Key) -> bool {
+        self.invoked.iter().any(|(n, k)| n.0 == node && *k == key)
     }
 
     /// Crashes `dead` and tells every other node's transport at once.
