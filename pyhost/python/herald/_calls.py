@@ -16,7 +16,7 @@ import functools
 import importlib
 import pickle
 
-import _herald
+from . import _herald
 
 from . import _context
 from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError

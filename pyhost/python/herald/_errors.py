@@ -1,6 +1,6 @@
 """The exceptions herald raises, and the text that names each failing node."""
 
-from _herald import HeraldError
+from ._herald import HeraldError
 
 import os
 import traceback
