@@ -13,6 +13,7 @@ use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 use herald_host::JobEnd;
 use pyo3::prelude::*;
 
+use crate::executor;
 use crate::job::{self, COORDINATOR_LINGER, Node};
 use crate::module::{self, HeraldError};
 
@@ -116,6 +117,7 @@ pub(crate) fn end_of_program(py: Python<'_>) -> Option<String> {
             }
         };
         runtime.shutdown();
+        executor::close_and_drain();
         problem
     })
 }
