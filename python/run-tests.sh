@@ -73,7 +73,14 @@ job() {
     shift 2
     case "$mode" in
     herald-python) timeout 600 "$HERALD_PYTHON" -n "$nodes" "$@" ;;
-    python) timeout 600 "$HERALD_BIN" run -n "$nodes" -- "$VENV/bin/python" "$@" ;;
+    python)
+        if [ "$nodes" = 1 ]; then
+            # No launcher: a job of one node.
+            timeout 600 "$VENV/bin/python" "$@"
+        else
+            timeout 600 "$HERALD_BIN" run -n "$nodes" -- "$VENV/bin/python" "$@"
+        fi
+        ;;
     esac
 }
 
