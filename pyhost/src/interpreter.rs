@@ -151,7 +151,9 @@ fn initialize() -> anyhow::Result<()> {
             };
             bail!(
                 "starting Python: {message} (home: {})",
-                home.map_or("PYTHONHOME".into(), |home| home.to_string_lossy().into_owned())
+                home.map_or("PYTHONHOME".into(), |home| home
+                    .to_string_lossy()
+                    .into_owned())
             );
         }
         ffi::PyEval_SaveThread();

@@ -87,7 +87,11 @@ fn the_standard_library_is_its_own_whatever_path_says() {
     // on PATH used to hand herald-python that installation's standard library.
     let output = herald_python_with(
         &["-c", "import math, sys, sysconfig; print(sys.prefix)"],
-        &[("PATH", "/usr/bin:/bin"), ("PYTHONHOME", ""), ("VIRTUAL_ENV", "")],
+        &[
+            ("PATH", "/usr/bin:/bin"),
+            ("PYTHONHOME", ""),
+            ("VIRTUAL_ENV", ""),
+        ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
