@@ -96,10 +96,43 @@ for mode in $MODES; do
     done
 done
 
+# mpi4py and herald in one process under mpirun, imported in either order
+# (mpirun comes from .ci/mpi.sh; mpi4py from PyPI, built against Debian's
+# libopenmpi-dev if it has no wheel here).
+coexist_passed=0
+case " $MODES " in
+*" python "*)
+    if ! command -v mpirun >/dev/null 2>&1; then
+        echo "run-tests.sh: mpi4py coexistence skipped: no mpirun (.ci/mpi.sh installs it)"
+    else
+        if ! "$VENV/bin/python" -c 'import mpi4py' 2>/dev/null; then
+            if ! command -v mpicc >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenmpi-dev >/dev/null \
+                    || echo "run-tests.sh: cannot install libopenmpi-dev"
+            fi
+            "$VENV/bin/python" -m pip install -q --disable-pip-version-check mpi4py
+        fi
+        secret=$(od -vAn -N32 -tx1 /dev/urandom | tr -d ' \n')
+        for order in mpi-first herald-first; do
+            port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+            echo "run-tests.sh: mpi4py and herald under mpirun, $order"
+            if HERALD_COORDINATOR="127.0.0.1:$port" HERALD_SECRET="$secret" timeout 120 \
+                mpirun --allow-run-as-root --oversubscribe -np 3 \
+                -x HERALD_COORDINATOR -x HERALD_SECRET -x HERALD_LIBRARY_PATH \
+                "$VENV/bin/python" "$HERE/mpi/coexist.py" "$order"; then
+                coexist_passed=$((coexist_passed + 1))
+            else
+                failed_suites+=("mpi4py:$order")
+            fi
+        done
+    fi
+    ;;
+esac
+
 # One closing line for all suites, counted from pytest's reports.
-"$PYTHON" - "$WORK/results" <<'PY'
+"$PYTHON" - "$WORK/results" "$coexist_passed" <<'PY'
 import glob, sys, xml.etree.ElementTree as tree
-passed = failed = skipped = 0
+passed, failed, skipped = int(sys.argv[2]), 0, 0
 for report in glob.glob(f"{sys.argv[1]}/*.xml"):
     for suite in tree.parse(report).getroot().iter("testsuite"):
         total, skip = int(suite.get("tests")), int(suite.get("skipped"))
