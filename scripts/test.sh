@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole herald test suite, runnable on a fresh machine that has only the Rust
 # toolchain, gcc and CPython 3.11 with pip: it installs what else it needs
-# (Open MPI from Debian, pytest and cloudpickle into a virtualenv).
+# (Open MPI from Debian; pytest, cloudpickle and maturin into a virtualenv).
 #
 #   1. formatting and lints (rustfmt, clippy -D warnings)
 #   2. Rust tests: core, simulator suites (exhaustive, property, scale), TCP,
 #      host, the multi-process tests of real jobs, herald-python's own tests
 #   3. loom models of the host's shared state
 #   4. a real Open MPI launch of 4 ranks
-#   5. the Python suites inside real jobs of 1, 2 and 4 nodes
+#   5. the Python suites inside real jobs of 1, 2 and 4 nodes, under herald-python
+#      and under a stock python3 with the herald wheel (built by maturin)
 #   6. the demo (README's main command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 step "a real Open MPI launch"
 bash .ci/mpi.sh
 
-step "Python suites on 1, 2 and 4 nodes"
+step "Python suites on 1, 2 and 4 nodes: herald-python, and python3 with the wheel"
 bash python/run-tests.sh
 
 step "the demo"

@@ -101,10 +101,10 @@ fn execute_task(shared: &Shared, request: &TaskRequest) -> Result<Vec<u8>, Strin
     let Some(entry) = shared.tasks.get(&request.task) else {
         return Err(format!(
             "task '{}' is not registered on {}: register it (herald_register_task) or load \
-             the library that does before launching it ({} tasks are registered there)",
+             the library that does before launching it ({})",
             request.task,
             shared.node,
-            shared.tasks.len()
+            shared.tasks.describe(10)
         ));
     };
     match &entry.code {

@@ -81,6 +81,29 @@ impl TaskRegistry {
             .cloned()
     }
 
+    /// What is registered, for an error text: up to `limit` names (herald's
+    /// own left out), in order, then how many more there are.
+    pub(crate) fn describe(&self, limit: usize) -> String {
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<&str> = tasks
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with(RESERVED_PREFIX))
+            .collect();
+        if names.is_empty() {
+            return "no task is registered there".to_owned();
+        }
+        names.sort_unstable();
+        let shown: Vec<String> = names.iter().take(limit).map(|n| format!("'{n}'")).collect();
+        let more = names.len().saturating_sub(limit);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("registered there: {}{more}", shown.join(", "))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.tasks
             .read()

@@ -49,6 +49,12 @@ class EmbeddedPackage(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader)
 
 
 def install(sources):
-    """Puts the finder first on ``sys.meta_path`` and imports ``herald``."""
+    """Puts the finder first on ``sys.meta_path`` and imports ``herald``.
+
+    The native half is built in as ``_herald``; the package imports it as
+    ``herald._herald``, the name it has in the wheel."""
+    import _herald
+
+    sys.modules["herald._herald"] = _herald
     sys.meta_path.insert(0, EmbeddedPackage(sources))
     importlib.import_module("herald")

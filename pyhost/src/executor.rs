@@ -7,11 +7,43 @@
 //! `herald/_remote.py`, which also turns Python exceptions into the error text
 //! (with traceback) that the requesting node reports.
 
+use std::sync::{Condvar, LazyLock, Mutex, PoisonError};
+
 use herald_host::Executor;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::claims;
+
+/// The Python calls that workers are making, and whether new ones may start.
+static CALLS: LazyLock<Calls> = LazyLock::new(Calls::default);
+
+#[derive(Default)]
+struct Calls {
+    state: Mutex<CallState>,
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct CallState {
+    running: usize,
+    closed: bool,
+}
+
+/// Refuses Python calls from now on and waits until the running ones have
+/// returned and let go of the interpreter: a stock Python finalizes itself when
+/// its program ends, and a worker still attached then would crash the process.
+/// Call without holding the GIL, once the job has ended.
+pub(crate) fn close_and_drain() {
+    let mut state = CALLS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.closed = true;
+    while state.running > 0 {
+        state = CALLS
+            .finished
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
 
 /// The code kind of Python registrations and tasks.
 pub(crate) const PYTHON_KIND: &str = "python";
@@ -56,6 +88,18 @@ fn remote(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
 /// Runs `call` attached to the interpreter; a Python error that escapes
 /// `herald._remote` (a bug there, or a broken interpreter) becomes its text.
 fn attached<T>(call: impl for<'py> FnOnce(Python<'py>) -> PyResult<T>) -> Result<T, String> {
-    Python::try_attach(|py| call(py).map_err(|error| error.to_string()))
-        .unwrap_or_else(|| Err("the Python interpreter of this node is shutting down".to_owned()))
+    const SHUTTING_DOWN: &str = "the Python interpreter of this node is shutting down";
+    {
+        let mut state = CALLS.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(SHUTTING_DOWN.to_owned());
+        }
+        state.running += 1;
+    }
+    let outcome = Python::try_attach(|py| call(py).map_err(|error| error.to_string()))
+        .unwrap_or_else(|| Err(SHUTTING_DOWN.to_owned()));
+    let mut state = CALLS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.running -= 1;
+    CALLS.finished.notify_all();
+    outcome
 }

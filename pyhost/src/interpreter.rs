@@ -2,17 +2,28 @@
 //! Python work can arrive before it is ready), with the `herald` package
 //! compiled into the binary, and the program run on rank 0.
 //!
+//! It takes its standard library from `PYTHONHOME` when that is set, else from
+//! the prefix of the Python it was built against (build.rs): never from
+//! whichever `python3` happens to be first on PATH, which may be another
+//! installation (Debian's, say) of the same version without the same modules.
+//!
 //! The interpreter is never finalized: worker threads may still be attached when
 //! the job ends, and finalizing under them would crash. `herald._main.finish`
 //! runs the `atexit` handlers and flushes the standard streams instead.
 
 use std::ffi::{CString, OsString};
+use std::path::Path;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
+use herald_python::module::{self, _herald};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::module::_herald;
+/// `sys.base_prefix` of the Python this binary was built against (empty if unknown).
+const BUILD_HOME: &str = env!("HERALD_PYTHON_HOME");
+/// Its interpreter (empty if unknown): `sys.executable` here.
+const BUILD_EXECUTABLE: &str = env!("HERALD_PYTHON_EXECUTABLE");
 
 /// One module of the `herald` package: (name, is it a package, file name, source).
 macro_rules! herald_module {
@@ -35,6 +46,7 @@ const PACKAGE: &[(&str, bool, &str, &str)] = &[
     herald_module!("herald._calls", "_calls.py", false),
     herald_module!("herald._remote", "_remote.py", false),
     herald_module!("herald._main", "_main.py", false),
+    herald_module!("herald._spmd", "_spmd.py", false),
 ];
 
 /// Installs the finder that serves [`PACKAGE`] (it defines `install(sources)`).
@@ -44,7 +56,9 @@ const BOOTSTRAP: &str = include_str!("../python/bootstrap.py");
 /// `sys.argv` and `sys.path` from the program's arguments (every rank does, so
 /// modules beside the script import the same way everywhere).
 pub(crate) fn start(python_args: &[OsString]) -> anyhow::Result<()> {
+    module::mark_embedded();
     pyo3::append_to_inittab!(_herald);
+    initialize()?;
     Python::initialize();
     let problem = Python::attach(|py| {
         install_package(py)
@@ -87,6 +101,68 @@ pub(crate) fn finish() {
             eprintln!("{}", report(py, "finishing", error));
         }
     });
+}
+
+/// Starts the interpreter with its home and program name fixed (see the module
+/// docs), without signal handlers (as `Py_InitializeEx(0)` would), and releases
+/// the GIL, as `Python::initialize` does.
+fn initialize() -> anyhow::Result<()> {
+    let home = std::env::var_os("PYTHONHOME").filter(|home| !home.is_empty());
+    let build_home = (home.is_none() && Path::new(BUILD_HOME).is_dir()).then_some(BUILD_HOME);
+    let program = Path::new(BUILD_EXECUTABLE)
+        .is_file()
+        .then_some(BUILD_EXECUTABLE);
+    let home = build_home.map(c_text).transpose()?;
+    let program = program.map(c_text).transpose()?;
+    // SAFETY: the config is initialised by PyConfig_InitPythonConfig before use
+    // and cleared after Py_InitializeFromConfig copied it; the strings outlive
+    // the calls that copy them; this runs once, on the main thread, before any
+    // other Python call.
+    unsafe {
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::zeroed();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        config.parse_argv = 0;
+        config.install_signal_handlers = 0;
+        let mut status = ffi::PyStatus_Ok();
+        if let Some(home) = &home {
+            status = ffi::PyConfig_SetBytesString(&mut config, &mut config.home, home.as_ptr());
+        }
+        if ffi::PyStatus_Exception(status) == 0 {
+            if let Some(program) = &program {
+                status = ffi::PyConfig_SetBytesString(
+                    &mut config,
+                    &mut config.program_name,
+                    program.as_ptr(),
+                );
+            }
+        }
+        if ffi::PyStatus_Exception(status) == 0 {
+            status = ffi::Py_InitializeFromConfig(&config);
+        }
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            let message = if status.err_msg.is_null() {
+                "unknown error".to_owned()
+            } else {
+                std::ffi::CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            bail!(
+                "starting Python: {message} (home: {})",
+                home.map_or("PYTHONHOME".into(), |home| home
+                    .to_string_lossy()
+                    .into_owned())
+            );
+        }
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+fn c_text(text: &str) -> anyhow::Result<CString> {
+    CString::new(text).map_err(|_| anyhow!("{text:?} contains a NUL byte"))
 }
 
 fn install_package(py: Python<'_>) -> PyResult<()> {

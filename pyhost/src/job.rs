@@ -1,23 +1,24 @@
-//! Joining the job and playing this rank's part in it: rank 0 runs the program
-//! and then ends the job; every other rank serves until it ends.
+//! Joining the job: the bootstrap from the environment (the same as `herald
+//! node`'s), the runtime with the Python executor in place, and the ends of a job
+//! that both herald-python and the extension module need.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
-use herald_host::{HostConfig, JobEnd, Runtime};
+use herald_host::{HostConfig, Runtime};
 use herald_tcp::{Bootstrap, BootstrapError, Mesh, MeshEvent, bootstrap_from_env};
 
 use crate::executor::{PYTHON_KIND, PythonExecutor};
-use crate::{interpreter, module};
+use crate::{module, spmd};
 
 /// Longest a node waits, after the end of the job, for rank 0 to close its links.
-const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
+pub const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
 
 /// Where this process stands: in a job a launcher described in the environment,
 /// or alone (a job of one node).
-pub(crate) fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
+pub fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
     match bootstrap_from_env(&|name| std::env::var(name).ok()) {
         Ok(bootstrap) => Ok(Some(bootstrap)),
         Err(BootstrapError::NoRank) => Ok(None),
@@ -28,7 +29,7 @@ pub(crate) fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
 /// Joins the job (or starts a job of one), with the Python executor in place
 /// before any frame from another node is handled, and makes the runtime the one
 /// the `herald` module and the C ABI use.
-pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node> {
+pub fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node> {
     let config = HostConfig::default();
     let executor = Arc::new(PythonExecutor);
     let (coordinator_gone_tx, coordinator_gone) = crossbeam_channel::bounded(1);
@@ -56,8 +57,11 @@ pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node
                 .name("herald-python-events".into())
                 .spawn(move || {
                     for event in mesh_events {
-                        if matches!(event, MeshEvent::PeerDown { node: 0, .. }) {
-                            let _ = coordinator_gone_tx.try_send(());
+                        if let MeshEvent::PeerDown { node, .. } = &event {
+                            spmd::note_peer_down(*node);
+                            if *node == 0 {
+                                let _ = coordinator_gone_tx.try_send(());
+                            }
                         }
                         if gate.send(event).is_err() {
                             break;
@@ -81,63 +85,14 @@ fn make_current(runtime: &Runtime) {
 }
 
 /// This process's node of the job.
-pub(crate) struct Node {
+pub struct Node {
     /// Its runtime.
-    pub(crate) runtime: Runtime,
+    pub runtime: Runtime,
     /// Signalled when rank 0's link goes down (never, in a job of one).
-    coordinator_gone: Receiver<()>,
+    pub coordinator_gone: Receiver<()>,
 }
 
 /// Whether this node knows that the job is over.
-pub(crate) fn job_over(runtime: &Runtime) -> bool {
+pub fn job_over(runtime: &Runtime) -> bool {
     runtime.wait_for_job_end(Some(Duration::ZERO)).is_ok()
-}
-
-/// Rank 0: registers the task Python launches run on every node, runs the
-/// program, ends the job. Returns the exit status.
-pub(crate) fn coordinate(runtime: &Runtime) -> u8 {
-    let ready = runtime
-        .register_task(module::python_call_variant())
-        .and_then(|handle| handle.wait());
-    let status = match ready {
-        Ok(_) => interpreter::run_main(),
-        Err(error) => {
-            eprintln!("herald-python: cannot register the Python task on every node: {error}");
-            1
-        }
-    };
-    crate::mute_runtime_logs();
-    if let Err(error) = runtime.end_job() {
-        eprintln!("herald-python: ending the job: {error}");
-    }
-    runtime.shutdown();
-    status
-}
-
-/// Every other rank: serves registrations and tasks until the job ends.
-/// Returns the exit status.
-pub(crate) fn serve(node: &Node) -> u8 {
-    let runtime = &node.runtime;
-    let end = runtime.wait_for_job_end(None);
-    interpreter::finish();
-    if matches!(end, Ok(JobEnd::Ended { .. })) {
-        // Rank 0 closes its links once every node has acknowledged the end; leaving
-        // only then means no node sees another leave while its job still runs.
-        let _ = node.coordinator_gone.recv_timeout(COORDINATOR_LINGER);
-    }
-    runtime.shutdown();
-    match end {
-        Ok(JobEnd::Ended { .. } | JobEnd::Stopped) => 0,
-        Ok(JobEnd::CoordinatorLost { reason }) => {
-            eprintln!(
-                "herald-python: node {} stops: rank 0, which runs the program, is gone ({reason})",
-                runtime.node_id()
-            );
-            1
-        }
-        Err(error) => {
-            eprintln!("herald-python: waiting for the end of the job: {error}");
-            1
-        }
-    }
 }

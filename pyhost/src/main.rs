@@ -11,28 +11,25 @@
 //! process exits with the program's status (rank 0) or 0 (other ranks, unless
 //! rank 0 was lost), so `herald run` fails when the program does.
 //!
-//! The `herald` Python module ([`module`] and `pyhost/python/herald/`) gives the
+//! The `herald` Python module (`herald_python::module` and `pyhost/python/herald/`) gives the
 //! program `import_global`, `register_global`, `launch` and `@herald.task`; the
 //! executable exports the C ABI (`herald_*`), so a native library that Python
 //! loads with `ctypes` registers its tasks on every node from its constructor.
 
-mod claims;
 mod cli;
-mod executor;
 mod interpreter;
-mod job;
 mod launch;
-mod module;
+mod roles;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::bail;
+use herald_python::{job, logging};
 
 fn main() -> ExitCode {
     // Keeps the herald_* functions in the binary for plugins (see build.rs).
     herald_host::keep_c_abi();
-    init_logging();
+    logging::init();
     match run() {
         Ok(status) => ExitCode::from(status),
         Err(error) => {
@@ -70,52 +67,8 @@ fn run() -> anyhow::Result<u8> {
     interpreter::start(&options.python_args)?;
     let node = job::start_runtime(bootstrap)?;
     Ok(if node.runtime.node_id() == 0 {
-        job::coordinate(&node.runtime)
+        roles::coordinate(&node.runtime)
     } else {
-        job::serve(&node)
+        roles::serve(&node)
     })
-}
-
-/// Set on rank 0 when it ends the job (other nodes learn it from their runtime).
-static ENDING_JOB: AtomicBool = AtomicBool::new(false);
-
-/// Stops the runtime's logging on rank 0 (see [`LogWriter`]).
-pub(crate) fn mute_runtime_logs() {
-    ENDING_JOB.store(true, Ordering::Relaxed);
-}
-
-/// Standard error until this node knows the job is over, then nothing: links
-/// closing then are the job's teardown, not news.
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let over = ENDING_JOB.load(Ordering::Relaxed)
-            || module::runtime_if_started().is_some_and(job::job_over);
-        if over {
-            return Ok(buf.len());
-        }
-        std::io::stderr().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-/// Logs of the runtime (a registration nobody waits for failed, a node went
-/// down, ...) go to stderr; `HERALD_LOG` sets the level.
-fn init_logging() {
-    let level = match std::env::var("HERALD_LOG").as_deref() {
-        Ok("error") => tracing::Level::ERROR,
-        Ok("info") => tracing::Level::INFO,
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        _ => tracing::Level::WARN,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(|| LogWriter)
-        .with_target(false)
-        .init();
 }

@@ -1,5 +1,6 @@
-//! `_herald`: the native half of the `herald` Python module, built into the
-//! binary. It holds no policy: it hands Python's requests to the runtime and
+//! `_herald`: the native half of the `herald` Python module (`herald._herald`),
+//! built into herald-python or loaded as the wheel's extension module. It holds
+//! no policy: it hands Python's requests to the runtime and
 //! returns outcomes as plain values; `herald/*.py` decides what to wait for and
 //! which exception to raise.
 //!
@@ -10,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_host::{
@@ -23,7 +25,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::executor::PYTHON_KIND;
 
 /// Name of the task that runs a pickled Python call; every Python launch runs it.
-pub(crate) const PYTHON_CALL_TASK: &str = "herald-python.call";
+pub const PYTHON_CALL_TASK: &str = "herald-python.call";
 /// Payload of that task's variant (there is one kind of Python task).
 const PYTHON_CALL_PAYLOAD: &[u8] = b"call";
 
@@ -44,6 +46,23 @@ create_exception!(
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// Set by herald-python before Python starts: the runtime is the binary's to
+/// start, and rank 0 alone runs the program.
+static EMBEDDED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the module that it is built into herald-python (call before Python
+/// starts), so `import herald` does not join a job by itself.
+pub fn mark_embedded() {
+    EMBEDDED.store(true, Ordering::Relaxed);
+}
+
+/// Whether this is herald-python (True) or the extension module in a stock
+/// Python (False), where every rank runs the program.
+#[pyfunction]
+pub(crate) fn embedded() -> bool {
+    EMBEDDED.load(Ordering::Relaxed)
+}
+
 /// Makes `runtime` the one the `herald` module talks to (once per process).
 pub(crate) fn set_runtime(runtime: Runtime) {
     if RUNTIME.set(runtime).is_err() {
@@ -52,7 +71,7 @@ pub(crate) fn set_runtime(runtime: Runtime) {
 }
 
 /// The task variant every Python launch runs, registered by rank 0 at start.
-pub(crate) fn python_call_variant() -> TaskVariant {
+pub fn python_call_variant() -> TaskVariant {
     TaskVariant {
         name: PYTHON_CALL_TASK.to_owned(),
         code: TaskCode::Custom {
@@ -63,7 +82,7 @@ pub(crate) fn python_call_variant() -> TaskVariant {
 }
 
 /// The runtime, once [`set_runtime`] has run.
-pub(crate) fn runtime_if_started() -> Option<&'static Runtime> {
+pub fn runtime_if_started() -> Option<&'static Runtime> {
     RUNTIME.get()
 }
 
@@ -194,16 +213,30 @@ fn register(payload: Vec<u8>, args: Vec<u8>, tag: Option<String>) -> PyResult<Py
 
 /// Launches task `task` on `node` with argument bytes `args`. Never blocks.
 #[pyfunction]
-fn launch(node: u32, task: String, args: Vec<u8>) -> PyResult<PyTask> {
+fn launch(node: i64, task: String, args: Vec<u8>) -> PyResult<PyTask> {
     let runtime = runtime()?;
-    if node >= runtime.num_nodes() {
-        return Err(PyValueError::new_err(format!(
-            "node {node} does not exist: the job has nodes 0..{}",
-            runtime.num_nodes()
-        )));
-    }
+    let node = check_node(node, runtime.num_nodes())?;
     let handle = runtime.launch(node, task, args);
     Ok(PyTask { handle })
+}
+
+/// `node` as a node id of a job of `nodes`, or a ValueError naming the job's nodes.
+fn check_node(node: i64, nodes: u32) -> PyResult<u32> {
+    match u32::try_from(node) {
+        Ok(id) if id < nodes => Ok(id),
+        _ => Err(PyValueError::new_err(format!(
+            "node {node} does not exist: {}",
+            describe_nodes(nodes)
+        ))),
+    }
+}
+
+/// "the job has nodes 0..3" (inclusive), or "the job has node 0 only".
+fn describe_nodes(nodes: u32) -> String {
+    match nodes {
+        0 | 1 => "the job has node 0 only".to_owned(),
+        _ => format!("the job has nodes 0..{} (inclusive)", nodes - 1),
+    }
 }
 
 /// Loads a native library here (its constructors may register globally) and
@@ -245,12 +278,15 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 /// The `_herald` module.
 #[pymodule]
-pub(crate) mod _herald {
+pub mod _herald {
     #[pymodule_export]
     use super::{
-        HeraldError, PyRegistration, PyTask, TaskFailed, launch, load_library, node_id, num_nodes,
-        register, stats,
+        HeraldError, PyRegistration, PyTask, TaskFailed, embedded, launch, load_library, node_id,
+        num_nodes, register, stats,
     };
+
+    #[pymodule_export]
+    use crate::spmd::{arrive, end_of_program, join_job};
 
     #[pymodule_export]
     use crate::claims::{ImportClaim, claim_import};

@@ -5,7 +5,20 @@
 use std::process::{Command, Output};
 
 fn herald_python(args: &[&str]) -> Output {
+    herald_python_with(args, &[])
+}
+
+/// herald-python with `env` set on top of this process's environment (an empty
+/// value removes the variable).
+fn herald_python_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald-python"));
+    for (name, value) in env {
+        if value.is_empty() {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
+    }
     for variable in [
         "HERALD_RANK",
         "HERALD_SIZE",
@@ -65,5 +78,46 @@ fn the_c_abi_is_exported_for_plugins() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_standard_library_is_its_own_whatever_path_says() {
+    // Debian's python3 (another installation, maybe of the same version) first
+    // on PATH used to hand herald-python that installation's standard library.
+    let output = herald_python_with(
+        &["-c", "import math, sys, sysconfig; print(sys.prefix)"],
+        &[
+            ("PATH", "/usr/bin:/bin"),
+            ("PYTHONHOME", ""),
+            ("VIRTUAL_ENV", ""),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let home = env!("HERALD_PYTHON_HOME");
+    if !home.is_empty() {
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), home);
+    }
+}
+
+#[test]
+fn a_virtualenv_of_another_python_is_refused_by_name() {
+    let venv = std::env::temp_dir().join(format!("hp-venv-{}", std::process::id()));
+    std::fs::create_dir_all(&venv).expect("temporary directory");
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /nowhere/bin\nversion = 2.7.18\n",
+    )
+    .expect("pyvenv.cfg written");
+    let venv_text = venv.to_string_lossy().into_owned();
+    let output = herald_python_with(&["-c", "print('ran')"], &[("VIRTUAL_ENV", &venv_text)]);
+    let _ = std::fs::remove_dir_all(&venv);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).is_empty());
+    assert!(
+        stderr.contains("is for Python 2.7, but herald-python embeds Python 3."),
+        "{stderr}"
     );
 }

@@ -1,6 +1,12 @@
-"""The herald-python test suite runs inside a herald job: rank 0 runs pytest,
+"""The herald Python test suite runs inside a herald job: rank 0 runs pytest,
 the other ranks serve it, so every test exercises the real runtime on as many
-nodes as the job has (`herald-python -n 4 -m pytest python/tests`).
+nodes as the job has. Two ways, the same tests:
+
+    herald-python -n 4 -m pytest python/tests              # the embedded interpreter
+    herald run -n 4 -- python3 -m pytest python/tests      # a stock python3 with the wheel
+
+Under a stock python3 every rank starts pytest; the ranks other than 0 turn
+into servers (`herald.serve()`) before any test is collected.
 """
 
 import faulthandler
@@ -33,13 +39,17 @@ def pytest_configure(config):
     sys.path.insert(0, HELPERS_DIR)
     if herald is None:
         raise pytest.UsageError(
-            "these tests run inside herald-python: herald-python -n N -m pytest python/tests "
-            "(python/run-tests.sh builds it and runs them on 1, 2 and 4 nodes)"
+            "these tests need herald: herald-python -n N -m pytest python/tests, or a python3 "
+            "with the herald wheel (python/run-tests.sh builds both and runs them on 1, 2 and "
+            "4 nodes)"
         )
+    if herald.node_id() != 0:
+        herald.serve()
 
 
 def pytest_report_header(config):
-    return f"herald job: {herald.num_nodes()} node(s), this is node {herald.node_id()}"
+    how = "herald-python" if herald._herald.embedded() else f"python {sys.version.split()[0]}"
+    return f"herald job: {herald.num_nodes()} node(s), this is node {herald.node_id()} ({how})"
 
 
 @pytest.fixture(autouse=True)

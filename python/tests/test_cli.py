@@ -78,3 +78,32 @@ def test_bad_command_lines_are_refused():
     assert job.returncode == 2 and "-m needs an argument" in job.stderr
     job = run_job(["hp_no_such_script.py"])
     assert job.returncode == 2 and "can't open file" in job.stderr
+
+
+def test_exceptions_and_tracebacks_of_the_main_script(tmp_path):
+    script = tmp_path / "main_weird.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import herald
+
+            class Weird(Exception):
+                def __init__(self, a, b):
+                    super().__init__(f"{a}/{b}")
+
+            def boom():
+                raise Weird(1, 2)
+
+            try:
+                herald.launch(1, boom).result()
+            except Weird as error:
+                remote = error.__cause__.text
+                assert __file__ in remote and "<dynamic-code>" not in remote, remote
+                assert "raise Weird(1, 2)" in remote, remote
+                print("caught Weird")
+            """
+        )
+    )
+    job = run_job(["-n", "2", str(script)])
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "[0] caught Weird" in job.stdout

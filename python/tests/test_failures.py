@@ -74,7 +74,21 @@ def test_unknown_task_is_a_clear_error(nodes):
             herald.launch(node, "hp.no_such_task", b"").result()
         error = raised.value
         assert error.node == node and error.kind == "failed"
-        assert f"task 'hp.no_such_task' is not registered on node {node}" in str(error)
+        message = str(error)
+        assert f"task 'hp.no_such_task' is not registered on node {node}" in message
+        # Named once, and what is registered there is listed.
+        assert message.count("hp.no_such_task") == 1, message
+        assert "registered there: " in message and "'herald-python.call'" in message
+
+
+def test_exception_whose_constructor_takes_two_arguments_keeps_its_type(nodes):
+    last = nodes[-1]
+    with pytest.raises(hp_probe.TwoArgs) as raised:
+        herald.launch(last, hp_probe.raise_two_args, "eggs", 3).result()
+    error = raised.value
+    assert str(error) == "eggs x3" and error.what == "eggs"
+    assert isinstance(error.__cause__, herald.RemoteTraceback)
+    assert "raise TwoArgs(what, count)" in error.__cause__.text
 
 
 def test_register_global_failure_names_the_node(nodes, new_module_name):
@@ -93,5 +107,11 @@ def test_arguments_that_cannot_be_sent_fail_here(nodes):
 
     with pytest.raises(TypeError, match="cannot send"):
         herald.launch(nodes[-1], hp_probe.record, threading.Lock())
-    with pytest.raises(ValueError, match="does not exist"):
-        herald.launch(len(nodes), hp_probe.node)
+    n = len(nodes)
+    job = f"the job has nodes 0..{n - 1} (inclusive)" if n > 1 else "the job has node 0 only"
+    for bad in (n, -1, 2**70):
+        with pytest.raises(ValueError) as raised:
+            herald.launch(bad, hp_probe.node)
+        assert str(raised.value) == f"node {bad} does not exist: {job}"
+    with pytest.raises(TypeError, match="a node is an int"):
+        herald.launch(True, hp_probe.node)

@@ -4,6 +4,7 @@ every node. The program makes no herald call to spread the library: the import
 is a plain `import nativetasks`.
 
     herald-python -n 4 demo.py
+    herald run -n 4 -- python3 demo.py     (a stock python3 with the herald wheel)
 
 With the library built with -DNATIVETASKS_LOCAL_ONLY (it registers its tasks on
 the loading node only, as with a runtime that has only local registration), the
@@ -12,7 +13,13 @@ the demo exits with status 1. See run-demo.sh for both.
 """
 
 import herald
-import nativetasks  # the library's constructor registers its tasks on every node
+
+if herald.node_id() != 0:
+    # A stock python3 runs this script on every rank: the others serve rank 0,
+    # as herald-python's do, so that only rank 0 imports the package.
+    herald.serve()
+
+import nativetasks  # noqa: E402 - the library's constructor registers its tasks on every node
 
 nodes = range(herald.num_nodes())
 squares = [nativetasks.square(node, node + 2) for node in nodes]

@@ -1,8 +1,18 @@
 """herald: make dynamically loaded code exist on every node of a job.
 
-Available inside ``herald-python``, which runs a program as one node of a herald
-job (``herald-python -n 4 script.py``; rank 0 runs the script, the other ranks
-serve it). When the program imports a module or loads a native library that
+Two ways to run a program as a job:
+
+* a stock ``python3`` with this package installed (``pip install ./pyhost``),
+  started by a launcher: ``herald run -n 4 -- python3 script.py``, ``mpirun -np 4
+  python3 script.py``, ``srun``, or ``python3 -m herald run -n 4 script.py``.
+  ``import herald`` joins the job; every rank runs the script (SPMD); the job
+  ends when every rank's program has ended (see :func:`serve` for programs that
+  rank 0 drives);
+* ``herald-python``, an interpreter that is a node of the job itself
+  (``herald-python -n 4 script.py``): rank 0 runs the script, the other ranks
+  serve it.
+
+When the program imports a module or loads a native library that
 registers tasks, herald makes every node do the same, exactly once per process,
 before remote work needs it.
 
@@ -28,8 +38,14 @@ need that import.
 import ctypes
 import os
 
-import _herald
+from . import _herald
 
+if not _herald.embedded():
+    # Native libraries loaded with ctypes resolve their herald_* calls against
+    # this extension module: that needs its symbols global, before any loads.
+    ctypes.CDLL(_herald.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+
+from . import _spmd
 from ._calls import Future, Task, launch, register_global, task
 from ._context import at_safe_point as _at_safe_point
 from ._context import pending_count as _pending_count
@@ -43,6 +59,7 @@ from ._errors import (
     TaskError,
 )
 from ._imports import import_global
+from ._spmd import serve
 
 __all__ = [
     "Future",
@@ -59,6 +76,7 @@ __all__ = [
     "node_id",
     "num_nodes",
     "register_global",
+    "serve",
     "stats",
     "task",
     "wait_pending",
@@ -108,3 +126,6 @@ def stats():
     """This node's runtime counters (registrations, invocations, tasks,
     messages and bytes sent, ...), as a dict."""
     return dict(_herald.stats())
+
+
+_spmd.join()

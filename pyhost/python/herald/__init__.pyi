@@ -1,14 +1,15 @@
-"""Type stubs of the ``herald`` module that herald-python provides.
+"""Type stubs of the ``herald`` module (the wheel ships them with ``py.typed``;
+herald-python embeds the same package).
 
-Point a type checker at them with ``MYPYPATH=pyhost/python`` (or your editor's
-extra paths); the module itself exists only inside herald-python.
+Without the wheel installed, point a type checker at them with
+``MYPYPATH=pyhost/python`` (or your editor's extra paths).
 """
 
 import ctypes
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -95,6 +96,10 @@ def load_library(path: str | os.PathLike[str]) -> ctypes.CDLL:
 
 def wait_pending() -> int:
     """Waits for the registrations started on this thread inside imports."""
+
+def serve() -> NoReturn:
+    """Stock python3 only: serve the other ranks until every rank's program has
+    ended, then exit with status 0."""
 
 def stats() -> dict[str, int]:
     """This node's runtime counters."""

@@ -14,12 +14,15 @@ each other across calls. Arguments and results are pickled the same way.
 
 import functools
 import importlib
+import io
+import operator
 import pickle
+import types
 
-import _herald
+from . import _herald
 
 from . import _context
-from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError
+from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError, add_note
 
 _RESULT_OK = 0
 _RESULT_RAISED = 1
@@ -62,6 +65,7 @@ def launch(node, fn, /, *args, **kwargs):
     ``node`` only after every registration requested on this node before the
     launch is done there.
     """
+    node = _check_node(node)
     if _context.at_safe_point():
         _context.settle()
     if isinstance(fn, str):
@@ -96,7 +100,11 @@ class Future:
             data = self._handle.wait(timeout)
         except _herald.TaskFailed as failure:
             message, node, kind = failure.args
-            raise TaskError(f"{self._what} on node {node}: {message}", node, kind) from None
+            # The runtime's own text may name the task already ("task 'x' is not
+            # registered on node 1: ..."): said once.
+            if not message.startswith(self._what):
+                message = f"{self._what} on node {node}: {message}"
+            raise TaskError(message, node, kind) from None
         return data if self._decode is None else self._decode(data, self.node)
 
     def done(self):
@@ -156,23 +164,44 @@ def describe(fn):
 
 def dumps(value):
     """Pickles ``value``, by value where needed (cloudpickle)."""
-    cloudpickle = _cloudpickle()
+    pickler = _pickler()
     try:
-        if cloudpickle is not None:
-            return cloudpickle.dumps(value)
+        if pickler is not None:
+            buffer = io.BytesIO()
+            pickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(value)
+            return buffer.getvalue()
         return _dumps_by_name(value)
     except Exception as error:
         raise TypeError(f"cannot send {_short(value)} to other nodes: {error}") from error
 
 
-@functools.cache
-def _cloudpickle():
-    """cloudpickle, imported on first use (it takes a while), or None."""
+@functools.lru_cache(maxsize=None)
+def _pickler():
+    """cloudpickle's pickler, made on first use (importing it takes a while),
+    keeping the file names of the code it sends by value, so that remote
+    tracebacks of a script's functions name the script (cloudpickle 3 writes
+    ``<dynamic-code>`` instead); None without cloudpickle."""
     try:
         import cloudpickle
     except ImportError:
         return None
-    return cloudpickle
+    table = getattr(cloudpickle.Pickler, "dispatch_table", None)
+    code_reduce = table.get(types.CodeType) if table is not None else None
+    if code_reduce is None:
+        return cloudpickle.Pickler
+
+    def reduce_code(code):
+        constructor, args = code_reduce(code)
+        args = tuple(
+            code.co_filename if isinstance(arg, str) and arg == "<dynamic-code>" else arg
+            for arg in args
+        )
+        return constructor, args
+
+    class Pickler(cloudpickle.Pickler):
+        dispatch_table = {**table, types.CodeType: reduce_code}
+
+    return Pickler
 
 
 def run_call(data):
@@ -186,31 +215,72 @@ def encode_result(value):
 
 
 def encode_exception(error, traceback_text):
+    """The exception, pickled whole if it unpickles (its constructor takes its
+    ``args``), else as its type, ``args`` and attributes to be rebuilt without
+    calling its constructor; its type name, text and traceback either way."""
+    pickled = parts = None
     try:
         pickled = dumps(error)
         pickle.loads(pickled)
-    except Exception:  # noqa: BLE001 - sent as a RemoteError instead
+    except Exception:  # noqa: BLE001 - sent in parts instead
         pickled = None
+        try:
+            parts = dumps((type(error), error.args, dict(getattr(error, "__dict__", {}))))
+        except Exception:  # noqa: BLE001 - sent as a RemoteError instead
+            parts = None
     kind = type(error)
     type_name = f"{kind.__module__}.{kind.__qualname__}"
-    body = pickle.dumps((pickled, type_name, str(error), traceback_text))
+    body = pickle.dumps((pickled, parts, type_name, str(error), traceback_text))
     return bytes([_RESULT_RAISED]) + body
 
 
 def _decode(data, node):
     if data[:1] == bytes([_RESULT_OK]):
         return pickle.loads(data[1:])
-    pickled, type_name, message, traceback_text = pickle.loads(data[1:])
-    error = None
-    if pickled is not None:
-        try:
-            error = pickle.loads(pickled)
-        except Exception:  # noqa: BLE001 - reported as a RemoteError below
-            error = None
-    if not isinstance(error, BaseException):
-        raise RemoteError(type_name, message, node, traceback_text)
-    error.add_note(f"(raised by a herald task on node {node}; its traceback is above)")
+    pickled, parts, type_name, message, traceback_text = pickle.loads(data[1:])
+    error = _unpickle_exception(pickled, parts)
+    if error is None:
+        raise RemoteError(type_name, message, node, traceback_text) from RemoteTraceback(
+            traceback_text
+        )
+    add_note(error, f"(raised by a herald task on node {node}; its traceback is above)")
     raise error from RemoteTraceback(traceback_text)
+
+
+def _unpickle_exception(pickled, parts):
+    """The exception as its own type, or None if it cannot be rebuilt here."""
+    try:
+        if pickled is not None:
+            error = pickle.loads(pickled)
+            return error if isinstance(error, BaseException) else None
+        if parts is None:
+            return None
+        kind, args, attributes = pickle.loads(parts)
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            return None
+        # What unpickling does, minus the call to a constructor that does not
+        # take its own args: BaseException.__new__ stores them.
+        error = kind.__new__(kind, *args)
+        error.args = args
+        error.__dict__.update(attributes)
+        return error
+    except Exception:  # noqa: BLE001 - reported as a RemoteError instead
+        return None
+
+
+def _check_node(node):
+    """``node`` as a node id of this job; TypeError or ValueError otherwise."""
+    try:
+        if isinstance(node, bool):
+            raise TypeError
+        node = operator.index(node)
+    except TypeError:
+        raise TypeError(f"a node is an int, not {type(node).__name__}") from None
+    nodes = _herald.num_nodes()
+    if not 0 <= node < nodes:
+        what = "node 0 only" if nodes == 1 else f"nodes 0..{nodes - 1} (inclusive)"
+        raise ValueError(f"node {node!r} does not exist: the job has {what}")
+    return node
 
 
 def _check(what, outcome):

@@ -22,6 +22,8 @@ import contextlib
 import sys
 import threading
 
+from ._errors import add_note
+
 # Frames of Python's import machinery: a thread with one of these on its stack
 # is importing, and holds the import lock of every module it is executing.
 _IMPORT_MACHINERY = frozenset(
@@ -123,7 +125,7 @@ def settle(all_threads=False):
     if failures:
         first = failures[0]
         for other in failures[1:]:
-            first.add_note(f"another deferred registration also failed: {other}")
+            add_note(first, f"another deferred registration also failed: {other}")
         raise first
 
 

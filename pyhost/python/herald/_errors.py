@@ -1,6 +1,6 @@
 """The exceptions herald raises, and the text that names each failing node."""
 
-from _herald import HeraldError
+from ._herald import HeraldError
 
 import os
 import traceback
@@ -12,9 +12,19 @@ __all__ = [
     "TaskError",
     "RemoteError",
     "RemoteTraceback",
+    "add_note",
     "describe_failures",
     "format_error",
 ]
+
+
+def add_note(error, note):
+    """``error.add_note(note)``; on Pythons before 3.11 (no notes), the note is
+    kept in ``__notes__`` where tracebacks do not show it."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:
+        error.__notes__ = [*getattr(error, "__notes__", []), note]
 
 
 class RegistrationError(HeraldError):

@@ -25,7 +25,7 @@ import sys
 import threading
 import types
 
-import _herald
+from . import _herald
 
 from . import _context
 from ._errors import GlobalImportError, format_error

@@ -39,20 +39,46 @@ def prepare(args):
         _program = ("script", args[0])
         sys.argv = list(args)
         sys.path.insert(0, os.path.dirname(os.path.realpath(args[0])))
-    _use_virtualenv()
-    return None
+    return _use_virtualenv()
 
 
 def _use_virtualenv():
-    """An activated virtualenv's packages come first, as they would for its python."""
+    """An activated virtualenv's packages come first, as they would for its python.
+    Returns None, or why the virtualenv cannot be used."""
     venv = os.environ.get("VIRTUAL_ENV")
     if not venv:
-        return
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        return None
+    ours = f"{sys.version_info.major}.{sys.version_info.minor}"
+    theirs = _virtualenv_version(venv)
+    if theirs is not None and theirs != ours:
+        return (
+            f"the virtualenv {venv} (VIRTUAL_ENV) is for Python {theirs}, but herald-python "
+            f"embeds Python {ours} ({sys.version.split()[0]}): its packages cannot be used "
+            f"here. Make one with python{ours} -m venv, deactivate it, or install the herald "
+            f"wheel into it and run its own python3"
+        )
+    version = f"python{ours}"
     before = list(sys.path)
     site.addsitedir(os.path.join(venv, "lib", version, "site-packages"))
     added = [entry for entry in sys.path if entry not in before]
     sys.path[:] = before[:1] + added + before[1:]
+    return None
+
+
+def _virtualenv_version(venv):
+    """MAJOR.MINOR of the Python a virtualenv was made with (its pyvenv.cfg), or None."""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            parts = value.strip().split(".")
+            if len(parts) >= 2:
+                return f"{parts[0]}.{parts[1]}"
+    return None
 
 
 def run():

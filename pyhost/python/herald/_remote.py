@@ -5,7 +5,7 @@ task every Python launch runs. Failures come back as text with the traceback
 """
 
 from . import _calls, _context, _imports
-from ._errors import format_error
+from ._errors import add_note, format_error
 
 
 def invoke(payload, args):
@@ -41,5 +41,5 @@ def run_task(payload, args):
         try:
             _context.settle()
         except Exception as deferred:  # noqa: BLE001 - kept with the task's own error
-            error.add_note(f"a global registration this task started also failed: {deferred}")
+            add_note(error, f"a global registration this task started also failed: {deferred}")
         return _calls.encode_exception(error, format_error(error))

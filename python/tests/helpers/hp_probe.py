@@ -77,6 +77,18 @@ class UnpicklableError(Exception):
         self.lock = threading.Lock()
 
 
+class TwoArgs(Exception):
+    """An exception whose constructor does not take its own ``args``."""
+
+    def __init__(self, what, count):
+        super().__init__(f"{what} x{count}")
+        self.what = what
+
+
+def raise_two_args(what, count):
+    raise TwoArgs(what, count)
+
+
 def raise_unpicklable(message):
     raise UnpicklableError(message)
 

@@ -1,0 +1,202 @@
+"""``python3 -m herald run -n N PROGRAM``: a job of N processes of this python3
+on this machine, for people without herald's Rust binaries.
+
+    python3 -m herald run -n 4 script.py ARGS
+    python3 -m herald run -n 4 -m pytest tests/
+    python3 -m herald run -n 2 -c "import herald; print(herald.node_id())"
+
+Each rank runs ``python3 PROGRAM`` with the environment ``herald run`` gives
+(``HERALD_RANK``, ``HERALD_SIZE``, ``HERALD_COORDINATOR`` on a free loopback
+port, a fresh ``HERALD_SECRET``); ``import herald`` joins the job from it. Output
+lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
+the others are stopped; the exit status is the first failing rank's, else 0.
+"""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+USAGE = """usage: python3 -m herald run -n N [--] SCRIPT [ARGS...]
+       python3 -m herald run -n N [--] -m MODULE [ARGS...]
+       python3 -m herald run -n N [--] -c CODE [ARGS...]
+
+Runs N processes of this python3 as one herald job on this machine; every rank
+runs the program (import herald joins the job)."""
+
+# Longest the other ranks get to stop after SIGTERM before they are killed.
+STOP_GRACE_S = 5
+
+
+def main(argv):
+    try:
+        nodes, program = _parse(argv)
+    except ValueError as error:
+        print(f"python3 -m herald: {error}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if nodes is None:
+        print(USAGE)
+        return 0
+    return _run(nodes, program)
+
+
+def _parse(argv):
+    """(nodes, program), or (None, None) for help; ValueError if wrong."""
+    if not argv or argv[0] in ("-h", "--help"):
+        return None, None
+    if argv[0] != "run":
+        raise ValueError(f"unknown command {argv[0]!r}: the command is run")
+    args = list(argv[1:])
+    nodes = None
+    while args:
+        arg = args[0]
+        if arg in ("-h", "--help"):
+            return None, None
+        if arg in ("-n", "--nodes"):
+            if len(args) < 2:
+                raise ValueError("-n needs the number of nodes")
+            nodes, args = _nodes(args[1]), args[2:]
+        elif arg.startswith("--nodes="):
+            nodes, args = _nodes(arg[len("--nodes=") :]), args[1:]
+        elif arg.startswith("-n") and len(arg) > 2:
+            nodes, args = _nodes(arg[2:]), args[1:]
+        elif arg == "--":
+            args = args[1:]
+            break
+        else:
+            break
+    if nodes is None:
+        raise ValueError("give the number of nodes with -n N")
+    if not args:
+        raise ValueError("nothing to run: give a script, -m MODULE or -c CODE")
+    return nodes, args
+
+
+def _nodes(text):
+    try:
+        nodes = int(text)
+    except ValueError:
+        nodes = 0
+    if nodes < 1:
+        raise ValueError(f"-n takes a number of nodes of at least 1, not {text!r}")
+    return nodes
+
+
+def _run(nodes, program):
+    environment = dict(os.environ)
+    environment.update(
+        HERALD_RANK="",
+        HERALD_SIZE=str(nodes),
+        HERALD_COORDINATOR=f"127.0.0.1:{_free_port()}",
+        HERALD_SECRET=secrets.token_hex(32),
+    )
+    environment.pop("HERALD_SECRET_FILE", None)
+    output_lock = threading.Lock()
+    ranks = []
+    pumps = []
+    for rank in range(nodes):
+        environment["HERALD_RANK"] = str(rank)
+        process = subprocess.Popen(
+            [sys.executable, *program],
+            env=dict(environment),
+            stdin=subprocess.DEVNULL if rank else None,
+            stdout=subprocess.PIPE if nodes > 1 else None,
+            stderr=subprocess.PIPE if nodes > 1 else None,
+        )
+        ranks.append(process)
+        if nodes > 1:
+            for source, sink in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+                pump = threading.Thread(
+                    target=_pump, args=(rank, source, sink, output_lock), daemon=True
+                )
+                pump.start()
+                pumps.append(pump)
+    try:
+        status = _wait(ranks)
+    except KeyboardInterrupt:
+        _stop(ranks)
+        status = 130
+    for pump in pumps:
+        pump.join()
+    return status
+
+
+def _wait(ranks):
+    """Waits for every rank; on the first failure, stops the others. Returns
+    the first failing rank's exit status, else 0."""
+    failed = threading.Event()
+    first = []
+    lock = threading.Lock()
+
+    def watch(rank, process):
+        code = process.wait()
+        if code != 0:
+            with lock:
+                if not first:
+                    first.append((rank, code))
+            failed.set()
+
+    watchers = [
+        threading.Thread(target=watch, args=(rank, process), daemon=True)
+        for rank, process in enumerate(ranks)
+    ]
+    for watcher in watchers:
+        watcher.start()
+    done = threading.Thread(target=lambda: [w.join() for w in watchers], daemon=True)
+    done.start()
+    while done.is_alive():
+        # Woken by the first failure, or when every rank has exited.
+        if failed.wait(timeout=0.5):
+            break
+    if not first:
+        done.join()
+        return 0
+    rank, code = first[0]
+    still_running = [process for process in ranks if process.poll() is None]
+    if still_running:
+        print(
+            f"python3 -m herald: rank {rank} failed (exit status {code}); stopping the others",
+            file=sys.stderr,
+        )
+        _stop(still_running)
+    return code if code > 0 else 128 - code
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _pump(rank, source, sink, lock):
+    """Copies one rank's stream, line by line, prefixed with its rank."""
+    prefix = f"[{rank}] ".encode()
+    out = sink.buffer if hasattr(sink, "buffer") else None
+    for line in iter(source.readline, b""):
+        with lock:
+            if out is not None:
+                out.write(prefix + line)
+                out.flush()
+            else:
+                sink.write((prefix + line).decode(errors="replace"))
+                sink.flush()
+    source.close()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

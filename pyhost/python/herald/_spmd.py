@@ -1,0 +1,105 @@
+"""The job of a stock ``python3`` that imported herald (the wheel): every rank
+runs the program (SPMD), and the job ends when every rank's program has ended.
+
+``import herald`` joins the job its launcher described in the environment
+(``herald run``, ``mpirun``, ``srun``: the same variables as ``herald node``),
+or runs as a job of one node without one. At interpreter exit (after the
+program's own ``atexit`` handlers) each rank waits for the global
+registrations still pending, then takes part in ending the job: ranks other
+than 0 tell rank 0 that their program has ended and serve until the job ends;
+rank 0 waits for all of them (or for their links to go down), then ends it. So
+a rank whose program ends early keeps serving the ranks still running theirs,
+and no rank's launches are cut short by another's exit.
+
+Under herald-python none of this runs: the binary joined the job before Python
+started, rank 0 runs the program and the others serve it.
+"""
+
+import atexit
+import os
+import sys
+import threading
+
+from . import _context, _herald
+
+_lock = threading.Lock()
+_ended = False
+
+
+def join():
+    """Joins the job (once per process), unless herald-python already has."""
+    if _herald.embedded():
+        return
+    _herald.join_job()
+    atexit.register(_at_exit)
+
+
+def serve():
+    """Ends this rank's part of the program: serves the other ranks until every
+    rank's program has ended, then exits the process with status 0 (after the
+    ``atexit`` handlers, as ``sys.exit`` would, but from any thread and without
+    unwinding). For "rank 0 drives" programs under a stock Python::
+
+        import herald
+        if herald.node_id() != 0:
+            herald.serve()
+
+    Under herald-python only rank 0 runs the program, so there is nothing to
+    serve from: it raises ``HeraldError``.
+    """
+    if _herald.embedded():
+        raise _herald.HeraldError(
+            "herald.serve() is for a stock python3 running every rank; in herald-python "
+            "only rank 0 runs the program, and the other ranks already serve"
+        )
+    atexit._run_exitfuncs()
+    _flush()
+    os._exit(0)
+
+
+def end_of_program():
+    """This rank's end of the job (once per process). Returns True if a
+    deferred global registration failed (the error has been printed)."""
+    global _ended
+    with _lock:
+        if _ended:
+            return False
+        _ended = True
+    failed = False
+    try:
+        _context.settle(all_threads=True)
+    except Exception as error:  # noqa: BLE001 - printed; the job must still end
+        sys.excepthook(type(error), error, error.__traceback__)
+        failed = True
+    node = _herald.node_id()
+    if node != 0 and _herald.num_nodes() > 1:
+        from ._calls import launch
+
+        # Not waited for: rank 0 may end the job, and leave, before its answer
+        # is sent. The end of the job (or the loss of rank 0) is what counts.
+        launch(0, _arrived, node)
+    problem = _herald.end_of_program()
+    if problem:
+        print(f"herald: {problem}", file=sys.stderr)
+    return failed
+
+
+def _arrived(node):
+    """Runs on rank 0: ``node``'s program has ended."""
+    _herald.arrive(node)
+
+
+def _at_exit():
+    if end_of_program():
+        # A global import started inside an import failed on some node: the
+        # program fails, as it would have had it waited for it.
+        _flush()
+        os._exit(1)
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream has nothing to flush
+            pass
