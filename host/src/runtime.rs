@@ -204,8 +204,25 @@ impl Runtime {
     /// thread and may register globally (that is how the library reaches every
     /// node). Their handles are pending while the loader lock is held; this call
     /// waits for all of them once `dlopen` has returned, and fails if any failed.
+    ///
+    /// Called during another load (from a library constructor) it loads nothing
+    /// and fails with [`HostError::WouldDeadlock`]: it could not wait there.
+    /// Called inside an invocation, the constructors' registrations are nested
+    /// in it; one that encloses that invocation (so it can only finish after it
+    /// returns) is not waited for and not in the report.
     pub fn load_library(&self, path: impl AsRef<Path>) -> Result<LoadReport, HostError> {
         let path = path.as_ref();
+        if context::deadlock_reason(self.shared.id, None).is_some() {
+            return Err(HostError::WouldDeadlock {
+                reason: format!(
+                    "load_library({}) was called during another library load (from a \
+                     constructor), where the registrations its constructors make could not be \
+                     waited for; nothing was loaded. Call dlopen instead: the registrations \
+                     then made are waited for with the enclosing load's",
+                    path.display()
+                ),
+            });
+        }
         let loading = context::enter_loading();
         let loaded = native::load_local(path, &self.shared.allowed_dirs);
         let made = loading.finish();
@@ -222,6 +239,9 @@ impl Runtime {
             if seen.insert(handle) {
                 match self.shared.wait_registration(handle, None) {
                     Ok(result) => registrations.push(result),
+                    // Only a registration enclosing this thread's invocation can
+                    // be refused here: it finishes after this invocation returns.
+                    Err(HostError::WouldDeadlock { .. }) => {}
                     Err(error) => {
                         failure.get_or_insert(error);
                     }
@@ -452,9 +472,12 @@ impl Runtime {
 
     /// This node's counters.
     pub fn stats(&self) -> RuntimeStats {
-        self.shared
+        let mut stats = self
+            .shared
             .counters
-            .snapshot(self.shared.node.0, self.shared.nodes)
+            .snapshot(self.shared.node.0, self.shared.nodes);
+        stats.invocations_waiting = self.shared.waits_in_invocations() as u64;
+        stats
     }
 
     /// Number of task names registered on this node.
