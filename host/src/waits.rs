@@ -48,8 +48,12 @@ pub(crate) struct WaitTicket {
 struct GraphState {
     /// Nested edges by the handle of the registration that made them.
     nested: BTreeMap<u64, (Key, Key)>,
+    /// The same edges by parent: child -> number of handles that made it.
+    nested_out: BTreeMap<Key, BTreeMap<Key, u32>>,
     /// Waits in progress by ticket id.
     waits: BTreeMap<u64, Wait>,
+    /// The same waits by the key whose invocation waits.
+    waits_out: BTreeMap<Key, BTreeSet<u64>>,
     next_wait: u64,
 }
 
@@ -87,7 +91,7 @@ impl WaitGraph {
             // The core adds no edge either: `key` encloses `parent`.
             return 0;
         }
-        state.nested.insert(handle, (parent, key));
+        state.add_nested(handle, parent, key);
         let mut refused = 0;
         // Nested edges alone never close a cycle, so each cycle holds a wait.
         while let Some(path) = state.path(key, parent, true) {
@@ -107,7 +111,7 @@ impl WaitGraph {
                 parent.short(),
                 describe(&cycle)
             );
-            if let Some(wait) = state.waits.remove(&id) {
+            if let Some(wait) = state.remove_wait(id) {
                 *lock(&wait.refusal) = Some(reason);
                 refused += 1;
             }
@@ -118,7 +122,7 @@ impl WaitGraph {
     /// The registration with handle `handle` completed: its nested edge, if it
     /// made one, is gone (the entry it pointed to is done here).
     pub(crate) fn completed(&self, handle: u64) {
-        lock(&self.state).nested.remove(&handle);
+        lock(&self.state).remove_nested(handle);
     }
 
     /// The thread running the invocation of `from` is about to wait for `to`.
@@ -150,12 +154,13 @@ impl WaitGraph {
             refusal: Arc::clone(&refusal),
         };
         state.waits.insert(id, wait);
+        state.waits_out.entry(from).or_default().insert(id);
         Ok(WaitTicket { id, refusal })
     }
 
     /// The wait ended (or was refused): its edge is gone.
     pub(crate) fn end_wait(&self, ticket: &WaitTicket) {
-        lock(&self.state).waits.remove(&ticket.id);
+        lock(&self.state).remove_wait(ticket.id);
     }
 
     /// Number of waits in progress.
@@ -202,16 +207,57 @@ impl GraphState {
 
     fn edges_from(&self, key: Key, with_waits: bool) -> Vec<(Key, EdgeKind)> {
         let nested = self
-            .nested
-            .values()
-            .filter(|(parent, _)| *parent == key)
-            .map(|(_, child)| (*child, EdgeKind::Nested));
+            .nested_out
+            .get(&key)
+            .into_iter()
+            .flat_map(|children| children.keys())
+            .map(|child| (*child, EdgeKind::Nested));
         let waits = self
-            .waits
-            .iter()
-            .filter(|(_, wait)| with_waits && wait.from == key)
-            .map(|(id, wait)| (wait.to, EdgeKind::Wait(*id)));
+            .waits_out
+            .get(&key)
+            .filter(|_| with_waits)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some((self.waits.get(id)?.to, EdgeKind::Wait(*id))));
         nested.chain(waits).collect()
+    }
+
+    fn add_nested(&mut self, handle: u64, parent: Key, key: Key) {
+        self.nested.insert(handle, (parent, key));
+        *self
+            .nested_out
+            .entry(parent)
+            .or_default()
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    fn remove_nested(&mut self, handle: u64) {
+        let Some((parent, key)) = self.nested.remove(&handle) else {
+            return;
+        };
+        if let Some(children) = self.nested_out.get_mut(&parent) {
+            if let Some(count) = children.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    children.remove(&key);
+                }
+            }
+            if children.is_empty() {
+                self.nested_out.remove(&parent);
+            }
+        }
+    }
+
+    fn remove_wait(&mut self, id: u64) -> Option<Wait> {
+        let wait = self.waits.remove(&id)?;
+        if let Some(ids) = self.waits_out.get_mut(&wait.from) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.waits_out.remove(&wait.from);
+            }
+        }
+        Some(wait)
     }
 }
 
@@ -299,6 +345,13 @@ mod tests {
         );
         // E waiting for A does not.
         assert!(graph.begin_wait(key(5), key(1)).is_ok());
+        // An edge made by two handles lasts until both completed.
+        nested(&graph, 10, key(7), key(8));
+        nested(&graph, 11, key(7), key(8));
+        graph.completed(10);
+        assert!(graph.begin_wait(key(8), key(7)).is_err(), "8 waiting for 7");
+        graph.completed(11);
+        assert!(graph.begin_wait(key(8), key(7)).is_ok());
         // Self-nesting adds nothing; waiting on oneself is refused.
         assert_eq!(nested(&graph, 3, key(6), key(6)), 0);
         assert!(graph.begin_wait(key(6), key(6)).is_err());
