@@ -110,7 +110,7 @@ fn close_wakes_waiters() {
 
 /// A waiter whose condition is made true (a refusal from the wait-for graph)
 /// and then woken with `wake_all` never sleeps through it, whether it was
-/// already asleep or still on its way; racing a completion, it sees one of them.
+/// already asleep or still on its way.
 #[test]
 fn interrupting_a_wait_is_never_missed() {
     loom::model(|| {
@@ -121,18 +121,9 @@ fn interrupting_a_wait_is_never_missed() {
             let (table, refused) = (table.clone(), refused.clone());
             thread::spawn(move || table.wait_unless(1, None, || refused.load(Ordering::SeqCst)))
         };
-        let completer = {
-            let table = table.clone();
-            thread::spawn(move || table.complete(1, 2))
-        };
         refused.store(true, Ordering::SeqCst);
         table.wake_all();
-        let outcome = waiter.join().unwrap();
-        assert!(
-            matches!(outcome, WaitOutcome::Interrupted | WaitOutcome::Ready(2)),
-            "{outcome:?}"
-        );
-        assert_eq!(completer.join().unwrap(), Completion::Stored);
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Interrupted);
     });
 }
 
