@@ -174,11 +174,12 @@ fn c_plugins_in_one_process() {
             .expect("symbol")
     };
     let path = enclosing.to_str().expect("UTF-8 path").as_bytes().to_vec();
-    runtime
+    let result = runtime
         .register_callback(function, path, Some("load-inside".into()))
         .expect("register")
         .wait()
         .expect("the callback's registration completes");
+    assert!(result.is_ok(), "{result}");
     // SAFETY: `load_code` is an `int` the test library defines; its only writer,
     // the callback, has returned.
     let code = unsafe { **library.get::<*const i32>(b"load_code\0").expect("symbol") };
