@@ -249,7 +249,7 @@ pub unsafe extern "C" fn herald_task_wait(
             .and_then(|rt| {
                 let shared = rt.shared();
                 let outcome = shared.wait_task(handle, None);
-                shared.task_results.release(handle);
+                shared.release_task(handle);
                 outcome
             })
             .map_err(|e| (code_of(&e), e.to_string()))
@@ -267,7 +267,7 @@ pub unsafe extern "C" fn herald_task_wait(
 #[unsafe(no_mangle)]
 pub extern "C" fn herald_task_release(handle: u64) {
     if let Ok(runtime) = runtime() {
-        runtime.shared().task_results.release(handle);
+        runtime.shared().release_task(handle);
     }
 }
 

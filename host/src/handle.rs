@@ -113,7 +113,7 @@ impl TaskHandle {
 
 impl Drop for TaskHandle {
     fn drop(&mut self) {
-        self.shared.task_results.release(self.id);
+        self.shared.release_task(self.id);
     }
 }
 

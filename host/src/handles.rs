@@ -138,7 +138,9 @@ impl<T: Clone> HandleTable<T> {
     }
 
     /// Blocks until `id` completes, the deadline passes, or the table closes. The
-    /// result stays in the table for further waits until released.
+    /// result stays in the table for further waits until released. (The runtime
+    /// uses [`wait_unless`](Self::wait_unless); the tests, this.)
+    #[cfg(any(test, loom))]
     pub fn wait(&self, id: u64, deadline: Option<Instant>) -> WaitOutcome<T> {
         self.wait_unless(id, deadline, || false)
     }

@@ -386,18 +386,20 @@ impl Runtime {
         let handle = self.shared.new_handle_id();
         self.shared.task_results.insert_pending(handle);
         Counters::add(&self.shared.counters.launches, 1);
-        self.shared.send_or_fail(
+        let command = Command::Launch {
             handle,
-            Command::Launch {
-                handle,
-                to: NodeId(node),
-                task,
-                args,
-                parent: crate::context::placement(self.shared.id)
-                    .parent
-                    .map(|frame| frame.id),
-            },
-        );
+            to: NodeId(node),
+            task,
+            args,
+            parent: crate::context::placement(self.shared.id)
+                .parent
+                .map(|frame| frame.id),
+        };
+        if node == self.node_id() {
+            self.shared.launch_here(handle, command);
+        } else {
+            self.shared.send_or_fail(handle, command);
+        }
         TaskHandle::new(Arc::clone(&self.shared), handle)
     }
 

@@ -174,6 +174,7 @@ impl Shared {
         });
         if refused > 0 {
             self.registrations.wake_all();
+            self.task_results.wake_all();
         }
         if !sent {
             let _ = self.complete_registration(handle, Err(HostError::Stopped));
@@ -346,21 +347,74 @@ impl Shared {
         }
     }
 
-    /// Waits for a task handle.
+    /// Waits for a task handle, refusing waits that could never end: inside a
+    /// load, or inside an invocation for a task launched to this node that the
+    /// core holds until something that needs this invocation is done.
     pub(crate) fn wait_task(&self, handle: u64, deadline: Option<Instant>) -> TaskResult {
         if let Some(reason) = context::deadlock_reason(self.id, None) {
             return Err(HostError::WouldDeadlock { reason });
         }
+        if let Some(result) = self.try_task(handle) {
+            return result;
+        }
+        let ticket = match context::placement(self.id).parent {
+            Some(waiter) => self
+                .waits
+                .begin_task_wait(waiter.keys[0], handle)
+                .map_err(|reason| HostError::WouldDeadlock { reason })?,
+            None => None,
+        };
         let started = Instant::now();
-        match self.task_results.wait(handle, deadline) {
+        let refusal = || ticket.as_ref().and_then(|t| t.refusal());
+        let outcome = self
+            .task_results
+            .wait_unless(handle, deadline, || refusal().is_some());
+        if let Some(ticket) = &ticket {
+            self.waits.end_wait(ticket);
+        }
+        match outcome {
             WaitOutcome::Ready(result) => result,
             WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
-            // Nothing interrupts a plain wait.
-            WaitOutcome::Closed | WaitOutcome::Interrupted => Err(HostError::Stopped),
+            WaitOutcome::Closed => Err(HostError::Stopped),
+            WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
+                reason: refusal().unwrap_or_default(),
+            }),
         }
+    }
+
+    /// Sends a launch to this node, recording what the core will hold the task
+    /// for (in the same order as the core sees nested registrations).
+    pub(crate) fn launch_here(&self, handle: u64, command: Command) {
+        let launcher = context::placement(self.id)
+            .parent
+            .map(|frame| frame.keys[0]);
+        let mut command = Some(command);
+        let mut sent = false;
+        self.waits.launched_here(handle, launcher, || {
+            sent = command
+                .take()
+                .is_some_and(|command| self.commands.send(command).is_ok());
+            sent
+        });
+        if !sent {
+            let _ = self.task_results.complete(handle, Err(HostError::Stopped));
+        }
+    }
+
+    /// Drops the holder of a task handle.
+    pub(crate) fn release_task(&self, handle: u64) {
+        self.task_results.release(handle);
+        if !self.task_results.contains(handle) {
+            self.waits.task_released(handle);
+        }
+    }
+
+    /// Records that `key` was invoked here as a global registration.
+    pub(crate) fn global_invoked(&self, key: Key) {
+        self.waits.global_invoked(key);
     }
 
     /// Sends a command whose answer completes `handle`; if the event loop is gone,

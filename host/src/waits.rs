@@ -16,6 +16,14 @@
 //! * **wait**: the thread running `A`'s invocation blocks on a handle of `B`. A
 //!   nested handle completes when `B` is done here; a top-level one only when `B`
 //!   is done on every node, this one included, so the same edge holds.
+//! * **task wait**: the thread running `A`'s invocation blocks on a task launched
+//!   to this node, which the core holds until every registration it requires is
+//!   done here: an edge to each of them. The core requires every key that was
+//!   global here when the task was launched, except the launching invocation's
+//!   key and those enclosing it; the graph knows the keys invoked here as global
+//!   registrations (in order, so a launch records only a count) and computes the
+//!   same exception at launch. A key that became global after being invoked
+//!   nested is not known, so a cycle through it is missed, never invented.
 //!
 //! The mirror may keep a nested edge a little after the core dropped it, but only
 //! into an entry that is already done, which has no edges out: such an edge never
@@ -46,6 +54,10 @@ pub(crate) struct WaitTicket {
 
 #[derive(Debug, Default)]
 struct GraphState {
+    /// Keys invoked here as global registrations, with their order.
+    global: BTreeMap<Key, usize>,
+    /// What each task launched to this node needs, by task handle.
+    tasks: BTreeMap<u64, TaskNeeds>,
     /// Nested edges by the handle of the registration that made them.
     nested: BTreeMap<u64, (Key, Key)>,
     /// The same edges by parent: child -> number of handles that made it.
@@ -60,16 +72,36 @@ struct GraphState {
 #[derive(Debug)]
 struct Wait {
     from: Key,
-    to: Key,
+    to: Target,
     refusal: Arc<Mutex<Option<String>>>,
+}
+
+/// What a wait is for.
+#[derive(Clone, Debug)]
+enum Target {
+    /// A registration, done here.
+    Key(Key),
+    /// A task launched to this node, held until what it needs is done here.
+    Task(TaskNeeds),
+}
+
+/// The registrations a task launched to this node needs done here first.
+#[derive(Clone, Debug)]
+struct TaskNeeds {
+    /// Global keys invoked here before the launch (those of lower order).
+    global_before: usize,
+    /// Except these: the launching invocation's key and the keys enclosing it.
+    except: BTreeSet<Key>,
 }
 
 /// How one edge came to be, to explain a refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum EdgeKind {
     Nested,
-    /// The wait with this ticket id.
+    /// The wait with this ticket id, for a registration.
     Wait(u64),
+    /// The wait with this ticket id, for a task that needs the registration.
+    TaskWait(u64),
 }
 
 impl WaitGraph {
@@ -96,7 +128,7 @@ impl WaitGraph {
         // Nested edges alone never close a cycle, so each cycle holds a wait.
         while let Some(path) = state.path(key, parent, true) {
             let Some(id) = path.iter().find_map(|(_, _, kind)| match kind {
-                EdgeKind::Wait(id) => Some(*id),
+                EdgeKind::Wait(id) | EdgeKind::TaskWait(id) => Some(*id),
                 EdgeKind::Nested => None,
             }) else {
                 debug_assert!(false, "a cycle of nested edges only");
@@ -145,17 +177,80 @@ impl WaitGraph {
                 describe(&path)
             ));
         }
-        let id = state.next_wait;
-        state.next_wait += 1;
-        let refusal = Arc::new(Mutex::new(None));
-        let wait = Wait {
-            from,
-            to,
-            refusal: Arc::clone(&refusal),
+        Ok(state.add_wait(from, Target::Key(to)))
+    }
+
+    /// `key` was invoked here as a global registration (top-level or received):
+    /// tasks launched to this node from now on need it.
+    pub(crate) fn global_invoked(&self, key: Key) {
+        let mut state = lock(&self.state);
+        let order = state.global.len();
+        state.global.entry(key).or_insert(order);
+    }
+
+    /// A task with handle `handle` is launched to this node from the invocation
+    /// of `launcher` (if any); `send` hands it to the core (and says whether it
+    /// could) while the graph is held, so both see the same nested edges.
+    pub(crate) fn launched_here(
+        &self,
+        handle: u64,
+        launcher: Option<Key>,
+        send: impl FnOnce() -> bool,
+    ) {
+        let mut state = lock(&self.state);
+        if !send() {
+            return;
+        }
+        let except = launcher.map(|key| state.enclosing(key)).unwrap_or_default();
+        let needs = TaskNeeds {
+            global_before: state.global.len(),
+            except,
         };
-        state.waits.insert(id, wait);
-        state.waits_out.entry(from).or_default().insert(id);
-        Ok(WaitTicket { id, refusal })
+        state.tasks.insert(handle, needs);
+    }
+
+    /// The task handle is released: nobody can wait for it any more.
+    pub(crate) fn task_released(&self, handle: u64) {
+        lock(&self.state).tasks.remove(&handle);
+    }
+
+    /// The thread running the invocation of `from` is about to wait for the task
+    /// with handle `handle`. `Ok(None)` when the task was not launched to this
+    /// node (nothing here holds it); refused, with the reason, if what it needs
+    /// cannot be done before `from` returns.
+    pub(crate) fn begin_task_wait(
+        &self,
+        from: Key,
+        handle: u64,
+    ) -> Result<Option<WaitTicket>, String> {
+        let mut state = lock(&self.state);
+        let Some(needs) = state.tasks.get(&handle).cloned() else {
+            return Ok(None);
+        };
+        if state.task_needs(&needs, from) {
+            return Err(format!(
+                "the task was launched to this node while the invocation running on this \
+                 thread ({}) was a global registration here, and runs only once that is \
+                 done; return instead of waiting",
+                from.short()
+            ));
+        }
+        for key in state.with_edges_out() {
+            if !state.task_needs(&needs, key) {
+                continue;
+            }
+            if let Some(path) = state.path(key, from, true) {
+                return Err(format!(
+                    "the task was launched to this node and runs only once {} is done here, \
+                     which cannot happen before the invocation running on this thread ({}) \
+                     returns: {}; return instead of waiting",
+                    key.short(),
+                    from.short(),
+                    describe(&path)
+                ));
+            }
+        }
+        Ok(Some(state.add_wait(from, Target::Task(needs))))
     }
 
     /// The wait ended (or was refused): its edge is gone.
@@ -195,7 +290,7 @@ impl GraphState {
                 path.reverse();
                 return Some(path);
             }
-            for (next, kind) in self.edges_from(key, with_waits) {
+            for (next, kind) in self.edges_from(key, with_waits, to) {
                 if seen.insert(next) {
                     reached.insert(next, (key, kind));
                     stack.push(next);
@@ -205,21 +300,79 @@ impl GraphState {
         None
     }
 
-    fn edges_from(&self, key: Key, with_waits: bool) -> Vec<(Key, EdgeKind)> {
-        let nested = self
+    /// The edges out of `key`. A task wait has an edge to every key the task
+    /// needs; only those that lead anywhere (edges out) or are `goal` matter.
+    fn edges_from(&self, key: Key, with_waits: bool, goal: Key) -> Vec<(Key, EdgeKind)> {
+        let mut edges: Vec<(Key, EdgeKind)> = self
             .nested_out
             .get(&key)
             .into_iter()
             .flat_map(|children| children.keys())
-            .map(|child| (*child, EdgeKind::Nested));
-        let waits = self
+            .map(|child| (*child, EdgeKind::Nested))
+            .collect();
+        if !with_waits {
+            return edges;
+        }
+        for id in self.waits_out.get(&key).into_iter().flatten() {
+            match self.waits.get(id).map(|wait| &wait.to) {
+                Some(Target::Key(to)) => edges.push((*to, EdgeKind::Wait(*id))),
+                Some(Target::Task(needs)) => edges.extend(
+                    self.with_edges_out()
+                        .chain(std::iter::once(goal))
+                        .filter(|next| self.task_needs(needs, *next))
+                        .map(|next| (next, EdgeKind::TaskWait(*id))),
+                ),
+                None => {}
+            }
+        }
+        edges
+    }
+
+    /// Keys with at least one edge out.
+    fn with_edges_out(&self) -> impl Iterator<Item = Key> + '_ {
+        let nested = self.nested_out.keys().copied();
+        let waiting = self
             .waits_out
+            .keys()
+            .copied()
+            .filter(|key| !self.nested_out.contains_key(key));
+        nested.chain(waiting)
+    }
+
+    /// Whether a task with `needs` waits for `key` to be done here.
+    fn task_needs(&self, needs: &TaskNeeds, key: Key) -> bool {
+        self.global
             .get(&key)
-            .filter(|_| with_waits)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| Some((self.waits.get(id)?.to, EdgeKind::Wait(*id))));
-        nested.chain(waits).collect()
+            .is_some_and(|order| *order < needs.global_before)
+            && !needs.except.contains(&key)
+    }
+
+    /// `key` and every key that reaches it through nested edges (encloses it).
+    fn enclosing(&self, key: Key) -> BTreeSet<Key> {
+        let mut found = BTreeSet::from([key]);
+        let mut stack = vec![key];
+        while let Some(child) = stack.pop() {
+            for (parent, children) in &self.nested_out {
+                if children.contains_key(&child) && found.insert(*parent) {
+                    stack.push(*parent);
+                }
+            }
+        }
+        found
+    }
+
+    fn add_wait(&mut self, from: Key, to: Target) -> WaitTicket {
+        let id = self.next_wait;
+        self.next_wait += 1;
+        let refusal = Arc::new(Mutex::new(None));
+        let wait = Wait {
+            from,
+            to,
+            refusal: Arc::clone(&refusal),
+        };
+        self.waits.insert(id, wait);
+        self.waits_out.entry(from).or_default().insert(id);
+        WaitTicket { id, refusal }
     }
 
     fn add_nested(&mut self, handle: u64, parent: Key, key: Key) {
@@ -281,6 +434,12 @@ fn describe(path: &[(Key, Key, EdgeKind)]) -> String {
                 from.short(),
                 to.short()
             ),
+            EdgeKind::TaskWait(_) => write!(
+                text,
+                "the invocation of {} waits for a task held until {} is done here",
+                from.short(),
+                to.short()
+            ),
         };
     }
     text
@@ -328,6 +487,68 @@ mod tests {
         // Once A is done here (its nested handle completed) B may wait for anything.
         graph.completed(7);
         assert!(graph.begin_wait(key(1), key(2)).is_ok());
+    }
+
+    #[test]
+    fn tasks_launched_here_wait_for_what_was_global_at_their_launch() {
+        let graph = WaitGraph::default();
+        graph.global_invoked(key(1));
+        graph.global_invoked(key(2));
+        // A and B run; each launches a task here, which needs the other.
+        graph.launched_here(10, Some(key(1)), || true);
+        graph.launched_here(11, Some(key(2)), || true);
+        let a_waits = graph.begin_task_wait(key(1), 10).expect("A may wait");
+        assert!(a_waits.is_some(), "a task launched here is in the graph");
+        let refused = graph
+            .begin_task_wait(key(2), 11)
+            .expect_err("B closes the cycle");
+        assert!(refused.contains("a task held until"), "{refused}");
+        graph.end_wait(&a_waits.expect("ticket"));
+        // A task launched elsewhere is not held here.
+        assert!(matches!(graph.begin_task_wait(key(2), 99), Ok(None)));
+        // A task launched by another thread while C was global needs C: C
+        // waiting for it is refused at once.
+        graph.global_invoked(key(3));
+        graph.launched_here(12, None, || true);
+        assert!(graph.begin_task_wait(key(3), 12).is_err());
+        // One launched before D was global does not need D.
+        graph.launched_here(13, None, || true);
+        graph.global_invoked(key(4));
+        assert!(
+            graph
+                .begin_task_wait(key(4), 13)
+                .expect("allowed")
+                .is_some()
+        );
+        graph.task_released(12);
+        assert!(matches!(graph.begin_task_wait(key(3), 12), Ok(None)));
+    }
+
+    #[test]
+    fn a_nested_registration_closing_a_cycle_through_a_task_wait_refuses_it() {
+        let graph = WaitGraph::default();
+        graph.global_invoked(key(1));
+        graph.global_invoked(key(2));
+        // A waits for a task launched here from A, which needs B; then B nests A.
+        graph.launched_here(10, Some(key(1)), || true);
+        let a_waits = graph
+            .begin_task_wait(key(1), 10)
+            .expect("allowed")
+            .expect("held here");
+        assert_eq!(nested(&graph, 5, key(2), key(1)), 1);
+        let reason = a_waits.refusal().expect("refused");
+        assert!(reason.contains("a task held until"), "{reason}");
+        // The launcher's own key and those enclosing it are not needed: a task
+        // launched from C, nested in E, waits for neither.
+        graph.global_invoked(key(5));
+        nested(&graph, 6, key(5), key(3));
+        graph.launched_here(11, Some(key(3)), || true);
+        assert!(
+            graph
+                .begin_task_wait(key(3), 11)
+                .expect("allowed")
+                .is_some()
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use herald_host::{CodeRef, Executor, HostConfig, HostError, RegistrationHandle, Runtime};
+use herald_host::{
+    CodeRef, Executor, HostConfig, HostError, RegistrationHandle, Runtime, TaskCode, TaskVariant,
+};
 
 const GUARD: Duration = Duration::from_secs(30);
 
@@ -16,7 +18,9 @@ const GUARD: Duration = Duration::from_secs(30);
 ///   other nested and wait for it;
 /// * `"late-a"`: wait for the node's top-level handle of `"late-b"`;
 /// * `"late-b"`: once an invocation of this node blocks in a wait, register
-///   `"late-a"` nested (closing a cycle through that wait), and return.
+///   `"late-a"` nested (closing a cycle through that wait), and return;
+/// * `"task-a"` / `"task-b"`: meet the other, then launch the task `"echo"` to
+///   this node and wait for it (the core holds it until the other is done here).
 struct Cycles {
     runtime: OnceLock<Runtime>,
     /// How each waiting payload's wait ended: "ok", or the refusal's reason.
@@ -47,6 +51,20 @@ impl Executor for Cycles {
                 drop(set);
                 self.late_b.get().ok_or("no handle")?.wait_timeout(GUARD)
             }
+            "task-a" | "task-b" => {
+                self.meet()?;
+                let node = runtime.node_id();
+                let outcome = runtime
+                    .launch(node, "cycles.echo", vec![])
+                    .wait_timeout(GUARD);
+                let outcome = match outcome {
+                    Ok(_) => Ok(()),
+                    Err(HostError::WouldDeadlock { reason }) => Err(reason),
+                    Err(other) => return Err(format!("{payload}: unexpected {other}")),
+                };
+                self.outcomes.lock().unwrap().insert(payload, outcome);
+                return Ok(());
+            }
             "late-b" => {
                 let deadline = Instant::now() + GUARD;
                 while runtime.stats().invocations_waiting == 0 {
@@ -67,6 +85,10 @@ impl Executor for Cycles {
         };
         self.outcomes.lock().unwrap().insert(payload, outcome);
         Ok(())
+    }
+
+    fn run_task(&self, payload: &[u8], _args: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(payload.to_vec())
     }
 }
 
@@ -177,6 +199,46 @@ fn a_cycle_closed_while_waiting_refuses_the_blocked_wait() {
             other => panic!("node {node}: late-a's wait should be refused: {other:?}"),
         }
         assert_eq!(nodes[node].stats().invocations_waiting, 0);
+    }
+    nodes.iter().for_each(Runtime::shutdown);
+}
+
+/// Invocations A and B run at once on each node and each launches a task to its
+/// own node and waits for it; the core holds each task until the other
+/// registration is done here. On every node exactly one wait is refused, the
+/// other task runs once the refused invocation returns, and both complete.
+#[test]
+fn two_invocations_waiting_for_tasks_held_for_each_other_do_not_both_wait() {
+    let (nodes, executors) = cluster(2);
+    let echo = TaskVariant {
+        name: "cycles.echo".into(),
+        code: TaskCode::Custom {
+            kind: "cycles".into(),
+            payload: b"echo".to_vec(),
+        },
+    };
+    let registered = nodes[0].register_task(echo).expect("register");
+    assert!(registered.wait_timeout(GUARD).expect("registered").is_ok());
+    let a = nodes[0].register_global(custom("task-a"), vec![], None);
+    let b = nodes[1].register_global(custom("task-b"), vec![], None);
+    assert!(a.wait_timeout(GUARD).expect("A completes").is_ok());
+    assert!(b.wait_timeout(GUARD).expect("B completes").is_ok());
+    for (node, executor) in executors.iter().enumerate() {
+        let outcomes = [executor.outcome("task-a"), executor.outcome("task-b")];
+        let refused: Vec<&String> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().and_then(|o| o.as_ref().err()))
+            .collect();
+        let ended = outcomes
+            .iter()
+            .filter(|o| matches!(o, Some(Ok(()))))
+            .count();
+        assert_eq!(
+            (refused.len(), ended),
+            (1, 1),
+            "node {node}: one wait refused, one ended: {outcomes:?}"
+        );
+        assert!(refused[0].contains("task"), "node {node}: {}", refused[0]);
     }
     nodes.iter().for_each(Runtime::shutdown);
 }
