@@ -80,8 +80,12 @@ void herald_register_on_load(herald_callback callback, const void *args, size_t 
  *    callback already waiting is woken with this code if a registration nested
  *    later closes a cycle through its wait. At least one waiter of every cycle
  *    is refused; a refused callback should return, which lets the others end.
- * Waits that can end are never refused. Cycles through other nodes or through
- * tasks are not detected (herald_task_wait is refused only inside a load). */
+ * Waits that can end are never refused. herald_task_wait is refused the same
+ * way inside a load, and inside a callback for a task launched to this node
+ * that is held for a registration needing that callback (a task launched here
+ * waits until every registration global here at its launch, other than the
+ * launching callback's own and those enclosing it, is done here). Cycles
+ * through other nodes are not detected. */
 int herald_wait(herald_handle handle, char *error, size_t error_len);
 
 /* Releases a registration handle: every handle herald_register_global,
