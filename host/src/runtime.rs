@@ -239,8 +239,8 @@ impl Runtime {
             if seen.insert(handle) {
                 match self.shared.wait_registration(handle, None) {
                     Ok(result) => registrations.push(result),
-                    // Only a registration enclosing this thread's invocation can
-                    // be refused here: it finishes after this invocation returns.
+                    // Refused only inside an invocation, for a registration that
+                    // can finish only after it returns: the load itself succeeded.
                     Err(HostError::WouldDeadlock { .. }) => {}
                     Err(error) => {
                         failure.get_or_insert(error);

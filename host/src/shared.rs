@@ -318,7 +318,7 @@ impl Shared {
         self.registrations.complete(handle, outcome)
     }
 
-    /// Number of threads waiting for a registration from inside an invocation.
+    /// Number of invocations blocked in a wait the wait-for graph tracks.
     pub(crate) fn waits_in_invocations(&self) -> usize {
         self.waits.waiting()
     }
@@ -404,12 +404,10 @@ impl Shared {
         }
     }
 
-    /// Drops the holder of a task handle.
+    /// Drops the holder of a task handle (task handles have one).
     pub(crate) fn release_task(&self, handle: u64) {
         self.task_results.release(handle);
-        if !self.task_results.contains(handle) {
-            self.waits.task_released(handle);
-        }
+        self.waits.task_released(handle);
     }
 
     /// Records that `key` was invoked here as a global registration.

@@ -36,8 +36,9 @@ pub struct RuntimeStats {
     pub bytes_received: u64,
     /// Worker threads alive.
     pub workers: u64,
-    /// Invocations blocked right now waiting for a registration (each such wait
-    /// is in the node's wait-for graph, which refuses those that could never end).
+    /// Invocations blocked right now waiting for a registration, or for a task
+    /// launched to this node (each such wait is in the node's wait-for graph,
+    /// which refuses those that could never end).
     pub invocations_waiting: u64,
     /// Time from the runtime's start until its last invocation finished.
     pub last_invocation_done: Option<Duration>,

@@ -1,9 +1,10 @@
-//! The wait-for graph of one node, so that no wait on a registration blocks for
-//! ever: a wait that would close a cycle is refused, and a nested registration
-//! that closes one wakes a waiter on it with a refusal.
+//! The wait-for graph of one node, so that no wait of an invocation (for a
+//! registration, or for a task launched to this node) blocks for ever in a cycle:
+//! a wait that would close a cycle is refused, and a nested registration that
+//! closes one wakes a waiter on it with a refusal.
 //!
 //! Vertices are registration keys running on this node. An edge `A -> B` says
-//! that `A` cannot finish here before `B` has finished here, for one of two
+//! that `A` cannot finish here before `B` has finished here, for one of three
 //! reasons:
 //!
 //! * **nested**: `B` was registered inside `A`'s invocation and the core made
