@@ -12,7 +12,8 @@
  * callback's node is loading - is nested: it runs on this node only (the
  * enclosing registration already reaches every node) and the enclosing
  * registration waits for it. Waiting where it could never end returns
- * HERALD_ERR_WOULD_DEADLOCK instead of hanging: never wait inside a constructor.
+ * HERALD_ERR_WOULD_DEADLOCK instead of hanging (see herald_wait): never wait
+ * inside a constructor.
  *
  * Code is named portably: the library's canonical path (the same on every
  * node), the SHA-256 of its file, and the symbol's name, found with dladdr. So
@@ -67,7 +68,24 @@ void herald_register_on_load(herald_callback callback, const void *args, size_t 
 
 /* Blocks until the registration is done on every node (for one made inside a
  * callback: done on this node). HERALD_OK, or an error code with the reason
- * (naming each failed node) copied into `error`. Does not release the handle. */
+ * (naming each failed node) copied into `error`. Does not release the handle.
+ *
+ * Returns HERALD_ERR_WOULD_DEADLOCK, with the chain that would never end in
+ * `error`, instead of waiting for ever:
+ *  - inside a library load (a constructor): wait after the load returns;
+ *  - inside the callback of this registration, or of one it is nested in;
+ *  - across threads of this node: when callbacks running at once would wait in
+ *    a cycle (A waits for B, nested in A or not; B's callback waits for A, or
+ *    registers A nested), the wait that would close the cycle is refused, and a
+ *    callback already waiting is woken with this code if a registration nested
+ *    later closes a cycle through its wait. At least one waiter of every cycle
+ *    is refused; a refused callback should return, which lets the others end.
+ * Waits that can end are never refused. herald_task_wait is refused the same
+ * way inside a load, and inside a callback for a task launched to this node
+ * that is held for a registration needing that callback (a task launched here
+ * waits until every registration global here at its launch, other than the
+ * launching callback's own and those enclosing it, is done here). Cycles
+ * through other nodes are not detected. */
 int herald_wait(herald_handle handle, char *error, size_t error_len);
 
 /* Releases a registration handle: every handle herald_register_global,
@@ -125,7 +143,11 @@ uint32_t herald_node_id(void);
 uint32_t herald_node_count(void);
 
 /* Loads a library on this node; its constructors' global registrations are
- * awaited before this returns. Do not call it from a constructor. */
+ * awaited before this returns. Called from a constructor (during another load)
+ * it loads nothing and returns HERALD_ERR_WOULD_DEADLOCK: call dlopen there
+ * instead, and the registrations then made are awaited with the enclosing load.
+ * Called from a callback, the constructors' registrations are nested in it;
+ * any that can only finish after the callback returns is not waited for. */
 int herald_load_library(const char *path, char *error, size_t error_len);
 
 #define HERALD_CONCAT_(a, b) a##b

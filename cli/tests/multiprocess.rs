@@ -111,6 +111,69 @@ fn two_nodes_load_two_libraries_at_once() {
     }
 }
 
+/// Two callbacks run at once on every node, each registering the other nested
+/// and waiting for it: on each node exactly one wait is refused with
+/// HERALD_ERR_WOULD_DEADLOCK (instead of both waiting for ever), the other
+/// ends, and both registrations complete. The same with two callbacks that each
+/// launch a task to their own node, held there until the other is done.
+#[test]
+fn two_invocations_waiting_on_each_other_refuse_one_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cycle = build_c(dir.path(), "cycle", "cycle", "");
+    for (main, waited, first, second) in [
+        ("cycle_main", "nested", "A", "B"),
+        ("cycle_task_main", "task", "TA", "TB"),
+    ] {
+        let mut job = start_main(3, dir.path(), &cycle, main, &[]);
+        let statuses = job.wait();
+        let transcript = job.transcript();
+        assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+        assert_eq!(job.count("cycle registrations: done"), 1, "{transcript}");
+        for node in 0..3 {
+            let count = |me: &str, what: &str| {
+                job.count(&format!("node {node}: {me}: {waited} wait {what}"))
+            };
+            let refused = count(first, "refused") + count(second, "refused");
+            let ended = count(first, "ok") + count(second, "ok");
+            assert_eq!((refused, ended), (1, 1), "node {node}\n{transcript}");
+        }
+        assert_eq!(
+            job.count("waiting here would deadlock"),
+            3,
+            "the refusal says why\n{transcript}"
+        );
+    }
+}
+
+/// A library's constructor calls herald_load_library: refused with
+/// HERALD_ERR_WOULD_DEADLOCK on every node the library is loaded on, and the
+/// library it names is loaded nowhere (its constructor's callback never runs).
+#[test]
+fn load_library_from_a_constructor_loads_nothing_anywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outer = build_c(dir.path(), "ctor_load", "ctor_load", "");
+    let inner = build_c(dir.path(), "ctor_a", "ctor_a", "");
+    let mut job = start_main(
+        3,
+        dir.path(),
+        &outer,
+        "ctor_load_main",
+        &[("CTOR_LOAD_INNER", &inner)],
+    );
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    for node in 0..3 {
+        let refused =
+            format!("node {node}: load from constructor rc=2: waiting here would deadlock");
+        assert_eq!(job.count(&refused), 1, "{refused}\n{transcript}");
+        let probe = format!("probe on node {node}: inner not loaded");
+        assert_eq!(job.count(&probe), 1, "{probe}\n{transcript}");
+    }
+    assert_eq!(job.count("nothing was loaded"), 3, "{transcript}");
+    assert_eq!(job.count("A callback ran"), 0, "{transcript}");
+}
+
 /// Node 2 is killed while it runs a registration: the others complete, and the
 /// result names node 2 as unreachable.
 #[test]

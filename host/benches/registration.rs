@@ -3,7 +3,8 @@
 //! `CARGO_TARGET_DIR=/work/target-host cargo bench -p herald-host --bench registration`
 //! (optionally followed by `-- SIZES...`; `BENCH_COUNT` sets the count). For each job size N it starts N
 //! processes of this executable; rank 0 first measures the TCP round trip to every
-//! peer with raw frames, then issues COUNT (default 200) global registrations of
+//! peer with raw frames on a mesh of their own (so no frame of the runtime, which
+//! starts on a second mesh afterwards, can be taken for a ping), then issues COUNT (default 200) global registrations of
 //! a C callback one after another (each with new argument bytes, so each is a new
 //! registration) and reports the median time until each completed on every node.
 
@@ -63,26 +64,30 @@ fn main() {
 }
 
 fn child(rank: u32) {
-    let (mesh, events) = common::join_mesh();
-    let size = mesh.size();
     let library = std::path::PathBuf::from(std::env::var("BENCH_LIBRARY").expect("library"));
     let count: usize = std::env::var("BENCH_COUNT")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(200);
     let dir = library.parent().expect("dir").to_path_buf();
+    // The round trips use a mesh of their own, kept open until the end: a frame
+    // of the runtime can never reach the echo loop (nor a ping the runtime).
+    let (raw, raw_events) = common::join_raw_mesh();
+    let size = raw.size();
     if rank != 0 {
         // Echo rank 0's pings until it says the round-trip phase is over.
         loop {
-            match events.recv() {
+            match raw_events.recv() {
                 Ok(MeshEvent::Frame { from: 0, bytes }) if bytes == b"done" => break,
-                Ok(MeshEvent::Frame { from, bytes }) => mesh.send(from, bytes),
+                Ok(MeshEvent::Frame { from, bytes }) => raw.send(from, bytes),
                 Ok(MeshEvent::PeerDown { .. }) | Err(_) => std::process::exit(1),
             }
         }
+        let (mesh, events) = common::join_mesh();
         let runtime = common::start_runtime(mesh, events, &dir);
         let _ = runtime.wait_for_job_end(None);
         runtime.shutdown();
+        drop(raw);
         return;
     }
 
@@ -90,8 +95,8 @@ fn child(rank: u32) {
     for peer in 1..size {
         for i in 0..PINGS + 20 {
             let started = Instant::now();
-            mesh.send(peer, vec![7; 64]);
-            match events.recv() {
+            raw.send(peer, vec![7; 64]);
+            match raw_events.recv() {
                 Ok(MeshEvent::Frame { .. }) => {}
                 other => panic!("ping to {peer}: {other:?}"),
             }
@@ -102,8 +107,9 @@ fn child(rank: u32) {
     }
     let rtt_us = common::median_us(&mut rtts);
     for peer in 1..size {
-        mesh.send(peer, b"done".to_vec());
+        raw.send(peer, b"done".to_vec());
     }
+    let (mesh, events) = common::join_mesh();
     let runtime = common::start_runtime(mesh, events, &dir);
     runtime.load_library(&library).expect("load");
     let function = {
@@ -145,6 +151,7 @@ fn child(rank: u32) {
     );
     runtime.end_job().expect("end");
     runtime.shutdown();
+    drop(raw);
 }
 
 /// Round trips a registration from node 0 needs: to the coordinator and back if

@@ -263,7 +263,7 @@ impl EventLoop {
         handle: u64,
         outcome: Result<herald_core::RegistrationResult, HostError>,
     ) {
-        if let Completion::Detached(outcome) = self.shared.registrations.complete(handle, outcome) {
+        if let Completion::Detached(outcome) = self.shared.complete_registration(handle, outcome) {
             self.shared.forget_key(handle);
             match outcome {
                 Ok(result) if result.is_ok() => {}

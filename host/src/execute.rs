@@ -21,6 +21,10 @@ type CallbackFn = unsafe extern "C" fn(args: *const c_void, args_len: usize) -> 
 /// Runs one invocation with this thread marked as executing it, then reports.
 pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys: Arc<[Key]>) {
     let id = invocation.id;
+    if invocation.parent.is_none() {
+        // Tasks launched to this node from now on are held until it is done.
+        shared.global_invoked(invocation.key);
+    }
     let outcome = {
         let _frame = context::enter_invocation(InvocationFrame {
             runtime: shared.id,

@@ -17,8 +17,9 @@ use crate::{RegistrationHandle, Runtime, global};
 pub const HERALD_OK: c_int = 0;
 /// The registration or task failed (on some node), or the call could not be done.
 pub const HERALD_ERR_FAILED: c_int = 1;
-/// Waiting here could never end (inside a library load, or inside the invocation
-/// the registration waits for).
+/// Waiting here could never end: inside a library load, inside the invocation
+/// the registration waits for, or closing a cycle of invocations of this node
+/// that wait for each other (see `herald_wait` in `herald.h`).
 pub const HERALD_ERR_WOULD_DEADLOCK: c_int = 2;
 /// A bad argument: null pointer, invalid UTF-8, unknown handle.
 pub const HERALD_ERR_INVALID: c_int = 3;
@@ -101,7 +102,9 @@ pub unsafe extern "C" fn herald_register_on_load(
 }
 
 /// Waits for a registration handle. Returns `HERALD_OK`, or an error code with the
-/// reason copied (NUL-terminated, truncated) into `error` if it is not NULL.
+/// reason copied (NUL-terminated, truncated) into `error` if it is not NULL;
+/// `HERALD_ERR_WOULD_DEADLOCK` where the wait could never end (see `herald_wait`
+/// in `include/herald.h`).
 ///
 /// # Safety
 /// `error` NULL or valid for `error_len` bytes.
@@ -246,7 +249,7 @@ pub unsafe extern "C" fn herald_task_wait(
             .and_then(|rt| {
                 let shared = rt.shared();
                 let outcome = shared.wait_task(handle, None);
-                shared.task_results.release(handle);
+                shared.release_task(handle);
                 outcome
             })
             .map_err(|e| (code_of(&e), e.to_string()))
@@ -264,7 +267,7 @@ pub unsafe extern "C" fn herald_task_wait(
 #[unsafe(no_mangle)]
 pub extern "C" fn herald_task_release(handle: u64) {
     if let Ok(runtime) = runtime() {
-        runtime.shared().task_results.release(handle);
+        runtime.shared().release_task(handle);
     }
 }
 
@@ -332,7 +335,8 @@ pub extern "C" fn herald_node_count() -> u32 {
 
 /// Loads a library on this node (from the allowed directories); its constructors'
 /// global registrations are awaited before returning. `HERALD_OK` or an error code
-/// with the reason in `error`.
+/// with the reason in `error`. From a constructor it loads nothing and returns
+/// `HERALD_ERR_WOULD_DEADLOCK` (see [`Runtime::load_library`]).
 ///
 /// # Safety
 /// `path` a C string; `error` NULL or valid for `error_len` bytes.

@@ -10,7 +10,10 @@ use crate::shared::Shared;
 
 /// A registration in progress. Waiting is refused (with
 /// [`HostError::WouldDeadlock`]) where it could never end: inside a library load,
-/// or inside the invocation the registration waits for.
+/// inside the invocation the registration waits for, or where invocations
+/// running at once on this node would wait for each other in a cycle (the wait
+/// that would close it is refused; a wait already blocked is woken with the
+/// refusal if a nested registration closes a cycle through it later).
 pub struct RegistrationHandle {
     shared: Arc<Shared>,
     id: u64,
@@ -110,7 +113,7 @@ impl TaskHandle {
 
 impl Drop for TaskHandle {
     fn drop(&mut self) {
-        self.shared.task_results.release(self.id);
+        self.shared.release_task(self.id);
     }
 }
 

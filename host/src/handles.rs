@@ -33,6 +33,8 @@ pub enum WaitOutcome<T> {
     TimedOut,
     /// The table was closed (the runtime stopped) before the handle completed.
     Closed,
+    /// The caller's condition to stop waiting became true first.
+    Interrupted,
 }
 
 /// What a completion found.
@@ -136,8 +138,23 @@ impl<T: Clone> HandleTable<T> {
     }
 
     /// Blocks until `id` completes, the deadline passes, or the table closes. The
-    /// result stays in the table for further waits until released.
+    /// result stays in the table for further waits until released. (The runtime
+    /// uses [`wait_unless`](Self::wait_unless); the tests, this.)
+    #[cfg(any(test, loom))]
     pub fn wait(&self, id: u64, deadline: Option<Instant>) -> WaitOutcome<T> {
+        self.wait_unless(id, deadline, || false)
+    }
+
+    /// [`wait`](Self::wait), also ending with [`WaitOutcome::Interrupted`] once
+    /// `interrupted` returns true. Whoever makes it true must then call
+    /// [`wake_all`](Self::wake_all); it is checked with the table locked, so
+    /// that wake-up cannot be missed.
+    pub fn wait_unless(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        interrupted: impl Fn() -> bool,
+    ) -> WaitOutcome<T> {
         let mut state = lock(&self.state);
         loop {
             match state.slots.get(&id) {
@@ -147,6 +164,7 @@ impl<T: Clone> HandleTable<T> {
                     ..
                 }) => return WaitOutcome::Ready(value.clone()),
                 Some(_) if state.closed => return WaitOutcome::Closed,
+                Some(_) if interrupted() => return WaitOutcome::Interrupted,
                 Some(_) => {}
             }
             state = match deadline {
@@ -178,6 +196,13 @@ impl<T: Clone> HandleTable<T> {
         if slot.holders == 0 && slot.result.is_some() {
             state.slots.remove(&id);
         }
+    }
+
+    /// Wakes every waiter to check its condition again (see
+    /// [`wait_unless`](Self::wait_unless)).
+    pub fn wake_all(&self) {
+        let _state = lock(&self.state);
+        self.changed.notify_all();
     }
 
     /// Wakes every waiter of a pending handle with [`WaitOutcome::Closed`], now and

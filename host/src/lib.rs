@@ -56,6 +56,7 @@ mod stats;
 mod sync;
 mod tasks;
 mod transport;
+mod waits;
 
 pub use code::{CodeRef, Digest, LibraryRef, TaskCode, TaskVariant};
 pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs};

@@ -204,8 +204,25 @@ impl Runtime {
     /// thread and may register globally (that is how the library reaches every
     /// node). Their handles are pending while the loader lock is held; this call
     /// waits for all of them once `dlopen` has returned, and fails if any failed.
+    ///
+    /// Called during another load (from a library constructor) it loads nothing
+    /// and fails with [`HostError::WouldDeadlock`]: it could not wait there.
+    /// Called inside an invocation, the constructors' registrations are nested
+    /// in it; one that encloses that invocation (so it can only finish after it
+    /// returns) is not waited for and not in the report.
     pub fn load_library(&self, path: impl AsRef<Path>) -> Result<LoadReport, HostError> {
         let path = path.as_ref();
+        if context::deadlock_reason(self.shared.id, None).is_some() {
+            return Err(HostError::WouldDeadlock {
+                reason: format!(
+                    "load_library({}) was called during another library load (from a \
+                     constructor), where the registrations its constructors make could not be \
+                     waited for; nothing was loaded. Call dlopen instead: the registrations \
+                     then made are waited for with the enclosing load's",
+                    path.display()
+                ),
+            });
+        }
         let loading = context::enter_loading();
         let loaded = native::load_local(path, &self.shared.allowed_dirs);
         let made = loading.finish();
@@ -222,6 +239,9 @@ impl Runtime {
             if seen.insert(handle) {
                 match self.shared.wait_registration(handle, None) {
                     Ok(result) => registrations.push(result),
+                    // Refused only inside an invocation, for a registration that
+                    // can finish only after it returns: the load itself succeeded.
+                    Err(HostError::WouldDeadlock { .. }) => {}
                     Err(error) => {
                         failure.get_or_insert(error);
                     }
@@ -366,18 +386,20 @@ impl Runtime {
         let handle = self.shared.new_handle_id();
         self.shared.task_results.insert_pending(handle);
         Counters::add(&self.shared.counters.launches, 1);
-        self.shared.send_or_fail(
+        let command = Command::Launch {
             handle,
-            Command::Launch {
-                handle,
-                to: NodeId(node),
-                task,
-                args,
-                parent: crate::context::placement(self.shared.id)
-                    .parent
-                    .map(|frame| frame.id),
-            },
-        );
+            to: NodeId(node),
+            task,
+            args,
+            parent: crate::context::placement(self.shared.id)
+                .parent
+                .map(|frame| frame.id),
+        };
+        if node == self.node_id() {
+            self.shared.launch_here(handle, command);
+        } else {
+            self.shared.send_or_fail(handle, command);
+        }
         TaskHandle::new(Arc::clone(&self.shared), handle)
     }
 
@@ -452,9 +474,12 @@ impl Runtime {
 
     /// This node's counters.
     pub fn stats(&self) -> RuntimeStats {
-        self.shared
+        let mut stats = self
+            .shared
             .counters
-            .snapshot(self.shared.node.0, self.shared.nodes)
+            .snapshot(self.shared.node.0, self.shared.nodes);
+        stats.invocations_waiting = self.shared.waits_in_invocations() as u64;
+        stats
     }
 
     /// Number of task names registered on this node.

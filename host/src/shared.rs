@@ -16,10 +16,11 @@ use crate::config::HostConfig;
 use crate::context;
 use crate::error::HostError;
 use crate::executor::Executor;
-use crate::handles::{HandleTable, WaitOutcome};
+use crate::handles::{Completion, HandleTable, WaitOutcome};
 use crate::runtime::JobEnd;
 use crate::stats::Counters;
 use crate::tasks::TaskRegistry;
+use crate::waits::WaitGraph;
 
 /// What a registration handle resolves to.
 pub(crate) type RegistrationOutcome = Result<RegistrationResult, HostError>;
@@ -72,6 +73,9 @@ pub(crate) struct Shared {
     pub(crate) task_results: HandleTable<TaskResult>,
     /// The key of each registration handle that has one, for deadlock checks.
     handle_keys: Mutex<HashMap<u64, Key>>,
+    /// Which running registrations wait for which, to refuse waits that could
+    /// never end.
+    waits: WaitGraph,
     next_handle: AtomicU64,
     batches: Mutex<BTreeMap<Option<InvocationId>, OpenBatch>>,
     pub(crate) tasks: TaskRegistry,
@@ -120,6 +124,7 @@ impl Shared {
             registrations: HandleTable::new(),
             task_results: HandleTable::new(),
             handle_keys: Mutex::new(HashMap::new()),
+            waits: WaitGraph::default(),
             next_handle: AtomicU64::new(1),
             batches: Mutex::new(BTreeMap::new()),
             tasks: TaskRegistry::default(),
@@ -145,15 +150,35 @@ impl Shared {
         self.lock_keys().insert(handle, registration.key());
         self.record_if_loading(placement.loading, handle);
         Counters::add(&self.counters.registrations_requested, 1);
-        let parent = placement.parent.map(|frame| frame.id);
-        self.send_or_fail(
-            handle,
-            Command::Register {
+        let Some(parent) = placement.parent else {
+            let command = Command::Register {
                 handle,
                 registration,
-                parent,
-            },
-        );
+                parent: None,
+            };
+            self.send_or_fail(handle, command);
+            return handle;
+        };
+        // The graph mirrors the core's nested edges in the order the core gets
+        // them: it is updated and the command sent as one step.
+        let key = registration.key();
+        let command = Command::Register {
+            handle,
+            registration,
+            parent: Some(parent.id),
+        };
+        let mut sent = false;
+        let refused = self.waits.nested_and(handle, parent.keys[0], key, || {
+            sent = self.commands.send(command).is_ok();
+            sent
+        });
+        if refused > 0 {
+            self.registrations.wake_all();
+            self.task_results.wake_all();
+        }
+        if !sent {
+            let _ = self.complete_registration(handle, Err(HostError::Stopped));
+        }
         handle
     }
 
@@ -236,7 +261,10 @@ impl Shared {
         batches.values().map(|open| self.batch_deadline(open)).min()
     }
 
-    /// Waits for a registration handle, refusing waits that could never end.
+    /// Waits for a registration handle, refusing waits that could never end: on
+    /// this thread (inside a load, or inside the registration's own invocation),
+    /// or across threads (a cycle of invocations waiting for registrations
+    /// nested in each other), including a cycle closed while this waits.
     pub(crate) fn wait_registration(
         &self,
         handle: u64,
@@ -246,16 +274,53 @@ impl Shared {
         if let Some(reason) = context::deadlock_reason(self.id, key) {
             return Err(HostError::WouldDeadlock { reason });
         }
+        if let Some(outcome) = self.try_registration(handle) {
+            return outcome;
+        }
+        let waiter = context::placement(self.id).parent;
+        let ticket = match (waiter, key) {
+            (Some(waiter), Some(key)) => Some(
+                self.waits
+                    .begin_wait(waiter.keys[0], key)
+                    .map_err(|reason| HostError::WouldDeadlock { reason })?,
+            ),
+            _ => None,
+        };
         self.flush_batches(Flush::All);
         let started = Instant::now();
-        match self.registrations.wait(handle, deadline) {
+        let refusal = || ticket.as_ref().and_then(|t| t.refusal());
+        let outcome = self
+            .registrations
+            .wait_unless(handle, deadline, || refusal().is_some());
+        if let Some(ticket) = &ticket {
+            self.waits.end_wait(ticket);
+        }
+        match outcome {
             WaitOutcome::Ready(outcome) => registration_outcome(outcome),
             WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
             WaitOutcome::Closed => Err(HostError::Stopped),
+            WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
+                reason: refusal().unwrap_or_default(),
+            }),
         }
+    }
+
+    /// Stores the outcome of a registration handle and wakes its waiters.
+    pub(crate) fn complete_registration(
+        &self,
+        handle: u64,
+        outcome: RegistrationOutcome,
+    ) -> Completion<RegistrationOutcome> {
+        self.waits.completed(handle);
+        self.registrations.complete(handle, outcome)
+    }
+
+    /// Number of invocations blocked in a wait the wait-for graph tracks.
+    pub(crate) fn waits_in_invocations(&self) -> usize {
+        self.waits.waiting()
     }
 
     /// What [`wait_registration`](Self::wait_registration) would return now, or
@@ -282,20 +347,72 @@ impl Shared {
         }
     }
 
-    /// Waits for a task handle.
+    /// Waits for a task handle, refusing waits that could never end: inside a
+    /// load, or inside an invocation for a task launched to this node that the
+    /// core holds until something that needs this invocation is done.
     pub(crate) fn wait_task(&self, handle: u64, deadline: Option<Instant>) -> TaskResult {
         if let Some(reason) = context::deadlock_reason(self.id, None) {
             return Err(HostError::WouldDeadlock { reason });
         }
+        if let Some(result) = self.try_task(handle) {
+            return result;
+        }
+        let ticket = match context::placement(self.id).parent {
+            Some(waiter) => self
+                .waits
+                .begin_task_wait(waiter.keys[0], handle)
+                .map_err(|reason| HostError::WouldDeadlock { reason })?,
+            None => None,
+        };
         let started = Instant::now();
-        match self.task_results.wait(handle, deadline) {
+        let refusal = || ticket.as_ref().and_then(|t| t.refusal());
+        let outcome = self
+            .task_results
+            .wait_unless(handle, deadline, || refusal().is_some());
+        if let Some(ticket) = &ticket {
+            self.waits.end_wait(ticket);
+        }
+        match outcome {
             WaitOutcome::Ready(result) => result,
             WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
             WaitOutcome::Closed => Err(HostError::Stopped),
+            WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
+                reason: refusal().unwrap_or_default(),
+            }),
         }
+    }
+
+    /// Sends a launch to this node, recording what the core will hold the task
+    /// for (in the same order as the core sees nested registrations).
+    pub(crate) fn launch_here(&self, handle: u64, command: Command) {
+        let launcher = context::placement(self.id)
+            .parent
+            .map(|frame| frame.keys[0]);
+        let mut command = Some(command);
+        let mut sent = false;
+        self.waits.launched_here(handle, launcher, || {
+            sent = command
+                .take()
+                .is_some_and(|command| self.commands.send(command).is_ok());
+            sent
+        });
+        if !sent {
+            let _ = self.task_results.complete(handle, Err(HostError::Stopped));
+        }
+    }
+
+    /// Drops the holder of a task handle (task handles have one).
+    pub(crate) fn release_task(&self, handle: u64) {
+        self.task_results.release(handle);
+        self.waits.task_released(handle);
+    }
+
+    /// Records that `key` was invoked here as a global registration.
+    pub(crate) fn global_invoked(&self, key: Key) {
+        self.waits.global_invoked(key);
     }
 
     /// Sends a command whose answer completes `handle`; if the event loop is gone,
@@ -306,7 +423,7 @@ impl Shared {
             if is_launch {
                 let _ = self.task_results.complete(handle, Err(HostError::Stopped));
             } else {
-                let _ = self.registrations.complete(handle, Err(HostError::Stopped));
+                let _ = self.complete_registration(handle, Err(HostError::Stopped));
             }
         }
     }
@@ -379,6 +496,9 @@ fn wait_result<T>(handle: u64, outcome: WaitOutcome<T>) -> Result<T, HostError> 
             waited: std::time::Duration::ZERO,
         }),
         WaitOutcome::Closed => Err(HostError::Stopped),
+        WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
+            reason: "the wait was interrupted".into(),
+        }),
     }
 }
 

@@ -36,6 +36,10 @@ pub struct RuntimeStats {
     pub bytes_received: u64,
     /// Worker threads alive.
     pub workers: u64,
+    /// Invocations blocked right now waiting for a registration, or for a task
+    /// launched to this node (each such wait is in the node's wait-for graph,
+    /// which refuses those that could never end).
+    pub invocations_waiting: u64,
     /// Time from the runtime's start until its last invocation finished.
     pub last_invocation_done: Option<Duration>,
 }
@@ -112,6 +116,7 @@ impl Counters {
             frames_received: get(&self.frames_received),
             bytes_received: get(&self.bytes_received),
             workers: get(&self.workers),
+            invocations_waiting: 0,
             last_invocation_done: (done > 0).then(|| Duration::from_nanos(done - 1)),
         }
     }

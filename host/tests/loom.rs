@@ -13,6 +13,7 @@ use herald_host::loom_api::{
     enter_loading, placement, record_during_load,
 };
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 
 /// A waiter blocked before the completion, or arriving after it, sees the result.
@@ -104,6 +105,25 @@ fn close_wakes_waiters() {
         };
         table.close();
         assert_eq!(waiter.join().unwrap(), WaitOutcome::Closed);
+    });
+}
+
+/// A waiter whose condition is made true (a refusal from the wait-for graph)
+/// and then woken with `wake_all` never sleeps through it, whether it was
+/// already asleep or still on its way.
+#[test]
+fn interrupting_a_wait_is_never_missed() {
+    loom::model(|| {
+        let table = Arc::new(HandleTable::<u32>::new());
+        table.insert_pending(1);
+        let refused = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (table, refused) = (table.clone(), refused.clone());
+            thread::spawn(move || table.wait_unless(1, None, || refused.load(Ordering::SeqCst)))
+        };
+        refused.store(true, Ordering::SeqCst);
+        table.wake_all();
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Interrupted);
     });
 }
 

@@ -1,6 +1,7 @@
 //! Native loading in one process: a plain C plugin whose constructor registers
 //! its tasks globally, lazy task variants, refusals (outside the allowed
-//! directories, digest mismatch, unregistered task) and the deadlock guard.
+//! directories, digest mismatch, unregistered task), the deadlock guard, and a
+//! load inside a callback that does not wait for what encloses the callback.
 //!
 //! The C ABI goes through the process-global runtime, so everything runs in one
 //! test function, in order.
@@ -21,6 +22,30 @@ __attribute__((constructor)) static void init(void) {
     deadlock_code = herald_wait(h, deadlock_text, sizeof deadlock_text);
     herald_release(h);
 }
+"#;
+
+/// A callback that loads the library named by its argument bytes.
+const LOADING_CALLBACK: &str = r#"
+#include <string.h>
+#include "herald.h"
+int load_code = -1;
+char load_text[512];
+int load_inside(const void *args, size_t len) {
+    char path[4096];
+    if (len >= sizeof path) return 1;
+    memcpy(path, args, len);
+    path[len] = 0;
+    load_code = herald_load_library(path, load_text, sizeof load_text);
+    return 0;
+}
+"#;
+
+/// A constructor registering with the tag of the callback that loads it: the
+/// registration encloses the invocation that loads the library.
+const ENCLOSING_PLUGIN: &str = r#"
+#include "herald.h"
+int enclosing_noop(const void *a, size_t n) { (void)a; (void)n; return 0; }
+HERALD_REGISTER_ON_LOAD(enclosing_noop, 0, 0, "load-inside")
 "#;
 
 const FAILING_PLUGIN: &str = r#"
@@ -132,6 +157,37 @@ fn c_plugins_in_one_process() {
             .expect("symbol")
     };
     assert_eq!(code, herald_host::ffi::HERALD_ERR_WOULD_DEADLOCK);
+
+    // A callback loads a library whose constructor registers the callback's own
+    // registration (its tag): that one finishes only after the callback
+    // returns, so the load does not wait for it, and succeeds.
+    let loader = common::build_c_library(allowed.path(), "loader", LOADING_CALLBACK);
+    let enclosing = common::build_c_library(allowed.path(), "enclosing", ENCLOSING_PLUGIN);
+    runtime.load_library(&loader).expect("load");
+    // SAFETY: herald has loaded this library already; reopening it runs no
+    // constructor again and only takes another reference.
+    let library = unsafe { libloading::Library::new(&loader) }.expect("reopen");
+    // SAFETY: only the address of the exported function is taken.
+    let function = unsafe {
+        *library
+            .get::<*const std::ffi::c_void>(b"load_inside\0")
+            .expect("symbol")
+    };
+    let path = enclosing.to_str().expect("UTF-8 path").as_bytes().to_vec();
+    let result = runtime
+        .register_callback(function, path, Some("load-inside".into()))
+        .expect("register")
+        .wait()
+        .expect("the callback's registration completes");
+    assert!(result.is_ok(), "{result}");
+    // SAFETY: `load_code` is an `int` the test library defines; its only writer,
+    // the callback, has returned.
+    let code = unsafe { **library.get::<*const i32>(b"load_code\0").expect("symbol") };
+    assert_eq!(
+        code,
+        herald_host::ffi::HERALD_OK,
+        "load inside the callback"
+    );
 
     // Outside the allowed directories: refused before anything is loaded.
     let stray = common::build_c_library(outside.path(), "stray", VERSION_A);

@@ -14,6 +14,9 @@ use herald_tcp::{Mesh, MeshConfig, MeshEvent, Secret};
 /// Set in the children: their rank. Absent in the parent.
 pub const RANK_ENV: &str = "HERALD_BENCH_RANK";
 
+/// Set in the children: where rank 0 of the raw-frame mesh listens.
+const RAW_COORDINATOR_ENV: &str = "HERALD_BENCH_RAW_COORDINATOR";
+
 /// This process's rank if it is a child of the benchmark.
 pub fn child_rank() -> Option<u32> {
     std::env::var(RANK_ENV).ok().and_then(|v| v.parse().ok())
@@ -23,9 +26,10 @@ pub fn child_rank() -> Option<u32> {
 /// every line they print (prefixed "rank: "), after all have exited successfully.
 pub fn run_job(nodes: u32, env: &[(&str, String)]) -> Vec<String> {
     let exe = std::env::current_exe().expect("current exe");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
+    let port = free_port();
+    // A second job-wide port for a mesh of its own that a benchmark may form for
+    // raw frames (`join_raw_mesh`), so those never mix with the runtime's.
+    let raw_port = free_port();
     let secret = Secret::random().to_hex();
     let mut children = Vec::new();
     for rank in 0..nodes {
@@ -34,6 +38,7 @@ pub fn run_job(nodes: u32, env: &[(&str, String)]) -> Vec<String> {
             .env(RANK_ENV, rank.to_string())
             .env("HERALD_BENCH_SIZE", nodes.to_string())
             .env("HERALD_COORDINATOR", port.to_string())
+            .env(RAW_COORDINATOR_ENV, raw_port.to_string())
             .env("HERALD_SECRET", &secret)
             .stdout(Stdio::piped());
         for (name, value) in env {
@@ -59,16 +64,37 @@ pub fn run_job(nodes: u32, env: &[(&str, String)]) -> Vec<String> {
     lines
 }
 
-/// Joins the job this child belongs to.
+/// Joins the job this child belongs to: the mesh its runtime uses.
 pub fn join_mesh() -> (Mesh, crossbeam_channel::Receiver<MeshEvent>) {
+    establish("HERALD_COORDINATOR", "herald")
+}
+
+/// Joins a second mesh of the same ranks, for raw frames (round-trip
+/// measurements): nothing sent on it can reach a runtime, and nothing a runtime
+/// sends can reach it.
+pub fn join_raw_mesh() -> (Mesh, crossbeam_channel::Receiver<MeshEvent>) {
+    establish(RAW_COORDINATOR_ENV, "herald-bench-raw")
+}
+
+fn establish(
+    coordinator_env: &str,
+    cluster_id: &str,
+) -> (Mesh, crossbeam_channel::Receiver<MeshEvent>) {
     let var = |name: &str| std::env::var(name).expect(name);
     let rank = var(RANK_ENV).parse().expect("rank");
     let size = var("HERALD_BENCH_SIZE").parse().expect("size");
-    let coordinator = var("HERALD_COORDINATOR").parse().expect("coordinator");
+    let coordinator = var(coordinator_env).parse().expect("coordinator");
     let secret = Secret::from_hex(&var("HERALD_SECRET")).expect("secret");
     let mut config = MeshConfig::new(rank, size, coordinator, secret);
+    config.cluster_id = cluster_id.to_owned();
     config.establish_timeout = Duration::from_secs(60);
     Mesh::establish(config).expect("mesh")
+}
+
+fn free_port() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
 }
 
 /// Starts the runtime, allowing libraries from `dir`.
