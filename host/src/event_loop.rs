@@ -229,7 +229,7 @@ impl EventLoop {
                 }
                 Output::TaskCompleted { launch, outcome } => {
                     if let Some(handle) = self.launches.remove(&launch) {
-                        let result = outcome.map_err(HostError::Task);
+                        let result = outcome.map_err(|error| HostError::Task(self.named(error)));
                         let _ = self.shared.task_results.complete(handle, result);
                     }
                 }
@@ -256,6 +256,17 @@ impl EventLoop {
             }
             Err(error) => tracing::error!(%to, %error, "herald: messages dropped"),
         }
+    }
+
+    /// A task error with the registration it required named, when it failed.
+    fn named(&self, mut error: herald_core::TaskError) -> herald_core::TaskError {
+        if let herald_core::TaskErrorKind::RequirementFailed { key, error: text } = &mut error.kind
+        {
+            if let Some(name) = self.shared.name_of(key) {
+                *text = format!("registration of {name}: {text}");
+            }
+        }
+        error
     }
 
     fn complete_registration(

@@ -56,9 +56,10 @@ mod stats;
 mod sync;
 mod tasks;
 mod transport;
+mod unawaited;
 
-pub use code::{CodeRef, Digest, LibraryRef, TaskCode, TaskVariant};
-pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs};
+pub use code::{CodeRef, DependencyRef, Digest, LibraryRef, TaskCode, TaskVariant};
+pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs, implicit_dir_problem};
 pub use error::{HostError, LoadError};
 pub use executor::Executor;
 pub use ffi::keep_c_abi;

@@ -7,6 +7,7 @@
 //! runs the `atexit` handlers and flushes the standard streams instead.
 
 use std::ffi::{CString, OsString};
+use std::path::PathBuf;
 
 use anyhow::anyhow;
 use pyo3::prelude::*;
@@ -57,6 +58,17 @@ pub(crate) fn start(python_args: &[OsString]) -> anyhow::Result<()> {
             .map_err(|error| report(py, "starting Python", error))
     })?;
     problem.map_or(Ok(()), |problem| Err(anyhow!(problem)))
+}
+
+/// The directories whose native libraries Python trusts already (its
+/// site-packages and the active virtualenv's), from `herald._main.library_dirs`.
+pub(crate) fn library_dirs() -> anyhow::Result<Vec<PathBuf>> {
+    Python::attach(|py| {
+        py.import("herald._main")
+            .and_then(|main| main.call_method0("library_dirs"))
+            .and_then(|dirs| dirs.extract::<Vec<PathBuf>>())
+            .map_err(|error| report(py, "finding site-packages", error))
+    })
 }
 
 /// Runs the program (rank 0) and returns its exit status.

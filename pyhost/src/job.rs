@@ -1,6 +1,7 @@
 //! Joining the job and playing this rank's part in it: rank 0 runs the program
 //! and then ends the job; every other rank serves until it ends.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,11 @@ pub(crate) fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
 /// Joins the job (or starts a job of one), with the Python executor in place
 /// before any frame from another node is handled, and makes the runtime the one
 /// the `herald` module and the C ABI use.
-pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node> {
-    let config = HostConfig::default();
+pub(crate) fn start_runtime(
+    bootstrap: Option<Bootstrap>,
+    library_paths: &[PathBuf],
+) -> anyhow::Result<Node> {
+    let config = host_config(library_paths)?;
     let executor = Arc::new(PythonExecutor);
     let (coordinator_gone_tx, coordinator_gone) = crossbeam_channel::bounded(1);
     let runtime = match bootstrap {
@@ -72,6 +76,27 @@ pub(crate) fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node
         runtime,
         coordinator_gone,
     })
+}
+
+/// The runtime's settings: the allowed library directories are the defaults
+/// (`HERALD_LIBRARY_PATH`, the working directory and the executable's when safe),
+/// Python's site-packages and the active virtualenv's (their Python code is
+/// trusted already, so their native libraries are too, unless anyone may write
+/// there), and every `--library-path`.
+fn host_config(library_paths: &[PathBuf]) -> anyhow::Result<HostConfig> {
+    let mut config = HostConfig::default();
+    for dir in interpreter::library_dirs()? {
+        match herald_host::implicit_dir_problem(&dir) {
+            None => config.library_dirs.push(dir),
+            Some(problem) => tracing::debug!(
+                dir = %dir.display(),
+                problem,
+                "herald-python: site directory not allowed implicitly"
+            ),
+        }
+    }
+    config.library_dirs.extend(library_paths.iter().cloned());
+    Ok(config)
 }
 
 /// Makes `runtime` the one the C ABI and the `herald` module use.

@@ -43,14 +43,33 @@ def prepare(args):
     return None
 
 
-def _use_virtualenv():
-    """An activated virtualenv's packages come first, as they would for its python."""
+def _virtualenv_site_packages():
+    """The site-packages of the activated virtualenv, if one is."""
     venv = os.environ.get("VIRTUAL_ENV")
     if not venv:
-        return
+        return None
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return os.path.join(venv, "lib", version, "site-packages")
+
+
+def library_dirs():
+    """Where native libraries may be loaded from because their Python code is
+    trusted already: the interpreter's site-packages and the activated
+    virtualenv's."""
+    dirs = list(site.getsitepackages())
+    venv = _virtualenv_site_packages()
+    if venv:
+        dirs.append(venv)
+    return dirs
+
+
+def _use_virtualenv():
+    """An activated virtualenv's packages come first, as they would for its python."""
+    packages = _virtualenv_site_packages()
+    if not packages:
+        return
     before = list(sys.path)
-    site.addsitedir(os.path.join(venv, "lib", version, "site-packages"))
+    site.addsitedir(packages)
     added = [entry for entry in sys.path if entry not in before]
     sys.path[:] = before[:1] + added + before[1:]
 
