@@ -41,10 +41,14 @@ pub(crate) struct LoadedLibrary {
 /// Libraries loaded through herald, by canonical path.
 static LOADED: LazyLock<Mutex<HashMap<PathBuf, LoadedLibrary>>> = LazyLock::new(Default::default);
 
-/// Files herald had the loader map (libraries and dependencies), whose
-/// descriptors stay open: the loader knows them as `/proc/self/fd/N`, a name
-/// that must never come to mean another file.
-static MAPPED: LazyLock<Mutex<HashMap<FileId, std::fs::File>>> = LazyLock::new(Default::default);
+/// Files herald had the loader map (libraries and dependencies).
+static MAPPED: LazyLock<Mutex<HashSet<FileId>>> = LazyLock::new(Default::default);
+
+/// Every descriptor herald handed to the loader, kept open for ever: the loader
+/// knows each object by the name `/proc/self/fd/N` it was opened under (several,
+/// when one file was opened twice), and would take that name for the same
+/// object if the number came to mean another file.
+static HANDED_TO_LOADER: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
 
 /// References already made by `dladdr`, by the loader's name for the object: the
 /// object in memory does not change, so neither does its reference.
@@ -291,42 +295,29 @@ fn compare(expected: &LibraryRef, found: &LibraryRef) -> Result<(), LoadError> {
 fn load_checked(checked: Checked) -> Result<LoadedLibrary, LoadError> {
     let reference = checked.reference()?;
     for dependency in checked.dependencies {
-        if lock(&MAPPED).contains_key(&dependency.id) {
+        if lock(&MAPPED).contains(&dependency.id) {
             continue;
         }
-        let library = match loader::open_by_descriptor(&dependency) {
-            Ok(library) => library,
-            Err(error) => return Err(keep(error, dependency.file)),
-        };
+        let opened = loader::open_by_descriptor(&dependency);
+        lock(&HANDED_TO_LOADER).push(dependency.file);
         // Never unloaded: the library it is a dependency of needs it.
-        std::mem::forget(library);
-        lock(&MAPPED).insert(dependency.id, dependency.file);
+        std::mem::forget(opened?);
+        lock(&MAPPED).insert(dependency.id);
     }
     let main = checked.main;
-    let library = match loader::open_by_descriptor(&main) {
-        Ok(library) => library,
-        Err(error) => return Err(keep(error, main.file)),
-    };
+    // Known before the load: its constructors name their functions by it.
     let loader_name = main.loader_path().as_os_str().as_bytes().to_vec();
-    lock(&MAPPED).insert(main.id, main.file);
+    lock(&BY_LOADER_NAME).insert(loader_name, reference.clone());
+    let opened = loader::open_by_descriptor(&main);
+    lock(&HANDED_TO_LOADER).push(main.file);
+    let library = opened?;
+    lock(&MAPPED).insert(main.id);
     let fresh = LoadedLibrary {
         reference,
         library: Arc::new(library),
     };
-    lock(&BY_LOADER_NAME).insert(loader_name, fresh.reference.clone());
     let mut table = lock(&LOADED);
     Ok(table.entry(main.path).or_insert(fresh).clone())
-}
-
-/// After a load that got as far as the loader (which now knows the file as
-/// `/proc/self/fd/N`), keeps that descriptor open so the name never comes to
-/// mean another file.
-fn keep(error: LoadError, file: std::fs::File) -> LoadError {
-    static KEPT: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
-    if !matches!(error, LoadError::Open { .. }) {
-        lock(&KEPT).push(file);
-    }
-    error
 }
 
 fn loaded(canonical: &Path) -> Option<LoadedLibrary> {
