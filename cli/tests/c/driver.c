@@ -100,13 +100,15 @@ int main_digest_mismatch(void) {
         printf("load FAILED: %s\n", error);
         return 1;
     }
+    /* Before the swap: herald loaded A from the descriptor it hashed, so the
+     * path names another file afterwards. */
+    void *lib = dlopen(a, RTLD_NOW | RTLD_NOLOAD);
+    herald_callback callback = lib ? (herald_callback)dlsym(lib, "plain_callback") : NULL;
+    if (!callback) return 3;
     if (rename(replacement, a) != 0) {
         perror("rename");
         return 1;
     }
-    void *lib = dlopen(a, RTLD_NOW | RTLD_NOLOAD);
-    herald_callback callback = lib ? (herald_callback)dlsym(lib, "plain_callback") : NULL;
-    if (!callback) return 3;
     herald_handle h = herald_register_global(callback, "x", 1, NULL);
     int rc = herald_wait(h, error, sizeof error);
     printf("mismatch registration: rc=%d %s\n", rc, error);
