@@ -163,7 +163,9 @@ fn failures_name_every_node() {
     // Named by its code, not by a key.
     assert_eq!(what, "rec:fail");
     assert!(
-        error.to_string().starts_with("registration of rec:fail failed"),
+        error
+            .to_string()
+            .starts_with("registration of rec:fail failed"),
         "{error}"
     );
     assert!(
@@ -311,7 +313,10 @@ fn try_result_never_blocks_and_agrees_with_wait() {
     // A registration that failed is an error for try_result as for wait.
     let failed = nodes[0].register_global(custom("fail"), vec![], None);
     let waited = failed.wait_timeout(GUARD).expect_err("fails");
-    assert!(matches!(waited, HostError::Registration { .. }), "{waited:?}");
+    assert!(
+        matches!(waited, HostError::Registration { .. }),
+        "{waited:?}"
+    );
     assert_eq!(failed.try_result(), Some(Err(waited)));
 
     nodes.iter().for_each(Runtime::shutdown);

@@ -131,3 +131,24 @@ int main_after_garbage(void) {
     fflush(stdout);
     return rc;
 }
+
+/* Loads SWAP_COUNT libraries SWAP_DIR/libswap_NNN.so one after the other (the
+ * test swaps two builds at each path meanwhile) and reports each load. */
+int main_swap_loads(void) {
+    const char *dir = getenv("SWAP_DIR");
+    const char *count = getenv("SWAP_COUNT");
+    if (!dir || !count) return 2;
+    int n = atoi(count);
+    for (int i = 0; i < n; i++) {
+        char path[4096], error[4096];
+        snprintf(path, sizeof path, "%s/libswap_%03d.so", dir, i);
+        if (herald_load_library(path, error, sizeof error) == HERALD_OK) {
+            printf("swap-load lib=%03d ok\n", i);
+        } else {
+            for (char *c = error; *c; c++) if (*c == '\n') *c = ' ';
+            printf("swap-load lib=%03d failed: %s\n", i, error);
+        }
+        fflush(stdout);
+    }
+    return 0;
+}

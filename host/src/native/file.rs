@@ -104,19 +104,29 @@ impl CheckedFile {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
-    /// Fails if the file changed in place since it was hashed (its stamp moved).
+    /// Fails if the file was written to since it was hashed (its size or
+    /// modification time moved). Its change time is not compared: renaming
+    /// another file over its path, the usual way to install, changes it too.
     pub(crate) fn check_unchanged(&self) -> Result<(), LoadError> {
         let meta = self.file.metadata().map_err(|e| LoadError::Unreadable {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        if stamp(&meta) == self.stamp {
+        if stamp(&meta).same_content(&self.stamp) {
             Ok(())
         } else {
             Err(LoadError::Changed {
                 path: self.path.clone(),
             })
         }
+    }
+}
+
+impl Stamp {
+    /// Whether the content can be assumed unchanged: same file, size and
+    /// modification time.
+    fn same_content(&self, other: &Stamp) -> bool {
+        (self.id, self.size, self.mtime_ns) == (other.id, other.size, other.mtime_ns)
     }
 }
 
@@ -135,7 +145,7 @@ fn hash_and_parse(
             reason: e.to_string(),
         })?;
     let after = file.metadata().map(|m| self::stamp(&m)).ok();
-    if after != Some(stamp) || bytes.len() as u64 != stamp.size {
+    if !after.is_some_and(|after| after.same_content(&stamp)) || bytes.len() as u64 != stamp.size {
         return Err(LoadError::Changed {
             path: path.to_owned(),
         });
