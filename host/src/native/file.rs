@@ -242,16 +242,20 @@ fn this_machine() -> elf::Machine {
     }
 }
 
-/// The canonical path of an open file, as the kernel names it.
+/// The canonical path of an open file, as the kernel names it: where it was
+/// when it was opened. (If another file has been renamed over that path since,
+/// the kernel adds " (deleted)"; the path is still where this file was found,
+/// and other nodes will find the other file there and refuse it by digest.)
 fn descriptor_path(file: &File) -> std::io::Result<PathBuf> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-    if path.to_string_lossy().ends_with(" (deleted)") {
-        return Err(std::io::Error::other(
-            "the file was removed while it was being opened",
-        ));
-    }
-    Ok(path)
+    let bytes = path.into_os_string().into_vec();
+    let bytes = bytes
+        .strip_suffix(b" (deleted)")
+        .map(<[u8]>::to_vec)
+        .unwrap_or(bytes);
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
 fn stamp(meta: &std::fs::Metadata) -> Stamp {

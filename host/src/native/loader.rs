@@ -19,38 +19,45 @@ struct LinkMap {
 }
 
 /// Loads exactly the file `checked` holds open, through `/proc/self/fd/N`, then
-/// checks that the loader mapped that file (device and inode) and that it did
-/// not change in place meanwhile. No herald lock is held: constructors call
-/// back into herald.
+/// checks that the loader mapped that file (device and inode) and that it was
+/// not written to meanwhile. No herald lock is held: constructors call back
+/// into herald.
 pub(crate) fn open_by_descriptor(checked: &CheckedFile) -> Result<Library, LoadError> {
-    let loader_path = checked.loader_path();
+    let library = open_verified(&checked.loader_path(), &checked.path, checked.id)?;
+    checked.check_unchanged()?;
+    Ok(library)
+}
+
+/// `dlopen`s `loader_path` (a `/proc/self/fd/N` herald holds open) and checks
+/// that the loader mapped the file `id`; `path` names it in errors.
+pub(crate) fn open_verified(
+    loader_path: &Path,
+    path: &Path,
+    id: FileId,
+) -> Result<Library, LoadError> {
     // SAFETY: loading runs the library's constructors, which is the point: the
     // file was checked against the allowed directories and hashed through this
     // very descriptor. Libraries are never unloaded, so no symbol outlives its code.
     let library =
-        unsafe { Library::open(Some(&loader_path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+        unsafe { Library::open(Some(loader_path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
             LoadError::Open {
-                path: checked.path.clone(),
-                reason: hint_undefined(&e.to_string().replace(
-                    &*loader_path.to_string_lossy(),
-                    &checked.path.to_string_lossy(),
-                )),
+                path: path.to_owned(),
+                reason: hint_undefined(
+                    &e.to_string()
+                        .replace(&*loader_path.to_string_lossy(), &path.to_string_lossy()),
+                ),
             }
         })?;
     let handle = library.into_raw();
     // SAFETY: `handle` came from `into_raw` just above and is turned back once.
     let library = unsafe { Library::from_raw(handle) };
     let mapped = dynamic_section(handle).and_then(|address| mapped_file(address as usize));
-    if mapped != Some(checked.id) {
+    if mapped != Some(id) {
         return Err(LoadError::NotVerified {
-            path: checked.path.clone(),
-            reason: format!(
-                "the loader mapped {mapped:?}, not the file that was hashed ({:?})",
-                checked.id
-            ),
+            path: path.to_owned(),
+            reason: format!("the loader mapped {mapped:?}, not the file that was hashed ({id:?})"),
         });
     }
-    checked.check_unchanged()?;
     Ok(library)
 }
 

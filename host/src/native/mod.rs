@@ -50,6 +50,19 @@ static MAPPED: LazyLock<Mutex<HashSet<FileId>>> = LazyLock::new(Default::default
 /// object if the number came to mean another file.
 static HANDED_TO_LOADER: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
 
+/// Libraries this process is loading now, by canonical path: the reference,
+/// the loader's name for the descriptor and the file. A registration made by
+/// a constructor during the load runs here too, on a worker, and must load that
+/// same file, not whatever the path names by then.
+static LOADING: LazyLock<Mutex<HashMap<PathBuf, InProgress>>> = LazyLock::new(Default::default);
+
+#[derive(Clone)]
+struct InProgress {
+    reference: LibraryRef,
+    loader_path: PathBuf,
+    id: FileId,
+}
+
 /// References already made by `dladdr`, by the loader's name for the object: the
 /// object in memory does not change, so neither does its reference.
 static BY_LOADER_NAME: LazyLock<Mutex<HashMap<Vec<u8>, LibraryRef>>> =
@@ -83,6 +96,17 @@ pub(crate) fn load_reference(
     let given = Path::new(&reference.path);
     if let Some(loaded) = loaded(given).filter(|_| policy.allows(given)) {
         return compare(reference, &loaded.reference).map(|()| loaded);
+    }
+    let in_progress = lock(&LOADING).get(given).cloned();
+    if let Some(loading) = in_progress.filter(|_| policy.allows(given)) {
+        compare(reference, &loading.reference)?;
+        // Waits for the loader lock, which the load in progress holds, then
+        // finds the object under the name that load gave it.
+        let library = loader::open_verified(&loading.loader_path, given, loading.id)?;
+        return Ok(LoadedLibrary {
+            reference: loading.reference,
+            library: Arc::new(library),
+        });
     }
     let checked = check(given, policy)?;
     compare(reference, &checked.reference()?)?;
@@ -306,9 +330,17 @@ fn load_checked(checked: Checked) -> Result<LoadedLibrary, LoadError> {
     }
     let main = checked.main;
     // Known before the load: its constructors name their functions by it.
-    let loader_name = main.loader_path().as_os_str().as_bytes().to_vec();
+    let loader_path = main.loader_path();
+    let loader_name = loader_path.as_os_str().as_bytes().to_vec();
     lock(&BY_LOADER_NAME).insert(loader_name, reference.clone());
+    let in_progress = InProgress {
+        reference: reference.clone(),
+        loader_path,
+        id: main.id,
+    };
+    lock(&LOADING).insert(main.path.clone(), in_progress);
     let opened = loader::open_by_descriptor(&main);
+    lock(&LOADING).remove(&main.path);
     lock(&HANDED_TO_LOADER).push(main.file);
     let library = opened?;
     lock(&MAPPED).insert(main.id);
