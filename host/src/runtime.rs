@@ -93,18 +93,32 @@ pub struct LoadReport {
     /// The results of the registrations its constructors made, in order.
     pub registrations: Vec<RegistrationResult>,
     /// The loaded object: the file that was checked and hashed.
-    loaded: Arc<libloading::os::unix::Library>,
+    loaded: native::LoadedLibrary,
 }
 
 impl LoadReport {
     /// The address of the exported `symbol` of this very library (the file that
     /// was checked and hashed, not whatever is at its path now).
     pub fn symbol(&self, symbol: &str) -> Result<*const std::ffi::c_void, HostError> {
-        let loaded = native::LoadedLibrary {
-            reference: self.library.clone(),
-            library: Arc::clone(&self.loaded),
-        };
-        Ok(native::symbol_address(&loaded, symbol)?)
+        Ok(native::symbol_address(&self.loaded, symbol)?)
+    }
+
+    /// The name the dynamic loader knows this very object by
+    /// (`/proc/self/fd/N`, never reused): `dlopen` it to get this object, where
+    /// `dlopen` of the library's path would load whatever file is there now.
+    pub fn loader_path(&self) -> &Path {
+        &self.loaded.loader_path
+    }
+}
+
+impl std::fmt::Debug for native::LoadedLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} as {}",
+            self.reference.path,
+            self.loader_path.display()
+        )
     }
 }
 
@@ -247,9 +261,9 @@ impl Runtime {
         match failure {
             Some(error) => Err(error),
             None => Ok(LoadReport {
-                library: loaded.reference,
+                library: loaded.reference.clone(),
                 registrations,
-                loaded: loaded.library,
+                loaded,
             }),
         }
     }

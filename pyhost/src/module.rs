@@ -208,17 +208,20 @@ fn launch(node: u32, task: String, args: Vec<u8>) -> PyResult<PyTask> {
 
 /// Loads a native library here (its constructors may register globally) and
 /// waits for those registrations, without holding the GIL. Returns
-/// `(canonical path, sha256 hex, number of registrations its constructors made)`.
+/// `(canonical path, sha256 hex, number of registrations its constructors made,
+/// the loader's name for this very object)`.
 #[pyfunction]
-fn load_library(py: Python<'_>, path: PathBuf) -> PyResult<(String, String, usize)> {
+fn load_library(py: Python<'_>, path: PathBuf) -> PyResult<(String, String, usize, PathBuf)> {
     let runtime = runtime()?;
     let report = py
         .detach(|| runtime.load_library(&path))
         .map_err(host_error)?;
+    let loader_path = report.loader_path().to_owned();
     Ok((
         report.library.path,
         report.library.digest.to_string(),
         report.registrations.len(),
+        loader_path,
     ))
 }
 

@@ -36,6 +36,8 @@ pub(crate) use policy::Policy;
 pub(crate) struct LoadedLibrary {
     pub(crate) reference: LibraryRef,
     pub(crate) library: Arc<Library>,
+    /// The loader's name for the object (`/proc/self/fd/N`).
+    pub(crate) loader_path: PathBuf,
 }
 
 /// Libraries loaded through herald, by canonical path.
@@ -106,6 +108,7 @@ pub(crate) fn load_reference(
         return Ok(LoadedLibrary {
             reference: loading.reference,
             library: Arc::new(library),
+            loader_path: loading.loader_path,
         });
     }
     let checked = check(given, policy)?;
@@ -335,7 +338,7 @@ fn load_checked(checked: Checked) -> Result<LoadedLibrary, LoadError> {
     lock(&BY_LOADER_NAME).insert(loader_name, reference.clone());
     let in_progress = InProgress {
         reference: reference.clone(),
-        loader_path,
+        loader_path: loader_path.clone(),
         id: main.id,
     };
     lock(&LOADING).insert(main.path.clone(), in_progress);
@@ -347,6 +350,7 @@ fn load_checked(checked: Checked) -> Result<LoadedLibrary, LoadError> {
     let fresh = LoadedLibrary {
         reference,
         library: Arc::new(library),
+        loader_path,
     };
     let mut table = lock(&LOADED);
     Ok(table.entry(main.path).or_insert(fresh).clone())
