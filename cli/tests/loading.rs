@@ -139,6 +139,72 @@ fn builds_swapped_during_loads_never_mix() {
     );
 }
 
+/// Build A's constructor renames build B over its own path during its load on
+/// node 0, then registers globally. Node 0 runs build A (the file it hashed),
+/// for the registration as for the load; nodes 1 and 2 find build B at the path
+/// and refuse it by digest; the error names them, not node 0; build B runs nowhere.
+#[test]
+fn a_constructor_that_swaps_its_own_file_is_refused_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let library = dir.path().join("libselfswap.so");
+    let replacement = dir.path().join("libselfswap.next");
+    compile("selfswap", &library, &["-DBUILD='A'"]);
+    compile("selfswap", &replacement, &["-DBUILD='B'"]);
+    let mut job = Job::start(3, |_| RankSetup {
+        args: args([&"--library-path", &dir.path(), &"--load", &library]),
+        env: vec![
+            ("SELFSWAP_FROM".into(), replacement.display().to_string()),
+            ("SELFSWAP_TO".into(), library.display().to_string()),
+        ],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(!statuses[0].success(), "{transcript}");
+    let path = library.canonicalize().expect("canonical");
+    for node in [1, 2] {
+        let wanted = format!("node {node}: library {} differs", path.display());
+        assert!(transcript.contains(&wanted), "{wanted}\n{transcript}");
+    }
+    assert!(!transcript.contains("node 0: library"), "{transcript}");
+    assert_eq!(
+        transcript.matches("selfswap build=A node=0").count(),
+        1,
+        "{transcript}"
+    );
+    assert!(!transcript.contains("selfswap build=B"), "{transcript}");
+}
+
+/// Lazy task variants of a library that node 1 does not allow: the registration
+/// fails when it is made (here: awaited by the load), naming node 1, the task
+/// and the library, not at the task's first launch.
+#[test]
+fn lazy_tasks_of_a_library_another_node_refuses_fail_at_registration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let library = dir.path().join("libtasks_only.so");
+    compile("tasks_only", &library, &[]);
+    let mut job = Job::start(2, |rank| RankSetup {
+        args: if rank == 0 {
+            args([&"--library-path", &dir.path(), &"--load", &library])
+        } else {
+            args([&"--library-path", &elsewhere.path()])
+        },
+        env: vec![],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(!statuses[0].success(), "{transcript}");
+    let wanted = format!(
+        "node 1: task 'tasks_only.echo' cannot run on node 1: library {} is outside the allowed",
+        library.canonicalize().expect("canonical").display()
+    );
+    assert!(transcript.contains(&wanted), "{wanted}\n{transcript}");
+    assert!(
+        transcript.contains("registration of task 'tasks_only.echo' failed"),
+        "{transcript}"
+    );
+}
+
 /// A library in an allowed directory whose rpath points at a dependency outside
 /// the allowed and system directories: the load is refused before anything is
 /// loaded — the dependency's constructor runs nowhere — and the error names
