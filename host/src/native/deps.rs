@@ -11,8 +11,9 @@
 //! files built for another machine. `$ORIGIN` is the directory of the object.
 //!
 //! Dependencies in the system library directories are trusted like the system
-//! and are not followed further; every other one must lie in an allowed
-//! directory, is opened and hashed, and its own dependencies are resolved.
+//! and are not followed further, and so are objects this process has already
+//! loaded from elsewhere (nothing new runs); every other one must lie in an
+//! allowed directory, is opened and hashed, and its own dependencies are resolved.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -54,6 +55,9 @@ struct Inherited {
 
 struct Found {
     path: PathBuf,
+    /// An object this process has loaded already: the loader reuses it, so
+    /// nothing new runs.
+    loaded: bool,
     /// Found through an `$ORIGIN` entry: the loader, loading the object by
     /// descriptor, can match it only by its soname.
     via_origin: bool,
@@ -85,7 +89,14 @@ impl Resolver<'_> {
             if self.policy.is_system(&canonical) {
                 continue;
             }
-            if !self.policy.allows(&canonical) {
+            let allowed = self.policy.allows(&canonical);
+            if found.loaded && !allowed {
+                // Part of this process already (a dependency of the executable,
+                // say): nothing new would run. A node that would load it afresh
+                // checks it there.
+                continue;
+            }
+            if !allowed {
                 return Err(LoadError::DependencyNotAllowed {
                     library: object.to_owned(),
                     dependency: canonical,
@@ -124,12 +135,14 @@ fn find(name: &str, origin: &Path, elf: &ElfInfo, chain: &[Inherited]) -> Option
         let path = PathBuf::from(name);
         return path.is_file().then_some(Found {
             path,
+            loaded: false,
             via_origin: false,
         });
     }
     if let Some(path) = loader::loaded_object_path(name) {
         return Some(Found {
             path,
+            loaded: true,
             via_origin: false,
         });
     }
@@ -161,6 +174,7 @@ fn find(name: &str, origin: &Path, elf: &ElfInfo, chain: &[Inherited]) -> Option
         if candidate.is_file() && built_for_this_machine(&candidate) {
             return Some(Found {
                 path: candidate,
+                loaded: false,
                 via_origin,
             });
         }

@@ -57,9 +57,11 @@ pub(crate) struct CheckedFile {
     stamp: Stamp,
 }
 
+/// What hashing and parsing a file found.
+type Hashed = (Digest, Arc<ElfInfo>);
+
 /// Digests and dynamic sections by file stamp.
-static CACHE: LazyLock<Mutex<HashMap<Stamp, (Digest, Arc<ElfInfo>)>>> =
-    LazyLock::new(Default::default);
+static CACHE: LazyLock<Mutex<HashMap<Stamp, Hashed>>> = LazyLock::new(Default::default);
 
 /// A change within this long of hashing may share a timestamp with it (file
 /// timestamps advance in clock ticks): such a digest is not cached.
@@ -130,11 +132,7 @@ impl Stamp {
     }
 }
 
-fn hash_and_parse(
-    file: &File,
-    path: &Path,
-    stamp: Stamp,
-) -> Result<(Digest, Arc<ElfInfo>), LoadError> {
+fn hash_and_parse(file: &File, path: &Path, stamp: Stamp) -> Result<Hashed, LoadError> {
     let started = SystemTime::now();
     let mut bytes = Vec::with_capacity(usize::try_from(stamp.size).unwrap_or(0));
     let mut reader = file;
@@ -271,7 +269,7 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
     }
 }
 
-fn lock_cache() -> std::sync::MutexGuard<'static, HashMap<Stamp, (Digest, Arc<ElfInfo>)>> {
+fn lock_cache() -> std::sync::MutexGuard<'static, HashMap<Stamp, Hashed>> {
     CACHE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -121,8 +121,14 @@ pub(crate) fn load_reference(
 /// that a node that will refuse the library fails the registration.
 pub(crate) fn check_reference(reference: &LibraryRef, policy: &Policy) -> Result<(), LoadError> {
     let given = Path::new(&reference.path);
-    if let Some(loaded) = loaded(given).filter(|_| policy.allows(given)) {
-        return compare(reference, &loaded.reference);
+    if policy.allows(given) {
+        if let Some(loaded) = loaded(given) {
+            return compare(reference, &loaded.reference);
+        }
+        // Being loaded here now: what runs here is that file, not the path's.
+        if let Some(loading) = lock(&LOADING).get(given).cloned() {
+            return compare(reference, &loading.reference);
+        }
     }
     compare(reference, &check(given, policy)?.reference()?)
 }
