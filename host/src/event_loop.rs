@@ -279,7 +279,12 @@ impl EventLoop {
             match outcome {
                 Ok(result) if result.is_ok() => {}
                 Ok(result) => {
-                    tracing::warn!(%result, "herald: a registration nobody waits for failed")
+                    let what = self.shared.name_of(&result.key);
+                    let error = HostError::Registration {
+                        what: what.map_or_else(|| result.key.short(), |w| w.to_string()),
+                        result,
+                    };
+                    tracing::warn!(%error, "herald: a registration nobody waits for failed")
                 }
                 Err(error) => {
                     tracing::warn!(%error, "herald: a registration nobody waits for failed")
