@@ -55,9 +55,9 @@ struct Inherited {
 
 struct Found {
     path: PathBuf,
-    /// An object this process has loaded already: the loader reuses it, so
-    /// nothing new runs.
-    loaded: bool,
+    /// An object this process has loaded already (with the file it was mapped
+    /// from): the loader reuses it, so nothing new runs.
+    loaded: Option<Option<FileId>>,
     /// Found through an `$ORIGIN` entry: the loader, loading the object by
     /// descriptor, can match it only by its soname.
     via_origin: bool,
@@ -90,7 +90,7 @@ impl Resolver<'_> {
                 continue;
             }
             let allowed = self.policy.allows(&canonical);
-            if found.loaded && !allowed {
+            if found.loaded.is_some() && !allowed {
                 // Part of this process already (a dependency of the executable,
                 // say): nothing new would run. A node that would load it afresh
                 // checks it there.
@@ -104,6 +104,12 @@ impl Resolver<'_> {
                 });
             }
             let dependency = CheckedFile::open(&canonical)?;
+            if let Some(mapped) = found.loaded {
+                // What runs here must be the file other nodes will be told about.
+                if mapped != Some(dependency.id) {
+                    return Err(LoadError::Replaced { path: canonical });
+                }
+            }
             if !self.ids.insert(dependency.id) {
                 continue;
             }
@@ -135,14 +141,14 @@ fn find(name: &str, origin: &Path, elf: &ElfInfo, chain: &[Inherited]) -> Option
         let path = PathBuf::from(name);
         return path.is_file().then_some(Found {
             path,
-            loaded: false,
+            loaded: None,
             via_origin: false,
         });
     }
-    if let Some(path) = loader::loaded_object_path(name) {
+    if let Some((path, mapped)) = loader::loaded_object(name) {
         return Some(Found {
             path,
-            loaded: true,
+            loaded: Some(mapped),
             via_origin: false,
         });
     }
@@ -174,7 +180,7 @@ fn find(name: &str, origin: &Path, elf: &ElfInfo, chain: &[Inherited]) -> Option
         if candidate.is_file() && built_for_this_machine(&candidate) {
             return Some(Found {
                 path: candidate,
-                loaded: false,
+                loaded: None,
                 via_origin,
             });
         }

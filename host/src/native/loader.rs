@@ -61,9 +61,10 @@ pub(crate) fn open_verified(
     Ok(library)
 }
 
-/// The file of the object already loaded under `name` (matched by the loader
-/// by name or soname), without loading anything.
-pub(crate) fn loaded_object_path(name: &str) -> Option<PathBuf> {
+/// The object already loaded under `name` (matched by the loader by name or
+/// soname), without loading anything: its canonical path and the file it was
+/// mapped from.
+pub(crate) fn loaded_object(name: &str) -> Option<(PathBuf, Option<FileId>)> {
     let name = CString::new(name).ok()?;
     // SAFETY: RTLD_NOLOAD never loads an object (so runs no constructor); it
     // only returns a new reference to one already loaded, dropped below.
@@ -71,17 +72,29 @@ pub(crate) fn loaded_object_path(name: &str) -> Option<PathBuf> {
     if handle.is_null() {
         return None;
     }
-    let path = link_map(handle).and_then(|map| {
+    let found = link_map(handle).and_then(|map| {
         // SAFETY: `l_name` is a NUL-terminated string owned by the loader while
         // the object is loaded (it is: we hold a reference); copied at once.
         let name = unsafe { CStr::from_ptr(map.l_name) };
         let name = Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
-        (!name.as_os_str().is_empty()).then(|| std::fs::canonicalize(name).ok())?
+        if name.as_os_str().is_empty() {
+            return None;
+        }
+        // A file herald loaded by descriptor may have been renamed over since:
+        // its old path is then still the one to check (and to find replaced).
+        let path = std::fs::canonicalize(name).ok().or_else(|| {
+            let target = std::fs::read_link(name).ok()?;
+            let text = target.to_str()?;
+            Some(PathBuf::from(
+                text.strip_suffix(" (deleted)").unwrap_or(text),
+            ))
+        })?;
+        Some((path, mapped_file(map.l_ld as usize)))
     });
     // SAFETY: drops the reference taken above; the object stays loaded for
     // whoever loaded it.
     unsafe { libc::dlclose(handle) };
-    path
+    found
 }
 
 /// Device and inode of the file mapped at `address`, from `/proc/self/maps`.
