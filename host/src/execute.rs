@@ -37,6 +37,7 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
             )
         }))
         .unwrap_or_else(|panic| Err(format!("the invocation panicked: {}", panic_text(&panic))))
+        .and_then(|()| refusals(shared))
     };
     Counters::add(&shared.counters.invocations, 1);
     if outcome.is_err() {
@@ -53,12 +54,25 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
 /// Runs one launched task, then reports its result bytes.
 pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
     let outcome = catch_unwind(AssertUnwindSafe(|| execute_task(shared, &request)))
-        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))));
+        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
+        .and_then(|bytes| refusals(shared).map(|()| bytes));
     Counters::add(&shared.counters.tasks_run, 1);
     let _ = shared.commands.send(Command::TaskFinished {
         run: request.run,
         outcome,
     });
+}
+
+/// Registrations refused at once on this thread while it ran the code (a
+/// library's constructor registering a function herald cannot name or may not
+/// load): they fail what ran them, on this node.
+fn refusals(shared: &Shared) -> Result<(), String> {
+    let refused = shared.unawaited.take_refused();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
+    }
 }
 
 /// Loads a library for code running on a worker: constructors' registrations

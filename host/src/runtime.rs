@@ -258,6 +258,11 @@ impl Runtime {
             }
             self.shared.release_registration(handle);
         }
+        // Registrations its constructors tried that were refused at once.
+        let refused = self.shared.unawaited.take_refused();
+        if failure.is_none() && !refused.is_empty() {
+            failure = Some(HostError::Refused(refused.join("; ")));
+        }
         match failure {
             Some(error) => Err(error),
             None => Ok(LoadReport {
@@ -526,10 +531,11 @@ impl Runtime {
         let placement = context::placement(self.shared.id);
         let unobserved = placement.parent.is_none() && !placement.loading;
         let entry = match (handle, refused) {
-            (0, refused) if unobserved => crate::unawaited::Entry::Refused(
+            // Kept wherever it is made: the load, invocation or task around it
+            // (or the next safe point) fails with it.
+            (0, refused) => crate::unawaited::Entry::Refused(
                 refused.unwrap_or_else(|| "the registration was refused".into()),
             ),
-            (0, _) => return,
             (handle, _) if unobserved => crate::unawaited::Entry::Handle(handle),
             (handle, _) => return self.shared.release_registration(handle),
         };

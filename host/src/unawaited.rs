@@ -4,7 +4,9 @@
 //! herald load around it. They are kept per thread until a safe point waits for
 //! them ([`Runtime::settle_unawaited`](crate::Runtime::settle_unawaited):
 //! herald-python's `wait_pending`, the end of a program), so their failures
-//! reach the program instead of a log line.
+//! reach the program instead of a log line. Registrations refused at once (no
+//! handle) are kept the same way wherever they are made; a herald load, an
+//! invocation or a task around them takes them and fails with them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -56,6 +58,23 @@ impl Unawaited {
         }
     }
 
+    /// Takes the refusals of the calling thread, leaving its handles.
+    pub(crate) fn take_refused(&self) -> Vec<String> {
+        let mut table = self.lock();
+        let Some(entries) = table.get_mut(&std::thread::current().id()) else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        entries.retain(|entry| match entry {
+            Entry::Refused(text) => {
+                refused.push(text.clone());
+                false
+            }
+            Entry::Handle(_) => true,
+        });
+        refused
+    }
+
     /// How many entries the calling thread (or every thread) has.
     pub(crate) fn count(&self, all_threads: bool) -> usize {
         let table = self.lock();
@@ -91,6 +110,9 @@ mod tests {
         });
         assert_eq!(table.count(false), 2);
         assert_eq!(table.count(true), 3);
+        assert_eq!(table.take_refused(), vec!["no".to_owned()]);
+        assert_eq!(table.count(false), 1);
+        table.push(Entry::Refused("again".into()), |_| false);
         assert_eq!(table.take(false).len(), 2);
         assert_eq!(table.take(true).len(), 1);
         assert_eq!(table.count(true), 0);
