@@ -31,8 +31,9 @@ pub struct NodeArgs {
     /// A library rank 0 loads once the job has formed (repeatable, in order).
     #[arg(long = "load", value_name = "LIBRARY")]
     pub load: Vec<PathBuf>,
-    /// The job's top-level function, `int f(void)`, run on rank 0 after the loads;
-    /// its return value is rank 0's exit code.
+    /// The job's top-level function, `int f(void)`, run on rank 0 after the loads
+    /// (taken from the library herald checked and loaded, never from the path
+    /// again); its return value is rank 0's exit code.
     #[arg(long, value_name = "LIBRARY:SYMBOL")]
     pub main: Option<String>,
     /// A directory libraries may be loaded from, added to the defaults
