@@ -153,14 +153,19 @@ fn hash_and_parse(file: &File, path: &Path, stamp: Stamp) -> Result<Hashed, Load
         path: path.to_owned(),
         reason,
     })?);
-    let changed = UNIX_EPOCH + Duration::from_nanos(stamp.ctime_ns.max(0) as u64);
-    let settled = started
-        .duration_since(changed)
-        .is_ok_and(|age| age > RACY_WINDOW);
-    if settled {
+    if settled(stamp.ctime_ns, started) {
         lock_cache().insert(stamp, (digest, Arc::clone(&elf)));
     }
     Ok((digest, elf))
+}
+
+/// Whether a file last changed at `ctime_ns` (since the epoch) had settled when
+/// hashing started: a later write cannot carry the same timestamps.
+fn settled(ctime_ns: i128, started: SystemTime) -> bool {
+    let changed = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ctime_ns).unwrap_or(0));
+    started
+        .duration_since(changed)
+        .is_ok_and(|age| age > RACY_WINDOW)
 }
 
 /// Reads the dynamic section of a shared object built for this machine.
@@ -289,6 +294,47 @@ mod tests {
         assert_eq!(checked.digest.0, <[u8; 32]>::from(Sha256::digest(&bytes)));
         assert!(checked.elf.needed.iter().any(|n| n.starts_with("libc.so")));
         checked.check_unchanged().expect("unchanged");
+    }
+
+    #[test]
+    fn only_settled_files_are_cached() {
+        let now = SystemTime::now();
+        let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128;
+        assert!(!settled(ns(now), now), "changed just now");
+        assert!(!settled(ns(now - Duration::from_secs(1)), now));
+        assert!(settled(ns(now - Duration::from_secs(3)), now));
+        assert!(
+            !settled(ns(now + Duration::from_secs(5)), now),
+            "a clock that went back"
+        );
+    }
+
+    #[test]
+    fn a_library_rewritten_in_place_with_the_same_size_gets_its_new_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let build = |value: u32| {
+            let source = dir.path().join(format!("v{value}.c"));
+            std::fs::write(&source, format!("int version = {value};\n")).expect("write");
+            let output = dir.path().join(format!("libv{value}.so"));
+            let status = std::process::Command::new("cc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&output)
+                .arg(&source)
+                .status()
+                .expect("cc");
+            assert!(status.success());
+            std::fs::read(&output).expect("read")
+        };
+        let (one, two) = (build(1), build(2));
+        assert_eq!(one.len(), two.len());
+        let path = dir.path().join("libplugin.so");
+        std::fs::write(&path, &one).expect("write");
+        let first = CheckedFile::open(&path).expect("open").digest;
+        // In place: same inode, same size, within the same second.
+        std::fs::write(&path, &two).expect("rewrite");
+        let second = CheckedFile::open(&path).expect("open").digest;
+        assert_ne!(first, second);
+        assert_eq!(second.0, <[u8; 32]>::from(Sha256::digest(&two)));
     }
 
     #[test]
