@@ -31,12 +31,14 @@ pub struct NodeArgs {
     /// A library rank 0 loads once the job has formed (repeatable, in order).
     #[arg(long = "load", value_name = "LIBRARY")]
     pub load: Vec<PathBuf>,
-    /// The job's top-level function, `int f(void)`, run on rank 0 after the loads;
-    /// its return value is rank 0's exit code.
+    /// The job's top-level function, `int f(void)`, run on rank 0 after the loads
+    /// (taken from the library herald checked and loaded, never from the path
+    /// again); its return value is rank 0's exit code.
     #[arg(long, value_name = "LIBRARY:SYMBOL")]
     pub main: Option<String>,
     /// A directory libraries may be loaded from, added to the defaults
-    /// (HERALD_LIBRARY_PATH if set, else the working directory and the executable's).
+    /// (HERALD_LIBRARY_PATH, plus the working directory and the executable's
+    /// unless one is /, the home directory or writable by anyone).
     #[arg(long = "library-path", value_name = "DIR")]
     pub library_path: Vec<PathBuf>,
     /// Seconds to wait for every rank to join.
@@ -145,14 +147,23 @@ fn run_top_level(runtime: &Runtime, args: &NodeArgs) -> i32 {
             }
         }
     }
-    let Some(main) = &args.main else {
-        return 0;
+    let code = match &args.main {
+        None => 0,
+        Some(main) => match call_main(runtime, main) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("herald node: --main {main}: {error:#}");
+                1
+            }
+        },
     };
-    match call_main(runtime, main) {
-        Ok(code) => code,
+    // Registrations of libraries the program loaded itself (plain dlopen),
+    // which nobody waited for: their failures fail the job.
+    match runtime.settle_unawaited(true) {
+        Ok(_) => code,
         Err(error) => {
-            eprintln!("herald node: --main {main}: {error:#}");
-            1
+            eprintln!("herald node: a registration from a library constructor failed: {error}");
+            if code == 0 { 1 } else { code }
         }
     }
 }
@@ -161,18 +172,14 @@ fn call_main(runtime: &Runtime, main: &str) -> anyhow::Result<i32> {
     let Some((library, symbol)) = main.rsplit_once(':') else {
         bail!("expected LIBRARY:SYMBOL");
     };
-    // Through herald first: the allowed-directory check, and its constructors'
-    // registrations awaited.
-    runtime.load_library(library)?;
-    // SAFETY: herald has loaded this library already (this only takes another
-    // reference); `--main` documents the symbol as `int f(void)`.
-    let function = unsafe {
-        let library = libloading::Library::new(library)?;
-        let function = *library.get::<unsafe extern "C" fn() -> c_int>(symbol.as_bytes())?;
-        // Never unloaded: herald keeps libraries loaded for the process's life.
-        std::mem::forget(library);
-        function
-    };
+    // Through herald: the allowed-directory and dependency checks, loaded from
+    // the descriptor it hashed, its constructors' registrations awaited. The
+    // symbol comes from that loaded object, never from the path again.
+    let report = runtime.load_library(library)?;
+    let address = report.symbol(symbol)?;
+    // SAFETY: `--main` documents the symbol as `int f(void)`; it lives in a
+    // library herald never unloads.
+    let function: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(address) };
     // SAFETY: a C function taking nothing, called on this (top-level) thread.
     Ok(unsafe { function() })
 }

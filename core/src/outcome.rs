@@ -214,7 +214,7 @@ pub enum TaskErrorKind {
     Failed(String),
     /// A registration the task requires failed on the target node, so the task was
     /// not run there.
-    #[error("required registration {} failed there: {error}", key.short())]
+    #[error("a registration it requires failed there: {error}")]
     RequirementFailed {
         /// The failed registration.
         key: Key,

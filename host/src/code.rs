@@ -15,16 +15,30 @@ const CODE_FORMAT: u8 = 0x48;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
 
-/// A shared library named portably: its canonical path and the digest of its file.
+/// A shared library named portably: its canonical path, the digest of its file
+/// and of each dependency the loader resolves for it outside the system library
+/// directories.
 ///
 /// The path must be the same on every node (install plugins at the same place);
-/// the digest makes a different file at that path an error instead of a silent
-/// mismatch.
+/// the digests make a different file at that path, or a different dependency,
+/// an error instead of a silent mismatch.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LibraryRef {
     /// Canonical absolute path of the library.
     pub path: String,
     /// SHA-256 of the file, computed where the reference was made.
+    pub digest: Digest,
+    /// Its dependencies outside the system library directories, in load order.
+    pub dependencies: Vec<DependencyRef>,
+}
+
+/// A dependency of a library, as the loader resolved it where the reference
+/// was made.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DependencyRef {
+    /// Canonical absolute path of the dependency.
+    pub path: String,
+    /// SHA-256 of its file.
     pub digest: Digest,
 }
 
@@ -188,6 +202,53 @@ impl TaskBatch {
     }
 }
 
+/// A short name for a registration, for error texts: its tag, its code, or the
+/// tasks it registers.
+pub(crate) fn describe_registration(code: &[u8], tag: Option<&str>) -> String {
+    let what = match WireCode::decode(code) {
+        Ok(WireCode::Code(code)) => printable(&code.to_string()),
+        Ok(WireCode::Tasks(batch)) => describe_tasks(
+            batch.variants.iter().map(|v| v.name.as_str()),
+            batch.variants.len(),
+        ),
+        Err(_) => "code this host cannot read".into(),
+    };
+    match tag {
+        Some(tag) => format!("'{}' ({what})", printable(tag)),
+        None => what,
+    }
+}
+
+/// "task 'a'", "tasks 'a', 'b', 'c' and 4 more".
+pub(crate) fn describe_tasks<'a>(names: impl Iterator<Item = &'a str>, count: usize) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = names
+        .take(SHOWN)
+        .map(|name| format!("'{}'", printable(name)))
+        .collect();
+    let more = match count.saturating_sub(SHOWN) {
+        0 => String::new(),
+        more => format!(" and {more} more"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("task{plural} {}{more}", shown.join(", "))
+}
+
+/// At most 100 characters of `text`, without control characters (payloads
+/// may be binary).
+fn printable(text: &str) -> String {
+    const LIMIT: usize = 100;
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(LIMIT)
+        .collect();
+    if text.chars().count() > LIMIT {
+        out.push_str("...");
+    }
+    out
+}
+
 impl Digest {
     /// The first eight hex digits: enough to tell two files apart in a message.
     pub fn short(&self) -> String {
@@ -245,6 +306,7 @@ mod tests {
         let library = Arc::new(LibraryRef {
             path: "/opt/lib.so".into(),
             digest: Digest([7; 32]),
+            dependencies: vec![],
         });
         let mut batch = TaskBatch::default();
         for i in 0..3 {
@@ -259,6 +321,8 @@ mod tests {
         assert_eq!(batch.libraries.len(), 1);
         let bytes = WireCode::Tasks(batch.clone()).encode();
         assert_eq!(WireCode::decode(&bytes), Ok(WireCode::Tasks(batch.clone())));
+        let text = describe_registration(&bytes, None);
+        assert_eq!(text, "tasks 't0', 't1', 't2'");
         let variants = batch.into_variants().unwrap();
         assert_eq!(variants[2].code.to_string(), "/opt/lib.so:f2");
         assert!(WireCode::decode(b"garbage").is_err());

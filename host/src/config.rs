@@ -1,10 +1,10 @@
 //! [`HostConfig`]: how a runtime behaves, with defaults that suit one job on a cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Environment variable listing the allowed library directories, separated by `:`.
-/// When set it replaces the default list.
+/// Environment variable listing more allowed library directories, separated by
+/// `:`. They are added to the implicit defaults (see [`default_library_dirs`]).
 pub const LIBRARY_PATH_ENV: &str = "HERALD_LIBRARY_PATH";
 
 /// Settings of one runtime.
@@ -17,9 +17,9 @@ pub const LIBRARY_PATH_ENV: &str = "HERALD_LIBRARY_PATH";
 #[derive(Clone, Debug)]
 pub struct HostConfig {
     /// Directories libraries may be loaded from (their subdirectories included).
-    /// Default: the directories in `HERALD_LIBRARY_PATH` if it is set, otherwise
-    /// the working directory the process started in and the directory of its
-    /// executable. Loading anything else is refused, on every node.
+    /// Default: [`default_library_dirs`]. Loading anything else is refused, on
+    /// every node; so is a library whose dependencies lie outside these and the
+    /// system library directories.
     pub library_dirs: Vec<PathBuf>,
     /// Children per node of the dissemination tree.
     pub fanout: u32,
@@ -59,22 +59,84 @@ impl HostConfig {
     }
 }
 
-/// `HERALD_LIBRARY_PATH` if set, else the working directory and the executable's.
+/// The default allowed directories: those in `HERALD_LIBRARY_PATH`, plus the
+/// implicit ones — the working directory the process started in and the
+/// directory of its executable — unless an implicit one is unsafe to allow
+/// without being asked: `/`, the home directory or one of its ancestors, or a
+/// directory anyone may write to. (A rank started in `/` or in `/tmp` does not
+/// allow every file; name such a directory in `HERALD_LIBRARY_PATH` or
+/// `--library-path` to allow it.)
 pub fn default_library_dirs() -> Vec<PathBuf> {
-    if let Some(list) = std::env::var_os(LIBRARY_PATH_ENV) {
-        return std::env::split_paths(&list)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-    }
-    let mut dirs = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        dirs.push(cwd);
-    }
-    if let Some(dir) = std::env::current_exe()
+    let mut dirs: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH_ENV)
+        .map(|list| {
+            std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let cwd = std::env::current_dir().ok();
+    let exe_dir = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(PathBuf::from))
-    {
-        dirs.push(dir);
+        .and_then(|exe| exe.parent().map(PathBuf::from));
+    for dir in cwd.into_iter().chain(exe_dir) {
+        match implicit_dir_problem(&dir) {
+            None => dirs.push(dir),
+            Some(problem) => tracing::debug!(
+                dir = %dir.display(),
+                problem,
+                "herald: directory not allowed implicitly"
+            ),
+        }
     }
     dirs
+}
+
+/// Why `dir` must not be allowed without being named, if it must not.
+pub fn implicit_dir_problem(dir: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(canonical) = std::fs::canonicalize(dir) else {
+        return Some("it does not exist");
+    };
+    if canonical == Path::new("/") {
+        return Some("it is the root directory");
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .and_then(|h| std::fs::canonicalize(h).ok());
+    if home.is_some_and(|home| home.starts_with(&canonical)) {
+        return Some("it is the home directory or contains it");
+    }
+    match std::fs::metadata(&canonical) {
+        Ok(meta) if meta.permissions().mode() & 0o002 != 0 => Some("anyone may write to it"),
+        Ok(_) => None,
+        Err(_) => Some("it cannot be read"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_directories_are_never_implicit() {
+        assert_eq!(
+            implicit_dir_problem(Path::new("/")),
+            Some("it is the root directory")
+        );
+        let tmp = std::env::temp_dir();
+        if std::fs::metadata(&tmp).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o002 != 0
+        }) {
+            assert_eq!(implicit_dir_problem(&tmp), Some("anyone may write to it"));
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            let home = PathBuf::from(home);
+            if home.is_dir() {
+                assert!(implicit_dir_problem(&home).is_some());
+            }
+        }
+        let private = tempfile::tempdir().expect("tempdir");
+        assert_eq!(implicit_dir_problem(private.path()), None);
+    }
 }

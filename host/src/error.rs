@@ -11,9 +11,14 @@ use crate::code::Digest;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
     /// The registration ran, but failed on some nodes or could not reach them. The
-    /// result names each.
-    #[error("{0}")]
-    Registration(RegistrationResult),
+    /// result names each; `what` names the registration (its tag, code or tasks).
+    #[error("{}", describe_result(what, result))]
+    Registration {
+        /// The registration, by name.
+        what: String,
+        /// Its result.
+        result: RegistrationResult,
+    },
     /// A launched task produced no result.
     #[error(transparent)]
     Task(#[from] TaskError),
@@ -55,6 +60,9 @@ pub enum HostError {
     /// An argument is unusable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A registration was refused before it started (the text says why).
+    #[error("{0}")]
+    Refused(String),
     /// The protocol core rejected the request (e.g. a registration too large for a frame).
     #[error("{0}")]
     Protocol(String),
@@ -69,7 +77,7 @@ pub enum LoadError {
     /// The library lies outside every allowed directory.
     #[error(
         "library {path} is outside the allowed directories ({allowed}); add its directory \
-         with --library-path or HERALD_LIBRARY_PATH on every node",
+         with --library-path or HERALD_LIBRARY_PATH (both add to the defaults) on every node",
         allowed = display_dirs(allowed)
     )]
     NotAllowed {
@@ -119,12 +127,114 @@ pub enum LoadError {
         /// `dlerror`'s text.
         reason: String,
     },
+    /// A dependency of the library lies outside the allowed directories and the
+    /// system library directories; nothing was loaded.
+    #[error(
+        "library {library} depends on {dependency}, which is outside the allowed directories \
+         ({allowed}) and the system library directories; nothing was loaded; add its directory \
+         with --library-path or HERALD_LIBRARY_PATH (both add to the defaults) on every node",
+        allowed = display_dirs(allowed)
+    )]
+    DependencyNotAllowed {
+        /// The library being loaded (or the dependency that needs this one).
+        library: PathBuf,
+        /// The dependency, canonical.
+        dependency: PathBuf,
+        /// The allowed directories.
+        allowed: Vec<PathBuf>,
+    },
+    /// The loader would not find a dependency.
+    #[error(
+        "library {library} needs {name}, which the loader does not find here (rpath, \
+         LD_LIBRARY_PATH, runpath, system directories); nothing was loaded; install it on every node"
+    )]
+    DependencyNotFound {
+        /// The library that needs it.
+        library: PathBuf,
+        /// The `DT_NEEDED` name.
+        name: String,
+    },
+    /// A dependency differs from the one the reference names, or is resolved
+    /// elsewhere.
+    #[error(
+        "library {library}: its dependency {dependency} does not match the registration: \
+         {reason}; install the same builds at the same paths on every node"
+    )]
+    DependencyMismatch {
+        /// The library.
+        library: PathBuf,
+        /// The dependency.
+        dependency: PathBuf,
+        /// How it differs.
+        reason: String,
+    },
+    /// A dependency found through `$ORIGIN` whose soname is not the name it is
+    /// needed by: loaded by descriptor, the library could not find it.
+    #[error(
+        "library {library} needs {name} through $ORIGIN, but {dependency} has no soname {name}; \
+         herald loads libraries from the descriptor it hashed and matches such dependencies \
+         by soname: link it with -Wl,-soname,{name}"
+    )]
+    DependencyUnmatchable {
+        /// The library that needs it.
+        library: PathBuf,
+        /// The dependency.
+        dependency: PathBuf,
+        /// The `DT_NEEDED` name.
+        name: String,
+    },
+    /// The file changed while it was being hashed or loaded.
+    #[error(
+        "library {path} changed while it was being hashed or loaded; install libraries by \
+         renaming a complete file into place, and try again"
+    )]
+    Changed {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is not a shared object for this machine.
+    #[error("library {path} cannot be loaded: {reason}")]
+    NotElf {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The loader did not map the file that was hashed.
+    #[error("library {path} was loaded, but it cannot be verified: {reason}")]
+    NotVerified {
+        /// The path.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// A library loaded outside herald no longer matches the file at its path.
+    #[error(
+        "library {path} was replaced on disk after this process loaded it, so other nodes \
+         would load another file; load it again in a new process, or install new builds \
+         at new paths"
+    )]
+    Replaced {
+        /// The path.
+        path: PathBuf,
+    },
     /// The path is not valid UTF-8, so it cannot be named to other nodes.
     #[error("library path {path:?} is not valid UTF-8; rename it")]
     NotUtf8 {
         /// The path.
         path: PathBuf,
     },
+}
+
+/// A registration's result, with the registration named.
+fn describe_result(what: &str, result: &RegistrationResult) -> String {
+    let text = result.to_string();
+    let short = result.key.short();
+    text.replacen(
+        &format!("registration {short}"),
+        &format!("registration of {what}"),
+        1,
+    )
 }
 
 fn display_dirs(dirs: &[PathBuf]) -> String {

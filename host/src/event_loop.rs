@@ -229,7 +229,7 @@ impl EventLoop {
                 }
                 Output::TaskCompleted { launch, outcome } => {
                     if let Some(handle) = self.launches.remove(&launch) {
-                        let result = outcome.map_err(HostError::Task);
+                        let result = outcome.map_err(|error| HostError::Task(self.named(error)));
                         let _ = self.shared.task_results.complete(handle, result);
                     }
                 }
@@ -258,6 +258,17 @@ impl EventLoop {
         }
     }
 
+    /// A task error with the registration it required named, when it failed.
+    fn named(&self, mut error: herald_core::TaskError) -> herald_core::TaskError {
+        if let herald_core::TaskErrorKind::RequirementFailed { key, error: text } = &mut error.kind
+        {
+            if let Some(name) = self.shared.name_of(key) {
+                *text = format!("registration of {name}: {text}");
+            }
+        }
+        error
+    }
+
     fn complete_registration(
         &self,
         handle: u64,
@@ -268,7 +279,12 @@ impl EventLoop {
             match outcome {
                 Ok(result) if result.is_ok() => {}
                 Ok(result) => {
-                    tracing::warn!(%result, "herald: a registration nobody waits for failed")
+                    let what = self.shared.name_of(&result.key);
+                    let error = HostError::Registration {
+                        what: what.map_or_else(|| result.key.short(), |w| w.to_string()),
+                        result,
+                    };
+                    tracing::warn!(%error, "herald: a registration nobody waits for failed")
                 }
                 Err(error) => {
                     tracing::warn!(%error, "herald: a registration nobody waits for failed")

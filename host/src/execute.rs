@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use herald_core::{Invocation, Key, TaskRequest};
 
-use crate::code::{CodeRef, LibraryRef, TaskCode, WireCode};
+use crate::code::{
+    CodeRef, LibraryRef, TaskBatch, TaskCode, WireCode, WireTaskCode, describe_tasks,
+};
 use crate::context::{self, InvocationFrame};
 use crate::ffi;
 use crate::native::{self, LoadedLibrary};
@@ -39,6 +41,7 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
             )
         }))
         .unwrap_or_else(|panic| Err(format!("the invocation panicked: {}", panic_text(&panic))))
+        .and_then(|()| refusals(shared))
     };
     Counters::add(&shared.counters.invocations, 1);
     if outcome.is_err() {
@@ -55,12 +58,25 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
 /// Runs one launched task, then reports its result bytes.
 pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
     let outcome = catch_unwind(AssertUnwindSafe(|| execute_task(shared, &request)))
-        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))));
+        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
+        .and_then(|bytes| refusals(shared).map(|()| bytes));
     Counters::add(&shared.counters.tasks_run, 1);
     let _ = shared.commands.send(Command::TaskFinished {
         run: request.run,
         outcome,
     });
+}
+
+/// Registrations refused at once on this thread while it ran the code (a
+/// library's constructor registering a function herald cannot name or may not
+/// load): they fail what ran them, on this node.
+fn refusals(shared: &Shared) -> Result<(), String> {
+    let refused = shared.unawaited.take_refused();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
+    }
 }
 
 /// Loads a library for code running on a worker: constructors' registrations
@@ -70,7 +86,7 @@ pub(crate) fn load_for_worker(
     library: &LibraryRef,
 ) -> Result<LoadedLibrary, String> {
     let loading = context::enter_loading();
-    let loaded = native::load_reference(library, &shared.allowed_dirs);
+    let loaded = native::load_reference(library, &shared.policy);
     for (runtime, handle) in loading.finish() {
         if runtime == shared.id {
             shared.release_registration(handle);
@@ -97,7 +113,34 @@ fn execute_code(shared: &Shared, code: &[u8], args: &[u8]) -> Result<(), String>
         WireCode::Code(CodeRef::Custom { kind, payload }) => {
             executor(shared, &kind)?.invoke(&payload, args)
         }
-        WireCode::Tasks(batch) => shared.tasks.insert(batch.into_variants()?),
+        WireCode::Tasks(batch) => {
+            let refused = refused_libraries(shared, &batch);
+            let inserted = shared.tasks.insert(batch.into_variants()?);
+            refused.and(inserted)
+        }
+    }
+}
+
+/// Checks, without loading them, that this node would load the libraries of a
+/// batch of lazy task variants: a node that will refuse one fails the
+/// registration now, naming the library and its tasks, instead of failing
+/// their first launch.
+fn refused_libraries(shared: &Shared, batch: &TaskBatch) -> Result<(), String> {
+    let mut refused = Vec::new();
+    for (index, library) in batch.libraries.iter().enumerate() {
+        let Err(error) = native::check_reference(library, &shared.policy) else {
+            continue;
+        };
+        let uses = |code: &WireTaskCode| matches!(code, WireTaskCode::Native { library, .. } if *library as usize == index);
+        let names = batch.variants.iter().filter(|v| uses(&v.code));
+        let count = names.clone().count();
+        let tasks = describe_tasks(names.map(|v| v.name.as_str()), count);
+        refused.push(format!("{tasks} cannot run on {}: {error}", shared.node));
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
     }
 }
 

@@ -93,11 +93,14 @@ pub unsafe extern "C" fn herald_register_on_load(
 ) {
     // SAFETY: same contract as herald_register_global.
     let handle = unsafe { herald_register_global(callback, args, args_len, tag) };
-    if handle == 0 {
-        let error = LAST_ERROR.with(|e| e.borrow().clone());
-        tracing::error!(?error, "herald: registration from a constructor failed");
-    } else if let Some(runtime) = global() {
-        RegistrationHandle::release_raw(&runtime, handle);
+    let refused = (handle == 0).then(|| LAST_ERROR.with(|e| e.borrow().clone()));
+    let refused = refused.flatten().map(|(_, text)| text);
+    if let Some(error) = &refused {
+        tracing::error!(%error, "herald: registration from a constructor failed");
+    }
+    // Waited for by the load around it, or kept for the next safe point.
+    if let Some(runtime) = global() {
+        runtime.adopt_on_load(handle, refused);
     }
 }
 

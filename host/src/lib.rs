@@ -6,8 +6,11 @@
 //!   every `dlopen` — so nothing a plugin does stalls the protocol, and an
 //!   invocation waiting for one nested in it always finds a free thread.
 //! * Native code is named portably ([`CodeRef::Native`]: canonical library path,
-//!   SHA-256 of the file, symbol found with `dladdr`), loaded only from allowed
-//!   directories and only if the digest matches.
+//!   SHA-256 of the file and of its dependencies outside the system library
+//!   directories, symbol found with `dladdr`), loaded only from allowed
+//!   directories and only if the digests match, from the very descriptor that
+//!   was hashed (`/proc/self/fd/N`, then the mapped file's device and inode are
+//!   checked).
 //! * Registrations made on a thread that executes an invocation — including from
 //!   a library constructor running inside its `dlopen` — are nested: they run
 //!   here only and never block. Top-level registrations made during
@@ -56,10 +59,11 @@ mod stats;
 mod sync;
 mod tasks;
 mod transport;
+mod unawaited;
 mod waits;
 
-pub use code::{CodeRef, Digest, LibraryRef, TaskCode, TaskVariant};
-pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs};
+pub use code::{CodeRef, DependencyRef, Digest, LibraryRef, TaskCode, TaskVariant};
+pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs, implicit_dir_problem};
 pub use error::{HostError, LoadError};
 pub use executor::Executor;
 pub use ffi::keep_c_abi;

@@ -92,6 +92,34 @@ pub struct LoadReport {
     pub library: LibraryRef,
     /// The results of the registrations its constructors made, in order.
     pub registrations: Vec<RegistrationResult>,
+    /// The loaded object: the file that was checked and hashed.
+    loaded: native::LoadedLibrary,
+}
+
+impl LoadReport {
+    /// The address of the exported `symbol` of this very library (the file that
+    /// was checked and hashed, not whatever is at its path now).
+    pub fn symbol(&self, symbol: &str) -> Result<*const std::ffi::c_void, HostError> {
+        Ok(native::symbol_address(&self.loaded, symbol)?)
+    }
+
+    /// The name the dynamic loader knows this very object by
+    /// (`/proc/self/fd/N`, never reused): `dlopen` it to get this object, where
+    /// `dlopen` of the library's path would load whatever file is there now.
+    pub fn loader_path(&self) -> &Path {
+        &self.loaded.loader_path
+    }
+}
+
+impl std::fmt::Debug for native::LoadedLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} as {}",
+            self.reference.path,
+            self.loader_path.display()
+        )
+    }
 }
 
 impl Runtime {
@@ -192,7 +220,8 @@ impl Runtime {
         args: Vec<u8>,
         tag: Option<String>,
     ) -> Result<RegistrationHandle, HostError> {
-        let (library, symbol) = native::reference_for_address(function as usize)?;
+        let (library, symbol) =
+            native::reference_for_address(function as usize, &self.shared.policy)?;
         let code = CodeRef::Native {
             library,
             symbol: Some(symbol),
@@ -224,7 +253,7 @@ impl Runtime {
             });
         }
         let loading = context::enter_loading();
-        let loaded = native::load_local(path, &self.shared.allowed_dirs);
+        let loaded = native::load_local(path, &self.shared.policy);
         let made = loading.finish();
         let loaded = loaded?;
         // The safe point: no loader lock is held any more.
@@ -249,11 +278,17 @@ impl Runtime {
             }
             self.shared.release_registration(handle);
         }
+        // Registrations its constructors tried that were refused at once.
+        let refused = self.shared.unawaited.take_refused();
+        if failure.is_none() && !refused.is_empty() {
+            failure = Some(HostError::Refused(refused.join("; ")));
+        }
         match failure {
             Some(error) => Err(error),
             None => Ok(LoadReport {
-                library: loaded.reference,
+                library: loaded.reference.clone(),
                 registrations,
+                loaded,
             }),
         }
     }
@@ -277,7 +312,7 @@ impl Runtime {
     pub fn library_ref(&self, path: impl AsRef<Path>) -> Result<Arc<LibraryRef>, HostError> {
         Ok(Arc::new(native::reference_for_path(
             path.as_ref(),
-            &self.shared.allowed_dirs,
+            &self.shared.policy,
         )?))
     }
 
@@ -319,7 +354,8 @@ impl Runtime {
         name: impl Into<String>,
         function: *const std::ffi::c_void,
     ) -> Result<RegistrationHandle, HostError> {
-        let (library, symbol) = native::reference_for_address(function as usize)?;
+        let (library, symbol) =
+            native::reference_for_address(function as usize, &self.shared.policy)?;
         self.register_task(TaskVariant {
             name: name.into(),
             code: TaskCode::Native {
@@ -344,7 +380,8 @@ impl Runtime {
                 "task names starting with '{RESERVED_PREFIX}' are reserved for herald: '{name}'"
             )));
         }
-        let (library, symbol) = native::reference_for_address(function as usize)?;
+        let (library, symbol) =
+            native::reference_for_address(function as usize, &self.shared.policy)?;
         let variant = TaskVariant {
             name,
             code: TaskCode::Native {
@@ -469,6 +506,65 @@ impl Runtime {
                         .0
                 }
             };
+        }
+    }
+
+    /// Waits for the registrations that library constructors made through the C
+    /// ABI (`herald_register_on_load`) on this thread, or on every thread, while
+    /// no herald load or invocation was around them to wait (a library loaded
+    /// with plain `dlopen` or Python's `ctypes`). Returns how many it waited
+    /// for, or the first failure (naming the registration, the nodes and why);
+    /// later failures are logged.
+    pub fn settle_unawaited(&self, all_threads: bool) -> Result<usize, HostError> {
+        let entries = self.shared.unawaited.take(all_threads);
+        let count = entries.len();
+        let mut first = None;
+        for entry in entries {
+            let outcome = match entry {
+                crate::unawaited::Entry::Handle(handle) => {
+                    let outcome = self.shared.wait_registration(handle, None).map(|_| ());
+                    self.shared.release_registration(handle);
+                    outcome
+                }
+                crate::unawaited::Entry::Refused(text) => Err(HostError::Refused(text)),
+            };
+            if let Err(error) = outcome {
+                if first.is_some() {
+                    tracing::error!(%error, "herald: another registration from a constructor failed");
+                } else {
+                    first = Some(error);
+                }
+            }
+        }
+        first.map_or(Ok(count), Err)
+    }
+
+    /// How many registrations [`settle_unawaited`](Self::settle_unawaited)
+    /// would wait for.
+    pub fn unawaited_count(&self, all_threads: bool) -> usize {
+        self.shared.unawaited.count(all_threads)
+    }
+
+    /// Takes over a handle `herald_register_on_load` got (0 if the registration
+    /// was refused at once, with `refused` saying why): a top-level one made
+    /// outside any herald load is kept for [`settle_unawaited`](Self::settle_unawaited);
+    /// the others are awaited by the load or invocation around them.
+    pub(crate) fn adopt_on_load(&self, handle: u64, refused: Option<String>) {
+        let placement = context::placement(self.shared.id);
+        let unobserved = placement.parent.is_none() && !placement.loading;
+        let entry = match (handle, refused) {
+            // Kept wherever it is made: the load, invocation or task around it
+            // (or the next safe point) fails with it.
+            (0, refused) => crate::unawaited::Entry::Refused(
+                refused.unwrap_or_else(|| "the registration was refused".into()),
+            ),
+            (handle, _) if unobserved => crate::unawaited::Entry::Handle(handle),
+            (handle, _) => return self.shared.release_registration(handle),
+        };
+        let shared = &self.shared;
+        let done_ok = |h| matches!(shared.try_registration(h), Some(Ok(_)));
+        for finished in shared.unawaited.push(entry, done_ok) {
+            shared.release_registration(finished);
         }
     }
 

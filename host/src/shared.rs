@@ -3,7 +3,6 @@
 //! create a pending handle, send a command, and return.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -11,15 +10,17 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use herald_core::{InvocationId, Key, NodeId, Registration, RegistrationResult, TaskRunId};
 
-use crate::code::{TaskBatch, TaskVariant, WireCode};
+use crate::code::{TaskBatch, TaskVariant, WireCode, describe_registration};
 use crate::config::HostConfig;
 use crate::context;
 use crate::error::HostError;
 use crate::executor::Executor;
 use crate::handles::{Completion, HandleTable, WaitOutcome};
+use crate::native::Policy;
 use crate::runtime::JobEnd;
 use crate::stats::Counters;
 use crate::tasks::TaskRegistry;
+use crate::unawaited::Unawaited;
 use crate::waits::WaitGraph;
 
 /// What a registration handle resolves to.
@@ -66,8 +67,8 @@ pub(crate) struct Shared {
     pub(crate) node: NodeId,
     pub(crate) nodes: u32,
     pub(crate) config: HostConfig,
-    /// `config.library_dirs`, canonicalised.
-    pub(crate) allowed_dirs: Vec<PathBuf>,
+    /// Where libraries may be loaded from (`config.library_dirs`, canonicalised).
+    pub(crate) policy: Policy,
     pub(crate) commands: Sender<Command>,
     pub(crate) registrations: HandleTable<RegistrationOutcome>,
     pub(crate) task_results: HandleTable<TaskResult>,
@@ -76,6 +77,10 @@ pub(crate) struct Shared {
     /// Which running registrations wait for which, to refuse waits that could
     /// never end.
     waits: WaitGraph,
+    /// What each registration requested here is, by key: errors name it.
+    names: Mutex<HashMap<Key, Arc<str>>>,
+    /// Registrations made through the C ABI that nobody waits for yet.
+    pub(crate) unawaited: Unawaited,
     next_handle: AtomicU64,
     batches: Mutex<BTreeMap<Option<InvocationId>, OpenBatch>>,
     pub(crate) tasks: TaskRegistry,
@@ -118,13 +123,15 @@ impl Shared {
             id: RUNTIMES.fetch_add(1, Ordering::Relaxed),
             node,
             nodes,
-            allowed_dirs: crate::native::canonical_dirs(&config.library_dirs),
+            policy: Policy::new(&config.library_dirs),
             config,
             commands,
             registrations: HandleTable::new(),
             task_results: HandleTable::new(),
             handle_keys: Mutex::new(HashMap::new()),
             waits: WaitGraph::default(),
+            names: Mutex::new(HashMap::new()),
+            unawaited: Unawaited::default(),
             next_handle: AtomicU64::new(1),
             batches: Mutex::new(BTreeMap::new()),
             tasks: TaskRegistry::default(),
@@ -148,6 +155,7 @@ impl Shared {
         let handle = self.new_handle_id();
         self.registrations.insert_pending(handle);
         self.lock_keys().insert(handle, registration.key());
+        self.remember_name(&registration);
         self.record_if_loading(placement.loading, handle);
         Counters::add(&self.counters.registrations_requested, 1);
         let Some(parent) = placement.parent else {
@@ -296,7 +304,7 @@ impl Shared {
             self.waits.end_wait(ticket);
         }
         match outcome {
-            WaitOutcome::Ready(outcome) => registration_outcome(outcome),
+            WaitOutcome::Ready(outcome) => self.registration_outcome(outcome),
             WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
@@ -326,9 +334,9 @@ impl Shared {
     /// What [`wait_registration`](Self::wait_registration) would return now, or
     /// `None` while the registration is in progress. Never blocks.
     pub(crate) fn try_registration(&self, handle: u64) -> Option<RegistrationOutcome> {
-        self.registrations
-            .poll(handle)
-            .map(|outcome| wait_result(handle, outcome).and_then(registration_outcome))
+        self.registrations.poll(handle).map(|outcome| {
+            wait_result(handle, outcome).and_then(|outcome| self.registration_outcome(outcome))
+        })
     }
 
     /// What [`wait_task`](Self::wait_task) would return now, or `None` while the
@@ -450,8 +458,40 @@ impl Shared {
         }
     }
 
+    /// What the registration with `key` is, if it was requested here.
+    pub(crate) fn name_of(&self, key: &Key) -> Option<Arc<str>> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn remember_name(&self, registration: &Registration) {
+        let name = describe_registration(&registration.code, registration.tag.as_deref());
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(registration.key(), name.into());
+    }
+
+    /// What waiting for a registration handle returns for its stored outcome: a
+    /// result naming failed or unreachable nodes is an error naming the registration.
+    fn registration_outcome(&self, outcome: RegistrationOutcome) -> RegistrationOutcome {
+        match outcome {
+            Ok(result) if !result.is_ok() => Err(HostError::Registration {
+                what: self
+                    .name_of(&result.key)
+                    .map_or_else(|| format!("key {}", result.key.short()), |n| n.to_string()),
+                result,
+            }),
+            other => other,
+        }
+    }
+
     fn send_batch(&self, open: OpenBatch, parent: Option<InvocationId>) {
         let registration = Registration::new(WireCode::Tasks(open.batch).encode(), Vec::new());
+        self.remember_name(&registration);
         self.send_or_fail(
             open.handle,
             Command::Register {
@@ -474,15 +514,6 @@ impl Shared {
         self.handle_keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// What waiting for a registration handle returns for its stored outcome: a
-/// result naming failed or unreachable nodes is an error.
-fn registration_outcome(outcome: RegistrationOutcome) -> RegistrationOutcome {
-    match outcome {
-        Ok(result) if !result.is_ok() => Err(HostError::Registration(result)),
-        other => other,
     }
 }
 

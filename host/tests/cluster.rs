@@ -156,10 +156,18 @@ fn failures_name_every_node() {
         .register_global(custom("fail"), vec![], None)
         .wait_timeout(GUARD)
         .expect_err("fails");
-    let HostError::Registration(result) = &error else {
+    let HostError::Registration { what, result } = &error else {
         panic!("{error:?}");
     };
     assert_eq!(result.failures.len(), 3);
+    // Named by its code, not by a key.
+    assert_eq!(what, "rec:fail");
+    assert!(
+        error
+            .to_string()
+            .starts_with("registration of rec:fail failed"),
+        "{error}"
+    );
     assert!(
         error.to_string().contains("node 2: failed on purpose"),
         "{error}"
@@ -305,7 +313,10 @@ fn try_result_never_blocks_and_agrees_with_wait() {
     // A registration that failed is an error for try_result as for wait.
     let failed = nodes[0].register_global(custom("fail"), vec![], None);
     let waited = failed.wait_timeout(GUARD).expect_err("fails");
-    assert!(matches!(waited, HostError::Registration(_)), "{waited:?}");
+    assert!(
+        matches!(waited, HostError::Registration { .. }),
+        "{waited:?}"
+    );
     assert_eq!(failed.try_result(), Some(Err(waited)));
 
     nodes.iter().for_each(Runtime::shutdown);
@@ -403,7 +414,7 @@ fn a_peer_sending_garbage_is_named_unreachable_not_waited_for() {
         })
         .expect("event loop listening");
     match handle.wait_timeout(GUARD) {
-        Err(HostError::Registration(result)) => {
+        Err(HostError::Registration { result, .. }) => {
             assert_eq!(result.unreachable, [herald_core::NodeId(1)]);
             assert!(result.failures.is_empty());
         }

@@ -54,6 +54,21 @@ int refuse(const void *a, size_t n) { (void)a; (void)n; herald_set_error("refuse
 HERALD_REGISTER_ON_LOAD(refuse, 0, 0, "failing-plugin")
 "#;
 
+const STRAY_CALLBACK: &str =
+    "int stray_callback(const void *a, unsigned long n) { (void)a; (void)n; return 0; }";
+
+/// A plugin whose constructor registers a function of another library, found
+/// with plain dlopen at `STRAY_PATH`.
+const REFERRER_PLUGIN: &str = r#"
+#include <dlfcn.h>
+#include "herald.h"
+__attribute__((constructor)) static void init(void) {
+    void *stray = dlopen(STRAY_PATH, RTLD_NOW);
+    herald_callback callback = stray ? (herald_callback)dlsym(stray, "stray_callback") : 0;
+    if (callback) herald_register_on_load(callback, 0, 0, 0);
+}
+"#;
+
 const VERSION_A: &str =
     "int version(const void *a, unsigned long n, void *o) { (void)a; (void)n; (void)o; return 0; }";
 const VERSION_B: &str = "int version(const void *a, unsigned long n, void *o) { (void)a; (void)n; (void)o; return 1; } int padding[100];";
@@ -239,6 +254,32 @@ fn c_plugins_in_one_process() {
     // launches do not wait for it.
     let again = runtime.launch(0, "example.reverse", b"xy".to_vec()).wait();
     assert_eq!(again.expect("reverse"), b"yx");
+    // A constructor that registers a function of a library outside the allowed
+    // directories (loaded with plain dlopen): refused when registered, and the
+    // load around it fails, naming that library; inside an invocation (a load
+    // on every node), the invocation fails on this node.
+    let stray = common::build_c_library(outside.path(), "stray", STRAY_CALLBACK);
+    let stray = stray.canonicalize().expect("canonical");
+    let referrer_source = format!(
+        "#define STRAY_PATH \"{}\"\n{REFERRER_PLUGIN}",
+        stray.display()
+    );
+    let referrer = common::build_c_library(allowed.path(), "referrer", &referrer_source);
+    let wanted = format!(
+        "library {} is outside the allowed directories",
+        stray.display()
+    );
+    let text = runtime
+        .load_library(&referrer)
+        .expect_err("refused")
+        .to_string();
+    assert!(text.contains(&wanted), "{text}");
+    let everywhere = common::build_c_library(allowed.path(), "referrer2", &referrer_source);
+    let text = runtime
+        .load_library_everywhere(&everywhere)
+        .expect_err("refused")
+        .to_string();
+    assert!(text.contains(&format!("node 0: {wanted}")), "{text}");
 
     herald_host::uninstall_global();
     runtime.shutdown();

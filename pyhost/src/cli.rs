@@ -1,9 +1,9 @@
 //! herald-python's command line: its own options first, then what Python runs.
 //!
 //! ```text
-//! herald-python [-n N] SCRIPT [ARGS...]
-//! herald-python [-n N] -m MODULE [ARGS...]
-//! herald-python [-n N] -c CODE [ARGS...]
+//! herald-python [-n N] [--library-path DIR]... SCRIPT [ARGS...]
+//! herald-python [-n N] [--library-path DIR]... -m MODULE [ARGS...]
+//! herald-python [-n N] [--library-path DIR]... -c CODE [ARGS...]
 //! ```
 //!
 //! Everything from the first argument that is not one of herald-python's own
@@ -11,6 +11,7 @@
 //! `python` would), so `herald-python -n 4 -m pytest -x tests` works.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
@@ -31,6 +32,9 @@ pub(crate) struct Options {
     /// `-n N`: the size of the loopback job to start; `None` inside a job that a
     /// launcher (`herald run`, `mpirun`, `srun`) started.
     pub(crate) nodes: Option<u32>,
+    /// `--library-path DIR` (repeatable): more directories native libraries may
+    /// be loaded from.
+    pub(crate) library_paths: Vec<PathBuf>,
     /// What Python runs, with its arguments: `SCRIPT ARGS`, `-m MODULE ARGS` or
     /// `-c CODE ARGS`.
     pub(crate) python_args: Vec<OsString>,
@@ -42,9 +46,9 @@ herald-python: CPython as a node of a herald job; rank 0 runs the program,
 the other ranks serve it until it ends.
 
 usage:
-  herald-python [-n N] SCRIPT [ARGS...]
-  herald-python [-n N] -m MODULE [ARGS...]
-  herald-python [-n N] -c CODE [ARGS...]
+  herald-python [-n N] [--library-path DIR]... SCRIPT [ARGS...]
+  herald-python [-n N] [--library-path DIR]... -m MODULE [ARGS...]
+  herald-python [-n N] [--library-path DIR]... -c CODE [ARGS...]
 
 options:
   -n, --nodes N   start a job of N processes on this machine (through
@@ -52,13 +56,20 @@ options:
                   without it, join the job described by the environment
                   (`herald run -n N -- herald-python ...`, mpirun, srun), or
                   run as a job of one node
+  --library-path DIR
+                  a directory native libraries may be loaded from, added to
+                  the defaults (repeatable; give it on every node: -n does)
   -h, --help      print this help
   --version       print the version
 
+Native libraries load only from allowed directories, checked on every node:
+Python's site-packages and the active virtualenv's, the working directory and
+the directory of herald-python (unless one is /, the home directory or
+writable by anyone), HERALD_LIBRARY_PATH and --library-path.
+
 environment:
-  HERALD_LIBRARY_PATH   directories native libraries may be loaded from (on
-                        every node); default: the working directory and the
-                        directory of herald-python
+  HERALD_LIBRARY_PATH   more directories native libraries may be loaded from,
+                        separated by ':' (added to the defaults)
   VIRTUAL_ENV           an activated virtualenv's packages are importable
   HERALD_LOG            log level of the runtime: error, warn (default), info, debug
 ";
@@ -67,6 +78,7 @@ environment:
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Command> {
     let mut args = args.into_iter();
     let mut nodes = None;
+    let mut library_paths = Vec::new();
     while let Some(arg) = args.next() {
         let text = arg.to_str().unwrap_or_default();
         match text {
@@ -76,7 +88,14 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<
                 let value = args.next().context("-n needs the number of nodes")?;
                 nodes = Some(parse_nodes(&value.to_string_lossy())?);
             }
-            "--" => return finish(nodes, args.collect()),
+            "--library-path" => {
+                let value = args.next().context("--library-path needs a directory")?;
+                library_paths.push(PathBuf::from(value));
+            }
+            "--" => return finish(nodes, library_paths, args.collect()),
+            _ if text.starts_with("--library-path=") => {
+                library_paths.push(PathBuf::from(&text["--library-path=".len()..]));
+            }
             _ if text.starts_with("--nodes=") => {
                 nodes = Some(parse_nodes(&text["--nodes=".len()..])?);
             }
@@ -86,18 +105,26 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<
             _ => {
                 let mut python_args = vec![arg];
                 python_args.extend(args);
-                return finish(nodes, python_args);
+                return finish(nodes, library_paths, python_args);
             }
         }
     }
-    finish(nodes, Vec::new())
+    finish(nodes, library_paths, Vec::new())
 }
 
-fn finish(nodes: Option<u32>, python_args: Vec<OsString>) -> anyhow::Result<Command> {
+fn finish(
+    nodes: Option<u32>,
+    library_paths: Vec<PathBuf>,
+    python_args: Vec<OsString>,
+) -> anyhow::Result<Command> {
     if python_args.is_empty() {
         bail!("nothing to run: give a script, -m MODULE or -c CODE (see --help)");
     }
-    Ok(Command::Run(Options { nodes, python_args }))
+    Ok(Command::Run(Options {
+        nodes,
+        library_paths,
+        python_args,
+    }))
 }
 
 fn parse_nodes(text: &str) -> anyhow::Result<u32> {
@@ -118,8 +145,36 @@ mod tests {
     fn run(nodes: Option<u32>, python_args: &[&str]) -> Command {
         Command::Run(Options {
             nodes,
+            library_paths: Vec::new(),
             python_args: python_args.iter().map(OsString::from).collect(),
         })
+    }
+
+    #[test]
+    fn library_paths_are_herald_pythons_own() {
+        let parsed = parse_str(&[
+            "--library-path",
+            "/opt/a",
+            "-n",
+            "2",
+            "--library-path=/opt/b",
+            "s.py",
+            "--library-path",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed,
+            Command::Run(Options {
+                nodes: Some(2),
+                library_paths: vec![PathBuf::from("/opt/a"), PathBuf::from("/opt/b")],
+                python_args: ["s.py", "--library-path", "x"]
+                    .iter()
+                    .map(OsString::from)
+                    .collect(),
+            })
+        );
+        assert!(parse_str(&["--library-path"]).is_err());
     }
 
     #[test]

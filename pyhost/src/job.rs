@@ -2,6 +2,7 @@
 //! node`'s), the runtime with the Python executor in place, and the ends of a job
 //! that both herald-python and the extension module need.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +30,11 @@ pub fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
 /// Joins the job (or starts a job of one), with the Python executor in place
 /// before any frame from another node is handled, and makes the runtime the one
 /// the `herald` module and the C ABI use.
-pub fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node> {
-    let config = HostConfig::default();
+pub fn start_runtime(
+    bootstrap: Option<Bootstrap>,
+    library_paths: &[PathBuf],
+) -> anyhow::Result<Node> {
+    let config = host_config(library_paths)?;
     let executor = Arc::new(PythonExecutor);
     let (coordinator_gone_tx, coordinator_gone) = crossbeam_channel::bounded(1);
     let runtime = match bootstrap {
@@ -75,6 +79,39 @@ pub fn start_runtime(bootstrap: Option<Bootstrap>) -> anyhow::Result<Node> {
     Ok(Node {
         runtime,
         coordinator_gone,
+    })
+}
+
+/// The runtime's settings: the allowed library directories are the defaults
+/// (`HERALD_LIBRARY_PATH`, the working directory and the executable's when safe),
+/// Python's site-packages and the active virtualenv's (their Python code is
+/// trusted already, so their native libraries are too, unless anyone may write
+/// there), and every `--library-path`.
+fn host_config(library_paths: &[PathBuf]) -> anyhow::Result<HostConfig> {
+    let mut config = HostConfig::default();
+    for dir in site_library_dirs()? {
+        match herald_host::implicit_dir_problem(&dir) {
+            None => config.library_dirs.push(dir),
+            Some(problem) => tracing::debug!(
+                dir = %dir.display(),
+                problem,
+                "herald-python: site directory not allowed implicitly"
+            ),
+        }
+    }
+    config.library_dirs.extend(library_paths.iter().cloned());
+    Ok(config)
+}
+
+/// The directories whose native libraries Python trusts already (its
+/// site-packages and the active virtualenv's), from `herald._main.library_dirs`.
+fn site_library_dirs() -> anyhow::Result<Vec<PathBuf>> {
+    use pyo3::types::PyAnyMethods;
+    pyo3::Python::attach(|py| {
+        py.import("herald._main")
+            .and_then(|main| main.call_method0("library_dirs"))
+            .and_then(|dirs| dirs.extract::<Vec<PathBuf>>())
+            .map_err(|error| anyhow::anyhow!("finding Python's site-packages: {error}"))
     })
 }
 

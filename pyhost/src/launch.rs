@@ -18,7 +18,11 @@ pub(crate) const HERALD_BIN_ENV: &str = "HERALD_BIN";
 
 /// Replaces this process with `herald run -n NODES -- herald-python PYTHON_ARGS`.
 /// Returns only if that cannot be done.
-pub(crate) fn relaunch(nodes: u32, python_args: &[OsString]) -> anyhow::Error {
+pub(crate) fn relaunch(
+    nodes: u32,
+    library_paths: &[PathBuf],
+    python_args: &[OsString],
+) -> anyhow::Error {
     let (herald, myself) = match (herald_binary(), std::env::current_exe()) {
         (Ok(herald), Ok(myself)) => (herald, myself),
         (Err(error), _) => return error,
@@ -30,6 +34,12 @@ pub(crate) fn relaunch(nodes: u32, python_args: &[OsString]) -> anyhow::Error {
         .arg(nodes.to_string())
         .arg("--")
         .arg(myself)
+        .args(
+            library_paths
+                .iter()
+                .flat_map(|dir| [OsString::from("--library-path"), dir.into()]),
+        )
+        .arg("--")
         .args(python_args)
         .exec();
     anyhow!("cannot start {}: {error}", herald.display())

@@ -54,7 +54,11 @@ fn run() -> anyhow::Result<u8> {
     let bootstrap = job::bootstrap()?;
     match (&bootstrap, options.nodes) {
         (None, Some(nodes)) if nodes > 1 => {
-            return Err(launch::relaunch(nodes, &options.python_args));
+            return Err(launch::relaunch(
+                nodes,
+                &options.library_paths,
+                &options.python_args,
+            ));
         }
         (Some(job), Some(nodes)) if job.size != nodes => bail!(
             "-n {nodes} asks for a new job, but this process is rank {} of a job of {} \
@@ -65,7 +69,7 @@ fn run() -> anyhow::Result<u8> {
         _ => {}
     }
     interpreter::start(&options.python_args)?;
-    let node = job::start_runtime(bootstrap)?;
+    let node = job::start_runtime(bootstrap, &options.library_paths)?;
     Ok(if node.runtime.node_id() == 0 {
         roles::coordinate(&node.runtime)
     } else {

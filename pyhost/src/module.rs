@@ -138,7 +138,7 @@ impl PyRegistration {
         });
         match outcome {
             Ok(_) => Ok(None),
-            Err(HostError::Registration(result)) => {
+            Err(HostError::Registration { result, .. }) => {
                 let failures = result
                     .failures
                     .into_iter()
@@ -241,18 +241,41 @@ fn describe_nodes(nodes: u32) -> String {
 
 /// Loads a native library here (its constructors may register globally) and
 /// waits for those registrations, without holding the GIL. Returns
-/// `(canonical path, sha256 hex, number of registrations its constructors made)`.
+/// `(canonical path, sha256 hex, number of registrations its constructors made,
+/// the loader's name for this very object)`.
 #[pyfunction]
-fn load_library(py: Python<'_>, path: PathBuf) -> PyResult<(String, String, usize)> {
+fn load_library(py: Python<'_>, path: PathBuf) -> PyResult<(String, String, usize, PathBuf)> {
     let runtime = runtime()?;
     let report = py
         .detach(|| runtime.load_library(&path))
         .map_err(host_error)?;
+    let loader_path = report.loader_path().to_owned();
     Ok((
         report.library.path,
         report.library.digest.to_string(),
         report.registrations.len(),
+        loader_path,
     ))
+}
+
+/// Waits (without holding the GIL) for the registrations that native library
+/// constructors made on this thread (or on every thread) through the C ABI
+/// while no herald call was around them — a library loaded with `ctypes`.
+/// Returns how many it waited for; raises HeraldError naming the registration,
+/// the nodes and why, if one failed.
+#[pyfunction]
+#[pyo3(signature = (all_threads=false))]
+fn settle_native(py: Python<'_>, all_threads: bool) -> PyResult<usize> {
+    let runtime = runtime()?;
+    py.detach(|| runtime.settle_unawaited(all_threads))
+        .map_err(host_error)
+}
+
+/// How many registrations [`settle_native`] would wait for.
+#[pyfunction]
+#[pyo3(signature = (all_threads=false))]
+fn native_pending_count(all_threads: bool) -> PyResult<usize> {
+    Ok(runtime()?.unawaited_count(all_threads))
 }
 
 /// This node's counters, as a dict.
@@ -281,8 +304,8 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub mod _herald {
     #[pymodule_export]
     use super::{
-        HeraldError, PyRegistration, PyTask, TaskFailed, embedded, launch, load_library, node_id,
-        num_nodes, register, stats,
+        HeraldError, PyRegistration, PyTask, TaskFailed, embedded, launch, load_library,
+        native_pending_count, node_id, num_nodes, register, settle_native, stats,
     };
 
     #[pymodule_export]

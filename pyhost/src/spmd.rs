@@ -62,7 +62,7 @@ pub(crate) fn join_job(py: Python<'_>) -> PyResult<(u32, u32)> {
     crate::logging::init();
     let node = py
         .detach(|| -> anyhow::Result<Node> {
-            let node = job::start_runtime(job::bootstrap()?)?;
+            let node = job::start_runtime(job::bootstrap()?, &[])?;
             let handle = node.runtime.register_task(module::python_call_variant())?;
             node.runtime.flush();
             handle.wait().map(drop).map_err(|error| {

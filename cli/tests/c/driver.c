@@ -100,13 +100,15 @@ int main_digest_mismatch(void) {
         printf("load FAILED: %s\n", error);
         return 1;
     }
+    /* Before the swap: herald loaded A from the descriptor it hashed, so the
+     * path names another file afterwards. */
+    void *lib = dlopen(a, RTLD_NOW | RTLD_NOLOAD);
+    herald_callback callback = lib ? (herald_callback)dlsym(lib, "plain_callback") : NULL;
+    if (!callback) return 3;
     if (rename(replacement, a) != 0) {
         perror("rename");
         return 1;
     }
-    void *lib = dlopen(a, RTLD_NOW | RTLD_NOLOAD);
-    herald_callback callback = lib ? (herald_callback)dlsym(lib, "plain_callback") : NULL;
-    if (!callback) return 3;
     herald_handle h = herald_register_global(callback, "x", 1, NULL);
     int rc = herald_wait(h, error, sizeof error);
     printf("mismatch registration: rc=%d %s\n", rc, error);
@@ -128,4 +130,25 @@ int main_after_garbage(void) {
     printf("after garbage: %s\n", rc == 0 ? "served" : "FAILED");
     fflush(stdout);
     return rc;
+}
+
+/* Loads SWAP_COUNT libraries SWAP_DIR/libswap_NNN.so one after the other (the
+ * test swaps two builds at each path meanwhile) and reports each load. */
+int main_swap_loads(void) {
+    const char *dir = getenv("SWAP_DIR");
+    const char *count = getenv("SWAP_COUNT");
+    if (!dir || !count) return 2;
+    int n = atoi(count);
+    for (int i = 0; i < n; i++) {
+        char path[4096], error[4096];
+        snprintf(path, sizeof path, "%s/libswap_%03d.so", dir, i);
+        if (herald_load_library(path, error, sizeof error) == HERALD_OK) {
+            printf("swap-load lib=%03d ok\n", i);
+        } else {
+            for (char *c = error; *c; c++) if (*c == '\n') *c = ' ';
+            printf("swap-load lib=%03d failed: %s\n", i, error);
+        }
+        fflush(stdout);
+    }
+    return 0;
 }

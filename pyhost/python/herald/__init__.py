@@ -100,16 +100,20 @@ def load_library(path):
     Its constructors may register globally through the C ABI (``herald.h``);
     this returns once those registrations are done on every node, and raises
     :class:`HeraldError` if one failed, naming the nodes. The library must be in
-    a directory every node allows (``HERALD_LIBRARY_PATH``).
+    a directory every node allows: site-packages, the active virtualenv's,
+    ``HERALD_LIBRARY_PATH`` or ``herald-python --library-path DIR``.
     """
-    canonical, _digest, _registrations = _herald.load_library(os.fspath(path))
-    return ctypes.CDLL(canonical)
+    _canonical, _digest, _registrations, loaded = _herald.load_library(os.fspath(path))
+    # The loader's name for the object herald checked and loaded: opening the
+    # path again could load another file put there since.
+    return ctypes.CDLL(loaded)
 
 
 def wait_pending():
     """Waits for the global registrations this thread started while a module
-    was being imported (those never block at the call), and raises the first
-    that failed. herald does this by itself at the thread's next herald call
+    was being imported (those never block at the call), and those that native
+    libraries' constructors made while ``ctypes`` loaded them on this thread,
+    and raises the first that failed. herald does this by itself at the thread's next herald call
     outside an import, at the end of a task and at the end of the program.
     Returns how many it waited for."""
     if not _at_safe_point():

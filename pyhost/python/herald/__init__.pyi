@@ -95,7 +95,8 @@ def load_library(path: str | os.PathLike[str]) -> ctypes.CDLL:
     """Loads a native library here; waits for its constructors' global registrations."""
 
 def wait_pending() -> int:
-    """Waits for the registrations started on this thread inside imports."""
+    """Waits for the registrations started on this thread inside imports, and
+    those native constructors made while ctypes loaded their library here."""
 
 def serve() -> NoReturn:
     """Stock python3 only: serve the other ranks until every rank's program has

@@ -22,6 +22,7 @@ import contextlib
 import sys
 import threading
 
+import _herald
 from ._errors import add_note
 
 # Frames of Python's import machinery: a thread with one of these on its stack
@@ -99,11 +100,13 @@ def defer(what, handle, check):
 
 
 def pending_count(all_threads=False):
-    """How many deferred registrations are waiting (on this thread, or all)."""
+    """How many deferred registrations are waiting (on this thread, or all),
+    native libraries' included (see ``settle``)."""
+    native = _herald.native_pending_count(all_threads)
     with _pending_lock:
         if all_threads:
-            return sum(len(entries) for entries in _pending.values())
-        return len(_pending.get(threading.get_ident(), ()))
+            return native + sum(len(entries) for entries in _pending.values())
+        return native + len(_pending.get(threading.get_ident(), ()))
 
 
 def settle(all_threads=False):
@@ -117,6 +120,12 @@ def settle(all_threads=False):
         else:
             entries = _pending.pop(threading.get_ident(), [])
     failures = []
+    # Registrations that a native library's constructor made through the C ABI
+    # while ctypes loaded it on this thread: nobody else waits for them.
+    try:
+        _herald.settle_native(all_threads)
+    except Exception as error:  # noqa: BLE001 - reported below, none is lost
+        failures.append(error)
     for entry in entries:
         try:
             entry.settle()

@@ -42,6 +42,26 @@ def prepare(args):
     return _use_virtualenv()
 
 
+def _virtualenv_site_packages():
+    """The site-packages of the activated virtualenv, if one is."""
+    venv = os.environ.get("VIRTUAL_ENV")
+    if not venv:
+        return None
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return os.path.join(venv, "lib", version, "site-packages")
+
+
+def library_dirs():
+    """Where native libraries may be loaded from because their Python code is
+    trusted already: the interpreter's site-packages and the activated
+    virtualenv's."""
+    dirs = list(site.getsitepackages())
+    venv = _virtualenv_site_packages()
+    if venv:
+        dirs.append(venv)
+    return dirs
+
+
 def _use_virtualenv():
     """An activated virtualenv's packages come first, as they would for its python.
     Returns None, or why the virtualenv cannot be used."""
@@ -57,9 +77,9 @@ def _use_virtualenv():
             f"here. Make one with python{ours} -m venv, deactivate it, or install the herald "
             f"wheel into it and run its own python3"
         )
-    version = f"python{ours}"
+    packages = _virtualenv_site_packages()
     before = list(sys.path)
-    site.addsitedir(os.path.join(venv, "lib", version, "site-packages"))
+    site.addsitedir(packages)
     added = [entry for entry in sys.path if entry not in before]
     sys.path[:] = before[:1] + added + before[1:]
     return None

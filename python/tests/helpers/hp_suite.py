@@ -23,10 +23,11 @@ def herald_python():
     return path
 
 
-def run_job(args, env=None, cwd=None, timeout=120):
-    """Runs `herald-python ARGS` (a job of its own) and returns the completed process."""
+def run_job(args, env=None, cwd=None, timeout=120, unset=()):
+    """Runs `herald-python ARGS` (a job of its own) and returns the completed
+    process; `env` adds variables, `unset` removes some."""
     environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET", *unset):
         environment.pop(variable, None)
     environment.update(env or {})
     return subprocess.run(

@@ -6,7 +6,8 @@ herald *globally*, so every node of the job can run them; the program needs no
 special call: a plain ``import nativetasks``, then launches, on any node.
 
 The library is found at ``$NATIVETASKS_LIBRARY``, or next to this file. It must
-sit in a directory every node allows (``HERALD_LIBRARY_PATH``): the other nodes
+sit in a directory every node allows (site-packages when the package is
+installed; else ``HERALD_LIBRARY_PATH`` or ``--library-path``): the other nodes
 load the very same file.
 """
 
