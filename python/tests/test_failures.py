@@ -21,6 +21,7 @@ def test_missing_module_names_every_node(nodes, new_module_name):
         assert f"node {node}: ModuleNotFoundError: No module named {name!r}" in message
 
 
+@pytest.mark.leaves_a_node_failed
 def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
     last = nodes[-1]
     name = write_module(
@@ -38,8 +39,13 @@ def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
     assert f"node {last}: RuntimeError: this module refuses node {last}" in message
     # The remote traceback, down to the module's own line.
     assert f"{name}.py" in message and "raise RuntimeError" in message
-    # Every other node has the module; the failing one does not.
-    assert on_every_node(hp_probe.has_module, name) == [node != last for node in nodes]
+    # Every other node has the module; the failing one refuses tasks from a
+    # launcher that has it, naming what failed there, instead of running them.
+    others = [herald.launch(node, hp_probe.has_module, name) for node in nodes[:-1]]
+    assert [future.result() for future in others] == [True] * (len(nodes) - 1)
+    if last != 0:
+        with pytest.raises(herald.TaskError, match="a registration it requires failed there"):
+            herald.launch(last, hp_probe.has_module, name).result()
     # The outcome of a global import is the job's: asking again gives the same answer.
     with pytest.raises(ImportError, match=f"this module refuses node {last}"):
         herald.import_global(name)
@@ -91,6 +97,7 @@ def test_exception_whose_constructor_takes_two_arguments_keeps_its_type(nodes):
     assert "raise TwoArgs(what, count)" in error.__cause__.text
 
 
+@pytest.mark.leaves_a_node_failed
 def test_register_global_failure_names_the_node(nodes, new_module_name):
     last = nodes[-1]
     message = new_module_name("refusal")

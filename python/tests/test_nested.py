@@ -55,6 +55,7 @@ def test_import_global_of_itself_while_imported_on_this_thread(nodes, new_module
         assert on_every_node(hp_probe.has_module, imported) == [True] * len(nodes)
 
 
+@pytest.mark.leaves_a_node_failed
 def test_deferred_failure_surfaces_at_the_next_safe_point(nodes, new_module_name, write_module):
     last = nodes[-1]
     failing = write_module(
