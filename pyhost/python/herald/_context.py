@@ -22,7 +22,7 @@ import contextlib
 import sys
 import threading
 
-import _herald
+from . import _herald
 from ._errors import add_note
 
 # Frames of Python's import machinery: a thread with one of these on its stack
