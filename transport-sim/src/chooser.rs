@@ -30,6 +30,10 @@ pub enum ChoiceKind {
     InFlightKept,
     /// How long a node takes to notice a failure.
     DetectionDelay,
+    /// Which link breaks, who suspects whom, or which node pauses.
+    FaultVictim,
+    /// Whether a delivered frame is delivered once more.
+    Duplicate,
 }
 
 /// Picks every value a simulation needs.

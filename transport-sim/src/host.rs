@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
-use herald_core::{
-    Invocation, InvocationId, Key, LocalState, NodeId, Output, TaskRequest, TaskRunId,
-};
+use herald_core::{Invocation, InvocationId, Key, NodeId, Output, TaskRequest, TaskRunId};
 
 use crate::world::{Action, World};
 use crate::{Chooser, Protocol, Script, Violation};
@@ -68,21 +66,19 @@ impl<P: Protocol> World<P> {
                 Output::TaskCompleted { launch, outcome } => {
                     self.record_task_outcome(node, launch, outcome)
                 }
-                Output::PeerDown { node: down, by, .. } => self.trace.instant(
-                    self.now_ns,
-                    node,
-                    "view: down",
-                    serde_json::json!({ "node": down.0, "by": by.0 }),
-                ),
-                Output::Fenced { by, .. } => {
-                    // A fenced process ends, exactly like a crash.
-                    self.crash(node, chooser);
+                Output::PeerDown { node: down, by, .. } => {
+                    self.views.peer_down(node, down);
                     self.trace.instant(
                         self.now_ns,
                         node,
-                        "fenced",
-                        serde_json::json!({ "by": by.0 }),
-                    );
+                        "view: down",
+                        serde_json::json!({ "node": down.0, "by": by.0 }),
+                    )
+                }
+                Output::Fenced { by, .. } => {
+                    // The host ends the process: not a crash, and every peer's
+                    // transport notices its links go.
+                    self.exit(node, by, chooser);
                     return;
                 }
             }
@@ -108,6 +104,7 @@ impl<P: Protocol> World<P> {
         );
         match self.nodes[node.0 as usize].register(registration, None) {
             Ok(request) => {
+                self.views.top_level(node, key);
                 self.ledger
                     .add_request(node, request, key, &script.name, false, self.now_ns)
             }
@@ -117,32 +114,6 @@ impl<P: Protocol> World<P> {
             }),
         }
         self.drain(node, chooser);
-    }
-
-    /// The scenario's launch `index` is made: it requires what its node has requested
-    /// and not yet seen answered.
-    pub(crate) fn issue_launch(&mut self, index: usize, chooser: &mut dyn Chooser) {
-        self.launches_issued[index] = true;
-        let plan = self.scenario.launches[index].clone();
-        if self.net.is_crashed(plan.from) {
-            return;
-        }
-        let requires = self.ledger.outstanding_keys(plan.from);
-        match self.nodes[plan.from.0 as usize].launch(
-            plan.to,
-            plan.task.clone(),
-            plan.task.clone().into_bytes(),
-            None,
-        ) {
-            Ok(launch) => self
-                .ledger
-                .add_launch(plan.from, launch, plan.to, &plan.task, requires),
-            Err(error) => self.violate(Violation::Refused {
-                node: plan.from,
-                error: error.to_string(),
-            }),
-        }
-        self.drain(plan.from, chooser);
     }
 
     /// The node asks its host to run a registration: decode the script, make its
@@ -161,7 +132,14 @@ impl<P: Protocol> World<P> {
         }
         let (script, outcome) = match Script::decode(&registration.code) {
             Ok(script) => {
-                let outcome = script.error_on(node).map_or(Ok(()), Err);
+                let pad = self.scenario.error_bytes;
+                let outcome = script.error_on(node).map_or(Ok(()), |error| {
+                    Err(if error.len() < pad {
+                        format!("{error} {}", "#".repeat(pad - error.len() - 1))
+                    } else {
+                        error
+                    })
+                });
                 (script, outcome)
             }
             Err(error) => (Script::new("undecodable"), Err(error.to_string())),
@@ -171,6 +149,7 @@ impl<P: Protocol> World<P> {
             let nested_key = nested.key();
             match self.nodes[node.0 as usize].register(nested, Some(id)) {
                 Ok(request) => {
+                    self.views.nested(node, key, nested_key);
                     let name = &call.script.name;
                     self.ledger
                         .add_request(node, request, nested_key, name, true, self.now_ns)
@@ -189,7 +168,9 @@ impl<P: Protocol> World<P> {
             tasks: script.tasks.clone(),
             started_ns: self.now_ns,
         };
+        let name = running.name.clone();
         self.hosts[node.0 as usize].invocations.insert(id, running);
+        self.launch_inside(node, &name, id, key);
         self.schedule(
             self.now_ns + script.load_ns,
             Action::FinishInvocation { node, id },
@@ -233,16 +214,8 @@ impl<P: Protocol> World<P> {
     fn start_task(&mut self, node: NodeId, task: TaskRequest) {
         let TaskRequest { run, task, args } = task;
         if P::CAUSAL_LAUNCHES {
-            for key in self.ledger.launch_requires(run.origin, run.launch) {
-                let state = self.nodes[node.0 as usize].local_state(&key);
-                if !matches!(state, Some(LocalState::Done(_))) {
-                    self.violate(Violation::TaskBeforeRequirement {
-                        node,
-                        task: task.clone(),
-                        key,
-                    });
-                }
-            }
+            let requires = self.ledger.launch_requires(run.origin, run.launch);
+            self.check_causality(node, &task, &requires);
         }
         let outcome = if self.hosts[node.0 as usize].tasks.contains(&task) {
             Ok(args)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use herald_core::{
-    Key, LaunchId, LocalState, NodeId, RegistrationResult, RequestId, Scope, TaskOutcome,
+    Key, LaunchId, LocalState, NodeId, RegistrationResult, RequestId, Scope, TaskOutcome, cut_text,
 };
 
 use crate::world::World;
@@ -53,8 +53,12 @@ pub struct LaunchRecord {
     pub launch: LaunchId,
     /// The task's name.
     pub task: String,
-    /// Keys requested on `from` and not yet answered when it launched.
+    /// What the causality oracle says the task must wait for on `to`: every global
+    /// registration done or running on `from` when it launched, except the
+    /// launching invocation's chain.
     pub requires: Vec<Key>,
+    /// The scenario's launch plan this came from, if any.
+    pub plan: Option<usize>,
     /// The outcome and when it arrived.
     pub outcome: Option<(u64, TaskOutcome)>,
 }
@@ -102,6 +106,7 @@ impl Ledger {
         to: NodeId,
         task: &str,
         requires: Vec<Key>,
+        plan: Option<usize>,
     ) {
         self.launch_index
             .insert((from, launch), self.launches.len());
@@ -111,6 +116,7 @@ impl Ledger {
             launch,
             task: task.to_string(),
             requires,
+            plan,
             outcome: None,
         });
     }
@@ -121,19 +127,6 @@ impl Ledger {
         *count += 1;
         self.max_invocations = self.max_invocations.max(*count);
         *count
-    }
-
-    /// Top-level keys requested on `node` and not yet answered there.
-    pub(crate) fn outstanding_keys(&self, node: NodeId) -> Vec<Key> {
-        let mut keys: Vec<Key> = self
-            .requests
-            .iter()
-            .filter(|r| r.node == node && !r.nested && r.answer.is_none())
-            .map(|r| r.key)
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
     }
 
     pub(crate) fn launch_requires(&self, from: NodeId, launch: LaunchId) -> Vec<Key> {
@@ -204,6 +197,7 @@ impl<P: Protocol> World<P> {
             Scope::Local => self.check_outcome(node, node, &result),
             Scope::Global => self.check_global(node, result),
         }
+        self.release_parked();
     }
 
     pub(crate) fn record_task_outcome(
@@ -215,6 +209,7 @@ impl<P: Protocol> World<P> {
         match self.ledger.launch_index.get(&(node, launch)) {
             Some(&index) if self.ledger.launches[index].outcome.is_none() => {
                 self.ledger.launches[index].outcome = Some((self.now_ns, outcome));
+                self.release_parked();
             }
             _ => {
                 let problem = "(a launch) twice or unknown";
@@ -228,11 +223,26 @@ impl<P: Protocol> World<P> {
     }
 
     /// End of run: every live node's requests and launches answered, every live
-    /// node at rest, and the message count within its bound.
+    /// node at rest, nobody named unreachable who is still up and reachable, and
+    /// the message count within its bound.
     pub(crate) fn final_checks(&mut self) {
         let mut found = Vec::new();
         for r in &self.ledger.requests {
-            if r.answer.is_none() && !self.net.is_crashed(r.node) {
+            let Some(answer) = &r.answer else {
+                continue;
+            };
+            for &other in &answer.result.unreachable {
+                if !self.net.is_down(r.node)
+                    && !self.net.is_down(other)
+                    && self.net.reachable(r.node, other)
+                {
+                    let (node, key) = (r.node, r.key);
+                    found.push(Violation::FalselyUnreachable { node, key, other });
+                }
+            }
+        }
+        for r in &self.ledger.requests {
+            if r.answer.is_none() && !self.net.is_down(r.node) {
                 let (node, request, key, name) = (r.node, r.request.0, r.key, r.name.clone());
                 found.push(Violation::Unanswered {
                     node,
@@ -243,14 +253,14 @@ impl<P: Protocol> World<P> {
             }
         }
         for l in &self.ledger.launches {
-            if l.outcome.is_none() && !self.net.is_crashed(l.from) {
+            if l.outcome.is_none() && !self.net.is_down(l.from) {
                 let (node, launch, task) = (l.from, l.launch.0, l.task.clone());
                 found.push(Violation::LaunchUnanswered { node, launch, task });
             }
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let id = NodeId(i as u32);
-            if !self.net.is_crashed(id) && !node.is_quiescent() {
+            if !self.net.is_down(id) && !node.is_quiescent() {
                 found.push(Violation::NotQuiescent { node: id });
             }
         }
@@ -280,31 +290,43 @@ impl<P: Protocol> World<P> {
     }
 
     /// The most messages the failures so far allow. Fault-free, the scenario's
-    /// bound. Each crash or partition may cost one more full round, and each node
-    /// found gone may make each requester ask a new coordinator once.
+    /// bound exactly. Each crash, partition, broken link, suspicion, pause, exit
+    /// or duplicate may cost one more full round; each node declared down may make
+    /// each requester ask a new coordinator once, and its `Down` reaches every node
+    /// from each declarer and once more from every receiver.
     pub(crate) fn message_bound(&self) -> u64 {
         if P::NAME == crate::NaiveNode::NAME {
             return self.scenario.naive_message_bound();
         }
         let base = self.scenario.message_bound();
+        let faults = &self.scenario.faults;
+        let n = u64::from(self.scenario.nodes);
         let crashed = self.net.crashed_nodes().len() as u64;
-        let cut = if self.net.partitioned() {
-            u64::from(self.scenario.nodes)
-        } else {
-            0
-        };
-        let events = crashed + self.partitions;
+        let exited = self.net.exited_nodes().len() as u64;
+        let cut = if self.net.partitioned() { n } else { 0 };
+        let duplicated = u64::from(faults.duplicates - self.duplicates_left);
+        let events = crashed
+            + exited
+            + self.partitions
+            + u64::from(faults.link_failures - self.link_failures_left)
+            + u64::from(faults.one_sided_failures - self.one_sided_left)
+            + u64::from(faults.suspicions - self.suspicions_left)
+            + u64::from(faults.pauses - self.pauses_left)
+            + duplicated;
         let requests = self.scenario.requests.len() as u64;
-        base * (1 + 2 * events) + 2 * requests * (crashed + cut)
+        let declared = (self.declared.len() as u64).max(crashed + exited) + cut;
+        base * (1 + 2 * events) + 2 * requests * declared + 2 * n * n * declared
     }
 
     /// A job-wide result must be true of every node: each one not named unreachable
-    /// has finished (its failure named exactly), each one named is gone from `node`.
+    /// has finished (its failure named exactly), and each one named was declared
+    /// down by some node's transport (the end-of-run checks add that it is then
+    /// gone, fenced or cut off).
     fn check_global(&mut self, node: NodeId, result: RegistrationResult) {
         for &other in &result.unreachable {
-            if !self.net.is_crashed(other) && self.net.connected(node, other) {
+            if !self.declared.contains(&other) {
                 let key = result.key;
-                self.violate(Violation::FalselyUnreachable { node, key, other });
+                self.violate(Violation::NamedUndeclared { node, key, other });
             }
         }
         let verified = self.ledger.verified.entry(result.key).or_default();
@@ -330,7 +352,7 @@ impl<P: Protocol> World<P> {
             .map(|f| f.error.clone());
         match self.nodes[other.0 as usize].local_state(&key) {
             Some(LocalState::Done(actual)) => {
-                if reported.as_ref() != actual.as_ref().err() {
+                if !self.same_failure(reported.as_deref(), actual.as_ref().err()) {
                     self.violate(Violation::WrongOutcome {
                         node,
                         key,
@@ -349,6 +371,23 @@ impl<P: Protocol> World<P> {
                     state,
                 });
             }
+        }
+    }
+}
+
+impl<P: Protocol> World<P> {
+    /// Whether a result's text for a node (`reported`) gives its actual failure:
+    /// both absent, or the text itself, cut to the frame limit's text length, or the
+    /// note that only the first failures carry their text.
+    fn same_failure(&self, reported: Option<&str>, actual: Option<&String>) -> bool {
+        match (reported, actual) {
+            (None, None) => true,
+            (Some(reported), Some(actual)) => {
+                reported == actual
+                    || reported == cut_text(actual, self.limits.text_bytes)
+                    || reported.starts_with("failed (error text not carried")
+            }
+            _ => false,
         }
     }
 }

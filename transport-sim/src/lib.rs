@@ -37,9 +37,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod causality;
 mod chooser;
 mod explore;
+mod faults;
 mod host;
+mod launching;
 mod ledger;
 mod naive;
 mod network;
@@ -60,7 +63,7 @@ pub use ledger::{Answer, LaunchRecord, RequestRecord};
 pub use naive::NaiveNode;
 pub use protocol::Protocol;
 pub use report::RunReport;
-pub use scenario::{Faults, LaunchPlan, Network, RequestPlan, Scenario};
+pub use scenario::{After, Faults, LaunchPlan, Network, RequestPlan, Scenario};
 pub use script::{DEFAULT_LOAD_NS, NestedCall, NodeSet, Script};
 pub use simulation::{FaultKind, Progress, SimOptions, Simulation, ceil_log, simulate};
 pub use trace::TraceMode;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use herald_core::{DEFAULT_MAX_FRAME_BYTES, Message, NodeId, encode_frames};
+use herald_core::{Key, Message, NodeId, encode_frames};
 
 use crate::trace::TraceKind;
 use crate::world::{Action, World};
@@ -16,6 +16,15 @@ pub(crate) struct Net {
     links: BTreeMap<(NodeId, NodeId), Link>,
     nic_free_ns: Vec<u64>,
     crashed: Vec<bool>,
+    /// Processes that ended because they were fenced (declared down by others).
+    pub(crate) exited: Vec<bool>,
+    /// Processes that are stopped for now and will resume.
+    pub(crate) paused: Vec<bool>,
+    /// Single broken links, as (lower id, higher id).
+    pub(crate) broken: BTreeSet<(NodeId, NodeId)>,
+    /// Peers that will time out on a paused node unless it resumes first, as
+    /// (observer, paused node).
+    pub(crate) pending_timeouts: BTreeSet<(NodeId, NodeId)>,
     /// Partition labels: two nodes can talk while their labels are equal.
     side: Vec<u64>,
     /// Lamport hop clocks: the longest chain of messages leading to each node's
@@ -43,11 +52,14 @@ struct Link {
 }
 
 #[derive(Clone, Debug)]
-struct Frame {
-    id: u64,
-    bytes: Vec<u8>,
-    label: String,
-    hop: u64,
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) label: String,
+    pub(crate) hop: u64,
+    /// Keys of the `Request`s (root `None`) and `Disseminate`s it carries: what the
+    /// causality oracle learns when the receiver accepts them.
+    pub(crate) carried: Vec<(Key, Option<NodeId>)>,
 }
 
 impl Net {
@@ -57,6 +69,10 @@ impl Net {
             links: BTreeMap::new(),
             nic_free_ns: vec![0; n],
             crashed: vec![false; n],
+            exited: vec![false; n],
+            paused: vec![false; n],
+            broken: BTreeSet::new(),
+            pending_timeouts: BTreeSet::new(),
             side: vec![0; n],
             clocks: vec![0; n],
             pending_detections: BTreeSet::new(),
@@ -69,9 +85,67 @@ impl Net {
         self.crashed[node.0 as usize]
     }
 
-    /// Whether `a` and `b` are on the same side of every partition.
+    /// Whether the process is gone: crashed, or ended after being fenced.
+    pub(crate) fn is_down(&self, node: NodeId) -> bool {
+        self.crashed[node.0 as usize] || self.exited[node.0 as usize]
+    }
+
+    pub(crate) fn is_paused(&self, node: NodeId) -> bool {
+        self.paused[node.0 as usize]
+    }
+
+    /// Whether the link between `a` and `b` works: same side of every partition,
+    /// and not broken on its own.
     pub(crate) fn connected(&self, a: NodeId, b: NodeId) -> bool {
         self.side[a.0 as usize] == self.side[b.0 as usize]
+            && !self.broken.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Whether `to` can be reached from `from` over working links through
+    /// processes that are still up.
+    pub(crate) fn reachable(&self, from: NodeId, to: NodeId) -> bool {
+        let n = self.crashed.len() as u32;
+        let mut seen = vec![false; n as usize];
+        let mut stack = vec![from];
+        seen[from.0 as usize] = true;
+        while let Some(a) = stack.pop() {
+            if a == to {
+                return true;
+            }
+            for b in (0..n).map(NodeId) {
+                if !seen[b.0 as usize] && !self.is_down(b) && self.connected(a, b) {
+                    seen[b.0 as usize] = true;
+                    stack.push(b);
+                }
+            }
+        }
+        false
+    }
+
+    pub(crate) fn exited_nodes(&self) -> Vec<NodeId> {
+        (0..self.exited.len() as u32)
+            .map(NodeId)
+            .filter(|n| self.exited[n.0 as usize])
+            .collect()
+    }
+
+    pub(crate) fn link_mut(&mut self, from: NodeId, to: NodeId) -> Option<&mut VecDeque<Frame>> {
+        self.links.get_mut(&(from, to)).map(|l| &mut l.frames)
+    }
+
+    pub(crate) fn next_frame_id(&mut self) -> u64 {
+        let id = self.next_frame;
+        self.next_frame += 1;
+        id
+    }
+
+    /// Pushes a copy of a frame at the back of its link; returns when it is due.
+    pub(crate) fn push_copy(&mut self, from: NodeId, to: NodeId, frame: Frame, due_ns: u64) -> u64 {
+        let link = self.links.entry((from, to)).or_default();
+        let due_ns = due_ns.max(link.last_due_ns);
+        link.last_due_ns = due_ns;
+        link.frames.push_back(frame);
+        due_ns
     }
 
     pub(crate) fn crashed_nodes(&self) -> Vec<NodeId> {
@@ -90,29 +164,40 @@ impl Net {
         self.pending_detections.iter().copied()
     }
 
-    /// Deliveries of each link's first frame, and losses of each failed link's
-    /// last frame when faults may lose frames in flight.
+    /// Deliveries of each link's first frame (unless its receiver is paused), and
+    /// losses of each failed link's last frame when faults may lose frames in
+    /// flight.
     pub(crate) fn enabled_deliveries(&self, lose_in_flight: bool, actions: &mut Vec<Action>) {
         for (&(from, to), link) in &self.links {
             let Some(first) = link.frames.front() else {
                 continue;
             };
-            actions.push(Action::Deliver {
-                from,
-                to,
-                frame: first.id,
-            });
-            if lose_in_flight && (self.is_crashed(from) || !self.connected(from, to)) {
+            if !self.is_paused(to) {
+                actions.push(Action::Deliver {
+                    from,
+                    to,
+                    frame: first.id,
+                });
+            }
+            if lose_in_flight && (self.is_down(from) || !self.connected(from, to)) {
                 actions.push(Action::Drop { from, to });
             }
         }
     }
 
-    fn in_flight(&self, from: NodeId, to: NodeId) -> usize {
+    /// Links with a frame in flight, as (from, to).
+    pub(crate) fn busy_links(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, l)| !l.frames.is_empty())
+            .map(|(k, _)| *k)
+    }
+
+    pub(crate) fn in_flight(&self, from: NodeId, to: NodeId) -> usize {
         self.links.get(&(from, to)).map_or(0, |l| l.frames.len())
     }
 
-    fn keep_first(&mut self, from: NodeId, to: NodeId, keep: usize) {
+    pub(crate) fn keep_first(&mut self, from: NodeId, to: NodeId, keep: usize) {
         if let Some(link) = self.links.get_mut(&(from, to)) {
             let lost = link.frames.len().saturating_sub(keep);
             link.frames.truncate(keep);
@@ -132,6 +217,10 @@ impl Hash for Net {
             }
         }
         self.crashed.hash(state);
+        self.exited.hash(state);
+        self.paused.hash(state);
+        self.broken.hash(state);
+        self.pending_timeouts.hash(state);
         self.side.hash(state);
         self.pending_detections.hash(state);
         self.stats.messages.hash(state);
@@ -153,7 +242,15 @@ impl<P: Protocol> World<P> {
             *stats.by_kind.entry(message.kind()).or_default() += 1;
         }
         let label = frame_label(&messages);
-        let frames = match encode_frames(&messages, DEFAULT_MAX_FRAME_BYTES) {
+        let carried: Vec<(Key, Option<NodeId>)> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Request { key, .. } => Some((*key, None)),
+                Message::Disseminate { key, root, .. } => Some((*key, Some(*root))),
+                _ => None,
+            })
+            .collect();
+        let frames = match encode_frames(&messages, self.scenario.max_frame_bytes) {
             Ok(frames) => frames,
             Err(error) => {
                 let error = error.to_string();
@@ -165,7 +262,7 @@ impl<P: Protocol> World<P> {
         let depart_ns = self.now_ns.max(self.net.nic_free_ns[from.0 as usize])
             + network.send_gap_ns * messages.len() as u64;
         self.net.nic_free_ns[from.0 as usize] = depart_ns;
-        let lost = self.net.is_crashed(to) || !self.net.connected(from, to);
+        let lost = self.net.is_down(to) || !self.net.connected(from, to);
         for bytes in frames {
             let id = self.net.next_frame;
             self.net.next_frame += 1;
@@ -203,6 +300,7 @@ impl<P: Protocol> World<P> {
                 bytes,
                 label,
                 hop,
+                carried: carried.clone(),
             });
             self.schedule(
                 due_ns,
@@ -232,10 +330,12 @@ impl<P: Protocol> World<P> {
         let Some(frame) = link.frames.pop_front() else {
             return;
         };
-        if self.net.is_crashed(to) {
+        if self.net.is_down(to) {
             self.net.stats.lost_frames += 1;
             return;
         }
+        self.maybe_duplicate(from, to, &frame, chooser);
+        let dead_before = self.views.dead_before(to);
         let clock = &mut self.net.clocks[to.0 as usize];
         *clock = (*clock).max(frame.hop + 1);
         self.trace.frame(
@@ -255,6 +355,7 @@ impl<P: Protocol> World<P> {
                 error,
             });
         }
+        self.learn_carried(to, from, &frame.carried, &dead_before);
         self.drain(to, chooser);
     }
 
@@ -267,14 +368,26 @@ impl<P: Protocol> World<P> {
     /// `node` stops for good: its running work vanishes, frames to it are lost,
     /// frames from it may be, and every live node will notice.
     pub(crate) fn crash(&mut self, node: NodeId, chooser: &mut dyn Chooser) {
-        if self.net.is_crashed(node) {
+        if self.net.is_down(node) {
             return;
         }
         self.net.crashed[node.0 as usize] = true;
         self.crashes_left = self.crashes_left.saturating_sub(1);
-        self.hosts[node.0 as usize].stop();
         self.trace
             .instant(self.now_ns, node, "crash", serde_json::Value::Null);
+        self.process_gone(node, chooser);
+    }
+
+    /// `node`'s process is gone (crashed or exited): its running work vanishes,
+    /// frames to it are lost, frames from it may be, and every live node's
+    /// transport will notice the lost links.
+    pub(crate) fn process_gone(&mut self, node: NodeId, chooser: &mut dyn Chooser) {
+        self.hosts[node.0 as usize].stop();
+        self.net.paused[node.0 as usize] = false;
+        self.net
+            .pending_timeouts
+            .retain(|(o, p)| *o != node && *p != node);
+        self.net.pending_detections.retain(|(o, _)| *o != node);
         let inbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
         for from in inbound {
             self.net.keep_first(from, node, 0);
@@ -283,7 +396,7 @@ impl<P: Protocol> World<P> {
         self.lose_in_flight(node, &outbound, chooser);
         let observers: Vec<NodeId> = (0..self.scenario.nodes)
             .map(NodeId)
-            .filter(|o| *o != node && !self.net.is_crashed(*o))
+            .filter(|o| *o != node && !self.net.is_down(*o))
             .collect();
         for observer in observers {
             self.expect_detection(observer, node, chooser);
@@ -315,11 +428,11 @@ impl<P: Protocol> World<P> {
                 .collect();
             let a = NodeId(a as u32);
             self.lose_in_flight(a, &cut, chooser);
-            if self.net.is_crashed(a) {
+            if self.net.is_down(a) {
                 continue;
             }
             for b in cut {
-                if !self.net.is_crashed(b) {
+                if !self.net.is_down(b) {
                     self.expect_detection(a, b, chooser);
                 }
             }
@@ -328,24 +441,41 @@ impl<P: Protocol> World<P> {
 
     /// `observer` is told `failed` is gone, unless it was already or has crashed.
     pub(crate) fn detect(&mut self, observer: NodeId, failed: NodeId, chooser: &mut dyn Chooser) {
-        if !self.net.pending_detections.remove(&(observer, failed)) || self.net.is_crashed(observer)
-        {
+        if !self.net.pending_detections.remove(&(observer, failed)) || self.net.is_down(observer) {
             return;
         }
+        self.declare_down(observer, failed, "connection lost", chooser);
+    }
+
+    /// `observer`'s transport declares `failed` down for `reason`: recorded, so that
+    /// a result may name `failed` only if some transport did this.
+    pub(crate) fn declare_down(
+        &mut self,
+        observer: NodeId,
+        failed: NodeId,
+        reason: &str,
+        chooser: &mut dyn Chooser,
+    ) {
+        self.declared.insert(failed);
         self.trace.instant(
             self.now_ns,
             observer,
             "peer_down",
-            serde_json::json!({ "node": failed.0 }),
+            serde_json::json!({ "node": failed.0, "reason": reason }),
         );
-        self.nodes[observer.0 as usize].peer_down(failed, "connection lost");
+        self.nodes[observer.0 as usize].peer_down(failed, reason);
         self.drain(observer, chooser);
     }
 
     /// Frames in flight from `from` to each of `to` on a link that just failed: a
     /// timed run keeps a chosen prefix of each link (when losses are enabled); an
     /// exploration keeps them all and offers their loss as actions.
-    fn lose_in_flight(&mut self, from: NodeId, to: &[NodeId], chooser: &mut dyn Chooser) {
+    pub(crate) fn lose_in_flight(
+        &mut self,
+        from: NodeId,
+        to: &[NodeId],
+        chooser: &mut dyn Chooser,
+    ) {
         if !self.timed || !self.lose_in_flight {
             return;
         }
@@ -358,7 +488,12 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    fn expect_detection(&mut self, observer: NodeId, failed: NodeId, chooser: &mut dyn Chooser) {
+    pub(crate) fn expect_detection(
+        &mut self,
+        observer: NodeId,
+        failed: NodeId,
+        chooser: &mut dyn Chooser,
+    ) {
         if !self.net.pending_detections.insert((observer, failed)) {
             return;
         }

@@ -51,6 +51,8 @@ pub struct RunReport {
     pub failures: BTreeMap<u32, String>,
     /// Nodes that crashed.
     pub crashed: Vec<u32>,
+    /// Nodes that were fenced (declared down by another node) and ended.
+    pub fenced: Vec<u32>,
     /// Fault kinds this run enabled.
     pub fault_kinds: Vec<FaultKind>,
     /// Actions performed.
@@ -89,7 +91,7 @@ impl RunReport {
         let scenario = &world.scenario;
         let stats = &world.net.stats;
         let top = || world.ledger.requests.iter().filter(|r| !r.nested);
-        let completed = top().all(|r| r.answer.is_some() || world.net.is_crashed(r.node));
+        let completed = top().all(|r| r.answer.is_some() || world.net.is_down(r.node));
         let answers = || top().filter_map(|r| r.answer.as_ref().map(|a| (r, a)));
         let mut unreachable: Vec<u32> = answers()
             .flat_map(|(_, a)| a.result.unreachable.iter().map(|n| n.0))
@@ -131,6 +133,7 @@ impl RunReport {
             unreachable,
             failures,
             crashed: world.net.crashed_nodes().iter().map(|n| n.0).collect(),
+            fenced: world.net.exited_nodes().iter().map(|n| n.0).collect(),
             fault_kinds,
             events: world.events,
             trace_sha256,

@@ -1,7 +1,7 @@
 //! What to simulate: the job, its network, the requests and launches its hosts make,
 //! and the faults that may hit it.
 
-use herald_core::{DEFAULT_FANOUT, Key, NodeId};
+use herald_core::{DEFAULT_FANOUT, DEFAULT_MAX_FRAME_BYTES, Key, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::{Script, SimError};
@@ -35,6 +35,11 @@ pub struct Scenario {
     pub launches: Vec<LaunchPlan>,
     /// Failures that may happen.
     pub faults: Faults,
+    /// The frame limit every node is configured with (and the network enforces).
+    pub max_frame_bytes: usize,
+    /// Failed loads report error texts at least this long (padded), to test that
+    /// reports stay within the frame limit; 0 keeps the natural text.
+    pub error_bytes: usize,
 }
 
 /// Timing of the simulated network and hosts, in virtual nanoseconds.
@@ -91,6 +96,22 @@ pub struct LaunchPlan {
     pub at_ns: u64,
     /// The task's name, looked up in the target's simulated task registry.
     pub task: String,
+    /// The launch waits until this answer has arrived on `from` (timed runs and
+    /// exploration alike); a launch whose condition never holds is never made.
+    pub after: Option<After>,
+    /// The launch is made from inside the invocation of the script with this name
+    /// on `from` (as code running during a load would), when that invocation
+    /// starts; `at_ns` and `after` are then ignored.
+    pub inside: Option<String>,
+}
+
+/// An answer a launch waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum After {
+    /// The scenario's request with this index was answered.
+    Answer(usize),
+    /// The scenario's launch with this index was answered.
+    Launch(usize),
 }
 
 /// The failures a run may suffer. All times are drawn before `window_ns`: after it
@@ -115,12 +136,55 @@ pub struct Faults {
     /// The side every partition cuts off (empty: a random side per partition in
     /// timed runs; no partition in exploration).
     pub partition_side: Vec<NodeId>,
+    /// This many single links break, noticed by both of their ends.
+    pub link_failures: u32,
+    /// This many single links break, noticed by one end only (the first of the
+    /// pair): only its transport calls `peer_down`.
+    pub one_sided_failures: u32,
+    /// The links that may break, as (noticing end, other end) (empty: random links
+    /// in timed runs, every link in exploration).
+    pub failed_links: Vec<(NodeId, NodeId)>,
+    /// This many times a node's transport wrongly declares a live peer down (its
+    /// links stay up).
+    pub suspicions: u32,
+    /// Who may suspect whom, as (observer, suspect) (empty: random pairs in timed
+    /// runs, every pair in exploration).
+    pub suspected: Vec<(NodeId, NodeId)>,
+    /// This many times a node pauses (processes nothing) and later resumes; peers
+    /// may time out on it meanwhile and declare it down.
+    pub pauses: u32,
+    /// Nodes that may pause (empty: every node).
+    pub pause_candidates: Vec<NodeId>,
+    /// Longest pause in timed runs (at least the longest detection delay, so that
+    /// some peers time out).
+    pub pause_max_ns: u64,
+    /// This many frames are delivered twice (the copy arrives after the frames
+    /// sent after it).
+    pub duplicates: u32,
 }
 
 impl Faults {
     /// Whether any fault can happen.
     pub fn any(&self) -> bool {
-        self.crashes > 0 || self.crash_ppm > 0 || self.partitions > 0
+        self.crashes > 0
+            || self.crash_ppm > 0
+            || self.partitions > 0
+            || self.link_failures > 0
+            || self.one_sided_failures > 0
+            || self.suspicions > 0
+            || self.pauses > 0
+            || self.duplicates > 0
+    }
+
+    /// Whether a fault other than duplicates can make a node be declared down.
+    pub fn declares_down(&self) -> bool {
+        self.crashes > 0
+            || self.crash_ppm > 0
+            || self.partitions > 0
+            || self.link_failures > 0
+            || self.one_sided_failures > 0
+            || self.suspicions > 0
+            || self.pauses > 0
     }
 }
 
@@ -136,7 +200,46 @@ impl Scenario {
             requests: Vec::new(),
             launches: Vec::new(),
             faults: Faults::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            error_bytes: 0,
         }
+    }
+
+    /// The same scenario with another frame limit on every node.
+    pub fn with_max_frame_bytes(mut self, max_frame_bytes: usize) -> Self {
+        self.max_frame_bytes = max_frame_bytes;
+        self
+    }
+
+    /// The same scenario, with failed loads reporting texts of at least `bytes`.
+    pub fn with_error_bytes(mut self, bytes: usize) -> Self {
+        self.error_bytes = bytes;
+        self
+    }
+
+    /// The same scenario, with `from` launching `task` on `to` once `after` holds.
+    pub fn with_launch_after(mut self, from: NodeId, to: NodeId, after: After, task: &str) -> Self {
+        self = self.with_launch(from, to, 0, task);
+        if let Some(plan) = self.launches.last_mut() {
+            plan.after = Some(after);
+        }
+        self
+    }
+
+    /// The same scenario, with `from` launching `task` on `to` from inside its
+    /// invocation of the script named `inside`.
+    pub fn with_launch_inside(
+        mut self,
+        from: NodeId,
+        to: NodeId,
+        inside: &str,
+        task: &str,
+    ) -> Self {
+        self = self.with_launch(from, to, 0, task);
+        if let Some(plan) = self.launches.last_mut() {
+            plan.inside = Some(inside.to_string());
+        }
+        self
     }
 
     /// The same scenario with another fan-out.
@@ -180,6 +283,8 @@ impl Scenario {
             to,
             at_ns,
             task: task.to_string(),
+            after: None,
+            inside: None,
         });
         self
     }
@@ -208,12 +313,40 @@ impl Scenario {
             .map(|r| r.node)
             .chain(self.launches.iter().flat_map(|l| [l.from, l.to]))
             .chain(self.faults.crash_candidates.iter().copied())
-            .chain(self.faults.partition_side.iter().copied());
+            .chain(self.faults.partition_side.iter().copied())
+            .chain(self.faults.pause_candidates.iter().copied())
+            .chain(
+                (self.faults.failed_links.iter())
+                    .chain(&self.faults.suspected)
+                    .flat_map(|(a, b)| [*a, *b]),
+            );
         for node in named {
             if node.0 >= self.nodes {
                 return Err(SimError::Invalid(format!(
                     "{node} is outside the job of {} nodes",
                     self.nodes
+                )));
+            }
+        }
+        let pairs = self
+            .faults
+            .failed_links
+            .iter()
+            .chain(&self.faults.suspected);
+        if let Some((a, _)) = pairs.clone().find(|(a, b)| a == b) {
+            return Err(SimError::Invalid(format!(
+                "{a} cannot fail its link to itself"
+            )));
+        }
+        for (i, plan) in self.launches.iter().enumerate() {
+            let bad = match plan.after {
+                Some(After::Answer(r)) => r >= self.requests.len(),
+                Some(After::Launch(l)) => l >= i,
+                None => false,
+            };
+            if bad {
+                return Err(SimError::Invalid(format!(
+                    "launch {i} waits for an answer that is not an earlier request or launch"
                 )));
             }
         }

@@ -53,6 +53,16 @@ pub enum FaultKind {
     Partition,
     /// Loss of frames in flight on failed links.
     LoseInFlight,
+    /// Single links that break, noticed by both ends.
+    LinkFailure,
+    /// Single links that break, noticed by one end only.
+    OneSidedFailure,
+    /// A live node wrongly declared down by a peer.
+    Suspicion,
+    /// Nodes that pause and resume.
+    Pause,
+    /// Frames delivered twice.
+    Duplicate,
 }
 
 /// Where a run stands, for progress displays.
@@ -199,8 +209,28 @@ impl<P: Protocol> Simulation<P> {
             &mut kinds,
         );
         let lose = enabled(faults.lose_in_flight, FaultKind::LoseInFlight, &mut kinds);
+        let two_sided = enabled(
+            faults.link_failures > 0 && n > 1,
+            FaultKind::LinkFailure,
+            &mut kinds,
+        );
+        let one_sided = enabled(
+            faults.one_sided_failures > 0 && n > 1,
+            FaultKind::OneSidedFailure,
+            &mut kinds,
+        );
+        let suspicions = enabled(
+            faults.suspicions > 0 && n > 1,
+            FaultKind::Suspicion,
+            &mut kinds,
+        );
+        let pauses = enabled(faults.pauses > 0, FaultKind::Pause, &mut kinds);
+        let duplicates = enabled(faults.duplicates > 0, FaultKind::Duplicate, &mut kinds);
         self.fault_kinds = kinds;
         self.world.lose_in_flight = lose;
+        if !duplicates {
+            self.world.duplicates_left = 0;
+        }
         let last_ns = faults.window_ns.saturating_sub(1);
         let mut planned = 0;
         if crashes {
@@ -254,7 +284,68 @@ impl<P: Protocol> Simulation<P> {
                 planned += 1;
             }
         }
+        let last_ns = faults.window_ns.saturating_sub(1);
+        for (on, count, one_sided) in [
+            (two_sided, faults.link_failures, false),
+            (one_sided, faults.one_sided_failures, true),
+        ] {
+            for _ in 0..if on { count } else { 0 } {
+                let (a, b) = self.pick_pair(&faults.failed_links);
+                let at_ns = self
+                    .chooser
+                    .choose_between(ChoiceKind::FaultTime, 0, last_ns);
+                self.world
+                    .schedule(at_ns, Action::LinkFail { a, b, one_sided });
+                planned += 1;
+            }
+        }
+        for _ in 0..if suspicions { faults.suspicions } else { 0 } {
+            let (observer, suspect) = self.pick_pair(&faults.suspected);
+            let at_ns = self
+                .chooser
+                .choose_between(ChoiceKind::FaultTime, 0, last_ns);
+            self.world
+                .schedule(at_ns, Action::Suspect { observer, suspect });
+            planned += 1;
+        }
+        for _ in 0..if pauses { faults.pauses } else { 0 } {
+            let candidates: Vec<NodeId> = if faults.pause_candidates.is_empty() {
+                (0..n).map(NodeId).collect()
+            } else {
+                faults.pause_candidates.clone()
+            };
+            let i = self
+                .chooser
+                .choose(ChoiceKind::FaultVictim, candidates.len() as u64);
+            let at_ns = self
+                .chooser
+                .choose_between(ChoiceKind::FaultTime, 0, last_ns);
+            self.world
+                .schedule(at_ns, Action::Pause(candidates[i as usize]));
+            planned += 1;
+        }
+        if duplicates {
+            planned += u64::from(faults.duplicates);
+        }
+        if !(two_sided || one_sided) {
+            self.world.link_failures_left = 0;
+            self.world.one_sided_left = 0;
+        }
         planned
+    }
+
+    /// One of `listed`, or a random pair of distinct nodes when none are listed.
+    fn pick_pair(&mut self, listed: &[(NodeId, NodeId)]) -> (NodeId, NodeId) {
+        if !listed.is_empty() {
+            let i = self
+                .chooser
+                .choose(ChoiceKind::FaultVictim, listed.len() as u64);
+            return listed[i as usize];
+        }
+        let n = u64::from(self.world.scenario.nodes);
+        let a = self.chooser.choose(ChoiceKind::FaultVictim, n);
+        let b = (a + 1 + self.chooser.choose(ChoiceKind::FaultVictim, n - 1)) % n;
+        (NodeId(a as u32), NodeId(b as u32))
     }
 
     /// The liveness deadline: once faults stop, every failure is noticed within the
@@ -286,9 +377,20 @@ impl<P: Protocol> Simulation<P> {
         } else {
             0
         });
-        self.deadline_ns = start + network.detect_max_ns + (2 + faults) * round;
-        let detections = if scenario.faults.partitions > 0 {
-            u64::from(scenario.nodes).pow(2)
+        let pause = if scenario.faults.pauses > 0 {
+            scenario.faults.pause_max_ns.max(network.detect_max_ns)
+        } else {
+            0
+        };
+        // A launch waiting for an answer may come a whole run later.
+        let waits = scenario
+            .launches
+            .iter()
+            .filter(|l| l.after.is_some())
+            .count() as u64;
+        self.deadline_ns = start + pause + network.detect_max_ns + (2 + faults + 2 * waits) * round;
+        let detections = if scenario.faults.declares_down() {
+            4 * u64::from(scenario.nodes).pow(2) * (1 + faults)
         } else {
             0
         };

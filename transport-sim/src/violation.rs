@@ -38,10 +38,25 @@ pub enum Violation {
         /// What that node's state was.
         state: String,
     },
-    /// Invariant 3: a result names a node as unreachable that neither crashed nor
-    /// was cut off from the requester.
-    #[error("{node} reported {key:?} with {other} unreachable, but {other} is alive and connected")]
+    /// Invariant 3: a result named a node unreachable that is, at the end of the
+    /// run, still up (neither crashed nor fenced) and reachable from the requester.
+    #[error(
+        "{node} reported {key:?} with {other} unreachable, but {other} is alive, unfenced and reachable"
+    )]
     FalselyUnreachable {
+        /// Where completion was reported.
+        node: NodeId,
+        /// The registration.
+        key: Key,
+        /// The node wrongly named.
+        other: NodeId,
+    },
+    /// Invariant 7: a result names a node unreachable that no node's transport
+    /// ever declared down: a live node was skipped.
+    #[error(
+        "{node} reported {key:?} with {other} unreachable, but no transport declared {other} down"
+    )]
+    NamedUndeclared {
         /// Where completion was reported.
         node: NodeId,
         /// The registration.
@@ -111,6 +126,21 @@ pub enum Violation {
         task: String,
         /// The registration not yet done.
         key: Key,
+    },
+    /// Invariant 5 (strict launches): a task ran on a node where a registration it
+    /// requires failed.
+    #[error(
+        "{node} ran task '{task}' although required registration {key:?} failed there: {error}"
+    )]
+    TaskDespiteFailure {
+        /// The node.
+        node: NodeId,
+        /// The task.
+        task: String,
+        /// The failed registration.
+        key: Key,
+        /// Its error there.
+        error: String,
     },
     /// A node rejected a frame another (correct) node sent it.
     #[error("{node} rejected a frame from {from}: {error}")]

@@ -2,12 +2,13 @@
 //! one [`Action`] at a time.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
-use herald_core::{Config, InvocationId, NodeId, TaskRunId};
+use herald_core::{Config, InvocationId, Limits, NodeId, TaskRunId};
 
+use crate::causality::Views;
 use crate::host::Host;
 use crate::ledger::Ledger;
 use crate::network::Net;
@@ -63,6 +64,58 @@ pub enum Action {
         /// The node it can no longer reach.
         failed: NodeId,
     },
+    /// The link between `a` and `b` breaks; `a` notices, and `b` too unless
+    /// `one_sided`.
+    LinkFail {
+        /// The end that notices.
+        a: NodeId,
+        /// The other end.
+        b: NodeId,
+        /// Whether only `a` notices.
+        one_sided: bool,
+    },
+    /// `observer`'s transport wrongly declares the live `suspect` down.
+    Suspect {
+        /// The suspecting node.
+        observer: NodeId,
+        /// The live node declared down.
+        suspect: NodeId,
+    },
+    /// The node pauses: it processes nothing until it resumes.
+    Pause(NodeId),
+    /// The paused node continues.
+    Resume(NodeId),
+    /// `observer` times out on the paused `paused` and declares it down.
+    Timeout {
+        /// The node that times out.
+        observer: NodeId,
+        /// The paused node.
+        paused: NodeId,
+    },
+    /// The first frame in flight on the link will be delivered twice.
+    Duplicate {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+    },
+}
+
+impl Action {
+    /// The node whose process performs the action: nothing of it happens while
+    /// that node is paused.
+    fn actor(&self, scenario: &Scenario) -> Option<NodeId> {
+        match self {
+            Action::Request(i) => Some(scenario.requests[*i].node),
+            Action::Launch(i) => Some(scenario.launches[*i].from),
+            Action::Deliver { to, .. } => Some(*to),
+            Action::FinishInvocation { node, .. } | Action::FinishTask { node, .. } => Some(*node),
+            Action::Detect { observer, .. }
+            | Action::Suspect { observer, .. }
+            | Action::Timeout { observer, .. } => Some(*observer),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a run consists of. Cloned whole by the explorer.
@@ -83,8 +136,23 @@ pub(crate) struct World<P> {
     pub(crate) launches_issued: Vec<bool>,
     pub(crate) crashes_left: u32,
     pub(crate) partitions: u64,
+    pub(crate) link_failures_left: u32,
+    pub(crate) one_sided_left: u32,
+    pub(crate) suspicions_left: u32,
+    pub(crate) pauses_left: u32,
+    pub(crate) duplicates_left: u32,
     pub(crate) lose_in_flight: bool,
     pub(crate) events: u64,
+    /// The causality oracle's knowledge of every node.
+    pub(crate) views: Views,
+    /// Nodes some transport declared down (`peer_down` called by the simulator).
+    pub(crate) declared: BTreeSet<NodeId>,
+    /// Timed: actions of each paused node, performed when it resumes.
+    pub(crate) deferred: Vec<Vec<Action>>,
+    /// Timed: launches whose time came but whose awaited answer has not.
+    pub(crate) parked: BTreeSet<usize>,
+    /// How much of a failure report travels with the scenario's frame limit.
+    pub(crate) limits: Limits,
 }
 
 impl<P: Protocol> World<P> {
@@ -97,14 +165,17 @@ impl<P: Protocol> World<P> {
     ) -> Result<Self, SimError> {
         scenario.validate()?;
         let n = scenario.nodes;
-        let nodes = (0..n)
+        let configs = (0..n)
             .map(|i| {
-                let config = Config::new(NodeId(i), n)
+                Config::new(NodeId(i), n)
                     .and_then(|c| c.with_fanout(scenario.fanout))
-                    .map_err(|e| SimError::Invalid(e.to_string()))?;
-                Ok(P::start(config))
+                    .and_then(|c| c.with_max_frame_bytes(scenario.max_frame_bytes))
+                    .map_err(|e| SimError::Invalid(e.to_string()))
             })
-            .collect::<Result<Vec<P>, SimError>>()?;
+            .collect::<Result<Vec<Config>, SimError>>()?;
+        let limits = configs[0].limits();
+        let nodes: Vec<P> = configs.into_iter().map(P::start).collect();
+        let faults = &scenario.faults;
         let mut world = Self {
             timed,
             now_ns: 0,
@@ -118,18 +189,30 @@ impl<P: Protocol> World<P> {
             violations: Vec::new(),
             requests_issued: vec![false; scenario.requests.len()],
             launches_issued: vec![false; scenario.launches.len()],
-            crashes_left: scenario.faults.crashes,
+            crashes_left: faults.crashes,
             partitions: 0,
-            lose_in_flight: scenario.faults.lose_in_flight,
+            link_failures_left: faults.link_failures,
+            one_sided_left: faults.one_sided_failures,
+            suspicions_left: faults.suspicions,
+            pauses_left: faults.pauses,
+            duplicates_left: faults.duplicates,
+            lose_in_flight: faults.lose_in_flight,
             events: 0,
-            scenario,
+            views: Views::new(n),
+            declared: BTreeSet::new(),
+            deferred: vec![Vec::new(); n as usize],
+            parked: BTreeSet::new(),
+            limits,
+            scenario: scenario.clone(),
         };
         if timed {
             for (i, request) in world.scenario.clone().requests.iter().enumerate() {
                 world.schedule(request.at_ns, Action::Request(i));
             }
             for (i, launch) in world.scenario.clone().launches.iter().enumerate() {
-                world.schedule(launch.at_ns, Action::Launch(i));
+                if launch.inside.is_none() {
+                    world.schedule(launch.at_ns, Action::Launch(i));
+                }
             }
         }
         Ok(world)
@@ -138,6 +221,12 @@ impl<P: Protocol> World<P> {
     /// Performs one action.
     pub(crate) fn apply(&mut self, action: Action, chooser: &mut dyn Chooser) {
         self.events += 1;
+        if let Some(actor) = action.actor(&self.scenario) {
+            if self.timed && self.net.is_paused(actor) {
+                self.deferred[actor.0 as usize].push(action);
+                return;
+            }
+        }
         match action {
             Action::Request(i) => self.issue_request(i, chooser),
             Action::Launch(i) => self.issue_launch(i, chooser),
@@ -148,6 +237,12 @@ impl<P: Protocol> World<P> {
             Action::Crash(node) => self.crash(node, chooser),
             Action::Partition(side) => self.partition(&side, chooser),
             Action::Detect { observer, failed } => self.detect(observer, failed, chooser),
+            Action::LinkFail { a, b, one_sided } => self.break_link(a, b, one_sided, chooser),
+            Action::Suspect { observer, suspect } => self.suspect(observer, suspect, chooser),
+            Action::Pause(node) => self.pause(node, chooser),
+            Action::Resume(node) => self.resume(node),
+            Action::Timeout { observer, paused } => self.timeout(observer, paused, chooser),
+            Action::Duplicate { from, to } => self.duplicate(from, to),
         }
     }
 
@@ -184,8 +279,9 @@ impl<P: Protocol> World<P> {
     pub(crate) fn enabled_actions(&self) -> Vec<Action> {
         let mut actions = Vec::new();
         let scenario = &self.scenario;
+        let idle = |node: NodeId| !self.net.is_down(node) && !self.net.is_paused(node);
         for (i, request) in scenario.requests.iter().enumerate() {
-            if !self.requests_issued[i] && !self.net.is_crashed(request.node) {
+            if !self.requests_issued[i] && idle(request.node) {
                 actions.push(Action::Request(i));
             }
         }
@@ -195,7 +291,12 @@ impl<P: Protocol> World<P> {
                     || request.at_ns > launch.at_ns
                     || self.requests_issued[r]
             });
-            if ready && !self.launches_issued[i] && !self.net.is_crashed(launch.from) {
+            if ready
+                && launch.inside.is_none()
+                && self.awaited_answer_arrived(i)
+                && !self.launches_issued[i]
+                && idle(launch.from)
+            {
                 actions.push(Action::Launch(i));
             }
         }
@@ -203,7 +304,7 @@ impl<P: Protocol> World<P> {
             .enabled_deliveries(self.lose_in_flight, &mut actions);
         for (i, host) in self.hosts.iter().enumerate() {
             let node = NodeId(i as u32);
-            if self.net.is_crashed(node) {
+            if !idle(node) {
                 continue;
             }
             actions.extend(
@@ -219,13 +320,13 @@ impl<P: Protocol> World<P> {
             let candidates = &scenario.faults.crash_candidates;
             for i in 0..scenario.nodes {
                 let node = NodeId(i);
-                if !self.net.is_crashed(node)
-                    && (candidates.is_empty() || candidates.contains(&node))
+                if !self.net.is_down(node) && (candidates.is_empty() || candidates.contains(&node))
                 {
                     actions.push(Action::Crash(node));
                 }
             }
         }
+        self.enabled_faults(&mut actions);
         let side = &scenario.faults.partition_side;
         if self.partitions < u64::from(scenario.faults.partitions) && !side.is_empty() {
             actions.push(Action::Partition(side.clone()));
@@ -233,9 +334,75 @@ impl<P: Protocol> World<P> {
         actions.extend(
             self.net
                 .pending_detections()
+                .filter(|(observer, _)| !self.net.is_paused(*observer))
                 .map(|(observer, failed)| Action::Detect { observer, failed }),
         );
         actions
+    }
+
+    /// Exploration: link failures, suspicions, pauses, resumes, time-outs and
+    /// duplicates possible now.
+    fn enabled_faults(&self, actions: &mut Vec<Action>) {
+        let faults = &self.scenario.faults;
+        let n = self.scenario.nodes;
+        let up = |node: NodeId| !self.net.is_down(node);
+        let pairs = |listed: &[(NodeId, NodeId)]| -> Vec<(NodeId, NodeId)> {
+            if listed.is_empty() {
+                (0..n)
+                    .flat_map(|a| (0..n).map(move |b| (NodeId(a), NodeId(b))))
+                    .filter(|(a, b)| a != b)
+                    .collect()
+            } else {
+                listed.to_vec()
+            }
+        };
+        for (one_sided, left) in [
+            (false, self.link_failures_left),
+            (true, self.one_sided_left),
+        ] {
+            if left == 0 {
+                continue;
+            }
+            for (a, b) in pairs(&faults.failed_links) {
+                let two_sided_twice = !one_sided && faults.failed_links.is_empty() && a > b;
+                if up(a) && up(b) && self.net.connected(a, b) && !two_sided_twice {
+                    actions.push(Action::LinkFail { a, b, one_sided });
+                }
+            }
+        }
+        if self.suspicions_left > 0 {
+            for (observer, suspect) in pairs(&faults.suspected) {
+                if up(observer) && up(suspect) && !self.net.is_paused(observer) {
+                    actions.push(Action::Suspect { observer, suspect });
+                }
+            }
+        }
+        for i in 0..n {
+            let node = NodeId(i);
+            let candidate =
+                faults.pause_candidates.is_empty() || faults.pause_candidates.contains(&node);
+            if self.pauses_left > 0 && candidate && up(node) && !self.net.is_paused(node) {
+                actions.push(Action::Pause(node));
+            }
+            if self.net.is_paused(node) {
+                actions.push(Action::Resume(node));
+            }
+        }
+        actions.extend(
+            self.net
+                .pending_timeouts
+                .iter()
+                .filter(|(observer, _)| !self.net.is_paused(*observer))
+                .map(|&(observer, paused)| Action::Timeout { observer, paused }),
+        );
+        if self.duplicates_left > 0 {
+            actions.extend(
+                self.net
+                    .busy_links()
+                    .filter(|(from, to)| up(*from) && up(*to))
+                    .map(|(from, to)| Action::Duplicate { from, to }),
+            );
+        }
     }
 
     /// A digest of everything that decides the run's future and the checks still to
@@ -252,6 +419,10 @@ impl<P: Protocol> World<P> {
         self.launches_issued.hash(&mut hasher);
         self.crashes_left.hash(&mut hasher);
         self.partitions.hash(&mut hasher);
+        (self.link_failures_left, self.one_sided_left).hash(&mut hasher);
+        (self.suspicions_left, self.pauses_left, self.duplicates_left).hash(&mut hasher);
+        self.views.hash(&mut hasher);
+        self.declared.hash(&mut hasher);
         hasher.finish()
     }
 
