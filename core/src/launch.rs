@@ -37,8 +37,9 @@ impl HeldTask {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SentLaunch {
     to: NodeId,
-    /// How many local entries existed when it was sent: once the target answers,
-    /// all of them are done there.
+    /// How many global keys existed when it was sent: once the target has run the
+    /// task, all of them are done there without failure. 0 when the launch did not
+    /// require all of them (made from inside an invocation, or a control launch).
     entries: usize,
 }
 
@@ -188,15 +189,14 @@ impl Node {
             return;
         }
         self.launches.remove(&launch);
-        // The target ran (or refused) the task only once everything it required
-        // was done there.
-        if !matches!(
-            &outcome,
-            Err(TaskError {
-                kind: TaskErrorKind::Unreachable,
-                ..
-            })
-        ) {
+        // The target ran the task (strict) only once everything it required was
+        // done there without failure. A refusal (`RequirementFailed`) says one of
+        // them failed there: those keys must keep being required.
+        let ran = match &outcome {
+            Ok(_) => true,
+            Err(TaskError { kind, .. }) => matches!(kind, TaskErrorKind::Failed(_)),
+        };
+        if ran {
             let known = self.known_done.entry(from).or_default();
             *known = (*known).max(sent.entries);
         }
