@@ -1,19 +1,23 @@
 //! Exhaustive exploration: every interleaving of requests, deliveries, invocation
-//! and task completions, crashes, in-flight losses and failure detections, with
-//! states deduplicated by hash. The invariants are checked after every action and
-//! at every terminal state. Run with `-- --nocapture` to see the state counts.
+//! and task completions, crashes, broken links, suspicions, pauses, duplicates,
+//! in-flight losses and failure detections, with states deduplicated by hash. The
+//! invariants are checked after every action and at every terminal state. Every
+//! scenario asserts a lower bound on the distinct states it explores, so a change
+//! that shrinks exploration fails. Run with `-- --nocapture` to see the counts.
 
-use herald_core::{Node, NodeId};
+use herald_core::{Config, Node, NodeId};
 use herald_sim::{
-    Action, Exploration, ExploreError, ExploreLimits, Faults, NodeSet, Scenario, Script, explore,
+    Action, After, Exploration, ExploreError, ExploreLimits, Faults, NodeSet, Scenario, Script,
+    explore,
 };
 use sim_tests::{EarlyAnswer, Tampered, home_of, not_home_of};
 
 /// Explores `scenario` completely, panicking with the counterexample if an
-/// invariant breaks, and prints what was covered.
-fn explore_all(name: &str, scenario: &Scenario) -> Exploration {
+/// invariant breaks or fewer than `min_states` distinct states were reached, and
+/// prints what was covered.
+fn explore_all(name: &str, scenario: &Scenario, min_states: u64) -> Exploration {
     let limits = ExploreLimits {
-        max_states: 2_000_000,
+        max_states: 1_000_000,
     };
     let exploration = explore::<Node>(scenario, limits).unwrap_or_else(|e| panic!("{name}: {e}"));
     println!(
@@ -25,6 +29,13 @@ fn explore_all(name: &str, scenario: &Scenario) -> Exploration {
         exploration.max_depth
     );
     assert!(exploration.terminal_states > 0, "{name}: no run ever ended");
+    assert!(
+        exploration.states >= min_states,
+        "{name} (N={}): explored {} states, fewer than the {min_states} it used to: \
+         the exploration shrank",
+        scenario.nodes,
+        exploration.states
+    );
     exploration
 }
 
@@ -32,52 +43,75 @@ fn library() -> Script {
     Script::new("libtasks.so").with_tasks(["saxpy"])
 }
 
+/// Lower bounds on distinct states, indexed like the scenarios of each test.
 #[test]
 fn one_registration_from_the_home_and_from_elsewhere() {
+    let at_home = [3, 9, 33, 81];
+    let elsewhere = [0, 14, 44, 92];
     for nodes in 1..=4 {
         let script = library();
         let home = home_of(&script, nodes);
         let scenario = Scenario::new(nodes)
             .with_fanout(2)
             .with_request(home, 0, script.clone());
-        explore_all("one registration, requester is the home", &scenario);
+        let min = at_home[nodes as usize - 1];
+        explore_all("one registration, requester is the home", &scenario, min);
         if nodes > 1 {
             let other = not_home_of(&script, nodes);
             let scenario = Scenario::new(nodes)
                 .with_fanout(2)
                 .with_request(other, 0, script);
-            explore_all("one registration, requester is not the home", &scenario);
+            let min = elsewhere[nodes as usize - 1];
+            explore_all(
+                "one registration, requester is not the home",
+                &scenario,
+                min,
+            );
         }
     }
 }
 
 #[test]
 fn one_registration_that_fails_on_two_nodes() {
-    for nodes in 3..=4 {
+    for (nodes, min) in [(3, 44), (4, 164)] {
         let script = library().failing_on([NodeId(1), NodeId(2)]);
         let scenario = Scenario::new(nodes).with_request(NodeId(0), 0, script);
-        explore_all("one registration failing on nodes 1 and 2", &scenario);
+        explore_all("one registration failing on nodes 1 and 2", &scenario, min);
+    }
+}
+
+/// The smallest frame limit a job allows, and error texts far longer than the
+/// report can carry: the texts are cut (and marked), the failed set stays exact.
+#[test]
+fn long_failure_texts_under_the_smallest_frame_limit() {
+    for (nodes, min) in [(3, 44), (4, 164)] {
+        let script = library().failing_on([NodeId(1), NodeId(2)]);
+        let scenario = Scenario::new(nodes)
+            .with_max_frame_bytes(Config::min_frame_bytes(nodes))
+            .with_error_bytes(3_000)
+            .with_request(NodeId(0), 0, script);
+        explore_all("long failure texts, smallest frame limit", &scenario, min);
     }
 }
 
 #[test]
 fn two_requesters_of_one_key_at_once() {
-    for nodes in 2..=4 {
+    for (nodes, min) in [(2, 64), (3, 238), (4, 606)] {
         let scenario = Scenario::new(nodes)
             .with_fanout(2)
             .with_request(NodeId(0), 0, library())
             .with_request(NodeId(nodes - 1), 0, library());
-        explore_all("two requesters of one key", &scenario);
+        explore_all("two requesters of one key", &scenario, min);
     }
 }
 
 #[test]
 fn a_load_that_registers_again_on_every_node() {
-    for nodes in 2..=4 {
+    for (nodes, min) in [(2, 25), (3, 245), (4, 2203)] {
         let inner = Script::new("libinner.so").with_tasks(["inner_task"]);
         let outer = library().with_nested(NodeSet::All, inner);
         let scenario = Scenario::new(nodes).with_request(NodeId(0), 0, outer);
-        explore_all("nested registration on every node", &scenario);
+        explore_all("nested registration on every node", &scenario, min);
     }
 }
 
@@ -86,19 +120,20 @@ fn a_load_that_registers_again_on_every_node() {
 /// classic cross-load deadlock, which herald must resolve without blocking.
 #[test]
 fn two_libraries_whose_constructors_register_each_other() {
-    for nodes in 2..=3 {
+    for (nodes, min) in [(2, 460), (3, 14834)] {
         let (a, b) = cross_loading_pair();
         let scenario = Scenario::new(nodes)
             .with_request(NodeId(0), 0, a)
             .with_request(NodeId(1), 0, b);
-        explore_all("cross-loading libraries", &scenario);
+        explore_all("cross-loading libraries", &scenario, min);
     }
 }
 
 #[test]
 fn one_node_crashing_mid_registration() {
+    let mins = [[33, 52], [859, 1439], [48779, 77407]];
     for nodes in 2..=4 {
-        for requester in [NodeId(0), NodeId(nodes - 1)] {
+        for (i, requester) in [NodeId(0), NodeId(nodes - 1)].into_iter().enumerate() {
             let faults = Faults {
                 crashes: 1,
                 lose_in_flight: true,
@@ -109,7 +144,8 @@ fn one_node_crashing_mid_registration() {
                 .with_fanout(1)
                 .with_request(requester, 0, library())
                 .with_faults(faults);
-            explore_all("one crash during a registration", &scenario);
+            let min = mins[nodes as usize - 2][i];
+            explore_all("one crash during a registration", &scenario, min);
         }
     }
 }
@@ -125,52 +161,66 @@ fn one_crash_with_two_requesters() {
         .with_request(NodeId(0), 0, library())
         .with_request(NodeId(2), 0, library())
         .with_faults(faults);
-    explore_all("one crash (any node), two requesters", &scenario);
+    explore_all("one crash (any node), two requesters", &scenario, 15190);
 }
 
 #[test]
 fn two_crashes_during_a_registration() {
-    for nodes in 3..=4 {
-        let faults = Faults {
-            crashes: 2,
-            lose_in_flight: true,
-            crash_candidates: (1..nodes).map(NodeId).collect(),
-            ..Faults::default()
-        };
-        let scenario = Scenario::new(nodes)
-            .with_fanout(1)
-            .with_request(NodeId(0), 0, library())
-            .with_faults(faults);
-        explore_all("two crashes during a registration", &scenario);
-    }
+    let faults = Faults {
+        crashes: 2,
+        lose_in_flight: true,
+        crash_candidates: vec![NodeId(1), NodeId(2)],
+        ..Faults::default()
+    };
+    let scenario = Scenario::new(3)
+        .with_fanout(1)
+        .with_request(NodeId(0), 0, library())
+        .with_faults(faults);
+    explore_all("two crashes during a registration", &scenario, 2749);
+}
+
+/// The key's coordinator and the next node (its successor as coordinator) both
+/// crash, in a fan-out 2 tree of depth 2, with two requesters.
+#[test]
+fn the_coordinator_and_its_successor_crash() {
+    let nodes = 4;
+    let script = library();
+    let home = home_of(&script, nodes);
+    let successor = NodeId((home.0 + 1) % nodes);
+    let requesters: Vec<NodeId> = (0..nodes)
+        .map(NodeId)
+        .filter(|n| *n != home && *n != successor)
+        .collect();
+    let faults = Faults {
+        crashes: 2,
+        crash_candidates: vec![home, successor],
+        ..Faults::default()
+    };
+    let scenario = requesters
+        .iter()
+        .fold(Scenario::new(nodes).with_fanout(2), |s, r| {
+            s.with_request(*r, 0, script.clone())
+        })
+        .with_faults(faults);
+    explore_all("coordinator and successor crash, fan-out 2", &scenario, 1);
 }
 
 /// A partition cuts the job in two at any moment: each side finishes, naming the
 /// other side's nodes that had not acknowledged.
 #[test]
 fn a_partition_during_a_registration() {
-    // With 3 nodes, cutting off node 1 is the only cut between the requesters'
-    // neighbours; with 4, node 1 alone or the two requesters' ends.
-    let cuts = |nodes: u32| match nodes {
-        3 => vec![vec![NodeId(1)]],
-        _ => vec![vec![NodeId(1)], vec![NodeId(0), NodeId(nodes - 1)]],
+    let faults = Faults {
+        partitions: 1,
+        partition_side: vec![NodeId(1)],
+        lose_in_flight: true,
+        ..Faults::default()
     };
-    for nodes in 3..=4 {
-        for side in cuts(nodes) {
-            let faults = Faults {
-                partitions: 1,
-                partition_side: side,
-                lose_in_flight: true,
-                ..Faults::default()
-            };
-            let scenario = Scenario::new(nodes)
-                .with_fanout(1)
-                .with_request(NodeId(0), 0, library())
-                .with_request(NodeId(nodes - 1), 0, library())
-                .with_faults(faults);
-            explore_all("a partition, requesters on both ends", &scenario);
-        }
-    }
+    let scenario = Scenario::new(3)
+        .with_fanout(1)
+        .with_request(NodeId(0), 0, library())
+        .with_request(NodeId(2), 0, library())
+        .with_faults(faults);
+    explore_all("a partition, requesters on both ends", &scenario, 18264);
 }
 
 /// A crash while loads nest registrations and a task waits for them.
@@ -187,19 +237,166 @@ fn a_crash_while_loads_nest_and_a_task_waits() {
         .with_request(NodeId(0), 0, outer)
         .with_launch(NodeId(0), NodeId(2), 1, "inner_task")
         .with_faults(faults);
-    explore_all("a crash, nesting and a waiting task", &scenario);
+    explore_all("a crash, nesting and a waiting task", &scenario, 43560);
+}
+
+/// Nesting on every node and one crash, in a chain (fan-out 1) and a binary tree.
+#[test]
+fn nesting_and_a_crash_on_fan_out_1_and_2() {
+    for fanout in [1, 2] {
+        let inner = Script::new("libinner.so");
+        let outer = library().with_nested(NodeSet::All, inner);
+        let faults = Faults {
+            crashes: 1,
+            crash_candidates: vec![NodeId(1), NodeId(2)],
+            ..Faults::default()
+        };
+        let scenario = Scenario::new(3)
+            .with_fanout(fanout)
+            .with_request(NodeId(0), 0, outer)
+            .with_faults(faults);
+        explore_all("nesting and a crash", &scenario, 1);
+    }
 }
 
 /// A task launched right after the registration it needs never runs before that
 /// registration is done on its target; an unregistered task fails, never hangs.
 #[test]
 fn launches_wait_for_their_registrations() {
-    for nodes in 2..=3 {
+    for (nodes, min) in [(2, 221), (3, 665)] {
         let scenario = Scenario::new(nodes)
             .with_request(NodeId(0), 0, library())
             .with_launch(NodeId(0), NodeId(nodes - 1), 1, "saxpy")
             .with_launch(NodeId(0), NodeId(1), 1, "never_registered");
-        explore_all("launches carrying their requirements", &scenario);
+        explore_all("launches carrying their requirements", &scenario, min);
+    }
+}
+
+/// Node 1 did not request the key; it runs it because it was disseminated there,
+/// and a task it launches to node 2 must wait for it there.
+#[test]
+fn a_launch_from_a_node_that_did_not_request_the_key() {
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, library())
+        .with_launch(NodeId(1), NodeId(2), 0, "saxpy");
+    explore_all(
+        "a launch from a node that only received the key",
+        &scenario,
+        1,
+    );
+}
+
+/// Node 1's load of `libouter` launches a task on node 2 while it runs: the task
+/// must not wait for `libouter` itself (which may wait for the task), but must
+/// wait for every other registration node 1 holds; a later launch from outside
+/// must wait for `libouter` too.
+#[test]
+fn launches_from_inside_an_invocation() {
+    let outer = Script::new("libouter.so").with_tasks(["outer_task"]);
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, library())
+        .with_request(NodeId(1), 0, outer)
+        .with_launch_inside(NodeId(1), NodeId(2), "libouter.so", "saxpy")
+        .with_launch_after(NodeId(1), NodeId(2), After::Launch(0), "outer_task");
+    explore_all("launches from inside an invocation", &scenario, 1);
+}
+
+/// The registration fails on node 2 and its result says so; launches made after
+/// that result to node 2 fail with the requirement named, the second as well.
+#[test]
+fn launches_after_a_result_naming_the_target_failed() {
+    let script = library().failing_on([NodeId(2)]);
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, script)
+        .with_launch_after(NodeId(0), NodeId(2), After::Answer(0), "saxpy")
+        .with_launch_after(NodeId(0), NodeId(2), After::Launch(0), "saxpy");
+    explore_all(
+        "launches after a result naming the target failed",
+        &scenario,
+        1,
+    );
+}
+
+/// The link between the coordinator side and node 2 breaks (both ends notice):
+/// node 2 is alive and reachable through node 1, so it must be fenced before
+/// anyone may name it; a launch before and one after the answer keep causality.
+#[test]
+fn a_broken_link_with_launches_before_and_after_the_answer() {
+    let faults = Faults {
+        link_failures: 1,
+        failed_links: vec![(NodeId(0), NodeId(2))],
+        lose_in_flight: true,
+        ..Faults::default()
+    };
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(1), 0, library())
+        .with_launch(NodeId(1), NodeId(2), 0, "saxpy")
+        .with_launch_after(NodeId(1), NodeId(2), After::Answer(0), "saxpy")
+        .with_faults(faults);
+    explore_all("a broken link, launches before and after", &scenario, 1);
+}
+
+/// A broken link that only one end notices: only node 0 calls `peer_down`; node 2
+/// learns that it is down through node 1 and is fenced.
+#[test]
+fn a_one_sided_down() {
+    let faults = Faults {
+        one_sided_failures: 1,
+        failed_links: vec![(NodeId(0), NodeId(2)), (NodeId(2), NodeId(0))],
+        lose_in_flight: true,
+        ..Faults::default()
+    };
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(1), 0, library())
+        .with_faults(faults);
+    explore_all("a one-sided down", &scenario, 1);
+}
+
+/// One node's transport wrongly declares a live peer down, at any moment: the
+/// suspect is fenced, everyone else agrees and finishes.
+#[test]
+fn a_false_suspicion() {
+    let faults = Faults {
+        suspicions: 1,
+        ..Faults::default()
+    };
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, library())
+        .with_faults(faults);
+    explore_all("a false suspicion (any pair)", &scenario, 1);
+}
+
+/// Node 2 pauses at any moment; any of its peers may time out on it before it
+/// resumes. On resuming it handles what queued, learns it is down and is fenced,
+/// or, if nobody timed out, carries on.
+#[test]
+fn a_paused_node_that_resumes() {
+    let faults = Faults {
+        pauses: 1,
+        pause_candidates: vec![NodeId(2)],
+        ..Faults::default()
+    };
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, library())
+        .with_launch(NodeId(0), NodeId(2), 0, "saxpy")
+        .with_faults(faults);
+    explore_all("a paused node that resumes", &scenario, 1);
+}
+
+/// Any frame in flight may be delivered a second time, later: nothing runs twice
+/// and every answer stays true.
+#[test]
+fn a_duplicated_frame() {
+    for (nodes, min) in [(2, 1), (3, 1)] {
+        let faults = Faults {
+            duplicates: 1,
+            ..Faults::default()
+        };
+        let scenario = Scenario::new(nodes)
+            .with_request(NodeId(nodes - 1), 0, library())
+            .with_launch(NodeId(nodes - 1), NodeId(0), 0, "saxpy")
+            .with_faults(faults);
+        explore_all("a duplicated frame", &scenario, min);
     }
 }
 
