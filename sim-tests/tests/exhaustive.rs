@@ -194,6 +194,7 @@ fn the_coordinator_and_its_successor_crash() {
     let faults = Faults {
         crashes: 2,
         crash_candidates: vec![home, successor],
+        one_detector: true,
         ..Faults::default()
     };
     let scenario = requesters

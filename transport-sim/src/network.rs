@@ -387,6 +387,10 @@ impl<P: Protocol> World<P> {
         self.net
             .pending_timeouts
             .retain(|(o, p)| *o != node && *p != node);
+        let orphaned: Vec<NodeId> = (self.net.pending_detections.iter())
+            .filter(|(o, _)| *o == node)
+            .map(|(_, failed)| *failed)
+            .collect();
         self.net.pending_detections.retain(|(o, _)| *o != node);
         let inbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
         for from in inbound {
@@ -394,10 +398,23 @@ impl<P: Protocol> World<P> {
         }
         let outbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
         self.lose_in_flight(node, &outbound, chooser);
-        let observers: Vec<NodeId> = (0..self.scenario.nodes)
+        let mut observers: Vec<NodeId> = (0..self.scenario.nodes)
             .map(NodeId)
             .filter(|o| *o != node && !self.net.is_down(*o))
             .collect();
+        if self.scenario.faults.one_detector {
+            // One transport notices (the lowest-numbered live peer); if it was
+            // about to notice another failure, the next live peer takes that over.
+            observers.truncate(1);
+            for failed in orphaned {
+                let next = (0..self.scenario.nodes)
+                    .map(NodeId)
+                    .find(|o| *o != failed && !self.net.is_down(*o));
+                if let Some(next) = next.filter(|_| self.net.is_down(failed)) {
+                    self.expect_detection(next, failed, chooser);
+                }
+            }
+        }
         for observer in observers {
             self.expect_detection(observer, node, chooser);
         }
