@@ -20,6 +20,11 @@ pub trait Tamper: Clone + Hash + Default {
         config
     }
 
+    /// Something done to the fresh node before it takes part.
+    fn start(&mut self, node: &mut Node) {
+        let _ = node;
+    }
+
     /// What the caller sees instead of `output` (nothing, it, or more).
     fn output(&mut self, node: &Node, output: Output) -> Vec<Output> {
         let _ = node;
@@ -53,7 +58,8 @@ impl<T: Tamper> Protocol for Tampered<T> {
 
     fn start(config: Config) -> Self {
         let mut tamper = T::default();
-        let node = Node::new(tamper.config(config));
+        let mut node = Node::new(tamper.config(config));
+        tamper.start(&mut node);
         Self {
             node,
             tamper,

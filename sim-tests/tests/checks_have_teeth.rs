@@ -96,6 +96,48 @@ fn a_task_run_before_its_registration_is_caught() {
 }
 
 #[test]
+fn every_disseminate_sent_twice_is_caught_by_the_message_bound() {
+    assert_caught(
+        &run_once::<Tampered<DisseminatesTwice>>(&one_request()),
+        "exceed the bound",
+    );
+}
+
+#[test]
+fn a_double_complete_is_caught_by_the_message_bound() {
+    assert_caught(
+        &run_once::<Tampered<CompletesTwice>>(&one_request()),
+        "exceed the bound",
+    );
+}
+
+#[test]
+fn a_skipped_live_node_is_caught() {
+    let report = run_once::<Tampered<SkipsLastNode>>(&one_request());
+    assert_caught(&report, "no transport declared node 7 down");
+    assert_caught(&report, "alive, unfenced and reachable");
+}
+
+/// Node 1 did not request the registration; it runs it because it was
+/// disseminated there. A launch it makes to node 2 while node 2's load is still
+/// running must wait there: a protocol that sends launches without their
+/// requirements is caught by the oracle, which does not read them from the core.
+#[test]
+fn a_launch_stripped_of_its_requirements_is_caught() {
+    let scenario = Scenario::new(3)
+        .with_request(NodeId(0), 0, library().with_load_ns(1_000_000))
+        .with_launch(NodeId(1), NodeId(2), 500_000, "saxpy");
+    assert!(
+        run_once::<Node>(&scenario).is_ok(),
+        "herald itself is clean"
+    );
+    assert_caught(
+        &run_once::<Tampered<StripsRequires>>(&scenario),
+        "before required registration",
+    );
+}
+
+#[test]
 fn a_nondeterministic_run_is_caught_by_the_double_run() {
     let result = catch_unwind(AssertUnwindSafe(|| {
         run_twice::<Tampered<Nondeterministic>>(&one_request(), "replay")
@@ -246,5 +288,115 @@ impl Tamper for Nondeterministic {
     fn config(&mut self, config: Config) -> Config {
         let run = RUNS.fetch_add(1, Ordering::Relaxed) / config.nodes();
         config.with_fanout(2 + run % 2).expect("a valid fan-out")
+    }
+}
+
+/// Every transmission repeats each `Disseminate` it carries.
+#[derive(Clone, Default, Hash)]
+struct DisseminatesTwice;
+
+impl Tamper for DisseminatesTwice {
+    const NAME: &'static str = "disseminates-twice";
+
+    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
+        repeat_messages(output, |m| matches!(m, Message::Disseminate { .. }))
+    }
+}
+
+/// Every transmission repeats each `Complete` it carries.
+#[derive(Clone, Default, Hash)]
+struct CompletesTwice;
+
+impl Tamper for CompletesTwice {
+    const NAME: &'static str = "completes-twice";
+
+    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
+        repeat_messages(output, |m| matches!(m, Message::Complete { .. }))
+    }
+}
+
+fn repeat_messages(output: Output, repeat: impl Fn(&Message) -> bool) -> Vec<Output> {
+    match output {
+        Output::Transmit { to, messages } => {
+            let messages = messages
+                .into_iter()
+                .flat_map(|m| {
+                    let times = if repeat(&m) { 2 } else { 1 };
+                    std::iter::repeat_n(m, times)
+                })
+                .collect();
+            vec![Output::Transmit { to, messages }]
+        }
+        other => vec![other],
+    }
+}
+
+/// Every node but the last treats the last as down from the start, without any
+/// transport saying so and without telling anyone: the live node is skipped.
+#[derive(Clone, Default, Hash)]
+struct SkipsLastNode;
+
+impl Tamper for SkipsLastNode {
+    const NAME: &'static str = "skips-last-node";
+
+    fn start(&mut self, node: &mut Node) {
+        let last = NodeId(node.config().nodes() - 1);
+        if node.config().node() != last {
+            node.peer_down(last, "tampered");
+        }
+    }
+
+    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
+        match output {
+            Output::Transmit { to, messages } => {
+                let messages: Vec<Message> = messages
+                    .into_iter()
+                    .filter(|m| !matches!(m, Message::Down { .. }))
+                    .collect();
+                if messages.is_empty() {
+                    vec![]
+                } else {
+                    vec![Output::Transmit { to, messages }]
+                }
+            }
+            Output::PeerDown { .. } => vec![],
+            other => vec![other],
+        }
+    }
+}
+
+/// Sends every launch with an empty list of required registrations.
+#[derive(Clone, Default, Hash)]
+struct StripsRequires;
+
+impl Tamper for StripsRequires {
+    const NAME: &'static str = "strips-requires";
+
+    fn output(&mut self, _node: &Node, output: Output) -> Vec<Output> {
+        match output {
+            Output::Transmit { to, messages } => {
+                let messages = messages
+                    .into_iter()
+                    .map(|m| match m {
+                        Message::Launch {
+                            launch,
+                            task,
+                            args,
+                            strict,
+                            ..
+                        } => Message::Launch {
+                            launch,
+                            task,
+                            args,
+                            requires: Vec::new(),
+                            strict,
+                        },
+                        other => other,
+                    })
+                    .collect();
+                vec![Output::Transmit { to, messages }]
+            }
+            other => vec![other],
+        }
     }
 }
