@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use herald_core::NodeId;
+use herald_core::{Config, NodeId};
 use herald_sim::{Faults, Network, NodeSet, Scenario, Script};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -40,6 +40,19 @@ pub struct Spec {
     pub partitions: u32,
     /// Whether failures may lose frames in flight.
     pub lose: bool,
+    /// Single links that break, noticed by both ends.
+    pub links: u32,
+    /// Single links that break, noticed by one end only.
+    pub one_sided: u32,
+    /// Live nodes wrongly declared down.
+    pub suspicions: u32,
+    /// Nodes that pause and resume.
+    pub pauses: u32,
+    /// Frames delivered twice.
+    pub duplicates: u32,
+    /// Whether the job runs at its smallest frame limit, with failure texts of
+    /// 2,000 bytes.
+    pub small_frames: bool,
     /// Whether the run enables a random subset of the fault kinds.
     pub swarm: bool,
     /// Largest one-way latency, in microseconds.
@@ -70,6 +83,12 @@ impl Spec {
             crashes: rng.random_range(0..=3),
             partitions: rng.random_range(0..=2),
             lose: true,
+            links: rng.random_range(0..=2),
+            one_sided: rng.random_range(0..=1),
+            suspicions: rng.random_range(0..=1),
+            pauses: rng.random_range(0..=1),
+            duplicates: rng.random_range(0..=3),
+            small_frames: rng.random_bool(0.3),
             swarm: true,
             latency_us: rng.random_range(1..=100),
             launches: rng.random_range(0..=3),
@@ -79,7 +98,13 @@ impl Spec {
 
     /// Whether the scenario can have no fault at all.
     pub fn fault_free(&self) -> bool {
-        self.crashes == 0 && self.partitions == 0
+        self.crashes == 0
+            && self.partitions == 0
+            && self.links == 0
+            && self.one_sided == 0
+            && self.suspicions == 0
+            && self.pauses == 0
+            && self.duplicates == 0
     }
 
     /// The scenario these knobs describe.
@@ -106,6 +131,12 @@ impl Spec {
             lose_in_flight: self.lose,
             swarm: self.swarm,
             window_ns: rng.random_range(10_000..=300_000),
+            link_failures: self.links,
+            one_sided_failures: self.one_sided,
+            suspicions: self.suspicions,
+            pauses: self.pauses,
+            pause_max_ns: 300_000,
+            duplicates: self.duplicates,
             ..Faults::default()
         };
         let mut scenario = Scenario::new(n)
@@ -113,6 +144,11 @@ impl Spec {
             .with_seed(self.seed)
             .with_network(network)
             .with_faults(faults);
+        if self.small_frames {
+            scenario = scenario
+                .with_max_frame_bytes(Config::min_frame_bytes(n))
+                .with_error_bytes(2_000);
+        }
         for _ in 0..self.requesters.max(1) {
             let library = libraries[rng.random_range(0..libraries.len())].clone();
             let node = NodeId(rng.random_range(0..n));
@@ -193,7 +229,7 @@ impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nodes={},fanout={},keys={},requesters={},depth={},failing={},crashes={},partitions={},lose={},swarm={},latency_us={},launches={},seed={}",
+            "nodes={},fanout={},keys={},requesters={},depth={},failing={},crashes={},partitions={},lose={},links={},one_sided={},suspicions={},pauses={},duplicates={},small_frames={},swarm={},latency_us={},launches={},seed={}",
             self.nodes,
             self.fanout,
             self.keys,
@@ -203,6 +239,12 @@ impl fmt::Display for Spec {
             self.crashes,
             self.partitions,
             self.lose,
+            self.links,
+            self.one_sided,
+            self.suspicions,
+            self.pauses,
+            self.duplicates,
+            self.small_frames,
             self.swarm,
             self.latency_us,
             self.launches,
@@ -233,6 +275,12 @@ impl FromStr for Spec {
                 "crashes" => spec.crashes = number()?,
                 "partitions" => spec.partitions = number()?,
                 "lose" => spec.lose = flag()?,
+                "links" => spec.links = number()?,
+                "one_sided" => spec.one_sided = number()?,
+                "suspicions" => spec.suspicions = number()?,
+                "pauses" => spec.pauses = number()?,
+                "duplicates" => spec.duplicates = number()?,
+                "small_frames" => spec.small_frames = flag()?,
                 "swarm" => spec.swarm = flag()?,
                 "latency_us" => spec.latency_us = number()?,
                 "launches" => spec.launches = number()?,

@@ -25,6 +25,7 @@ fn swarm_random_runs() {
         None => (0..SWARM_RUNS).collect(),
     };
     let (mut crashed, mut partitioned, mut failed, mut nested) = (0, 0, 0, 0);
+    let (mut fenced, mut transport_faults) = (0, 0);
     for &seed in &seeds {
         let spec = Spec::random(seed);
         let replay = replay_command("properties", "swarm_random_runs", seed);
@@ -44,14 +45,30 @@ fn swarm_random_runs() {
         partitioned += u32::from(report.fault_kinds.contains(&FaultKind::Partition));
         failed += u32::from(!report.failures.is_empty());
         nested += u32::from(report.requests.iter().any(|r| r.nested));
+        fenced += u32::from(!report.fenced.is_empty());
+        transport_faults += u32::from(report.fault_kinds.iter().any(|k| {
+            matches!(
+                k,
+                FaultKind::LinkFailure
+                    | FaultKind::OneSidedFailure
+                    | FaultKind::Suspicion
+                    | FaultKind::Pause
+                    | FaultKind::Duplicate
+            )
+        }));
     }
     println!(
-        "swarm: {} runs; {crashed} with crashes, {partitioned} with partitions, {failed} with failed loads, {nested} with nested registrations",
+        "swarm: {} runs; {crashed} with crashes, {partitioned} with partitions, {transport_faults} with link failures, suspicions, pauses or duplicates, {fenced} with fenced nodes, {failed} with failed loads, {nested} with nested registrations",
         seeds.len()
     );
     if seeds.len() > 1 {
         assert!(
-            crashed > 0 && partitioned > 0 && failed > 0 && nested > 0,
+            crashed > 0
+                && partitioned > 0
+                && transport_faults > 0
+                && fenced > 0
+                && failed > 0
+                && nested > 0,
             "the swarm covers every feature"
         );
     }
@@ -143,11 +160,20 @@ fn check(spec: &Spec) -> Result<(), TestCaseError> {
 fn spec_strategy() -> impl Strategy<Value = Spec> {
     let shape = (1..=64u32, 1..=8u32, 1..=3u32, 1..=8u32, 0..=3u32, 0..=2u32);
     let faults = (0..=3u32, 0..=2u32, any::<bool>(), any::<bool>());
+    let transport = (
+        0..=2u32,
+        0..=1u32,
+        0..=1u32,
+        0..=1u32,
+        0..=3u32,
+        any::<bool>(),
+    );
     let rest = (1..=100u32, 0..=3u32, any::<u64>());
-    (shape, faults, rest).prop_map(
+    (shape, faults, transport, rest).prop_map(
         |(
             (nodes, fanout, keys, requesters, depth, failing),
             (crashes, partitions, lose, swarm),
+            (links, one_sided, suspicions, pauses, duplicates, small_frames),
             (latency_us, launches, seed),
         )| Spec {
             nodes,
@@ -159,6 +185,12 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             crashes,
             partitions,
             lose,
+            links,
+            one_sided,
+            suspicions,
+            pauses,
+            duplicates,
+            small_frames,
             swarm,
             latency_us,
             launches,

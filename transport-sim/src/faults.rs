@@ -11,7 +11,8 @@ use crate::{ChoiceKind, Chooser, Protocol};
 impl<P: Protocol> World<P> {
     /// The link between `a` and `b` breaks for good: frames in flight may be lost,
     /// later frames are. `a`'s transport notices after a delay; so does `b`'s unless
-    /// the failure is one-sided.
+    /// the failure is one-sided, in which case `b` notices only by heartbeat
+    /// silence, after everything else (unless it was fenced first).
     pub(crate) fn break_link(
         &mut self,
         a: NodeId,
@@ -38,7 +39,9 @@ impl<P: Protocol> World<P> {
         self.lose_in_flight(b, &[a], chooser);
         if !self.net.is_down(a) && !self.net.is_down(b) {
             self.expect_detection(a, b, chooser);
-            if !one_sided {
+            if one_sided {
+                self.expect_late_detection(b, a);
+            } else {
                 self.expect_detection(b, a, chooser);
             }
         }

@@ -90,7 +90,7 @@ impl<P: Protocol> World<P> {
         self.requests_issued[index] = true;
         let plan = &self.scenario.requests[index];
         let node = plan.node;
-        if self.net.is_crashed(node) {
+        if self.net.is_down(node) {
             return;
         }
         let script = plan.script.clone();

@@ -31,6 +31,9 @@ pub(crate) struct Net {
     /// present state.
     pub(crate) clocks: Vec<u64>,
     pending_detections: BTreeSet<(NodeId, NodeId)>,
+    /// Detections by heartbeat silence on a link that only the other end noticed
+    /// breaking: they come after everything else could happen.
+    pub(crate) late_detections: BTreeSet<(NodeId, NodeId)>,
     next_frame: u64,
     pub(crate) stats: Stats,
 }
@@ -76,6 +79,7 @@ impl Net {
             side: vec![0; n],
             clocks: vec![0; n],
             pending_detections: BTreeSet::new(),
+            late_detections: BTreeSet::new(),
             next_frame: 0,
             stats: Stats::default(),
         }
@@ -223,6 +227,7 @@ impl Hash for Net {
         self.pending_timeouts.hash(state);
         self.side.hash(state);
         self.pending_detections.hash(state);
+        self.late_detections.hash(state);
         self.stats.messages.hash(state);
     }
 }
@@ -392,6 +397,9 @@ impl<P: Protocol> World<P> {
             .map(|(_, failed)| *failed)
             .collect();
         self.net.pending_detections.retain(|(o, _)| *o != node);
+        self.net
+            .late_detections
+            .retain(|(o, f)| *o != node && *f != node);
         let inbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
         for from in inbound {
             self.net.keep_first(from, node, 0);
@@ -458,7 +466,9 @@ impl<P: Protocol> World<P> {
 
     /// `observer` is told `failed` is gone, unless it was already or has crashed.
     pub(crate) fn detect(&mut self, observer: NodeId, failed: NodeId, chooser: &mut dyn Chooser) {
-        if !self.net.pending_detections.remove(&(observer, failed)) || self.net.is_down(observer) {
+        let pending = self.net.pending_detections.remove(&(observer, failed));
+        let late = self.net.late_detections.remove(&(observer, failed));
+        if !(pending || late) || self.net.is_down(observer) || (late && self.net.is_down(failed)) {
             return;
         }
         self.declare_down(observer, failed, "connection lost", chooser);
@@ -502,6 +512,21 @@ impl<P: Protocol> World<P> {
                 let keep = chooser.choose(ChoiceKind::InFlightKept, in_flight as u64 + 1);
                 self.net.keep_first(from, to, keep as usize);
             }
+        }
+    }
+
+    /// `observer` will notice that its link to `failed` is gone only through
+    /// heartbeat silence: later than anything else (exploration: once nothing else
+    /// can happen; timed: after the fault window and a long time-out).
+    pub(crate) fn expect_late_detection(&mut self, observer: NodeId, failed: NodeId) {
+        if !self.net.late_detections.insert((observer, failed)) {
+            return;
+        }
+        if self.timed {
+            let scenario = self.scenario.clone();
+            let at_ns =
+                self.now_ns.max(scenario.faults.window_ns) + 10 * scenario.network.detect_max_ns;
+            self.schedule(at_ns, Action::Detect { observer, failed });
         }
     }
 

@@ -382,6 +382,13 @@ impl<P: Protocol> Simulation<P> {
         } else {
             0
         };
+        // A one-sided failure's other end notices by silence, ten delays late.
+        let silence = if scenario.faults.one_sided_failures > 0 {
+            10 * network.detect_max_ns
+        } else {
+            0
+        };
+        let pause = pause + silence;
         // A launch waiting for an answer may come a whole run later.
         let waits = scenario
             .launches

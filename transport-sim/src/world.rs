@@ -337,6 +337,13 @@ impl<P: Protocol> World<P> {
                 .filter(|(observer, _)| !self.net.is_paused(*observer))
                 .map(|(observer, failed)| Action::Detect { observer, failed }),
         );
+        if actions.is_empty() {
+            actions.extend(
+                (self.net.late_detections.iter())
+                    .filter(|(observer, _)| !self.net.is_paused(*observer))
+                    .map(|&(observer, failed)| Action::Detect { observer, failed }),
+            );
+        }
         actions
     }
 
