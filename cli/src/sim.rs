@@ -31,6 +31,15 @@ pub struct SimArgs {
     /// Probability that each node crashes during the fault window (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub crash: f64,
+    /// Expected broken links per node during the fault window (0 to 1): round(P·N)
+    /// single links break, each noticed by both ends; the nodes declared down are
+    /// fenced and end.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub link_faults: f64,
+    /// The frame limit of every node, in bytes (at least the job's minimum, which
+    /// the error names).
+    #[arg(long, value_name = "BYTES")]
+    pub frame_limit: Option<usize>,
     /// Faults happen within this many microseconds from the start.
     #[arg(long, default_value_t = 100)]
     pub fault_window_us: u64,
@@ -71,6 +80,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         bail!(
             "--crash {} is not a probability between 0 and 1",
             args.crash
+        );
+    }
+    if !(0.0..=1.0).contains(&args.link_faults) {
+        bail!(
+            "--link-faults {} is not a probability between 0 and 1",
+            args.link_faults
         );
     }
     let scenario = scenario(&args);
@@ -128,16 +143,22 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
 /// job all register one library at time 0; each node may crash.
 pub fn scenario(args: &SimArgs) -> Scenario {
     let library = Script::new("libtasks.so").with_tasks(["saxpy"]);
+    let link_failures = (args.link_faults * f64::from(args.nodes)).round() as u32;
     let faults = Faults {
         crash_ppm: (args.crash * 1_000_000.0).round() as u32,
-        lose_in_flight: args.crash > 0.0,
+        link_failures: if args.nodes > 1 { link_failures } else { 0 },
+        lose_in_flight: args.crash > 0.0 || args.link_faults > 0.0,
         window_ns: args.fault_window_us.saturating_mul(1_000),
         ..Faults::default()
     };
-    Scenario::replicated(args.nodes, args.requesters, library)
+    let scenario = Scenario::replicated(args.nodes, args.requesters, library)
         .with_fanout(args.fanout)
         .with_seed(args.seed)
-        .with_faults(faults)
+        .with_faults(faults);
+    match args.frame_limit {
+        Some(bytes) => scenario.with_max_frame_bytes(bytes),
+        None => scenario,
+    }
 }
 
 /// Runs `scenario` with protocol `P`, with a progress bar on stderr for large jobs.
@@ -194,7 +215,7 @@ fn print_summary(herald: &RunReport, baseline: Option<&RunReport>) {
         format!("{} / {} / {}", r.nodes, r.requesters, r.fanout)
     });
     row("messages", &|r| r.messages.to_string());
-    for kind in ["request", "disseminate", "ack", "complete"] {
+    for kind in ["request", "disseminate", "ack", "complete", "down"] {
         row(&format!("  {kind}"), &|r| {
             r.messages_by_kind
                 .get(kind)
@@ -213,6 +234,7 @@ fn print_summary(herald: &RunReport, baseline: Option<&RunReport>) {
         r.max_invocations_per_key.to_string()
     });
     row("crashed", &|r| r.crashed.len().to_string());
+    row("fenced", &|r| r.fenced.len().to_string());
     row("named unreachable", &|r| r.unreachable.len().to_string());
     row("violations", &|r| r.violations.len().to_string());
     println!("seed {}  trace sha256 {}", herald.seed, herald.trace_sha256);

@@ -107,7 +107,7 @@ fn two_requesters_of_one_key_at_once() {
 
 #[test]
 fn a_load_that_registers_again_on_every_node() {
-    for (nodes, min) in [(2, 25), (3, 245), (4, 2203)] {
+    for (nodes, min) in [(2, 25), (3, 245), (4, 2_203)] {
         let inner = Script::new("libinner.so").with_tasks(["inner_task"]);
         let outer = library().with_nested(NodeSet::All, inner);
         let scenario = Scenario::new(nodes).with_request(NodeId(0), 0, outer);
@@ -120,7 +120,7 @@ fn a_load_that_registers_again_on_every_node() {
 /// classic cross-load deadlock, which herald must resolve without blocking.
 #[test]
 fn two_libraries_whose_constructors_register_each_other() {
-    for (nodes, min) in [(2, 460), (3, 14834)] {
+    for (nodes, min) in [(2, 460), (3, 14_834)] {
         let (a, b) = cross_loading_pair();
         let scenario = Scenario::new(nodes)
             .with_request(NodeId(0), 0, a)
@@ -131,7 +131,7 @@ fn two_libraries_whose_constructors_register_each_other() {
 
 #[test]
 fn one_node_crashing_mid_registration() {
-    let mins = [[33, 52], [859, 1439], [48779, 77407]];
+    let mins = [[33, 52], [859, 1_439], [48_779, 77_407]];
     for nodes in 2..=4 {
         for (i, requester) in [NodeId(0), NodeId(nodes - 1)].into_iter().enumerate() {
             let faults = Faults {
@@ -161,7 +161,7 @@ fn one_crash_with_two_requesters() {
         .with_request(NodeId(0), 0, library())
         .with_request(NodeId(2), 0, library())
         .with_faults(faults);
-    explore_all("one crash (any node), two requesters", &scenario, 15190);
+    explore_all("one crash (any node), two requesters", &scenario, 15_190);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn two_crashes_during_a_registration() {
         .with_fanout(1)
         .with_request(NodeId(0), 0, library())
         .with_faults(faults);
-    explore_all("two crashes during a registration", &scenario, 2749);
+    explore_all("two crashes during a registration", &scenario, 2_325);
 }
 
 /// The key's coordinator and the next node (its successor as coordinator) both
@@ -203,7 +203,11 @@ fn the_coordinator_and_its_successor_crash() {
             s.with_request(*r, 0, script.clone())
         })
         .with_faults(faults);
-    explore_all("coordinator and successor crash, fan-out 2", &scenario, 1);
+    explore_all(
+        "coordinator and successor crash, fan-out 2",
+        &scenario,
+        351_870,
+    );
 }
 
 /// A partition cuts the job in two at any moment: each side finishes, naming the
@@ -221,7 +225,7 @@ fn a_partition_during_a_registration() {
         .with_request(NodeId(0), 0, library())
         .with_request(NodeId(2), 0, library())
         .with_faults(faults);
-    explore_all("a partition, requesters on both ends", &scenario, 18264);
+    explore_all("a partition, requesters on both ends", &scenario, 18_264);
 }
 
 /// A crash while loads nest registrations and a task waits for them.
@@ -238,13 +242,13 @@ fn a_crash_while_loads_nest_and_a_task_waits() {
         .with_request(NodeId(0), 0, outer)
         .with_launch(NodeId(0), NodeId(2), 1, "inner_task")
         .with_faults(faults);
-    explore_all("a crash, nesting and a waiting task", &scenario, 43560);
+    explore_all("a crash, nesting and a waiting task", &scenario, 43_026);
 }
 
 /// Nesting on every node and one crash, in a chain (fan-out 1) and a binary tree.
 #[test]
 fn nesting_and_a_crash_on_fan_out_1_and_2() {
-    for fanout in [1, 2] {
+    for (fanout, min) in [(1, 7_069), (2, 9_337)] {
         let inner = Script::new("libinner.so");
         let outer = library().with_nested(NodeSet::All, inner);
         let faults = Faults {
@@ -256,7 +260,7 @@ fn nesting_and_a_crash_on_fan_out_1_and_2() {
             .with_fanout(fanout)
             .with_request(NodeId(0), 0, outer)
             .with_faults(faults);
-        explore_all("nesting and a crash", &scenario, 1);
+        explore_all("nesting and a crash", &scenario, min);
     }
 }
 
@@ -264,7 +268,7 @@ fn nesting_and_a_crash_on_fan_out_1_and_2() {
 /// registration is done on its target; an unregistered task fails, never hangs.
 #[test]
 fn launches_wait_for_their_registrations() {
-    for (nodes, min) in [(2, 221), (3, 665)] {
+    for (nodes, min) in [(2, 167), (3, 611)] {
         let scenario = Scenario::new(nodes)
             .with_request(NodeId(0), 0, library())
             .with_launch(NodeId(0), NodeId(nodes - 1), 1, "saxpy")
@@ -283,7 +287,7 @@ fn a_launch_from_a_node_that_did_not_request_the_key() {
     explore_all(
         "a launch from a node that only received the key",
         &scenario,
-        1,
+        285,
     );
 }
 
@@ -299,7 +303,7 @@ fn launches_from_inside_an_invocation() {
         .with_request(NodeId(1), 0, outer)
         .with_launch_inside(NodeId(1), NodeId(2), "libouter.so", "saxpy")
         .with_launch_after(NodeId(1), NodeId(2), After::Launch(0), "outer_task");
-    explore_all("launches from inside an invocation", &scenario, 1);
+    explore_all("launches from inside an invocation", &scenario, 92_186);
 }
 
 /// The registration fails on node 2 and its result says so; launches made after
@@ -314,7 +318,7 @@ fn launches_after_a_result_naming_the_target_failed() {
     explore_all(
         "launches after a result naming the target failed",
         &scenario,
-        1,
+        50,
     );
 }
 
@@ -334,7 +338,11 @@ fn a_broken_link_with_launches_before_and_after_the_answer() {
         .with_launch(NodeId(1), NodeId(2), 0, "saxpy")
         .with_launch_after(NodeId(1), NodeId(2), After::Answer(0), "saxpy")
         .with_faults(faults);
-    explore_all("a broken link, launches before and after", &scenario, 1);
+    explore_all(
+        "a broken link, launches before and after",
+        &scenario,
+        66_541,
+    );
 }
 
 /// A broken link that only one end notices: only node 0 calls `peer_down`; node 2
@@ -350,7 +358,7 @@ fn a_one_sided_down() {
     let scenario = Scenario::new(3)
         .with_request(NodeId(1), 0, library())
         .with_faults(faults);
-    explore_all("a one-sided down", &scenario, 1);
+    explore_all("a one-sided down", &scenario, 1_513);
 }
 
 /// One node's transport wrongly declares a live peer down, at any moment: the
@@ -364,7 +372,7 @@ fn a_false_suspicion() {
     let scenario = Scenario::new(3)
         .with_request(NodeId(0), 0, library())
         .with_faults(faults);
-    explore_all("a false suspicion (any pair)", &scenario, 1);
+    explore_all("a false suspicion (any pair)", &scenario, 4_521);
 }
 
 /// Node 2 pauses at any moment; any of its peers may time out on it before it
@@ -381,14 +389,14 @@ fn a_paused_node_that_resumes() {
         .with_request(NodeId(0), 0, library())
         .with_launch(NodeId(0), NodeId(2), 0, "saxpy")
         .with_faults(faults);
-    explore_all("a paused node that resumes", &scenario, 1);
+    explore_all("a paused node that resumes", &scenario, 13_100);
 }
 
 /// Any frame in flight may be delivered a second time, later: nothing runs twice
 /// and every answer stays true.
 #[test]
 fn a_duplicated_frame() {
-    for (nodes, min) in [(2, 1), (3, 1)] {
+    for (nodes, min) in [(2, 285), (3, 1_214)] {
         let faults = Faults {
             duplicates: 1,
             ..Faults::default()
