@@ -120,3 +120,38 @@ fn bad_arguments_are_refused() {
     assert!(!herald_sim(&["--nodes", "4", "--crash", "1.5"]).0);
     assert!(!herald_sim(&["--nodes", "0"]).0);
 }
+
+#[test]
+fn link_faults_fence_the_nodes_declared_down_and_the_rest_finish() {
+    let report = json(&[
+        "--nodes",
+        "64",
+        "--link-faults",
+        "0.1",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    assert_eq!(report["completed"], true, "{report}");
+    assert_eq!(report["crashed"], serde_json::json!([]), "{report}");
+    let fenced = report["fenced"].as_array().expect("a list");
+    assert!(!fenced.is_empty(), "6 broken links fence someone: {report}");
+    assert!(
+        report["messages_by_kind"]["down"].as_u64() > Some(0),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_frame_limit_too_small_for_the_job_is_refused_with_the_minimum() {
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["sim", "--nodes", "64", "--frame-limit", "1000"])
+        .output()
+        .expect("herald runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("use at least 4096"), "{stderr}");
+    let report = json(&["--nodes", "64", "--frame-limit", "4096", "--json"]);
+    assert_eq!(report["completed"], true, "{report}");
+}
