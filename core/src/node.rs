@@ -541,10 +541,7 @@ impl Node {
     /// down (see [`handle_frame`](Self::handle_frame)).
     pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), ProtocolError> {
         self.check_sender(from)?;
-        // A node's `Down` stays true after it went down itself: it may be the only
-        // news of a failure that nobody else's transport will notice.
-        let news = matches!(message, Message::Down { .. });
-        if (self.dead.contains(&from) && !news) || self.fenced.is_some() {
+        if self.dead.contains(&from) || self.fenced.is_some() {
             return Ok(());
         }
         let result = self.check_message(from, &message);
