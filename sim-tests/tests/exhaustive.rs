@@ -206,7 +206,7 @@ fn the_coordinator_and_its_successor_crash() {
     explore_all(
         "coordinator and successor crash, fan-out 2",
         &scenario,
-        351_870,
+        422_947,
     );
 }
 

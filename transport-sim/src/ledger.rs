@@ -278,8 +278,8 @@ impl<P: Protocol> World<P> {
         // The agreed view: each node that notices a failure tells every node once,
         // and each receiver tells the failed node once.
         let n = u64::from(self.scenario.nodes);
-        let noticed =
-            self.net.crashed_nodes().len() as u64 + if self.net.partitioned() { n } else { 0 };
+        let cut = if self.net.partitioned() { n } else { 0 };
+        let noticed = (self.declared.len() as u64).max(self.net.crashed_nodes().len() as u64) + cut;
         let bound = noticed * n * (n + 1);
         if downs > bound {
             self.violate(Violation::TooManyMessages {
@@ -292,8 +292,7 @@ impl<P: Protocol> World<P> {
     /// The most messages the failures so far allow. Fault-free, the scenario's
     /// bound exactly. Each crash, partition, broken link, suspicion, pause, exit
     /// or duplicate may cost one more full round; each node declared down may make
-    /// each requester ask a new coordinator once, and its `Down` reaches every node
-    /// from each declarer and once more from every receiver.
+    /// each requester ask a new coordinator once. (`Down`s are bounded apart.)
     pub(crate) fn message_bound(&self) -> u64 {
         if P::NAME == crate::NaiveNode::NAME {
             return self.scenario.naive_message_bound();
@@ -315,7 +314,7 @@ impl<P: Protocol> World<P> {
             + duplicated;
         let requests = self.scenario.requests.len() as u64;
         let declared = (self.declared.len() as u64).max(crashed + exited) + cut;
-        base * (1 + 2 * events) + 2 * requests * declared + 2 * n * n * declared
+        base * (1 + 2 * events) + 2 * requests * declared
     }
 
     /// A job-wide result must be true of every node: each one not named unreachable

@@ -411,9 +411,12 @@ impl<P: Protocol> World<P> {
             .filter(|o| *o != node && !self.net.is_down(*o))
             .collect();
         if self.scenario.faults.one_detector {
-            // One transport notices (the lowest-numbered live peer); if it was
+            // One transport notices first (the lowest-numbered live peer); the others
+            // notice too, but only once nothing else can happen. If the first was
             // about to notice another failure, the next live peer takes that over.
-            observers.truncate(1);
+            for late in observers.split_off(1.min(observers.len())) {
+                self.expect_late_detection(late, node);
+            }
             for failed in orphaned {
                 let next = (0..self.scenario.nodes)
                     .map(NodeId)
@@ -468,7 +471,7 @@ impl<P: Protocol> World<P> {
     pub(crate) fn detect(&mut self, observer: NodeId, failed: NodeId, chooser: &mut dyn Chooser) {
         let pending = self.net.pending_detections.remove(&(observer, failed));
         let late = self.net.late_detections.remove(&(observer, failed));
-        if !(pending || late) || self.net.is_down(observer) || (late && self.net.is_down(failed)) {
+        if !(pending || late) || self.net.is_down(observer) {
             return;
         }
         self.declare_down(observer, failed, "connection lost", chooser);

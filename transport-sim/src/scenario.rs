@@ -158,9 +158,11 @@ pub struct Faults {
     /// Longest pause in timed runs (at least the longest detection delay, so that
     /// some peers time out).
     pub pause_max_ns: u64,
-    /// Each crashed or exited process is noticed by one transport only (the
-    /// lowest-numbered live peer); everyone else learns it from the `Down` that
-    /// peer floods. Keeps explorations with several crashes small.
+    /// Each crashed or exited process is noticed first by one transport (the
+    /// lowest-numbered live peer); the other transports notice only once nothing
+    /// else can happen (exploration) or after a long time-out (timed runs), so the
+    /// rest learn it from the `Down` that peer floods. Keeps explorations with
+    /// several crashes small.
     pub one_detector: bool,
     /// This many frames are delivered twice (the copy arrives after the frames
     /// sent after it).
