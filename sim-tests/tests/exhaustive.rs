@@ -176,7 +176,7 @@ fn two_crashes_during_a_registration() {
         .with_fanout(1)
         .with_request(NodeId(0), 0, library())
         .with_faults(faults);
-    explore_all("two crashes during a registration", &scenario, 2_325);
+    explore_all("two crashes during a registration", &scenario, 2_293);
 }
 
 /// The key's coordinator and the next node (its successor as coordinator) both
@@ -341,7 +341,7 @@ fn a_broken_link_with_launches_before_and_after_the_answer() {
     explore_all(
         "a broken link, launches before and after",
         &scenario,
-        66_541,
+        32_340,
     );
 }
 
