@@ -3,8 +3,8 @@
 //! and `Disseminate`s it delivers and the receiver accepts, nested requests its
 //! hosts make from inside invocations, `PeerDown` outputs), it knows which global
 //! registrations are done or running on each node. A task launched from A must not
-//! run on B before every one of them (except the launching invocation's chain) is
-//! done on B, nor at all if one of them failed on B.
+//! run on B before every one of them running or done successfully on A (except the
+//! launching invocation's chain) is done on B, nor at all if one failed on B.
 
 use std::collections::{BTreeMap, BTreeSet};
 

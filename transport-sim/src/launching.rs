@@ -2,7 +2,7 @@
 //! arrived, or from inside a running invocation. Each records what the causality
 //! oracle says the task must wait for on its target.
 
-use herald_core::{InvocationId, Key, NodeId};
+use herald_core::{InvocationId, Key, LocalState, NodeId};
 
 use crate::world::{Action, World};
 use crate::{After, Chooser, Protocol, Violation};
@@ -83,9 +83,14 @@ impl<P: Protocol> World<P> {
         if self.net.is_down(plan.from) {
             return;
         }
-        let requires = self
-            .views
-            .requirements(plan.from, inside.map(|(_, key)| key));
+        // A key that failed on the launcher is not something it has either: only
+        // keys running or done successfully there travel.
+        let launcher = &self.nodes[plan.from.0 as usize];
+        let requires: Vec<Key> = (self.views)
+            .requirements(plan.from, inside.map(|(_, key)| key))
+            .into_iter()
+            .filter(|key| !matches!(launcher.local_state(key), Some(LocalState::Done(Err(_)))))
+            .collect();
         match self.nodes[plan.from.0 as usize].launch(
             plan.to,
             plan.task.clone(),
