@@ -407,3 +407,32 @@ fn a_key_that_failed_on_the_launcher_too_is_not_required() {
     c.settle();
     assert!(c.tasks.iter().any(|(n, _)| n.0 == 1), "it runs");
 }
+
+/// A launch refused with `RequirementFailed` proves nothing about its target: the
+/// next launch there must still require the key that failed there.
+#[test]
+fn a_refused_launch_does_not_excuse_the_next_one() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "fails-on-1");
+    c.register(0, &reg);
+    c.deliver_all();
+    c.finish(0, reg.key(), Ok(()));
+    c.finish(1, reg.key(), Err("broken on 1".into()));
+    c.settle();
+    for _ in 0..2 {
+        c.node(0)
+            .launch(NodeId(1), "t", vec![], None)
+            .expect("launch");
+        c.pump();
+        c.settle();
+    }
+    assert!(c.tasks.is_empty(), "never run where its requirement failed");
+    assert_eq!(c.task_results.len(), 2);
+    for (_, _, outcome) in &c.task_results {
+        let kind = &outcome.as_ref().expect_err("refused").kind;
+        assert!(
+            matches!(kind, TaskErrorKind::RequirementFailed { .. }),
+            "{kind:?}"
+        );
+    }
+}
