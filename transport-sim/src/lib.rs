@@ -10,16 +10,24 @@
 //!   (a recorded list), or the depth-first enumeration of [`explore`].
 //! * **The network** keeps each link FIFO with random latency, serialises a node's
 //!   sends through its interface, encodes every frame with
-//!   [`herald_core::encode_frames`] and feeds it to `handle_frame`; nodes crash
-//!   (stop), links are cut by partitions, and every live node learns of a failure
-//!   after a detection delay (`peer_down`).
+//!   [`herald_core::encode_frames`] (at the scenario's frame limit) and feeds it to
+//!   `handle_frame`. Faults are those a real transport reports: nodes crash;
+//!   partitions cut the job; single links break, noticed by both ends or by one
+//!   (the other notices by silence, last); a transport falsely suspects a live
+//!   peer; a process pauses and resumes (peers may time out on it); a frame is
+//!   delivered twice. Each noticing transport calls `peer_down` after a detection
+//!   delay, and a node fenced by the agreed view ends (not a crash), which its
+//!   peers' transports notice in turn.
 //! * **Hosts** run [`Script`]s: load durations, loads that fail on chosen nodes,
 //!   registrations nested inside a load, task names registered by a load.
 //! * **Checks**: at most one invocation per (node, key); every answer true of the
-//!   job when it is given (every node not named has finished, failures and
-//!   unreachable nodes named exactly); every live request answered and every node
-//!   at rest at the end; message bounds; tasks never run before what they require;
-//!   a liveness deadline once faults stop.
+//!   job when it is given (every node not named has finished, failures named
+//!   exactly, texts cut to the frame limit); a node named unreachable was declared
+//!   down by some transport and, at the end, is crashed, fenced or cut off; every
+//!   live, unfenced request and launch answered and every such node at rest at the
+//!   end; message bounds; causality against the simulator's own oracle (tasks never
+//!   run before, or despite the failure of, what was global on the launcher); a
+//!   liveness deadline once faults stop.
 //! * **Measures**: messages by kind, frames, bytes, invocations per (node, key),
 //!   completion times, and critical-path hops (a Lamport hop clock on every frame).
 //! * **Trace**: Chrome Trace Event JSON, hashed with SHA-256: same seed, same bytes.
