@@ -382,8 +382,9 @@ impl<P: Protocol> Simulation<P> {
         } else {
             0
         };
-        // A one-sided failure's other end notices by silence, ten delays late.
-        let silence = if scenario.faults.one_sided_failures > 0 {
+        // A one-sided failure's other end (and, with `one_detector`, every
+        // transport but the first) notices by silence, ten delays late.
+        let silence = if scenario.faults.one_sided_failures > 0 || scenario.faults.one_detector {
             10 * network.detect_max_ns
         } else {
             0
