@@ -3,9 +3,16 @@
  * node of a distributed job.
  *
  * A plugin is built with plain `cc -shared -fPIC plugin.c -o libplugin.so` and
- * links nothing: the herald_* functions resolve against the executable that
- * loads it (`herald node`, or any program embedding herald-host that exports
- * them with -Wl,--export-dynamic-symbol=herald_*).
+ * links nothing: the herald_* functions resolve against the process that loads
+ * it, whether they come from its executable (`herald node`, herald-python, any
+ * program embedding herald-host that exports them with
+ * -Wl,--export-dynamic-symbol=herald_*) or from libherald.so, which a program
+ * links to start herald itself with herald_init (`pkg-config --cflags --libs
+ * herald` after `cargo build --release`).
+ *
+ * Threads: every function may be called from any thread, concurrently, except
+ * herald_init and herald_finalize (once each, from the program's main thread,
+ * while no other thread of the program calls herald).
  *
  * Registration is never blocking. A registration made while a herald callback
  * runs on this thread - including from a constructor of a library that the
@@ -43,7 +50,8 @@ typedef uint64_t herald_handle;
 #define HERALD_ERR_FAILED 1         /* failed on some node; the text names them */
 #define HERALD_ERR_WOULD_DEADLOCK 2 /* waiting here could never end */
 #define HERALD_ERR_INVALID 3        /* NULL pointer, bad UTF-8, unknown handle */
-#define HERALD_ERR_NO_RUNTIME 4     /* not loaded by a herald host */
+#define HERALD_ERR_NO_RUNTIME 4     /* no runtime: before herald_init, after herald_finalize,
+                                       or a plugin loaded outside any herald host */
 #define HERALD_ERR_STOPPED 5        /* the runtime has stopped */
 
 /* A registration callback: runs once per node with the registration's argument
@@ -55,6 +63,28 @@ typedef struct herald_output herald_output;
 
 /* A task: argument bytes in, result bytes out. Return 0 on success. */
 typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *out);
+
+/* Joins the job this process was started in and starts herald's runtime:
+ * collective, like MPI_Init - every rank of the job calls it, and it returns
+ * once the links to every other rank are up. The job is described by the
+ * environment, exactly as for `herald node`: HERALD_RANK/HERALD_SIZE, else Open
+ * MPI, PMI, PMIx or Slurm; HERALD_COORDINATOR and HERALD_SECRET (or
+ * HERALD_SECRET_FILE); HERALD_BIND. With no launcher at all the process is a job
+ * of one node. `herald run -n N -- ./app` sets all of it. `argc` and `argv` may
+ * be NULL and are left as they are. Every rank runs the program (SPMD): the same
+ * registration made on several ranks runs once per node and costs O(N)
+ * messages. Calling it twice, or after herald_finalize, or inside a herald host,
+ * fails with HERALD_ERR_INVALID. On failure the reason is printed to stderr and
+ * herald_wait(0, ...) reports it. HERALD_LOG=info|debug logs more. */
+int herald_init(int *argc, char ***argv);
+
+/* Ends the job: collective, like MPI_Finalize - every rank calls it, and it
+ * returns on each once all of them have called it. Before that it waits until
+ * every registration requested and every task launched on this rank is
+ * answered (released handles included), and the rank keeps serving the others.
+ * Afterwards herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
+ * herald callback or task (HERALD_ERR_WOULD_DEADLOCK). */
+int herald_finalize(void);
 
 /* Runs `callback` once on every node with a copy of `args`. `tag` (or NULL) is
  * the deduplication key; without one, the key is a digest of the callback's

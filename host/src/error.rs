@@ -36,8 +36,10 @@ pub enum HostError {
     Stopped,
     /// The C ABI was called in a process with no runtime installed.
     #[error(
-        "no herald runtime is running in this process: load plugins from a herald host \
-         (`herald node --load`, or a program that calls herald_host::install_global)"
+        "no herald runtime is running in this process: call herald_init first (it is not \
+         running before herald_init or after herald_finalize), or load plugins from a herald \
+         host (`herald node --load`, herald-python, or a program that calls \
+         herald_host::install_global)"
     )]
     NoRuntime,
     /// A function pointer that cannot be named portably.
@@ -69,6 +71,9 @@ pub enum HostError {
     /// Starting the runtime failed.
     #[error("cannot start the herald runtime: {0}")]
     Start(String),
+    /// Ending the job collectively ([`Runtime::finalize`](crate::Runtime::finalize)) failed.
+    #[error("herald_finalize: {0}")]
+    Finalize(String),
 }
 
 /// Why a library could not be loaded, or a symbol found in it, on this node.

@@ -21,7 +21,7 @@ use crate::pool::WorkerPool;
 use crate::runtime::JobEnd;
 use crate::shared::{Command, Flush, Shared};
 use crate::stats::Counters;
-use crate::tasks::END_JOB_TASK;
+use crate::tasks::{END_JOB_TASK, FINALIZE_TASK};
 use crate::transport::Transport;
 
 /// How long the loop sleeps when no batch is open: only a bound, never a wait
@@ -39,6 +39,8 @@ pub(crate) struct EventLoop {
     launches: HashMap<LaunchId, u64>,
     /// Key chains of the invocations running here, to build their children's.
     running: HashMap<InvocationId, Arc<[Key]>>,
+    /// Callers of `Runtime::quiesce` waiting for `requests` and `launches` to empty.
+    quiescing: Vec<crossbeam_channel::Sender<()>>,
 }
 
 impl EventLoop {
@@ -61,6 +63,7 @@ impl EventLoop {
             requests: HashMap::new(),
             launches: HashMap::new(),
             running: HashMap::new(),
+            quiescing: Vec::new(),
         }
     }
 
@@ -91,6 +94,11 @@ impl EventLoop {
                 default(wake) => self.shared.flush_batches(Flush::Due(Instant::now())),
             }
             self.drain_outputs();
+            if !self.quiescing.is_empty() && self.requests.is_empty() && self.launches.is_empty() {
+                for done in self.quiescing.drain(..) {
+                    let _ = done.send(());
+                }
+            }
         }
         self.shared
             .stopped
@@ -147,6 +155,7 @@ impl EventLoop {
                     tracing::error!(%error, "herald: bug: finished an unknown task");
                 }
             }
+            Command::Quiesce(done) => self.quiescing.push(done),
             Command::BatchOpened | Command::Shutdown => {}
         }
     }
@@ -176,6 +185,7 @@ impl EventLoop {
                     tracing::warn!(node, %reason, "herald: node down");
                 }
                 self.node.peer_down(NodeId(node), reason.clone());
+                self.shared.arrivals.down(node);
                 if node == 0 && self.shared.node != NodeId(0) {
                     self.shared.set_job_end(JobEnd::CoordinatorLost { reason });
                 }
@@ -222,6 +232,13 @@ impl EventLoop {
                     }
                     self.shared.set_job_end(JobEnd::Ended { by });
                 }
+                Output::RunTask(request) if request.task == FINALIZE_TASK => {
+                    let from = request.run.origin.0;
+                    if let Err(error) = self.node.task_finished(request.run, Ok(Vec::new())) {
+                        tracing::error!(%error, "herald: bug: cannot answer a finalize");
+                    }
+                    self.shared.arrivals.arrive(from);
+                }
                 Output::RunTask(request) => {
                     let shared = Arc::clone(&self.shared);
                     self.pool
@@ -235,6 +252,7 @@ impl EventLoop {
                 }
                 Output::PeerDown { node, by, reason } => {
                     tracing::warn!(%node, %by, %reason, "herald: node is down in the job's view");
+                    self.shared.arrivals.down(node.0);
                 }
                 Output::Fenced { by, reason } => {
                     tracing::error!(%by, %reason, "herald: this node was declared down");

@@ -13,6 +13,9 @@ use crate::code::{TaskCode, TaskVariant};
 use crate::error::HostError;
 use crate::{RegistrationHandle, Runtime, global};
 
+mod init;
+pub use init::{LOG_ENV, herald_finalize, herald_init};
+
 /// Success.
 pub const HERALD_OK: c_int = 0;
 /// The registration or task failed (on some node), or the call could not be done.
@@ -360,11 +363,13 @@ pub unsafe extern "C" fn herald_load_library(
     unsafe { report(outcome, error, error_len) }
 }
 
-/// Keeps every C ABI function in a binary that depends on this crate: call it
-/// from `main` (an unreferenced rlib function may be dropped by the linker, and
-/// then plugins cannot find it).
+/// Keeps every C ABI function in a binary (or `cdylib`) that depends on this
+/// crate: call it from `main` (an unreferenced rlib function may be dropped by the
+/// linker, and then plugins cannot find it).
 pub fn keep_c_abi() -> usize {
-    let exports: [*const (); 17] = [
+    let exports: [*const (); 19] = [
+        herald_init as *const (),
+        herald_finalize as *const (),
         herald_register_global as *const (),
         herald_register_on_load as *const (),
         herald_wait as *const (),

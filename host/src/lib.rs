@@ -48,6 +48,7 @@ mod event_loop;
 mod execute;
 mod executor;
 pub mod ffi;
+mod finalize;
 mod global;
 mod handle;
 mod handles;

@@ -418,7 +418,7 @@ impl Runtime {
     }
 
     /// [`launch`](Self::launch), herald's own tasks included.
-    fn launch_any(&self, node: u32, task: String, args: Vec<u8>) -> TaskHandle {
+    pub(crate) fn launch_any(&self, node: u32, task: String, args: Vec<u8>) -> TaskHandle {
         self.shared.flush_batches(Flush::All);
         let handle = self.shared.new_handle_id();
         self.shared.task_results.insert_pending(handle);
@@ -566,6 +566,18 @@ impl Runtime {
         for finished in shared.unawaited.push(entry, done_ok) {
             shared.release_registration(finished);
         }
+    }
+
+    /// Blocks until every registration requested and every task launched on this
+    /// node so far has its answer (released handles included).
+    pub fn quiesce(&self) -> Result<(), HostError> {
+        self.flush();
+        let (done, answered) = crossbeam_channel::bounded(1);
+        self.shared
+            .commands
+            .send(Command::Quiesce(done))
+            .map_err(|_| HostError::Stopped)?;
+        answered.recv().map_err(|_| HostError::Stopped)
     }
 
     /// This node's counters.

@@ -15,6 +15,7 @@ use crate::config::HostConfig;
 use crate::context;
 use crate::error::HostError;
 use crate::executor::Executor;
+use crate::finalize::Arrivals;
 use crate::handles::{Completion, HandleTable, WaitOutcome};
 use crate::native::Policy;
 use crate::runtime::JobEnd;
@@ -57,6 +58,9 @@ pub(crate) enum Command {
     /// A batch was opened: the loop must recompute when it next wakes, or the
     /// batch would wait for an unrelated event to be sent.
     BatchOpened,
+    /// Answer on the channel once every registration requested and every task
+    /// launched on this node so far has its answer.
+    Quiesce(Sender<()>),
     Shutdown,
 }
 
@@ -88,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) job_end: Mutex<Option<JobEnd>>,
     pub(crate) job_end_changed: Condvar,
+    /// On node 0: the ranks that called finalize.
+    pub(crate) arrivals: Arrivals,
     pub(crate) stopped: AtomicBool,
 }
 
@@ -139,6 +145,7 @@ impl Shared {
             counters: Counters::new(),
             job_end: Mutex::new(None),
             job_end_changed: Condvar::new(),
+            arrivals: Arrivals::default(),
             stopped: AtomicBool::new(false),
         }
     }

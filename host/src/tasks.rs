@@ -15,6 +15,9 @@ pub(crate) type TaskFn =
 /// Task name of the built-in task that ends the job on the node it runs on.
 pub(crate) const END_JOB_TASK: &str = "herald.end_job";
 
+/// Task name of the built-in task by which a rank tells node 0 it called finalize.
+pub(crate) const FINALIZE_TASK: &str = "herald.finalize";
+
 /// Task names reserved for herald itself.
 pub(crate) const RESERVED_PREFIX: &str = "herald.";
 

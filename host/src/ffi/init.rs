@@ -1,0 +1,184 @@
+//! `herald_init` and `herald_finalize`: a program (C, C++, Fortran, any SPMD
+//! program) that starts herald itself, the way it starts MPI.
+//!
+//! `herald_init` bootstraps from the environment exactly as `herald node` does
+//! (`HERALD_RANK`/`HERALD_SIZE`, Open MPI, PMI, PMIx, Slurm; `HERALD_COORDINATOR`,
+//! `HERALD_SECRET` or `HERALD_SECRET_FILE`, `HERALD_BIND`), forms the links and
+//! starts the runtime; with no launcher in the environment the process is a job
+//! of one node. `herald_finalize` ends the job collectively
+//! ([`Runtime::finalize`]). A process joins one job: a second `herald_init`, or
+//! one after `herald_finalize`, is refused.
+
+use std::ffi::{c_char, c_int};
+use std::sync::{Mutex, PoisonError};
+
+use herald_tcp::{BootstrapError, Mesh, bootstrap_from_env};
+
+use super::{HERALD_ERR_INVALID, HERALD_ERR_NO_RUNTIME, LAST_ERROR, code_of};
+use crate::{HostConfig, HostError, Runtime, global, install_global, uninstall_global};
+
+/// Environment variable choosing how much herald logs to standard error in a
+/// program started with `herald_init`: `error`, `warn` (default), `info`, `debug`.
+pub const LOG_ENV: &str = "HERALD_LOG";
+
+/// Where this process stands with `herald_init`.
+enum Embedded {
+    /// `herald_init` was never called.
+    Never,
+    /// Between `herald_init` and `herald_finalize`.
+    Running(Runtime),
+    /// `herald_finalize` was called.
+    Finalized,
+}
+
+static EMBEDDED: Mutex<Embedded> = Mutex::new(Embedded::Never);
+
+/// Joins the job this process was started in (collective: every rank calls it)
+/// and installs its runtime for the C ABI. `argc` and `argv` may be NULL; herald
+/// reads no arguments, and leaves them as they are. Returns `HERALD_OK`, or an
+/// error code whose reason is printed to standard error and reported by
+/// `herald_wait(0, ...)` on this thread.
+///
+/// # Safety
+/// `argc` and `argv` are not dereferenced.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> c_int {
+    let _ = (argc, argv);
+    let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = match &*embedded {
+        Embedded::Running(_) => Err((
+            HERALD_ERR_INVALID,
+            "herald_init was already called in this process; call it once, at start".to_owned(),
+        )),
+        Embedded::Finalized => Err((
+            HERALD_ERR_INVALID,
+            "herald_init after herald_finalize: a process joins one job, once".to_owned(),
+        )),
+        Embedded::Never if global().is_some() => Err((
+            HERALD_ERR_INVALID,
+            "a herald runtime is already running in this process (its host started it: \
+             herald node, herald-python or a Rust program); do not call herald_init there"
+                .to_owned(),
+        )),
+        Embedded::Never => start().map_err(|e| (code_of(&e), e.to_string())),
+    };
+    match outcome {
+        Ok(runtime) => {
+            *embedded = Embedded::Running(runtime);
+            super::HERALD_OK
+        }
+        Err((code, text)) => {
+            eprintln!("herald_init: {text}");
+            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, format!("herald_init: {text}"))));
+            code
+        }
+    }
+}
+
+/// Ends the job (collective: every rank calls it, from a thread that runs no
+/// herald callback or task). Returns once every rank has called it, after this
+/// rank's own registrations and launches are answered; the runtime is stopped
+/// and removed, so later herald calls return `HERALD_ERR_NO_RUNTIME`.
+#[unsafe(no_mangle)]
+pub extern "C" fn herald_finalize() -> c_int {
+    let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = match std::mem::replace(&mut *embedded, Embedded::Finalized) {
+        Embedded::Running(runtime) => {
+            let outcome = runtime.finalize();
+            if matches!(outcome, Err(HostError::WouldDeadlock { .. })) {
+                // Nothing was stopped: the caller may finalize from a proper place.
+                *embedded = Embedded::Running(runtime);
+            } else {
+                uninstall_global();
+            }
+            outcome.map_err(|e| (code_of(&e), e.to_string()))
+        }
+        Embedded::Never => {
+            *embedded = Embedded::Never;
+            Err((
+                HERALD_ERR_NO_RUNTIME,
+                "herald_finalize without herald_init: there is no job to end".to_owned(),
+            ))
+        }
+        Embedded::Finalized => Err((
+            HERALD_ERR_NO_RUNTIME,
+            "herald_finalize was already called in this process".to_owned(),
+        )),
+    };
+    match outcome {
+        Ok(()) => super::HERALD_OK,
+        Err((code, text)) => {
+            eprintln!("herald_finalize: {text}");
+            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
+            code
+        }
+    }
+}
+
+/// Joins the job the environment describes, or starts a job of one node, and
+/// installs its runtime for the C ABI.
+fn start() -> Result<Runtime, HostError> {
+    init_logging();
+    let config = HostConfig::default();
+    let boot = match bootstrap_from_env(&|name| std::env::var(name).ok()) {
+        Ok(boot) => boot,
+        Err(BootstrapError::NoRank) => {
+            let runtime = Runtime::single_process(config)?;
+            install_global(&runtime);
+            return Ok(runtime);
+        }
+        Err(error) => return Err(HostError::Start(error.to_string())),
+    };
+    let mesh_config = boot
+        .mesh_config()
+        .map_err(|e| HostError::Start(format!("rank {} of {}: {e}", boot.rank, boot.size)))?;
+    let (mesh, events) = Mesh::establish(mesh_config).map_err(|e| {
+        HostError::Start(format!(
+            "rank {} of {}: the job did not form: {e}",
+            boot.rank, boot.size
+        ))
+    })?;
+    // Another node may send work as soon as the links are up; a library it makes
+    // this node load calls the C ABI from its constructor, which needs the runtime
+    // installed. So the frames wait in this channel until it is.
+    let (gate, gated) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(mesh, gated, config)?;
+    install_global(&runtime);
+    std::thread::Builder::new()
+        .name("herald-init-events".into())
+        .spawn(move || {
+            for event in events {
+                if gate.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| {
+            uninstall_global();
+            runtime.shutdown();
+            HostError::Start(format!("cannot start the event forwarding thread: {e}"))
+        })?;
+    tracing::info!(
+        "herald_init: rank {} of {}, bootstrap from {:?}",
+        boot.rank,
+        boot.size,
+        boot.source
+    );
+    Ok(runtime)
+}
+
+/// Herald's warnings go to standard error (more with `HERALD_LOG`), unless the
+/// program installed a `tracing` subscriber of its own.
+fn init_logging() {
+    let level = match std::env::var(LOG_ENV).as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("info") => tracing::Level::INFO,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

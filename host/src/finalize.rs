@@ -1,0 +1,126 @@
+//! [`Runtime::finalize`]: ending a job in which every rank runs the program (SPMD),
+//! collectively, like `MPI_Finalize`.
+//!
+//! Each rank first waits until its own work is answered (every registration it
+//! requested has completed and every task it launched has its result), so nothing
+//! it asked for still travels through other nodes. Then ranks other than 0 tell
+//! rank 0 they arrived (the reserved task `herald.finalize`) and keep serving;
+//! rank 0, once every other rank arrived or went down, ends the job
+//! ([`Runtime::end_job`]); each rank stops its runtime only then. So no runtime
+//! stops while another rank may still need it.
+
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use herald_core::TaskErrorKind;
+
+use crate::error::HostError;
+use crate::runtime::{JobEnd, Runtime};
+use crate::tasks::FINALIZE_TASK;
+
+/// Rank 0's record of the ranks that called finalize (or went down).
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    state: Mutex<ArrivalState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ArrivalState {
+    arrived: BTreeSet<u32>,
+    down: BTreeSet<u32>,
+}
+
+impl Arrivals {
+    /// `node` called finalize.
+    pub(crate) fn arrive(&self, node: u32) {
+        self.update(|state| state.arrived.insert(node));
+    }
+
+    /// `node` went down: it will never arrive, and nobody can need it any more.
+    pub(crate) fn down(&self, node: u32) {
+        self.update(|state| state.down.insert(node));
+    }
+
+    /// Blocks until every node of `0..nodes` other than `me` arrived or went down.
+    /// Returns the nodes that went down without arriving.
+    fn wait_for_others(&self, me: u32, nodes: u32) -> Vec<u32> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let missing = (0..nodes)
+                .filter(|n| *n != me && !state.arrived.contains(n) && !state.down.contains(n))
+                .count();
+            if missing == 0 {
+                return state.down.difference(&state.arrived).copied().collect();
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ArrivalState) -> bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if change(&mut state) {
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Runtime {
+    /// Ends an SPMD job collectively: every rank calls it (from a thread that runs
+    /// no herald callback or task), and it returns on each once every rank has
+    /// called it, with this runtime stopped. Before arriving, it waits until every
+    /// registration requested here has completed and every task launched here has
+    /// its result, released handles included.
+    ///
+    /// Fails (after stopping the runtime) if rank 0 went down first, or if a rank
+    /// went down without calling it (rank 0 names them).
+    pub fn finalize(&self) -> Result<(), HostError> {
+        if let Some(reason) = crate::context::deadlock_reason(self.shared().id, None) {
+            return Err(HostError::WouldDeadlock { reason });
+        }
+        let outcome = self.quiesce().and_then(|()| {
+            if self.node_id() == 0 {
+                self.finalize_as_coordinator()
+            } else {
+                self.finalize_as_member()
+            }
+        });
+        self.shutdown();
+        outcome
+    }
+
+    /// Rank 0: every other rank arrived (or went down); then the job ends.
+    fn finalize_as_coordinator(&self) -> Result<(), HostError> {
+        let lost = self
+            .shared()
+            .arrivals
+            .wait_for_others(0, self.num_nodes());
+        self.end_job()?;
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::Finalize(format!(
+                "node(s) {lost:?} went down before calling herald_finalize"
+            )))
+        }
+    }
+
+    /// Any other rank: tell rank 0, then serve until it ends the job.
+    fn finalize_as_member(&self) -> Result<(), HostError> {
+        match self.launch_any(0, FINALIZE_TASK.to_owned(), Vec::new()).wait() {
+            Ok(_) => {}
+            Err(HostError::Task(error)) if error.kind == TaskErrorKind::Unreachable => {}
+            Err(error) => return Err(error),
+        }
+        match self.wait_for_job_end(None)? {
+            JobEnd::Ended { .. } => Ok(()),
+            JobEnd::CoordinatorLost { reason } => Err(HostError::Finalize(format!(
+                "node 0 went down before every rank called herald_finalize: {reason}"
+            ))),
+            JobEnd::Stopped => Err(HostError::Stopped),
+        }
+    }
+}
