@@ -94,10 +94,7 @@ impl Runtime {
 
     /// Rank 0: every other rank arrived (or went down); then the job ends.
     fn finalize_as_coordinator(&self) -> Result<(), HostError> {
-        let lost = self
-            .shared()
-            .arrivals
-            .wait_for_others(0, self.num_nodes());
+        let lost = self.shared().arrivals.wait_for_others(0, self.num_nodes());
         self.end_job()?;
         if lost.is_empty() {
             Ok(())
@@ -110,7 +107,10 @@ impl Runtime {
 
     /// Any other rank: tell rank 0, then serve until it ends the job.
     fn finalize_as_member(&self) -> Result<(), HostError> {
-        match self.launch_any(0, FINALIZE_TASK.to_owned(), Vec::new()).wait() {
+        match self
+            .launch_any(0, FINALIZE_TASK.to_owned(), Vec::new())
+            .wait()
+        {
             Ok(_) => {}
             Err(HostError::Task(error)) if error.kind == TaskErrorKind::Unreachable => {}
             Err(error) => return Err(error),

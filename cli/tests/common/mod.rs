@@ -87,6 +87,19 @@ pub struct RankSetup {
 impl Job {
     /// Starts `nodes` ranks of `herald node`, configured per rank.
     pub fn start(nodes: u32, setup: impl Fn(u32) -> RankSetup) -> Job {
+        Job::start_program(nodes, &herald(), |rank| {
+            let RankSetup { mut args, env } = setup(rank);
+            if !args.iter().any(|a| a == "--establish-timeout") {
+                args.extend(["--establish-timeout".into(), "20".into()]);
+            }
+            args.insert(0, "node".into());
+            RankSetup { args, env }
+        })
+    }
+
+    /// Starts `nodes` ranks that each run `program` with the arguments and extra
+    /// environment `setup` gives, as one job (herald's bootstrap variables set).
+    pub fn start_program(nodes: u32, program: &Path, setup: impl Fn(u32) -> RankSetup) -> Job {
         let secret = herald_tcp::Secret::random().to_hex();
         let coordinator = free_loopback_port().expect("free port");
         let (line_tx, lines) = crossbeam_channel::unbounded();
@@ -101,12 +114,9 @@ impl Job {
         let mut children = Vec::new();
         let mut stdins = Vec::new();
         for rank in 0..nodes {
-            let RankSetup { mut args, env } = setup(rank);
-            if !args.iter().any(|a| a == "--establish-timeout") {
-                args.extend(["--establish-timeout".into(), "20".into()]);
-            }
-            let mut command = Command::new(herald());
-            command.arg("node").args(args);
+            let RankSetup { args, env } = setup(rank);
+            let mut command = Command::new(program);
+            command.args(args);
             set_bootstrap_env(&mut command, rank, nodes, coordinator, &secret)
                 .env_remove("HERALD_LIBRARY_PATH")
                 .stdin(Stdio::piped())
@@ -115,7 +125,7 @@ impl Job {
             for (name, value) in env {
                 command.env(name, value);
             }
-            let mut child = command.spawn().expect("spawn herald node");
+            let mut child = command.spawn().expect("spawn a rank");
             forward_output(rank, &mut child, &on_line);
             stdins.push(child.stdin.take());
             notify_exit(&child, rank, exit_tx.clone());

@@ -69,7 +69,7 @@ pub unsafe extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_ch
         }
         Err((code, text)) => {
             eprintln!("herald_init: {text}");
-            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, format!("herald_init: {text}"))));
+            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
             code
         }
     }

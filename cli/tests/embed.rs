@@ -1,0 +1,194 @@
+//! Programs that start herald themselves through libherald.so (`herald_init`,
+//! `herald_finalize`), as real processes: the SPMD example under `herald run`, a
+//! collective finalize that keeps serving, replicated registrations, misuse.
+//!
+//! The library under test is the `cdylib` cargo builds for this test (a
+//! dev-dependency), next to the test executable.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Job, RankSetup, herald, repo_root};
+
+/// Compiles the C program `source` into `dir/name`, linked against the
+/// libherald.so built for this test (with an rpath to it).
+fn build_program(dir: &Path, source: &Path, name: &str) -> PathBuf {
+    let lib_dir = std::env::current_exe()
+        .expect("test executable")
+        .parent()
+        .expect("its directory")
+        .to_path_buf();
+    assert!(
+        lib_dir.join("libherald.so").exists(),
+        "libherald.so was not built next to {}",
+        lib_dir.display()
+    );
+    let program = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&program)
+        .arg(source)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(["-lherald", "-ldl"])
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for {}", source.display());
+    program
+}
+
+fn example_plugin(dir: &Path) -> PathBuf {
+    let plugin = dir.join("libexample_plugin.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&plugin)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(repo_root().join("examples/c-plugin/plugin.c"))
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for the example plugin");
+    plugin
+}
+
+#[test]
+fn embed_c_example_runs_under_herald_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = example_plugin(dir.path());
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("examples/embed-c/embed.c"),
+        "embed-c",
+    );
+    let output = Command::new(herald())
+        .args(["run", "-n", "4", "--"])
+        .arg(&program)
+        .arg(&plugin)
+        .current_dir(dir.path())
+        .env_remove("HERALD_LIBRARY_PATH")
+        .output()
+        .expect("run herald run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let transcript = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the job failed:\n{transcript}");
+    for node in 0..4 {
+        let registered = format!("[{node}] node {node}: example tasks registered");
+        assert_eq!(
+            stdout.matches(&registered).count(),
+            1,
+            "node {node} registered the plugin's tasks exactly once:\n{transcript}"
+        );
+        for task in ["checksum", "reverse", "wordcount"] {
+            assert!(
+                stdout.contains(&format!("[0] node {node}: example.{task} -> ")),
+                "example.{task} ran on node {node}:\n{transcript}"
+            );
+        }
+        assert!(
+            stdout.contains(&format!("[{node}] rank {node} finalized")),
+            "rank {node} finalized:\n{transcript}"
+        );
+    }
+    assert!(
+        stdout.contains("embed-c: every task right on every rank"),
+        "{transcript}"
+    );
+    assert!(!stdout.contains("WRONG"), "{transcript}");
+}
+
+#[test]
+fn finalize_serves_until_every_rank_called_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = example_plugin(dir.path());
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_spmd.c"),
+        "embed-spmd",
+    );
+    let nodes = 4;
+    let mut job = Job::start_program(nodes, &program, |_| RankSetup {
+        args: vec![plugin.clone().into()],
+        env: vec![(
+            "HERALD_LIBRARY_PATH".into(),
+            dir.path().display().to_string(),
+        )],
+    });
+    // Every rank but 0 is inside herald_finalize; rank 0 has not called it yet.
+    for rank in 1..nodes {
+        job.expect_line(|l| l.rank == rank && l.text == format!("rank {rank}: finalizing"));
+    }
+    assert_eq!(
+        job.count(": finalized"),
+        0,
+        "a rank left herald_finalize before rank 0 called it:\n{}",
+        job.transcript()
+    );
+    job.write_stdin(0, "go\n");
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "every rank succeeds:\n{transcript}"
+    );
+    for node in 0..nodes {
+        // Four ranks asked for the same registration: each node ran it once.
+        assert_eq!(
+            job.count(&format!("node {node}: example tasks registered")),
+            1,
+            "{transcript}"
+        );
+        assert_eq!(
+            job.count(&format!("rank {node}: registration done")),
+            1,
+            "{transcript}"
+        );
+        // Served after this rank had entered herald_finalize.
+        assert_eq!(
+            job.count(&format!(
+                "rank 0: example.reverse on node {node} -> ezilanif"
+            )),
+            1,
+            "{transcript}"
+        );
+        assert_eq!(
+            job.count(&format!("rank {node}: finalized (0)")),
+            1,
+            "{transcript}"
+        );
+    }
+}
+
+#[test]
+fn calls_without_a_runtime_fail_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_misuse.c"),
+        "embed-misuse",
+    );
+    let mut command = Command::new(&program);
+    // A job of one: no launcher in the environment.
+    for var in [
+        "HERALD_RANK",
+        "HERALD_SIZE",
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_RANK",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command.output().expect("run the misuse program");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let transcript = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "a check failed:\n{transcript}");
+    assert!(stdout.contains("misuse: 0 failed"), "{transcript}");
+    assert_eq!(stdout.matches("ok: ").count(), 15, "{transcript}");
+}
