@@ -8,9 +8,12 @@
 #      host, the multi-process tests of real jobs, herald-python's own tests
 #   3. loom models of the host's shared state
 #   4. a real Open MPI launch of 4 ranks
-#   5. the Python suites inside real jobs of 1, 2 and 4 nodes, under herald-python
+#   5. embedding: libherald.so from C (pkg-config) and C++ (CMake) under herald
+#      run and mpirun, and the sans-IO core over MPI from C (installs pkg-config,
+#      cmake, g++ and Open MPI's headers)
+#   6. the Python suites inside real jobs of 1, 2 and 4 nodes, under herald-python
 #      and under a stock python3 with the herald wheel (built by maturin)
-#   6. the demo (README's main command)
+#   7. the demo (README's main command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,9 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 
 step "a real Open MPI launch"
 bash .ci/mpi.sh
+
+step "embedding: libherald.so from C, C++ (CMake) and MPI"
+bash scripts/embed.sh
 
 step "Python suites on 1, 2 and 4 nodes: herald-python, and python3 with the wheel"
 bash python/run-tests.sh
