@@ -25,10 +25,13 @@ fn main() {
         .unwrap_or_else(|| fail("OUT_DIR is not inside a cargo target directory"));
     let pc = pkg_config_file(&include, lib_dir, &env_var("CARGO_PKG_VERSION"));
     let pc_dir = lib_dir.join("pkgconfig");
-    if let Err(error) = std::fs::create_dir_all(&pc_dir)
-        .and_then(|()| std::fs::write(pc_dir.join("herald.pc"), pc))
+    if let Err(error) =
+        std::fs::create_dir_all(&pc_dir).and_then(|()| std::fs::write(pc_dir.join("herald.pc"), pc))
     {
-        fail(&format!("cannot write {}/herald.pc: {error}", pc_dir.display()));
+        fail(&format!(
+            "cannot write {}/herald.pc: {error}",
+            pc_dir.display()
+        ));
     }
 }
 

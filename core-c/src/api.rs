@@ -1,0 +1,431 @@
+//! The entry points of `herald_core.h`: a [`Node`] behind an opaque pointer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use herald_core::{
+    Config, InvocationId, LaunchId, Node, NodeId, Output, RegisterError, Registration, TaskRunId,
+    UsageError, encode_frames,
+};
+
+use crate::output::{HERALD_CORE_NONE, Lent, Staged, herald_core_output};
+use crate::text::{bytes, c_text, copy_out, optional_lossy, optional_utf8};
+
+/// Success.
+pub const HERALD_CORE_OK: c_int = 0;
+/// A NULL pointer, invalid UTF-8, or a node outside the job.
+pub const HERALD_CORE_ERR_INVALID: c_int = 1;
+/// An invocation or task the core is not running.
+pub const HERALD_CORE_ERR_UNKNOWN: c_int = 2;
+/// Does not fit in a frame.
+pub const HERALD_CORE_ERR_TOO_LARGE: c_int = 3;
+/// An invalid frame: its sender should be treated as down.
+pub const HERALD_CORE_ERR_PROTOCOL: c_int = 4;
+/// A bug in herald stopped this core.
+pub const HERALD_CORE_ERR_BROKEN: c_int = 5;
+/// "No enclosing invocation" for `parent` arguments.
+pub const HERALD_CORE_NO_PARENT: u64 = u64::MAX;
+
+/// The state behind a `herald_core *`.
+pub struct HeraldCore {
+    node: Node,
+    /// Outputs taken from the node and not yet handed out (a transmit may be
+    /// several frames).
+    staged: VecDeque<Staged>,
+    /// What the last output points into.
+    lent: Lent,
+    /// Launches not yet answered, with the node each went to.
+    launches: BTreeMap<u64, u32>,
+    /// Why the last failing call failed, NUL-terminated.
+    error: Vec<u8>,
+    /// A panic stopped this core.
+    broken: bool,
+}
+
+/// A failed call: its return code and why.
+type Failure = (c_int, String);
+
+/// Creates node `rank` of `size` (see `herald_core.h`).
+///
+/// # Safety
+/// `error` NULL or valid for `error_len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_new(
+    rank: u32,
+    size: u32,
+    fanout: u32,
+    max_frame_bytes: usize,
+    error: *mut c_char,
+    error_len: usize,
+) -> *mut HeraldCore {
+    let made = catch_unwind(|| {
+        let mut config = Config::new(NodeId(rank), size).map_err(|e| e.to_string())?;
+        if fanout != 0 {
+            config = config.with_fanout(fanout).map_err(|e| e.to_string())?;
+        }
+        if max_frame_bytes != 0 {
+            config = config
+                .with_max_frame_bytes(max_frame_bytes)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(HeraldCore {
+            node: Node::new(config),
+            staged: VecDeque::new(),
+            lent: Lent::default(),
+            launches: BTreeMap::new(),
+            error: c_text(""),
+            broken: false,
+        })
+    });
+    match made {
+        Ok(Ok(core)) => Box::into_raw(Box::new(core)),
+        Ok(Err(text)) => {
+            // SAFETY: the caller guarantees `error`.
+            unsafe { copy_out(&text, error, error_len) };
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            // SAFETY: as above.
+            unsafe { copy_out("herald bug: creating the core panicked", error, error_len) };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Frees a core.
+///
+/// # Safety
+/// `core` NULL or a pointer from `herald_core_new` not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_free(core: *mut HeraldCore) {
+    if !core.is_null() {
+        // SAFETY: made by Box::into_raw in herald_core_new, freed once (caller).
+        drop(unsafe { Box::from_raw(core) });
+    }
+}
+
+/// Why the last failing call on `core` failed.
+///
+/// # Safety
+/// `core` NULL or a live pointer from `herald_core_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_error(core: *const HeraldCore) -> *const c_char {
+    // SAFETY: guaranteed by the caller.
+    match unsafe { core.as_ref() } {
+        Some(core) => core.error.as_ptr().cast(),
+        None => c"the core is NULL".as_ptr(),
+    }
+}
+
+/// Requests a registration (see `herald_core.h`).
+///
+/// # Safety
+/// `core` a live core; `code`/`args` valid for their lengths (or NULL with 0);
+/// `tag` NULL or a C string; `request` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_register(
+    core: *mut HeraldCore,
+    code: *const c_void,
+    code_len: usize,
+    args: *const c_void,
+    args_len: usize,
+    tag: *const c_char,
+    parent: u64,
+    request: *mut u64,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        // SAFETY: the caller guarantees the pointers.
+        let (code, args, tag) = unsafe {
+            (
+                bytes(code.cast(), code_len, "code").map_err(invalid)?,
+                bytes(args.cast(), args_len, "args").map_err(invalid)?,
+                optional_utf8(tag, "tag").map_err(invalid)?,
+            )
+        };
+        let mut registration = Registration::new(code.to_vec(), args.to_vec());
+        registration.tag = tag;
+        let id = core
+            .node
+            .register(registration, parent_of(parent))
+            .map_err(|error| match error {
+                RegisterError::UnknownInvocation(_) => (HERALD_CORE_ERR_UNKNOWN, error.to_string()),
+                RegisterError::TooLarge { .. } => (HERALD_CORE_ERR_TOO_LARGE, error.to_string()),
+            })?;
+        // SAFETY: the caller guarantees `request` NULL or writable.
+        unsafe { write(request, id.0) };
+        Ok(())
+    })
+}
+
+/// Feeds in a frame received from `from`.
+///
+/// # Safety
+/// `core` a live core; `frame` valid for `frame_len` bytes (or NULL with 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_handle_frame(
+    core: *mut HeraldCore,
+    from: u32,
+    frame: *const c_void,
+    frame_len: usize,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        // SAFETY: the caller guarantees `frame`.
+        let frame = unsafe { bytes(frame.cast(), frame_len, "frame") }.map_err(invalid)?;
+        core.node.handle_frame(NodeId(from), frame).map_err(|e| {
+            (
+                HERALD_CORE_ERR_PROTOCOL,
+                format!("frame from node {from}: {e}"),
+            )
+        })
+    })
+}
+
+/// Reports that an invocation returned (`error` NULL for success).
+///
+/// # Safety
+/// `core` a live core; `error` NULL or a C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_invocation_finished(
+    core: *mut HeraldCore,
+    invocation: u64,
+    error: *const c_char,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        // SAFETY: the caller guarantees `error`.
+        let outcome = match unsafe { optional_lossy(error) } {
+            None => Ok(()),
+            Some(text) => Err(text),
+        };
+        core.node
+            .invocation_finished(InvocationId(invocation), outcome)
+            .map_err(usage)
+    })
+}
+
+/// Reports that `node` is down for good.
+///
+/// # Safety
+/// `core` a live core; `reason` NULL or a C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_peer_down(
+    core: *mut HeraldCore,
+    node: u32,
+    reason: *const c_char,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        let config = core.node.config();
+        if node >= config.nodes() || NodeId(node) == config.node() {
+            return Err(invalid(format!(
+                "node {node} is not another node of this job of {} (this is node {})",
+                config.nodes(),
+                config.node().0
+            )));
+        }
+        // SAFETY: the caller guarantees `reason`.
+        let _reason = unsafe { optional_lossy(reason) };
+        core.node.peer_down(NodeId(node));
+        Ok(())
+    })
+}
+
+/// Launches a task on `to`.
+///
+/// # Safety
+/// `core` a live core; `task` a C string; `args` valid for `args_len` (or NULL
+/// with 0); `launch` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_launch(
+    core: *mut HeraldCore,
+    to: u32,
+    task: *const c_char,
+    args: *const c_void,
+    args_len: usize,
+    parent: u64,
+    launch: *mut u64,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        // SAFETY: the caller guarantees the pointers.
+        let (task, args) = unsafe {
+            (
+                optional_utf8(task, "task")
+                    .map_err(invalid)?
+                    .ok_or_else(|| invalid("task is NULL".to_owned()))?,
+                bytes(args.cast(), args_len, "args").map_err(invalid)?,
+            )
+        };
+        let _parent = parent_of(parent);
+        let id = core
+            .node
+            .launch(NodeId(to), task, args.to_vec())
+            .map_err(usage)?;
+        core.launches.insert(id.0, to);
+        // SAFETY: the caller guarantees `launch` NULL or writable.
+        unsafe { write(launch, id.0) };
+        Ok(())
+    })
+}
+
+/// Reports that a task finished (`error` NULL with its result bytes).
+///
+/// # Safety
+/// `core` a live core; `result` valid for `result_len` (or NULL with 0); `error`
+/// NULL or a C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_task_finished(
+    core: *mut HeraldCore,
+    origin: u32,
+    launch: u64,
+    result: *const c_void,
+    result_len: usize,
+    error: *const c_char,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    status(unsafe { core.as_mut() }, |core| {
+        // SAFETY: the caller guarantees `error` NULL or a C string.
+        let outcome = match unsafe { optional_lossy(error) } {
+            Some(text) => Err(text),
+            // SAFETY: the caller guarantees `result` valid for `result_len`.
+            None => Ok(unsafe { bytes(result.cast(), result_len, "result") }
+                .map_err(invalid)?
+                .to_vec()),
+        };
+        let run = TaskRunId {
+            origin: NodeId(origin),
+            launch: LaunchId(launch),
+        };
+        core.node.task_finished(run, outcome).map_err(usage)
+    })
+}
+
+/// Writes the next output and returns its kind, or `HERALD_CORE_NONE`.
+///
+/// # Safety
+/// `core` a live core; `output` NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn herald_core_poll(
+    core: *mut HeraldCore,
+    output: *mut herald_core_output,
+) -> c_int {
+    // SAFETY: the caller guarantees `core` NULL or live.
+    let polled = guarded(unsafe { core.as_mut() }, |core| {
+        if output.is_null() {
+            return Err(invalid("output is NULL".to_owned()));
+        }
+        let Some(staged) = core.next_staged() else {
+            return Ok(HERALD_CORE_NONE);
+        };
+        let lent = core.lent.lend(staged);
+        let kind = lent.kind;
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { output.write(lent) };
+        Ok(kind)
+    });
+    // A failed poll has nothing to hand out; herald_core_error says why.
+    polled.unwrap_or(HERALD_CORE_NONE)
+}
+
+impl HeraldCore {
+    /// The next output, transmits encoded into frames.
+    fn next_staged(&mut self) -> Option<Staged> {
+        loop {
+            if let Some(staged) = self.staged.pop_front() {
+                return Some(staged);
+            }
+            match self.node.poll_output()? {
+                Output::Transmit { to, messages } => {
+                    match encode_frames(&messages, self.node.config().max_frame_bytes()) {
+                        Ok(frames) => self.staged.extend(
+                            frames
+                                .into_iter()
+                                .map(|bytes| Staged::Frame { to: to.0, bytes }),
+                        ),
+                        // Every message the core makes fits a frame (payloads are
+                        // bounded at the inputs); a failure here is a core bug.
+                        Err(error) => panic!("herald-core made an unencodable message: {error}"),
+                    }
+                }
+                Output::TaskCompleted { launch, outcome } => {
+                    let node = self.launches.remove(&launch.0).unwrap_or(u32::MAX);
+                    return Some(Staged::TaskCompleted {
+                        launch: launch.0,
+                        node,
+                        outcome,
+                    });
+                }
+                output => return Some(Staged::Output(output)),
+            }
+        }
+    }
+}
+
+/// Runs `call` on the core with panics caught; returns the status code and
+/// records the error text.
+fn status(
+    core: Option<&mut HeraldCore>,
+    call: impl FnOnce(&mut HeraldCore) -> Result<(), Failure>,
+) -> c_int {
+    match guarded(core, call) {
+        Ok(()) => HERALD_CORE_OK,
+        Err(code) => code,
+    }
+}
+
+/// Runs `call` with panics caught, after freeing the previous output's storage
+/// (it is valid until this call). A failure's text is recorded for
+/// `herald_core_error`; the error is its code.
+fn guarded<T>(
+    core: Option<&mut HeraldCore>,
+    call: impl FnOnce(&mut HeraldCore) -> Result<T, Failure>,
+) -> Result<T, c_int> {
+    let Some(core) = core else {
+        return Err(HERALD_CORE_ERR_INVALID);
+    };
+    if core.broken {
+        return Err(HERALD_CORE_ERR_BROKEN);
+    }
+    core.lent.clear();
+    match catch_unwind(AssertUnwindSafe(|| call(&mut *core))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err((code, text))) => {
+            core.error = c_text(&text);
+            Err(code)
+        }
+        Err(_) => {
+            core.broken = true;
+            core.error = c_text("herald bug: the core panicked; free it and report the bug");
+            Err(HERALD_CORE_ERR_BROKEN)
+        }
+    }
+}
+
+fn parent_of(parent: u64) -> Option<InvocationId> {
+    (parent != HERALD_CORE_NO_PARENT).then_some(InvocationId(parent))
+}
+
+fn invalid(text: String) -> Failure {
+    (HERALD_CORE_ERR_INVALID, text)
+}
+
+fn usage(error: UsageError) -> Failure {
+    let code = match error {
+        UsageError::UnknownInvocation(_) | UsageError::UnknownTask(_) => HERALD_CORE_ERR_UNKNOWN,
+        UsageError::TooLarge { .. } => HERALD_CORE_ERR_TOO_LARGE,
+        UsageError::NoSuchNode { .. } => HERALD_CORE_ERR_INVALID,
+    };
+    (code, error.to_string())
+}
+
+/// # Safety
+/// `out` NULL or valid for a write.
+unsafe fn write(out: *mut u64, value: u64) {
+    if !out.is_null() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { out.write(value) };
+    }
+}

@@ -1,0 +1,95 @@
+//! Text across the C boundary: C strings in, NUL-terminated copies out.
+
+use std::ffi::{CStr, c_char};
+
+/// `text` as a NUL-terminated byte string; interior NULs (text from the network
+/// may hold them) become '?', so C sees the whole text.
+pub(crate) fn c_text(text: &str) -> Vec<u8> {
+    let mut bytes: Vec<u8> = text
+        .bytes()
+        .map(|b| if b == 0 { b'?' } else { b })
+        .collect();
+    bytes.push(0);
+    bytes
+}
+
+/// `bytes` followed by a NUL (interior NULs kept: the length tells).
+pub(crate) fn with_nul(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.extend_from_slice(bytes);
+    out.push(0);
+    out
+}
+
+/// Reads an optional C string as UTF-8.
+///
+/// # Safety
+/// `text` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn optional_utf8(
+    text: *const c_char,
+    what: &str,
+) -> Result<Option<String>, String> {
+    if text.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: guaranteed by the caller.
+    let text = unsafe { CStr::from_ptr(text) };
+    text.to_str()
+        .map(|s| Some(s.to_owned()))
+        .map_err(|_| format!("{what} is not valid UTF-8"))
+}
+
+/// Reads an optional C string, replacing invalid UTF-8 (error texts).
+///
+/// # Safety
+/// `text` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn optional_lossy(text: *const c_char) -> Option<String> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    Some(
+        unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Borrows `len` bytes at `data` (NULL allowed when `len` is 0).
+///
+/// # Safety
+/// `data` valid for `len` bytes, or `len` 0.
+pub(crate) unsafe fn bytes<'a>(
+    data: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], String> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(format!("{what} is NULL but its length is {len}"));
+    }
+    // SAFETY: guaranteed by the caller.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// Copies `text` into the caller's buffer, NUL-terminated, cut at a character
+/// boundary.
+///
+/// # Safety
+/// `buffer` NULL or valid for `len` bytes.
+pub(crate) unsafe fn copy_out(text: &str, buffer: *mut c_char, len: usize) {
+    if buffer.is_null() || len == 0 {
+        return;
+    }
+    let mut n = text.len().min(len - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: `buffer` holds `len` bytes and `n + 1 <= len`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buffer.cast::<u8>(), n);
+        *buffer.add(n) = 0;
+    }
+}
