@@ -88,4 +88,20 @@ OUTPUT=$(timeout 120 "$HERALD" run -n "$RANKS" -- build-cpp/embed-cpp ./libexamp
 echo "$OUTPUT"
 echo "$OUTPUT" | grep -q "embed-cpp: every rank answered" || fail "embed-cpp: no answer from every rank"
 
+echo "embed.sh: examples/embed-c-mpi, the sans-IO core over MPI"
+# shellcheck disable=SC2046 # pkg-config prints several flags
+mpicc -Wall -Wextra -Werror "$ROOT/examples/embed-c-mpi/embed_mpi.c" $(pkg-config --cflags --libs herald) -o embed-c-mpi
+[ "$(wc -l < "$ROOT/examples/embed-c-mpi/embed_mpi.c")" -lt 250 ] || fail "embed_mpi.c grew past 250 lines"
+OUTPUT=$(timeout 120 mpirun --allow-run-as-root --oversubscribe -np "$RANKS" ./embed-c-mpi 2>&1) \
+    || { echo "$OUTPUT"; fail "embed-c-mpi under mpirun"; }
+echo "$OUTPUT"
+for rank in $(seq 0 $((RANKS - 1))); do
+    [ "$(echo "$OUTPUT" | grep -c "rank $rank: hello callback ran")" -eq 1 ] \
+        || fail "embed-c-mpi: the callback did not run exactly once on rank $rank"
+    echo "$OUTPUT" | grep -q "rank 0: square on rank $rank -> $(((rank + 2) * (rank + 2)))\$" \
+        || fail "embed-c-mpi: no right answer from rank $rank"
+    echo "$OUTPUT" | grep -q "rank $rank: done" || fail "embed-c-mpi: rank $rank did not finish"
+done
+echo "$OUTPUT" | grep -q "rank 0: registered on every rank" || fail "embed-c-mpi: registration not complete"
+
 echo "embed.sh: OK"

@@ -15,16 +15,9 @@ use common::{Job, RankSetup, herald, repo_root};
 /// Compiles the C program `source` into `dir/name`, linked against the
 /// libherald.so built for this test (with an rpath to it).
 fn build_program(dir: &Path, source: &Path, name: &str) -> PathBuf {
-    let lib_dir = std::env::current_exe()
-        .expect("test executable")
-        .parent()
-        .expect("its directory")
-        .to_path_buf();
-    assert!(
-        lib_dir.join("libherald.so").exists(),
-        "libherald.so was not built next to {}",
-        lib_dir.display()
-    );
+    let library = libherald();
+    assert!(library.exists(), "{} was not built", library.display());
+    let lib_dir = library.parent().expect("its directory");
     let program = dir.join(name);
     let status = Command::new("cc")
         .args(["-Wall", "-Wextra", "-Werror", "-o"])
@@ -39,6 +32,48 @@ fn build_program(dir: &Path, source: &Path, name: &str) -> PathBuf {
         .expect("run cc");
     assert!(status.success(), "cc failed for {}", source.display());
     program
+}
+
+/// The libherald.so built for this test.
+fn libherald() -> PathBuf {
+    std::env::current_exe()
+        .expect("test executable")
+        .with_file_name("libherald.so")
+}
+
+/// The functions a header declares: top-level lines with a `herald_` name
+/// before the first parenthesis.
+fn declared_functions(header: &str) -> Vec<String> {
+    header
+        .lines()
+        .filter(|line| !line.starts_with([' ', '/', '*', '#', '}', '\t']))
+        .filter(|line| !line.starts_with("typedef"))
+        .filter_map(|line| line.split('(').next().filter(|_| line.contains('(')))
+        .filter_map(|head| head.split([' ', '*']).next_back())
+        .filter(|name| name.starts_with("herald_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn libherald_exports_every_function_of_both_headers() {
+    let root = repo_root();
+    // SAFETY: loading libherald.so runs no constructor of its own; symbols are
+    // only looked up, never called.
+    let library = unsafe { libloading::Library::new(libherald()) }.expect("load libherald.so");
+    for header in ["include/herald.h", "include/herald_core.h"] {
+        let text = std::fs::read_to_string(root.join(header)).expect("read header");
+        let functions = declared_functions(&text);
+        assert!(functions.len() >= 10, "{header}: found only {functions:?}");
+        for name in functions {
+            // SAFETY: only the symbol's presence is checked.
+            let found = unsafe { library.get::<*const std::ffi::c_void>(name.as_bytes()) };
+            assert!(
+                found.is_ok(),
+                "{header} declares {name}, which libherald.so does not export"
+            );
+        }
+    }
 }
 
 fn example_plugin(dir: &Path) -> PathBuf {
