@@ -1,9 +1,10 @@
 //! The C ABI declared in `include/herald.h`, over the process-global runtime.
 //!
-//! Plugins link nothing: these symbols resolve against the executable that loads
-//! them, which must export them (`-Wl,--export-dynamic-symbol=herald_*`) and keep
-//! them (call [`keep_c_abi`] from the binary). Every function checks its pointers;
-//! none unwinds into C.
+//! Plugins link nothing: these symbols resolve against the process that loads
+//! them: an executable that exports them (`-Wl,--export-dynamic-symbol=herald_*`)
+//! and keeps them (call [`keep_c_abi`] from the binary), or `libherald.so` (the
+//! `herald-c` crate), where a program starts the runtime with `herald_init`
+//! (module `init`). Every function checks its pointers; none unwinds into C.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int, c_void};

@@ -18,7 +18,9 @@
 //! * Task variants are registered by (library, symbol), batched, and resolved on
 //!   first execution; [`Runtime::launch`] runs one on any node.
 //! * The C ABI of `include/herald.h` (`herald_*`, in [`ffi`]) serves plugins
-//!   through the runtime installed with [`install_global`].
+//!   through the runtime installed with [`install_global`], or started by a
+//!   program itself with `herald_init` (and ended, collectively, by
+//!   `herald_finalize`: [`Runtime::finalize`]).
 //!
 //! ```
 //! use herald_host::{CodeRef, Executor, HostConfig, Runtime};
