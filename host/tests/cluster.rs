@@ -422,3 +422,47 @@ fn a_peer_sending_garbage_is_named_unreachable_not_waited_for() {
     }
     runtime.shutdown();
 }
+
+#[test]
+fn finalize_waits_for_released_launches_then_ends_the_job_on_every_node() {
+    let (nodes, recorders) = cluster(3);
+    let gated = TaskVariant {
+        name: "gated".into(),
+        code: TaskCode::Custom {
+            kind: "rec".into(),
+            payload: b"gate".to_vec(),
+        },
+    };
+    let _registered = nodes[0].register_task(gated).expect("register");
+    // Fire and forget: the handle is released at once, the task still runs.
+    drop(nodes[0].launch(1, "gated", vec![]));
+    let (left_tx, left) = crossbeam_channel::unbounded();
+    let finalizers: Vec<_> = nodes
+        .iter()
+        .cloned()
+        .map(|node| {
+            let left_tx = left_tx.clone();
+            std::thread::spawn(move || {
+                let outcome = node.finalize();
+                let _ = left_tx.send(node.node_id());
+                (outcome, node.is_stopped())
+            })
+        })
+        .collect();
+    // Node 0's own launch is unanswered while the gate is shut, so no node may
+    // leave: node 0 has not arrived, and the others wait for it. (A bounded look
+    // for what must not happen; nothing waits on it.)
+    assert_eq!(
+        left.recv_timeout(Duration::from_millis(300)).ok(),
+        None,
+        "a node left finalize while node 0's launch was unanswered"
+    );
+    let (open, opened) = &recorders[1].gate;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+    for (node, finalizer) in finalizers.into_iter().enumerate() {
+        let (outcome, stopped) = finalizer.join().expect("no panic");
+        assert_eq!(outcome, Ok(()), "node {node}");
+        assert!(stopped, "node {node}'s runtime is stopped");
+    }
+}
