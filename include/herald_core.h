@@ -23,8 +23,14 @@
  *
  * Errors: functions returning int give HERALD_CORE_OK or an error code, and
  * herald_core_error() tells why. Bytes from the network never crash the core: an
- * invalid frame returns HERALD_CORE_ERR_PROTOCOL, and its sender should then be
- * treated as down (herald_core_peer_down), because a correct node never sends one.
+ * invalid frame returns HERALD_CORE_ERR_PROTOCOL, and the core declares its
+ * sender down itself (a correct node never sends one; a HERALD_CORE_PEER_DOWN
+ * output follows).
+ *
+ * Failures: the caller's transport reports a lost peer with
+ * herald_core_peer_down; the core spreads the news so that every node agrees
+ * (HERALD_CORE_PEER_DOWN on each: close that link), and a node that learns it
+ * was declared down is fenced (HERALD_CORE_FENCED: it must stop).
  */
 #ifndef HERALD_CORE_H
 #define HERALD_CORE_H
@@ -44,8 +50,9 @@ typedef struct herald_core herald_core;
 #define HERALD_CORE_ERR_INVALID 1   /* NULL pointer, bad UTF-8, node outside the job */
 #define HERALD_CORE_ERR_UNKNOWN 2   /* an invocation or task the core is not running */
 #define HERALD_CORE_ERR_TOO_LARGE 3 /* does not fit in a frame: pass large data by reference */
-#define HERALD_CORE_ERR_PROTOCOL 4  /* an invalid frame: treat its sender as down */
+#define HERALD_CORE_ERR_PROTOCOL 4  /* an invalid frame: the core declared its sender down */
 #define HERALD_CORE_ERR_BROKEN 5    /* a bug in herald stopped this core: free it */
+#define HERALD_CORE_ERR_FENCED 6    /* this node was declared down: it takes no further part */
 
 /* "No enclosing invocation": a top-level registration or launch. */
 #define HERALD_CORE_NO_PARENT UINT64_MAX
@@ -86,13 +93,17 @@ int herald_core_handle_frame(herald_core *core, uint32_t from, const void *frame
 int herald_core_invocation_finished(herald_core *core, uint64_t invocation, const char *error);
 
 /* Reports that node `node` crashed or its link is lost for good; `reason` (or
- * NULL) says why. Nothing will wait for it again. */
+ * NULL) says why. Nothing will wait for it again: the core tells every other node
+ * (and `node` itself, which is then fenced). */
 int herald_core_peer_down(herald_core *core, uint32_t node, const char *reason);
 
 /* Launches task `task` with a copy of `args` on node `to`. It runs there once
- * every registration requested here before the launch (or, with `parent`, in
- * that invocation) is done there. Answered by one HERALD_CORE_TASK_COMPLETED
- * output with the id stored in `*launch` (if not NULL). */
+ * every registration this node requested or ran before the launch is done there
+ * (and fails with HERALD_CORE_TASK_REQUIREMENT_FAILED if one failed there). With
+ * `parent` the id of the invocation running on the calling thread, the
+ * registrations that invocation belongs to are not waited for (they cannot
+ * finish before it does). Answered by one HERALD_CORE_TASK_COMPLETED output with
+ * the id stored in `*launch` (if not NULL). */
 int herald_core_launch(herald_core *core, uint32_t to, const char *task, const void *args,
                        size_t args_len, uint64_t parent, uint64_t *launch);
 
@@ -108,8 +119,9 @@ int herald_core_task_finished(herald_core *core, uint32_t origin, uint64_t launc
 #define HERALD_CORE_COMPLETED 3      /* a herald_core_register request is answered */
 #define HERALD_CORE_RUN_TASK 4       /* run this task, then herald_core_task_finished */
 #define HERALD_CORE_TASK_COMPLETED 5 /* a herald_core_launch is answered */
-#define HERALD_CORE_PEER_DOWN 6      /* the job agreed that `node` is down: close its link */
-#define HERALD_CORE_FENCED 7         /* the job declared this node down: stop */
+#define HERALD_CORE_PEER_DOWN 6      /* `node` is down in the job's view: send what is
+                                        queued for it, then close its link */
+#define HERALD_CORE_FENCED 7         /* another node declared this one down: stop */
 
 /* How a launched task ended (task_completed.status). */
 #define HERALD_CORE_TASK_OK 0

@@ -24,6 +24,8 @@ pub const HERALD_CORE_ERR_TOO_LARGE: c_int = 3;
 pub const HERALD_CORE_ERR_PROTOCOL: c_int = 4;
 /// A bug in herald stopped this core.
 pub const HERALD_CORE_ERR_BROKEN: c_int = 5;
+/// This node was declared down by the job: it takes no further part.
+pub const HERALD_CORE_ERR_FENCED: c_int = 6;
 /// "No enclosing invocation" for `parent` arguments.
 pub const HERALD_CORE_NO_PARENT: u64 = u64::MAX;
 
@@ -152,6 +154,7 @@ pub unsafe extern "C" fn herald_core_register(
             .map_err(|error| match error {
                 RegisterError::UnknownInvocation(_) => (HERALD_CORE_ERR_UNKNOWN, error.to_string()),
                 RegisterError::TooLarge { .. } => (HERALD_CORE_ERR_TOO_LARGE, error.to_string()),
+                RegisterError::Fenced { .. } => (HERALD_CORE_ERR_FENCED, error.to_string()),
             })?;
         // SAFETY: the caller guarantees `request` NULL or writable.
         unsafe { write(request, id.0) };
@@ -227,8 +230,11 @@ pub unsafe extern "C" fn herald_core_peer_down(
             )));
         }
         // SAFETY: the caller guarantees `reason`.
-        let _reason = unsafe { optional_lossy(reason) };
-        core.node.peer_down(NodeId(node));
+        let reason = unsafe { optional_lossy(reason) };
+        core.node.peer_down(
+            NodeId(node),
+            reason.unwrap_or_else(|| "its link was lost".to_owned()),
+        );
         Ok(())
     })
 }
@@ -259,10 +265,9 @@ pub unsafe extern "C" fn herald_core_launch(
                 bytes(args.cast(), args_len, "args").map_err(invalid)?,
             )
         };
-        let _parent = parent_of(parent);
         let id = core
             .node
-            .launch(NodeId(to), task, args.to_vec())
+            .launch(NodeId(to), task, args.to_vec(), parent_of(parent))
             .map_err(usage)?;
         core.launches.insert(id.0, to);
         // SAFETY: the caller guarantees `launch` NULL or writable.
@@ -415,7 +420,10 @@ fn invalid(text: String) -> Failure {
 fn usage(error: UsageError) -> Failure {
     let code = match error {
         UsageError::UnknownInvocation(_) | UsageError::UnknownTask(_) => HERALD_CORE_ERR_UNKNOWN,
-        UsageError::TooLarge { .. } => HERALD_CORE_ERR_TOO_LARGE,
+        UsageError::TooLarge { .. } | UsageError::TooManyRequirements { .. } => {
+            HERALD_CORE_ERR_TOO_LARGE
+        }
+        UsageError::Fenced { .. } => HERALD_CORE_ERR_FENCED,
         UsageError::NoSuchNode { .. } => HERALD_CORE_ERR_INVALID,
     };
     (code, error.to_string())

@@ -17,11 +17,11 @@ mod output;
 mod text;
 
 pub use api::{
-    HERALD_CORE_ERR_BROKEN, HERALD_CORE_ERR_INVALID, HERALD_CORE_ERR_PROTOCOL,
-    HERALD_CORE_ERR_TOO_LARGE, HERALD_CORE_ERR_UNKNOWN, HERALD_CORE_NO_PARENT, HERALD_CORE_OK,
-    HeraldCore, herald_core_error, herald_core_free, herald_core_handle_frame,
-    herald_core_invocation_finished, herald_core_launch, herald_core_new, herald_core_peer_down,
-    herald_core_poll, herald_core_register, herald_core_task_finished,
+    HERALD_CORE_ERR_BROKEN, HERALD_CORE_ERR_FENCED, HERALD_CORE_ERR_INVALID,
+    HERALD_CORE_ERR_PROTOCOL, HERALD_CORE_ERR_TOO_LARGE, HERALD_CORE_ERR_UNKNOWN,
+    HERALD_CORE_NO_PARENT, HERALD_CORE_OK, HeraldCore, herald_core_error, herald_core_free,
+    herald_core_handle_frame, herald_core_invocation_finished, herald_core_launch, herald_core_new,
+    herald_core_peer_down, herald_core_poll, herald_core_register, herald_core_task_finished,
 };
 pub use output::{
     HERALD_CORE_COMPLETED, HERALD_CORE_FENCED, HERALD_CORE_INVOKE, HERALD_CORE_NONE,

@@ -257,6 +257,23 @@ impl Lent {
                 let completed = self.lend_result(request.0, &result);
                 output(HERALD_CORE_COMPLETED, OutputBody { completed })
             }
+            Output::PeerDown { node, by, reason } => {
+                self.text = c_text(&reason);
+                let peer_down = PeerDown {
+                    node: node.0,
+                    by: by.0,
+                    reason: self.text.as_ptr().cast(),
+                };
+                output(HERALD_CORE_PEER_DOWN, OutputBody { peer_down })
+            }
+            Output::Fenced { by, reason } => {
+                self.text = c_text(&reason);
+                let fenced = Fenced {
+                    by: by.0,
+                    reason: self.text.as_ptr().cast(),
+                };
+                output(HERALD_CORE_FENCED, OutputBody { fenced })
+            }
             Output::RunTask(request) => {
                 self.name = with_nul(request.task.as_bytes());
                 self.bytes = request.args;

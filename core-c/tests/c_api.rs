@@ -298,3 +298,55 @@ fn too_large_is_refused_at_the_input() {
         Err(HERALD_CORE_ERR_TOO_LARGE)
     );
 }
+
+#[test]
+fn a_peer_down_reaches_every_node_and_fences_the_declared_one() {
+    let mut job = Job::new(4);
+    assert_eq!(job.cores[1].peer_down(3), HERALD_CORE_OK);
+    job.run(|_, _, _| None);
+    for node in [0, 1, 2] {
+        let down: Vec<&Out> = job
+            .seen
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .map(|(_, o)| o)
+            .collect();
+        assert!(
+            matches!(&down[..], [Out::PeerDown { node: 3, by: 1, reason }] if reason == "test"),
+            "node {node}: {down:?}"
+        );
+    }
+    let fenced: Vec<&Out> = job
+        .seen
+        .iter()
+        .filter(|(n, _)| *n == 3)
+        .map(|(_, o)| o)
+        .collect();
+    assert!(
+        matches!(&fenced[..], [Out::Fenced { by: 1, .. }]),
+        "{fenced:?}"
+    );
+    assert_eq!(
+        job.cores[3].register(b"c", b"", None, None),
+        Err(HERALD_CORE_ERR_FENCED)
+    );
+    assert!(
+        job.cores[3].error().contains("declared down by node 1"),
+        "{}",
+        job.cores[3].error()
+    );
+}
+
+#[test]
+fn an_invalid_frame_makes_its_sender_down() {
+    let mut core = Core::new(0, 3);
+    assert_eq!(
+        core.handle_frame(2, b"\x01\xff\xff\xff"),
+        HERALD_CORE_ERR_PROTOCOL
+    );
+    let outputs = core.drain();
+    assert!(
+        outputs.iter().any(|o| matches!(o, Out::PeerDown { node: 2, by: 0, reason } if reason.contains("invalid frame"))),
+        "{outputs:?}"
+    );
+}

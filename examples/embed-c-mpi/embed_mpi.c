@@ -169,9 +169,7 @@ int main(int argc, char **argv) {
             int len = 0;
             MPI_Get_count(&status, MPI_BYTE, &len);
             int code = herald_core_handle_frame(core, (uint32_t)status.MPI_SOURCE, inbox, (size_t)len);
-            if (code == HERALD_CORE_ERR_PROTOCOL) /* never from a correct rank */
-                check(herald_core_peer_down(core, (uint32_t)status.MPI_SOURCE, "invalid frame"), "down");
-            else
+            if (code != HERALD_CORE_ERR_PROTOCOL) /* then the core declared the sender down */
                 check(code, "frame");
             MPI_Irecv(inbox, MAX_FRAME, MPI_BYTE, MPI_ANY_SOURCE, HERALD_TAG, comm, &receive);
             drain();

@@ -129,9 +129,9 @@ impl EventLoop {
                 task,
                 args,
                 parent,
-            } => match if task == END_JOB_TASK {
-                // Ending the job waits for what the target must finish, but not
-                // for it to have succeeded.
+            } => match if task == END_JOB_TASK || task == FINALIZE_TASK {
+                // Ending the job (and arriving at its end) waits for what the
+                // target must finish, but not for it to have succeeded.
                 self.node.launch_control(to, task, args)
             } else {
                 self.node.launch(to, task, args, parent)
