@@ -256,6 +256,15 @@ impl EventLoop {
                 }
                 Output::Fenced { by, reason } => {
                     tracing::error!(%by, %reason, "herald: this node was declared down");
+                    // Nothing more will be answered here: whoever waits for the
+                    // job's end or for this node's work to settle stops waiting.
+                    self.shared
+                        .arrivals
+                        .fence(format!("this node was declared down by {by}: {reason}"));
+                    self.shared.set_job_end(JobEnd::Stopped);
+                    for done in self.quiescing.drain(..) {
+                        let _ = done.send(());
+                    }
                 }
             }
         }

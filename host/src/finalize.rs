@@ -29,6 +29,8 @@ pub(crate) struct Arrivals {
 struct ArrivalState {
     arrived: BTreeSet<u32>,
     down: BTreeSet<u32>,
+    /// Why this node was fenced, if the job declared it down.
+    fenced: Option<String>,
 }
 
 impl Arrivals {
@@ -42,16 +44,30 @@ impl Arrivals {
         self.update(|state| state.down.insert(node));
     }
 
+    /// The job declared this node down: it takes no further part.
+    pub(crate) fn fence(&self, why: String) {
+        self.update(|state| state.fenced.replace(why).is_none());
+    }
+
+    fn fenced(&self) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.fenced.clone()
+    }
+
     /// Blocks until every node of `0..nodes` other than `me` arrived or went down.
-    /// Returns the nodes that went down without arriving.
-    fn wait_for_others(&self, me: u32, nodes: u32) -> Vec<u32> {
+    /// Returns the nodes that went down without arriving, or why this node was
+    /// fenced meanwhile.
+    fn wait_for_others(&self, me: u32, nodes: u32) -> Result<Vec<u32>, String> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
+            if let Some(why) = &state.fenced {
+                return Err(why.clone());
+            }
             let missing = (0..nodes)
                 .filter(|n| *n != me && !state.arrived.contains(n) && !state.down.contains(n))
                 .count();
             if missing == 0 {
-                return state.down.difference(&state.arrived).copied().collect();
+                return Ok(state.down.difference(&state.arrived).copied().collect());
             }
             state = self
                 .changed
@@ -82,7 +98,9 @@ impl Runtime {
             return Err(HostError::WouldDeadlock { reason });
         }
         let outcome = self.quiesce().and_then(|()| {
-            if self.node_id() == 0 {
+            if let Some(why) = self.shared().arrivals.fenced() {
+                Err(HostError::Finalize(why))
+            } else if self.node_id() == 0 {
                 self.finalize_as_coordinator()
             } else {
                 self.finalize_as_member()
@@ -94,7 +112,11 @@ impl Runtime {
 
     /// Rank 0: every other rank arrived (or went down); then the job ends.
     fn finalize_as_coordinator(&self) -> Result<(), HostError> {
-        let lost = self.shared().arrivals.wait_for_others(0, self.num_nodes());
+        let lost = self
+            .shared()
+            .arrivals
+            .wait_for_others(0, self.num_nodes())
+            .map_err(HostError::Finalize)?;
         self.end_job()?;
         if lost.is_empty() {
             Ok(())
@@ -120,7 +142,11 @@ impl Runtime {
             JobEnd::CoordinatorLost { reason } => Err(HostError::Finalize(format!(
                 "node 0 went down before every rank called herald_finalize: {reason}"
             ))),
-            JobEnd::Stopped => Err(HostError::Stopped),
+            JobEnd::Stopped => Err(self
+                .shared()
+                .arrivals
+                .fenced()
+                .map_or(HostError::Stopped, HostError::Finalize)),
         }
     }
 }

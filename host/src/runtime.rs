@@ -81,7 +81,7 @@ pub enum JobEnd {
         /// What the transport said.
         reason: String,
     },
-    /// This runtime was shut down.
+    /// This runtime was shut down, or the job declared this node down (fenced).
     Stopped,
 }
 

@@ -466,3 +466,53 @@ fn finalize_waits_for_released_launches_then_ends_the_job_on_every_node() {
         assert!(stopped, "node {node}'s runtime is stopped");
     }
 }
+
+/// A node the job declares down while it has work outstanding leaves finalize
+/// with the reason, instead of waiting for answers that will never come.
+#[test]
+fn a_fenced_node_leaves_finalize_with_the_reason() {
+    let (events, event_receiver) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start_with_transport(
+        Box::new(Silent),
+        event_receiver,
+        1,
+        2,
+        HostConfig::default(),
+    )
+    .expect("start");
+    runtime.register_executor("rec", Arc::new(Accepting));
+    // Never answered: node 0 is silent.
+    let _pending = runtime.register_global(custom("never-answered"), vec![], None);
+    let (outcome_tx, outcome) = crossbeam_channel::unbounded();
+    {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || outcome_tx.send(runtime.finalize()));
+    }
+    let down = herald_core::Message::Down {
+        node: herald_core::NodeId(1),
+        by: herald_core::NodeId(0),
+        reason: "missed its heartbeats".into(),
+    };
+    let frame = herald_core::encode_frames(&[down], 1 << 20).expect("encodes");
+    for bytes in frame {
+        events
+            .send(herald_tcp::MeshEvent::Frame { from: 0, bytes })
+            .expect("event loop listening");
+    }
+    match outcome.recv_timeout(GUARD).expect("finalize returned") {
+        Err(HostError::Finalize(why)) => assert!(
+            why.contains("declared down by node 0") && why.contains("missed its heartbeats"),
+            "{why}"
+        ),
+        other => panic!("expected the fence's reason, got {other:?}"),
+    }
+    assert!(runtime.is_stopped());
+}
+
+struct Accepting;
+
+impl Executor for Accepting {
+    fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
