@@ -38,11 +38,9 @@ static EMBEDDED: Mutex<Embedded> = Mutex::new(Embedded::Never);
 /// reads no arguments, and leaves them as they are. Returns `HERALD_OK`, or an
 /// error code whose reason is printed to standard error and reported by
 /// `herald_wait(0, ...)` on this thread.
-///
-/// # Safety
-/// `argc` and `argv` are not dereferenced.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> c_int {
+pub extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> c_int {
+    // Taken for symmetry with MPI_Init; never dereferenced.
     let _ = (argc, argv);
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = match &*embedded {
