@@ -11,7 +11,8 @@
  * already encoded), code to invoke, requests answered, tasks to run, task results.
  *
  * Link libherald.so (`pkg-config --cflags --libs herald`); the core API needs no
- * herald_init and starts no runtime.
+ * herald_init and starts no runtime. The header needs C11 (an anonymous union)
+ * or C++.
  *
  * Ownership: every pointer in a herald_core_output is owned by the core and
  * valid until the next call of any herald_core_* function on the same core;

@@ -63,6 +63,11 @@ check_embed_c() { # $1: how it was launched, $2: its output
     echo "$2" | grep -q "embed-c: every task right on every rank" || fail "$1: wrong answers"
 }
 
+echo "embed.sh: both headers compile as C11 and C++"
+printf '#include "herald.h"\n#include "herald_core.h"\n' > headers.c
+cc -std=c11 -Wall -Wextra -pedantic -Werror -fsyntax-only -I "$ROOT/include" headers.c
+c++ -std=c++11 -Wall -Wextra -pedantic -Werror -fsyntax-only -x c++ -I "$ROOT/include" headers.c
+
 echo "embed.sh: examples/embed-c, built with pkg-config"
 # shellcheck disable=SC2046 # pkg-config prints several flags
 cc -Wall -Wextra -Werror "$ROOT/examples/embed-c/embed.c" $(pkg-config --cflags --libs herald) -o embed-c

@@ -76,6 +76,45 @@ fn libherald_exports_every_function_of_both_headers() {
     }
 }
 
+/// herald_core.h's structs have the layout herald-core-c gives them.
+#[test]
+fn core_output_layout_matches_the_header() {
+    use herald::core_api::{
+        Completed, Fenced, Invoke, PeerDown, RunTask, TaskCompleted, Transmit, herald_core_failure,
+        herald_core_output,
+    };
+    use std::mem::{align_of, offset_of, size_of};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/core_layout.c"),
+        "core-layout",
+    );
+    let output = Command::new(&program).output().expect("run");
+    assert!(output.status.success());
+    let c_layout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let rust_layout = [
+        ("output.size", size_of::<herald_core_output>()),
+        ("output.align", align_of::<herald_core_output>()),
+        ("output.body", offset_of!(herald_core_output, body)),
+        ("transmit.frame_len", offset_of!(Transmit, frame_len)),
+        ("invoke.tag", offset_of!(Invoke, tag)),
+        ("invoke.args_len", offset_of!(Invoke, args_len)),
+        ("completed.summary", offset_of!(Completed, summary)),
+        ("completed.unreachable", offset_of!(Completed, unreachable)),
+        ("run_task.args_len", offset_of!(RunTask, args_len)),
+        ("task_completed.error", offset_of!(TaskCompleted, error)),
+        ("peer_down.reason", offset_of!(PeerDown, reason)),
+        ("fenced.reason", offset_of!(Fenced, reason)),
+        ("failure.size", size_of::<herald_core_failure>()),
+        ("failure.error", offset_of!(herald_core_failure, error)),
+    ]
+    .iter()
+    .map(|(name, value)| format!("{name} {value}\n"))
+    .collect::<String>();
+    assert_eq!(c_layout, rust_layout);
+}
+
 fn example_plugin(dir: &Path) -> PathBuf {
     let plugin = dir.join("libexample_plugin.so");
     let status = Command::new("cc")

@@ -23,6 +23,7 @@ pub use api::{
     herald_core_handle_frame, herald_core_invocation_finished, herald_core_launch, herald_core_new,
     herald_core_peer_down, herald_core_poll, herald_core_register, herald_core_task_finished,
 };
+pub use output::{Completed, Fenced, Invoke, PeerDown, RunTask, TaskCompleted, Transmit};
 pub use output::{
     HERALD_CORE_COMPLETED, HERALD_CORE_FENCED, HERALD_CORE_INVOKE, HERALD_CORE_NONE,
     HERALD_CORE_PEER_DOWN, HERALD_CORE_RUN_TASK, HERALD_CORE_TASK_COMPLETED,
