@@ -94,7 +94,11 @@ impl EventLoop {
                 default(wake) => self.shared.flush_batches(Flush::Due(Instant::now())),
             }
             self.drain_outputs();
-            if !self.quiescing.is_empty() && self.requests.is_empty() && self.launches.is_empty() {
+            // Settled: nothing asked here is unanswered, or nothing ever will be
+            // (a fenced node takes no further part).
+            let settled = (self.requests.is_empty() && self.launches.is_empty())
+                || self.node.fenced_by().is_some();
+            if settled && !self.quiescing.is_empty() {
                 for done in self.quiescing.drain(..) {
                     let _ = done.send(());
                 }
@@ -262,9 +266,6 @@ impl EventLoop {
                         .arrivals
                         .fence(format!("this node was declared down by {by}: {reason}"));
                     self.shared.set_job_end(JobEnd::Stopped);
-                    for done in self.quiescing.drain(..) {
-                        let _ = done.send(());
-                    }
                 }
             }
         }

@@ -569,7 +569,8 @@ impl Runtime {
     }
 
     /// Blocks until every registration requested and every task launched on this
-    /// node so far has its answer (released handles included).
+    /// node so far has its answer (released handles included), or until the job
+    /// declares this node down (then nothing more will be answered).
     pub fn quiesce(&self) -> Result<(), HostError> {
         self.flush();
         let (done, answered) = crossbeam_channel::bounded(1);

@@ -483,11 +483,6 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
     runtime.register_executor("rec", Arc::new(Accepting));
     // Never answered: node 0 is silent.
     let _pending = runtime.register_global(custom("never-answered"), vec![], None);
-    let (outcome_tx, outcome) = crossbeam_channel::unbounded();
-    {
-        let runtime = runtime.clone();
-        std::thread::spawn(move || outcome_tx.send(runtime.finalize()));
-    }
     let down = herald_core::Message::Down {
         node: herald_core::NodeId(1),
         by: herald_core::NodeId(0),
@@ -498,6 +493,16 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
         events
             .send(herald_tcp::MeshEvent::Frame { from: 0, bytes })
             .expect("event loop listening");
+    }
+    // A fenced node's job is over for it.
+    assert_eq!(
+        runtime.wait_for_job_end(Some(GUARD)),
+        Ok(herald_host::JobEnd::Stopped)
+    );
+    let (outcome_tx, outcome) = crossbeam_channel::unbounded();
+    {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || outcome_tx.send(runtime.finalize()));
     }
     match outcome.recv_timeout(GUARD).expect("finalize returned") {
         Err(HostError::Finalize(why)) => assert!(
