@@ -5,11 +5,13 @@
 #      under `herald run -n 4` and under `mpirun -np 4` (Open MPI's environment only);
 #   2. examples/embed-cpp (C++ with RAII), configured by CMake through
 #      pkg_check_modules, under `herald run -n 4`;
-#   3. examples/embed-c-mpi, the sans-IO core driven over MPI by a C program,
+#   3. examples/embed-fortran (herald_init/herald_finalize through ISO_C_BINDING)
+#      under `herald run -n 4`;
+#   4. examples/embed-c-mpi, the sans-IO core driven over MPI by a C program,
 #      under `mpirun -np 4`.
 #
-# Installs what a fresh Debian machine lacks: pkg-config, cmake, g++, Open MPI
-# (runtime and headers). Fails loudly if anything does not work.
+# Installs what a fresh Debian machine lacks: pkg-config, cmake, g++, gfortran,
+# Open MPI (runtime and headers). Fails loudly if anything does not work.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v gfortran >/dev/null 2>&1 || need+=(gfortran)
 command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 if [ ${#need[@]} -gt 0 ]; then
@@ -92,6 +95,17 @@ OUTPUT=$(timeout 120 "$HERALD" run -n "$RANKS" -- build-cpp/embed-cpp ./libexamp
     || { echo "$OUTPUT"; fail "embed-cpp under herald run"; }
 echo "$OUTPUT"
 echo "$OUTPUT" | grep -q "embed-cpp: every rank answered" || fail "embed-cpp: no answer from every rank"
+
+echo "embed.sh: examples/embed-fortran"
+# shellcheck disable=SC2046 # pkg-config prints several flags
+gfortran -Wall "$ROOT/examples/embed-fortran/app.f90" $(pkg-config --libs herald) -o embed-fortran
+OUTPUT=$(timeout 120 "$HERALD" run -n "$RANKS" -- ./embed-fortran 2>&1) \
+    || { echo "$OUTPUT"; fail "embed-fortran under herald run"; }
+echo "$OUTPUT"
+for rank in $(seq 0 $((RANKS - 1))); do
+    echo "$OUTPUT" | grep -q "\[$rank\] fortran: rank $rank of $RANKS" \
+        || fail "embed-fortran: rank $rank did not join the job"
+done
 
 echo "embed.sh: examples/embed-c-mpi, the sans-IO core over MPI"
 # shellcheck disable=SC2046 # pkg-config prints several flags

@@ -8,9 +8,9 @@
 #      host, the multi-process tests of real jobs, herald-python's own tests
 #   3. loom models of the host's shared state
 #   4. a real Open MPI launch of 4 ranks
-#   5. embedding: libherald.so from C (pkg-config) and C++ (CMake) under herald
-#      run and mpirun, and the sans-IO core over MPI from C (installs pkg-config,
-#      cmake, g++ and Open MPI's headers)
+#   5. embedding: libherald.so from C (pkg-config), C++ (CMake) and Fortran under
+#      herald run and mpirun, and the sans-IO core over MPI from C (installs
+#      pkg-config, cmake, g++, gfortran and Open MPI's headers)
 #   6. the Python suites inside real jobs of 1, 2 and 4 nodes, under herald-python
 #      and under a stock python3 with the herald wheel (built by maturin)
 #   7. the demo (README's main command)
@@ -33,7 +33,7 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 step "a real Open MPI launch"
 bash .ci/mpi.sh
 
-step "embedding: libherald.so from C, C++ (CMake) and MPI"
+step "embedding: libherald.so from C, C++ (CMake), Fortran, and the core over MPI"
 bash scripts/embed.sh
 
 step "Python suites on 1, 2 and 4 nodes: herald-python, and python3 with the wheel"

@@ -255,7 +255,12 @@ impl EventLoop {
                     }
                 }
                 Output::PeerDown { node, by, reason } => {
-                    tracing::warn!(%node, %by, %reason, "herald: node is down in the job's view");
+                    // After the end of the job, nodes leaving is expected.
+                    if self.shared.job_end.lock().is_ok_and(|end| end.is_some()) {
+                        tracing::debug!(%node, %by, %reason, "herald: node left after the end of the job");
+                    } else {
+                        tracing::warn!(%node, %by, %reason, "herald: node is down in the job's view");
+                    }
                     self.shared.arrivals.down(node.0);
                 }
                 Output::Fenced { by, reason } => {
