@@ -58,18 +58,22 @@ fn declared_functions(header: &str) -> Vec<String> {
 #[test]
 fn libherald_exports_every_function_of_both_headers() {
     let root = repo_root();
+    let path = std::ffi::CString::new(libherald().into_os_string().into_encoded_bytes())
+        .expect("no NUL in the path");
     // SAFETY: loading libherald.so runs no constructor of its own; symbols are
-    // only looked up, never called.
-    let library = unsafe { libloading::Library::new(libherald()) }.expect("load libherald.so");
+    // only looked up, never called; the handle is never closed.
+    let library = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!library.is_null(), "cannot load libherald.so");
     for header in ["include/herald.h", "include/herald_core.h"] {
         let text = std::fs::read_to_string(root.join(header)).expect("read header");
         let functions = declared_functions(&text);
         assert!(functions.len() >= 10, "{header}: found only {functions:?}");
         for name in functions {
+            let symbol = std::ffi::CString::new(name.as_str()).expect("no NUL");
             // SAFETY: only the symbol's presence is checked.
-            let found = unsafe { library.get::<*const std::ffi::c_void>(name.as_bytes()) };
+            let found = unsafe { libc::dlsym(library, symbol.as_ptr()) };
             assert!(
-                found.is_ok(),
+                !found.is_null(),
                 "{header} declares {name}, which libherald.so does not export"
             );
         }
@@ -265,4 +269,65 @@ fn calls_without_a_runtime_fail_with_a_reason() {
     assert!(output.status.success(), "a check failed:\n{transcript}");
     assert!(stdout.contains("misuse: 0 failed"), "{transcript}");
     assert_eq!(stdout.matches("ok: ").count(), 15, "{transcript}");
+}
+
+/// A plugin loaded with plain `dlopen` registers from its constructor with
+/// nobody waiting; if that registration fails, herald_finalize says so.
+#[test]
+fn finalize_reports_a_failed_registration_nobody_waited_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin_source = dir.path().join("failing.c");
+    std::fs::write(
+        &plugin_source,
+        r#"
+#include "herald.h"
+int refuse(const void *a, size_t n) { (void)a; (void)n; herald_set_error("refused on purpose"); return 7; }
+HERALD_REGISTER_ON_LOAD(refuse, 0, 0, "failing-plugin")
+"#,
+    )
+    .expect("write plugin");
+    let plugin = dir.path().join("libfailing.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&plugin)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(&plugin_source)
+        .status()
+        .expect("run cc");
+    assert!(status.success());
+    let main_source = dir.path().join("main.c");
+    std::fs::write(
+        &main_source,
+        r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include "herald.h"
+int main(int argc, char **argv) {
+    if (argc < 2 || herald_init(&argc, &argv) != HERALD_OK) return 2;
+    if (!dlopen(argv[1], RTLD_NOW)) return 3;
+    int code = herald_finalize();
+    char error[512] = "";
+    herald_wait(0, error, sizeof error);
+    printf("finalize %d: %s\n", code, error);
+    return 0;
+}
+"#,
+    )
+    .expect("write main");
+    let program = build_program(dir.path(), &main_source, "settle");
+    let output = Command::new(&program)
+        .arg(&plugin)
+        .current_dir(dir.path())
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env_remove("HERALD_LIBRARY_PATH")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("finalize {}: ", 1)) && stdout.contains("refused on purpose"),
+        "herald_finalize reports the failure: {stdout}"
+    );
 }

@@ -91,19 +91,24 @@ impl Runtime {
     /// registration requested here has completed and every task launched here has
     /// its result, released handles included.
     ///
-    /// Fails (after stopping the runtime) if rank 0 went down first, or if a rank
-    /// went down without calling it (rank 0 names them).
+    /// Fails (after stopping the runtime) if rank 0 went down first, if a rank
+    /// went down without calling it (rank 0 names them), or if a registration
+    /// that a library constructor made here with nobody waiting for it failed.
     pub fn finalize(&self) -> Result<(), HostError> {
         if let Some(reason) = crate::context::deadlock_reason(self.shared().id, None) {
             return Err(HostError::WouldDeadlock { reason });
         }
         let outcome = self.quiesce().and_then(|()| {
+            // Registrations of libraries the program loaded itself (plain dlopen),
+            // which nobody waited for: answered by now; a failure among them is
+            // this rank's result, after the collective.
+            let settled = self.settle_unawaited(true).map(|_| ());
             if let Some(why) = self.shared().arrivals.fenced() {
                 Err(HostError::Finalize(why))
             } else if self.node_id() == 0 {
-                self.finalize_as_coordinator()
+                self.finalize_as_coordinator().and(settled)
             } else {
-                self.finalize_as_member()
+                self.finalize_as_member().and(settled)
             }
         });
         self.shutdown();
