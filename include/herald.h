@@ -82,7 +82,10 @@ int herald_init(int *argc, char ***argv);
  * returns on each once all of them have called it. Before that it waits until
  * every registration requested and every task launched on this rank is
  * answered (released handles included), and the rank keeps serving the others.
- * Afterwards herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
+ * Returns HERALD_ERR_FAILED (the reason on stderr and from herald_wait(0, ...))
+ * if a registration that a library constructor made on this rank with nobody
+ * waiting for it (a library loaded with plain dlopen) failed, or if ranks went
+ * down. Afterwards herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
  * herald callback or task (HERALD_ERR_WOULD_DEADLOCK). */
 int herald_finalize(void);
 
