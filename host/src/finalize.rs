@@ -11,12 +11,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use herald_core::TaskErrorKind;
 
 use crate::error::HostError;
 use crate::runtime::{JobEnd, Runtime};
 use crate::tasks::FINALIZE_TASK;
+
+/// Longest a rank waits, once the job has ended, for node 0 to close its links.
+/// Node 0 closes them once every rank acknowledged the end, so a rank that stops
+/// only then never sees another rank leave while it still thinks the job runs.
+const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
 
 /// Rank 0's record of the ranks that called finalize (or went down).
 #[derive(Default)]
@@ -74,6 +80,16 @@ impl Arrivals {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Blocks until `node` went down, or `timeout` passed. Returns whether it did.
+    fn wait_down(&self, node: u32, timeout: Duration) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |state| !state.down.contains(&node))
+            .unwrap_or_else(PoisonError::into_inner);
+        state.down.contains(&node)
     }
 
     fn update(&self, change: impl FnOnce(&mut ArrivalState) -> bool) {
@@ -143,7 +159,12 @@ impl Runtime {
             Err(error) => return Err(error),
         }
         match self.wait_for_job_end(None)? {
-            JobEnd::Ended { .. } => Ok(()),
+            JobEnd::Ended { .. } => {
+                if !self.shared().arrivals.wait_down(0, COORDINATOR_LINGER) {
+                    tracing::debug!("herald: node 0 kept its links open after the end of the job");
+                }
+                Ok(())
+            }
             JobEnd::CoordinatorLost { reason } => Err(HostError::Finalize(format!(
                 "node 0 went down before every rank called herald_finalize: {reason}"
             ))),
