@@ -5,7 +5,9 @@
 #
 #   1. formatting and lints (rustfmt, clippy -D warnings)
 #   2. Rust tests: core, simulator suites (exhaustive, property, scale), TCP,
-#      host, the multi-process tests of real jobs, herald-python's own tests
+#      host, the multi-process tests of real jobs (faults included: a rank cut
+#      off in its own network namespace needs root and iproute2, installed here),
+#      herald-python's own tests
 #   3. loom models of the host's shared state
 #   4. a real Open MPI launch of 4 ranks
 #   5. embedding: libherald.so from C (pkg-config), C++ (CMake) and Fortran under
@@ -24,7 +26,15 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "Rust tests"
-cargo test --workspace
+# cli/tests/faults.rs puts ranks in network namespaces (`ip netns`): install
+# iproute2 if missing, and make that test fail rather than skip here.
+if ! command -v ip >/dev/null 2>&1; then
+    echo "test.sh: installing iproute2"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq iproute2 >/dev/null
+fi
+HERALD_REQUIRE_NETNS=1 cargo test --workspace
 
 step "loom: the host's handle table and per-thread invocation tracking"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -52,6 +52,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.nodes,
         &exe.into_os_string(),
         &node_args,
+        &[],
         move |rank, stream, line| match parse_stats_line(line) {
             Some(pairs) if stream == Stream::Stdout => {
                 let mut all = collected

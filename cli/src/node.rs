@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_host::{HostConfig, JobEnd, Runtime, RuntimeStats};
-use herald_tcp::{Bootstrap, Mesh, bootstrap_from_env};
+use herald_tcp::{Bootstrap, Mesh, MeshEvent, bootstrap_from_env};
 
 /// Flags of `herald node`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +44,21 @@ pub struct NodeArgs {
     /// Seconds to wait for every rank to join.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub establish_timeout: u64,
+    /// Idle time after which a link sends a heartbeat, in milliseconds
+    /// (default: HERALD_HEARTBEAT_MS, else 1000; 0 = none, then --peer-timeout-ms 0).
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Silence after which a peer is declared down, in milliseconds (default:
+    /// HERALD_PEER_TIMEOUT_MS, else 10000; 0 = never, e.g. under a debugger).
+    /// Registrations and launches waiting half as long are logged, naming what they wait for.
+    #[arg(long, value_name = "MS")]
+    pub peer_timeout_ms: Option<u64>,
+    /// Children per node in the dissemination tree; every rank must use the same.
+    #[arg(long, value_name = "K", default_value_t = herald_core::DEFAULT_FANOUT)]
+    pub fanout: u32,
+    /// Largest frame sent or accepted, in bytes; every rank must use the same.
+    #[arg(long, value_name = "BYTES", default_value_t = herald_core::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
     /// Print this node's counters as one `herald-stats` line at exit.
     #[arg(long)]
     pub stats: bool,
@@ -60,13 +75,30 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         mesh_config.bind = bind;
     }
     mesh_config.establish_timeout = Duration::from_secs(args.establish_timeout.max(1));
-    let (rank, size) = (boot.rank, boot.size);
-    let (mesh, events) = Mesh::establish(mesh_config)
-        .with_context(|| format!("rank {rank} of {size}: the job did not form"))?;
-    let mut config = HostConfig::default();
+    if let Some(ms) = args.heartbeat_ms {
+        mesh_config.heartbeat = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.peer_timeout_ms {
+        mesh_config.peer_timeout = Duration::from_millis(ms);
+    }
+    let mut config = HostConfig {
+        fanout: args.fanout,
+        max_frame_bytes: args.max_frame_bytes,
+        ..HostConfig::default()
+    };
+    if !mesh_config.peer_timeout.is_zero() {
+        // Half the timeout: the warning names what a registration waits for before
+        // a silent peer is declared down.
+        config.slow_warning = mesh_config.peer_timeout / 2;
+    }
     config
         .library_dirs
         .extend(args.library_path.iter().cloned());
+    config.agree_on(&mut mesh_config);
+    let (rank, size) = (boot.rank, boot.size);
+    let (mesh, mesh_events) = Mesh::establish(mesh_config)
+        .with_context(|| format!("rank {rank} of {size}: the job did not form"))?;
+    let (events, coordinator_gone) = watch_coordinator(mesh_events)?;
     let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
     herald_host::install_global(&runtime);
     tracing::info!(
@@ -75,17 +107,34 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     );
 
     let code = if rank == 0 {
+        exit_when_fenced(&runtime, rank);
         let code = run_top_level(&runtime, &args);
+        if let Ok(JobEnd::Fenced { by, reason }) = runtime.wait_for_job_end(Some(Duration::ZERO)) {
+            // The watch thread is about to say so too; one message is enough.
+            eprintln!("{}", fenced_message(rank, by, &reason));
+            std::process::exit(i32::from(FENCED_EXIT));
+        }
         if let Err(error) = runtime.end_job() {
             eprintln!("herald node: ending the job: {error}");
         }
         code
     } else {
         match runtime.wait_for_job_end(None) {
-            Ok(JobEnd::Ended { .. }) => 0,
+            Ok(JobEnd::Ended { .. }) => {
+                // Rank 0 closes its links once every rank has acknowledged the end;
+                // leaving only then means no rank sees another leave while it has
+                // not heard of the end yet (and tells the job it lost a node).
+                let _ = coordinator_gone.recv_timeout(COORDINATOR_LINGER);
+                0
+            }
             Ok(JobEnd::CoordinatorLost { reason }) => {
                 eprintln!("herald node: rank 0 went down before ending the job: {reason}");
                 1
+            }
+            Ok(JobEnd::Fenced { by, reason }) => {
+                eprintln!("{}", fenced_message(rank, by, &reason));
+                runtime.shutdown();
+                return Ok(ExitCode::from(FENCED_EXIT));
             }
             Ok(JobEnd::Stopped) | Err(_) => 1,
         }
@@ -98,6 +147,65 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))
+}
+
+/// Longest a rank waits, after the end of the job, for rank 0 to close its links.
+const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
+
+/// Passes the mesh's events on to the runtime, signalling on the returned
+/// receiver when the link to rank 0 goes.
+fn watch_coordinator(
+    mesh_events: crossbeam_channel::Receiver<MeshEvent>,
+) -> anyhow::Result<(
+    crossbeam_channel::Receiver<MeshEvent>,
+    crossbeam_channel::Receiver<()>,
+)> {
+    let (gone_tx, gone) = crossbeam_channel::bounded(1);
+    let (gate, events) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("herald-node-events".into())
+        .spawn(move || {
+            for event in mesh_events {
+                if matches!(event, MeshEvent::PeerDown { node: 0, .. }) {
+                    let _ = gone_tx.try_send(());
+                }
+                if gate.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the event forwarding thread")?;
+    Ok((events, gone))
+}
+
+/// Exit code of a rank that another node declared down (`herald run` lets the
+/// other ranks go on when a rank exits with it).
+pub const FENCED_EXIT: u8 = 88;
+
+/// What a rank says when it ends because another node declared it down.
+fn fenced_message(rank: u32, by: u32, reason: &str) -> String {
+    format!(
+        "herald node: rank {rank} was declared down by node {by} ({reason}); the job goes on \
+         without it, so this rank stops. If it was only slow, raise --peer-timeout-ms \
+         (HERALD_PEER_TIMEOUT_MS) on every rank"
+    )
+}
+
+/// Rank 0 runs the job's code on its main thread, which may be busy for long: a
+/// thread of its own ends the process as soon as another node declares it down.
+fn exit_when_fenced(runtime: &Runtime, rank: u32) {
+    let runtime = runtime.clone();
+    let spawned = std::thread::Builder::new()
+        .name("herald-fence-watch".into())
+        .spawn(move || {
+            if let Ok(JobEnd::Fenced { by, reason }) = runtime.wait_for_job_end(None) {
+                eprintln!("{}", fenced_message(rank, by, &reason));
+                std::process::exit(i32::from(FENCED_EXIT));
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "herald node: cannot watch for being declared down");
+    }
 }
 
 /// Parses a `herald-stats` line printed by `--stats` into (name, value) pairs.

@@ -20,6 +20,14 @@ pub struct RunArgs {
     /// Number of ranks to start.
     #[arg(short = 'n', long = "nodes", value_name = "N")]
     pub nodes: u32,
+    /// Every rank's heartbeat interval on idle links, in milliseconds (passed to the
+    /// ranks as HERALD_HEARTBEAT_MS; default 1000, 0 = none).
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Silence after which a rank declares a peer down, in milliseconds (passed to
+    /// the ranks as HERALD_PEER_TIMEOUT_MS; default 10000, 0 = never).
+    #[arg(long, value_name = "MS")]
+    pub peer_timeout_ms: Option<u64>,
     /// The program each rank runs, with its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<OsString>,
@@ -30,7 +38,8 @@ pub struct RunArgs {
 pub struct JobOutcome {
     /// Each rank's exit status, by rank.
     pub statuses: Vec<ExitStatus>,
-    /// The first rank that failed, if any (the others were then stopped).
+    /// The first rank that failed, if any (the others were then stopped), else the
+    /// first rank the job declared down (the others went on).
     pub first_failure: Option<u32>,
 }
 
@@ -41,14 +50,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let stdout = Arc::new(std::io::stdout());
     let stderr = Arc::new(std::io::stderr());
-    let outcome = run_local_job(args.nodes, program, rest, move |rank, stream, line| {
-        // One write per line keeps lines of different ranks whole.
-        let text = format!("[{rank}] {line}\n");
-        let _ = match stream {
-            Stream::Stdout => stdout.lock().write_all(text.as_bytes()),
-            Stream::Stderr => stderr.lock().write_all(text.as_bytes()),
-        };
-    })?;
+    let env: Vec<(String, String)> = [
+        ("HERALD_HEARTBEAT_MS", args.heartbeat_ms),
+        ("HERALD_PEER_TIMEOUT_MS", args.peer_timeout_ms),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_owned(), value?.to_string())))
+    .collect();
+    let outcome = run_local_job(
+        args.nodes,
+        program,
+        rest,
+        &env,
+        move |rank, stream, line| {
+            // One write per line keeps lines of different ranks whole.
+            let text = format!("[{rank}] {line}\n");
+            let _ = match stream {
+                Stream::Stdout => stdout.lock().write_all(text.as_bytes()),
+                Stream::Stderr => stderr.lock().write_all(text.as_bytes()),
+            };
+        },
+    )?;
     Ok(report(&outcome))
 }
 
@@ -58,18 +80,29 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
         None => ExitCode::SUCCESS,
         Some(rank) => {
             let status = outcome.statuses[rank as usize];
-            eprintln!("herald run: rank {rank} failed ({status}); the other ranks were stopped");
+            if is_fenced(status) {
+                eprintln!(
+                    "herald run: rank {rank} was declared down by the job ({status}); the \
+                     other ranks went on without it"
+                );
+            } else {
+                eprintln!(
+                    "herald run: rank {rank} failed ({status}); the other ranks were stopped"
+                );
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-/// Starts `nodes` copies of `program` on loopback as one job and waits for all.
-/// Each output line goes to `on_line`. The first failing rank stops the others.
+/// Starts `nodes` copies of `program` on loopback as one job, each with the
+/// extra variables `env`, and waits for all. Each output line goes to `on_line`.
+/// The first failing rank stops the others.
 pub fn run_local_job(
     nodes: u32,
     program: &OsString,
     args: &[OsString],
+    env: &[(String, String)],
     on_line: impl Fn(u32, Stream, &str) + Send + Sync + 'static,
 ) -> anyhow::Result<JobOutcome> {
     if nodes == 0 {
@@ -85,7 +118,9 @@ pub fn run_local_job(
     let mut readers = Vec::new();
     for rank in 0..nodes {
         let spawned = set_bootstrap_env(
-            Command::new(program).args(args),
+            Command::new(program)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v))),
             rank,
             nodes,
             coordinator,
@@ -114,12 +149,21 @@ pub fn run_local_job(
 
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; nodes as usize];
     let mut first_failure = None;
+    let mut first_fenced = None;
     for rank in exited.iter() {
         let status = children[rank as usize]
             .wait()
             .with_context(|| format!("waiting for rank {rank}"))?;
         statuses[rank as usize] = Some(status);
-        if !status.success() && first_failure.is_none() {
+        if status.success() {
+            continue;
+        }
+        // A rank the job declared down ends by design; the job goes on without it.
+        if is_fenced(status) {
+            first_fenced.get_or_insert(rank);
+            continue;
+        }
+        if first_failure.is_none() {
             first_failure = Some(rank);
             for (other, child) in children.iter_mut().enumerate() {
                 if statuses[other].is_none() {
@@ -139,6 +183,12 @@ pub fn run_local_job(
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(JobOutcome {
         statuses,
-        first_failure,
+        first_failure: first_failure.or(first_fenced),
     })
+}
+
+/// Whether a rank ended because the job declared it down (`herald node`'s exit
+/// status for that).
+fn is_fenced(status: ExitStatus) -> bool {
+    status.code() == Some(i32::from(crate::node::FENCED_EXIT))
 }

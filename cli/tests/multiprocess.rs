@@ -407,3 +407,33 @@ fn start_main(nodes: u32, dir: &Path, library: &Path, main: &str, env: &[(&str, 
             .collect(),
     })
 }
+
+/// A rank that exits with status 88 (what `herald node` does when the job
+/// declared it down) does not stop the others: they go on and finish, and
+/// `herald run` still fails at the end, saying why.
+#[test]
+fn herald_run_lets_the_job_go_on_without_a_fenced_rank() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("rank1.pid");
+    // Ranks 0 and 2 wait until rank 1 has exited and been reaped, then finish.
+    let script = format!(
+        r#"if [ "$HERALD_RANK" = 1 ]; then echo $$ > {m}.tmp; mv {m}.tmp {m}; exit 88; fi
+        while [ ! -e {m} ]; do sleep 0.01; done
+        while kill -0 "$(cat {m})" 2>/dev/null; do sleep 0.01; done
+        echo "rank $HERALD_RANK went on""#,
+        m = marker.display()
+    );
+    let output = Command::new(common::herald())
+        .args(["run", "-n", "3", "--", "sh", "-c", &script])
+        .output()
+        .expect("herald run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[0] rank 0 went on"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[2] rank 2 went on"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("rank 1 was declared down by the job"),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use herald_tcp::{Agreed, MeshConfig};
+
+use crate::HostError;
+
+/// Name under which links agree on the protocol version.
+const PROTOCOL_VERSION: &str = "protocol version";
+/// Name under which links agree on the fan-out.
+const FANOUT: &str = "fan-out";
+
 /// Environment variable listing more allowed library directories, separated by
 /// `:`. They are added to the implicit defaults (see [`default_library_dirs`]).
 pub const LIBRARY_PATH_ENV: &str = "HERALD_LIBRARY_PATH";
@@ -35,6 +44,10 @@ pub struct HostConfig {
     pub batch_max_bytes: usize,
     /// An idle worker thread beyond the first exits after this long.
     pub worker_idle_timeout: Duration,
+    /// A registration or launch still unanswered after this long is logged as a
+    /// warning naming what it waits for (again each time the wait doubles); zero:
+    /// never. `herald node` sets it to the peer timeout.
+    pub slow_warning: Duration,
 }
 
 impl Default for HostConfig {
@@ -47,11 +60,46 @@ impl Default for HostConfig {
             batch_max_delay: Duration::from_millis(100),
             batch_max_bytes: 8 << 20,
             worker_idle_timeout: Duration::from_secs(30),
+            slow_warning: Duration::from_secs(10),
         }
     }
 }
 
 impl HostConfig {
+    /// Makes `mesh` check, on every link as it forms, that both ends use this
+    /// configuration's protocol version, fan-out and frame limit (a mismatch fails
+    /// formation naming both values), and sets its frame limit to this one's.
+    pub fn agree_on(&self, mesh: &mut MeshConfig) {
+        mesh.max_frame_bytes = self.max_frame_bytes;
+        mesh.agree(
+            PROTOCOL_VERSION,
+            u64::from(herald_core::WIRE_VERSION),
+            "herald build",
+        );
+        mesh.agree(FANOUT, u64::from(self.fanout), "--fanout");
+    }
+
+    /// Refuses a mesh that did not agree on what [`agree_on`](Self::agree_on) adds.
+    pub(crate) fn check_agreed(&self, agreed: &[Agreed]) -> Result<(), HostError> {
+        let value = |name: &str| agreed.iter().find(|a| a.name == name).map(|a| a.value);
+        let frame_limit = value("frame limit (bytes)");
+        let wanted = [
+            (PROTOCOL_VERSION, u64::from(herald_core::WIRE_VERSION)),
+            (FANOUT, u64::from(self.fanout)),
+        ];
+        let disagrees = wanted.iter().any(|(name, v)| value(name) != Some(*v))
+            || frame_limit != Some(self.max_frame_bytes as u64);
+        if disagrees {
+            return Err(HostError::Start(
+                "the mesh was formed without checking that every rank uses this runtime's \
+                 protocol version, fan-out and frame limit: pass its MeshConfig through \
+                 HostConfig::agree_on before Mesh::establish"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds an allowed library directory.
     pub fn with_library_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.library_dirs.push(dir.into());

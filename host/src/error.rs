@@ -34,6 +34,20 @@ pub enum HostError {
     /// The runtime has stopped; nothing more will complete.
     #[error("the herald runtime has stopped; start a new one to register or launch more")]
     Stopped,
+    /// Another node declared this one down (it stopped answering, its link broke,
+    /// or it sent something invalid): the job goes on without it, and this runtime
+    /// has stopped.
+    #[error(
+        "this node was declared down by node {by} ({reason}); the job goes on without it, \
+         so herald stopped here: check this node's network and load, or raise \
+         --peer-timeout-ms (HERALD_PEER_TIMEOUT_MS)"
+    )]
+    Fenced {
+        /// The node that declared this one down.
+        by: u32,
+        /// Why.
+        reason: String,
+    },
     /// The C ABI was called in a process with no runtime installed.
     #[error(
         "no herald runtime is running in this process: call herald_init first (it is not \

@@ -4,13 +4,14 @@
 //! to workers, handles to complete. It never runs user code and never loads a
 //! library, so nothing a plugin does can stall the protocol.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use herald_core::{
-    InvocationId, Key, LaunchId, Node, NodeId, Output, RequestId, decode_frame, encode_frames,
+    InvocationId, Key, LaunchId, Message, Node, NodeId, Output, RegisterError, RequestId,
+    UsageError, decode_frame, encode_frames,
 };
 use herald_tcp::MeshEvent;
 
@@ -23,6 +24,7 @@ use crate::shared::{Command, Flush, Shared};
 use crate::stats::Counters;
 use crate::tasks::{END_JOB_TASK, FINALIZE_TASK};
 use crate::transport::Transport;
+use crate::watchdog::{Waiting, Watchdog, coordinator_of};
 
 /// How long the loop sleeps when no batch is open: only a bound, never a wait
 /// for something to happen.
@@ -33,14 +35,25 @@ pub(crate) struct EventLoop {
     shared: Arc<Shared>,
     transport: Box<dyn Transport>,
     pool: WorkerPool,
-    /// Registration handles by the core's request id.
-    requests: HashMap<RequestId, u64>,
+    /// Registration handles (and keys) by the core's request id.
+    requests: HashMap<RequestId, (u64, Key)>,
     /// Task handles by the core's launch id.
     launches: HashMap<LaunchId, u64>,
     /// Key chains of the invocations running here, to build their children's.
     running: HashMap<InvocationId, Arc<[Key]>>,
     /// Callers of `Runtime::quiesce` waiting for `requests` and `launches` to empty.
     quiescing: Vec<crossbeam_channel::Sender<()>>,
+    /// Nodes the job declared down: their links close once the frames queued for
+    /// them (which may tell them so) are handed to the transport.
+    to_close: Vec<u32>,
+    /// Set when another node declared this one down: the loop stops.
+    fenced: Option<(u32, String)>,
+    /// Requests and launches that wait long are logged.
+    watchdog: Watchdog,
+    /// Launches of the end of the job, by target.
+    end_launches: HashMap<LaunchId, u32>,
+    /// Nodes that acknowledged the end of the job this node announced.
+    ended: HashSet<u32>,
 }
 
 impl EventLoop {
@@ -55,6 +68,7 @@ impl EventLoop {
                     .store(n, std::sync::atomic::Ordering::Relaxed)
             }),
         );
+        let watchdog = Watchdog::new(shared.config.slow_warning);
         Self {
             node,
             shared,
@@ -64,20 +78,30 @@ impl EventLoop {
             launches: HashMap::new(),
             running: HashMap::new(),
             quiescing: Vec::new(),
+            to_close: Vec::new(),
+            fenced: None,
+            watchdog,
+            end_launches: HashMap::new(),
+            ended: HashSet::new(),
         }
     }
 
-    /// Runs until a `Shutdown` command (or every command sender is gone), then
-    /// closes the transport and wakes every waiter.
+    /// Runs until a `Shutdown` command (or every command sender is gone), or until
+    /// this node is declared down (fenced), then closes the transport and wakes
+    /// every waiter (with [`HostError::Fenced`] if it was fenced).
     pub(crate) fn run(mut self, commands: Receiver<Command>, mut events: Receiver<MeshEvent>) {
         loop {
-            let wake = self.shared.next_batch_deadline().map_or(IDLE_WAKE, |due| {
+            let due = [self.shared.next_batch_deadline(), self.watchdog.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
+            let wake = due.map_or(IDLE_WAKE, |due| {
                 due.saturating_duration_since(Instant::now())
             });
             if wake.is_zero() {
                 // Due batches go out even while commands and frames keep arriving
                 // (then the `default` arm below would never be taken).
-                self.shared.flush_batches(Flush::Due(Instant::now()));
+                self.on_timer();
             }
             select! {
                 recv(commands) -> command => match command {
@@ -91,18 +115,25 @@ impl EventLoop {
                         events = crossbeam_channel::never();
                     }
                 },
-                default(wake) => self.shared.flush_batches(Flush::Due(Instant::now())),
+                default(wake) => self.on_timer(),
             }
             self.drain_outputs();
             // Settled: nothing asked here is unanswered, or nothing ever will be
             // (a fenced node takes no further part).
             let settled = (self.requests.is_empty() && self.launches.is_empty())
-                || self.node.fenced_by().is_some();
+                || self.fenced.is_some();
             if settled && !self.quiescing.is_empty() {
                 for done in self.quiescing.drain(..) {
                     let _ = done.send(());
                 }
             }
+            if self.fenced.is_some() {
+                break;
+            }
+        }
+        if let Some((by, reason)) = self.fenced.take() {
+            // Recorded before the handles close, so every waiter learns why.
+            self.shared.set_job_end(JobEnd::Fenced { by, reason });
         }
         self.shared
             .stopped
@@ -119,35 +150,66 @@ impl EventLoop {
                 handle,
                 registration,
                 parent,
-            } => match self.node.register(registration, parent) {
-                Ok(request) => {
-                    self.requests.insert(request, handle);
+            } => {
+                let key = registration.key();
+                match self.node.register(registration, parent) {
+                    Ok(request) => {
+                        self.requests.insert(request, (handle, key));
+                        let place = if parent.is_some() {
+                            "nested in an invocation here"
+                        } else {
+                            "requested here"
+                        };
+                        let label = match self.shared.name_of(&key) {
+                            Some(name) => format!("{name}, {place}"),
+                            None => place.to_owned(),
+                        };
+                        self.watchdog.start(
+                            Waiting::Registration(request, key),
+                            label,
+                            Instant::now(),
+                        );
+                    }
+                    Err(RegisterError::Fenced { by, reason }) => self
+                        .complete_registration(handle, Err(HostError::Fenced { by: by.0, reason })),
+                    Err(error) => self
+                        .complete_registration(handle, Err(HostError::Protocol(error.to_string()))),
                 }
-                Err(error) => {
-                    self.complete_registration(handle, Err(HostError::Protocol(error.to_string())))
-                }
-            },
+            }
             Command::Launch {
                 handle,
                 to,
                 task,
                 args,
                 parent,
-            } => match if task == END_JOB_TASK || task == FINALIZE_TASK {
-                // Ending the job (and arriving at its end) waits for what the
-                // target must finish, but not for it to have succeeded.
-                self.node.launch_control(to, task, args)
-            } else {
-                self.node.launch(to, task, args, parent)
-            } {
-                Ok(launch) => {
-                    self.launches.insert(launch, handle);
+            } => {
+                let label = task.clone();
+                let launched = if task == END_JOB_TASK || task == FINALIZE_TASK {
+                    // Ending the job (and arriving at its end) waits for what the
+                    // target must finish, but not for it to have succeeded.
+                    self.node.launch_control(to, task, args)
+                } else {
+                    self.node.launch(to, task, args, parent)
+                };
+                match launched {
+                    Ok(launch) => {
+                        if label == END_JOB_TASK {
+                            self.end_launches.insert(launch, to.0);
+                        }
+                        self.launches.insert(launch, handle);
+                        self.watchdog
+                            .start(Waiting::Launch(launch, to), label, Instant::now());
+                    }
+                    Err(UsageError::Fenced { by, reason }) => {
+                        let error = HostError::Fenced { by: by.0, reason };
+                        let _ = self.shared.task_results.complete(handle, Err(error));
+                    }
+                    Err(error) => {
+                        let error = HostError::InvalidArgument(error.to_string());
+                        let _ = self.shared.task_results.complete(handle, Err(error));
+                    }
                 }
-                Err(error) => {
-                    let error = HostError::InvalidArgument(error.to_string());
-                    let _ = self.shared.task_results.complete(handle, Err(error));
-                }
-            },
+            }
             Command::InvocationFinished { id, outcome } => {
                 self.running.remove(&id);
                 if let Err(error) = self.node.invocation_finished(id, outcome) {
@@ -172,45 +234,93 @@ impl EventLoop {
                 Counters::add(&counters.bytes_received, bytes.len() as u64);
                 let messages = match decode_frame(&bytes, self.shared.config.max_frame_bytes) {
                     Ok(messages) => messages,
-                    Err(error) => return self.reject_peer(from, &error),
+                    // The core decodes it again, fails the same way and declares
+                    // the sender down: one place decides about a bad peer.
+                    Err(_) => {
+                        if let Err(error) = self.node.handle_frame(NodeId(from), &bytes) {
+                            reject_peer(from, &error);
+                        }
+                        return;
+                    }
                 };
                 Counters::add(&counters.messages_received, messages.len() as u64);
                 for message in messages {
+                    if let Message::Ack { key, .. } = &message {
+                        self.watchdog.acknowledged(key, NodeId(from));
+                    }
                     if let Err(error) = self.node.handle_message(NodeId(from), message) {
-                        return self.reject_peer(from, &error);
+                        return reject_peer(from, &error);
                     }
                 }
             }
             MeshEvent::PeerDown { node, reason } => {
-                let ended = self.shared.job_end.lock().is_ok_and(|end| end.is_some());
-                if ended {
+                if self.left_after_end(node) {
+                    // Expected: telling every node would cost O(N) messages per
+                    // leaving node, O(N²) for the end of every job.
                     tracing::debug!(node, %reason, "herald: node left after the end of the job");
-                } else {
-                    tracing::warn!(node, %reason, "herald: node down");
+                    self.shared.arrivals.down(node);
+                    return;
                 }
-                self.node.peer_down(NodeId(node), reason.clone());
-                self.shared.arrivals.down(node);
-                if node == 0 && self.shared.node != NodeId(0) {
-                    self.shared.set_job_end(JobEnd::CoordinatorLost { reason });
-                }
+                tracing::warn!(node, %reason, "herald: link to node {node} lost");
+                // Becomes the job's view: every node learns it, and `node` is fenced.
+                self.node.peer_down(NodeId(node), reason);
             }
         }
     }
 
-    /// An authenticated peer sent what no correct node sends (a frame that does
-    /// not decode, a forged key): skipping the message could leave registrations
-    /// waiting for it forever, so the peer is treated as down from now on and
-    /// named unreachable wherever it was needed.
-    fn reject_peer(&mut self, from: u32, error: &dyn std::fmt::Display) {
-        tracing::error!(from, %error, "herald: node sent an invalid frame; treating it as down");
-        self.node
-            .peer_down(NodeId(from), format!("sent an invalid frame: {error}"));
+    /// Whether `node` leaving is the normal end of the job: this node was told the
+    /// job ended (and acknowledged it), or it ended the job and `node` has
+    /// acknowledged that. Otherwise (e.g. `node` died while this node waits for its
+    /// acknowledgement of the end) the loss is declared like any other.
+    fn left_after_end(&self, node: u32) -> bool {
+        let end = self
+            .shared
+            .job_end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*end {
+            Some(JobEnd::Ended { by }) if *by == self.shared.node.0 => self.ended.contains(&node),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Work with a deadline: due batches, and warnings about long waits.
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        self.shared.flush_batches(Flush::Due(now));
+        let node = &self.node;
+        let nodes = self.shared.nodes;
+        self.watchdog
+            .warn_due(now, |waiting, acks_due| match waiting {
+                Waiting::Registration(_, key) => {
+                    let coordinator = coordinator_of(key, nodes, node.dead_nodes());
+                    let mut text = if coordinator == node.config().node() {
+                        "its round here (this node coordinates it) to hear from every node"
+                            .to_owned()
+                    } else {
+                        format!("the job-wide answer from its coordinator, {coordinator}")
+                    };
+                    if !acks_due.is_empty() {
+                        let names: Vec<String> = acks_due.iter().map(ToString::to_string).collect();
+                        text.push_str(&format!(
+                            "; acknowledgements (each for its subtree) still due here from {}",
+                            names.join(", ")
+                        ));
+                    }
+                    text.push_str(
+                        "; a node that stopped answering is declared down after the peer timeout",
+                    );
+                    text
+                }
+                Waiting::Launch(_, to) => format!("the task's result from {to}"),
+            });
     }
 
     fn drain_outputs(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Transmit { to, messages } => self.transmit(to, &messages),
+                Output::Transmit { to, messages } => self.transmit(to, messages),
                 Output::Invoke(invocation) => {
                     let mut keys = vec![invocation.key];
                     if let Some(parent) = invocation.parent.and_then(|p| self.running.get(&p)) {
@@ -224,7 +334,8 @@ impl EventLoop {
                     }));
                 }
                 Output::Completed { request, result } => {
-                    if let Some(handle) = self.requests.remove(&request) {
+                    if let Some((handle, key)) = self.requests.remove(&request) {
+                        self.watchdog.finish(Waiting::Registration(request, key));
                         Counters::add(&self.shared.counters.registrations_completed, 1);
                         self.complete_registration(handle, Ok(result));
                     }
@@ -249,45 +360,131 @@ impl EventLoop {
                         .submit(Box::new(move || execute::run_task(&shared, request)));
                 }
                 Output::TaskCompleted { launch, outcome } => {
+                    if let Some(to) = self.end_launches.remove(&launch) {
+                        if outcome.is_ok() {
+                            self.ended.insert(to);
+                        }
+                    }
                     if let Some(handle) = self.launches.remove(&launch) {
+                        self.watchdog.finish_launch(launch);
                         let result = outcome.map_err(|error| HostError::Task(self.named(error)));
                         let _ = self.shared.task_results.complete(handle, result);
                     }
                 }
                 Output::PeerDown { node, by, reason } => {
-                    // After the end of the job, nodes leaving is expected.
-                    if self.shared.job_end.lock().is_ok_and(|end| end.is_some()) {
-                        tracing::debug!(%node, %by, %reason, "herald: node left after the end of the job");
+                    let ended = self.shared.job_end.lock().is_ok_and(|end| end.is_some());
+                    if ended {
+                        tracing::debug!(%node, %by, %reason, "herald: node down after the end of the job");
                     } else {
-                        tracing::warn!(%node, %by, %reason, "herald: node is down in the job's view");
+                        tracing::warn!(
+                            %node, %by, %reason,
+                            "herald: {node} is down in the job's view (declared by {by}: {reason})"
+                        );
                     }
+                    self.to_close.push(node.0);
+                    self.watchdog.node_down(node);
                     self.shared.arrivals.down(node.0);
+                    if node == NodeId(0) && self.shared.node != NodeId(0) {
+                        self.shared.set_job_end(JobEnd::CoordinatorLost {
+                            reason: format!("declared down by {by}: {reason}"),
+                        });
+                    }
                 }
                 Output::Fenced { by, reason } => {
-                    tracing::error!(%by, %reason, "herald: this node was declared down");
+                    tracing::error!(
+                        %by, %reason,
+                        "herald: this node was declared down by {by} ({reason}); it stops"
+                    );
                     // Nothing more will be answered here: whoever waits for the
                     // job's end or for this node's work to settle stops waiting.
                     self.shared
                         .arrivals
                         .fence(format!("this node was declared down by {by}: {reason}"));
-                    self.shared.set_job_end(JobEnd::Stopped);
+                    self.fenced = Some((by.0, reason));
+                }
+            }
+        }
+        // After the frames above: what was queued for a node declared down (the
+        // news itself, among others) leaves before its link closes for good.
+        for node in self.to_close.drain(..) {
+            self.transport.close_peer(node);
+        }
+    }
+
+    fn transmit(&mut self, to: NodeId, messages: Vec<Message>) {
+        for message in &messages {
+            if let Message::Disseminate { key, .. } = message {
+                self.watchdog.disseminated(*key, to);
+            }
+        }
+        let max = self.shared.config.max_frame_bytes;
+        match encode_frames(&messages, max) {
+            Ok(frames) => self.send_frames(to, messages.len(), frames),
+            // Only the messages that cannot be encoded are lost; the others go.
+            Err(_) => {
+                let mut sendable = Vec::with_capacity(messages.len());
+                for message in messages {
+                    match encode_frames(std::slice::from_ref(&message), max) {
+                        Ok(_) => sendable.push(message),
+                        Err(error) => self.unsendable(to, message, &error),
+                    }
+                }
+                match encode_frames(&sendable, max) {
+                    Ok(frames) => self.send_frames(to, sendable.len(), frames),
+                    Err(error) => tracing::error!(%to, %error, "herald: bug: messages dropped"),
                 }
             }
         }
     }
 
-    fn transmit(&mut self, to: NodeId, messages: &[herald_core::Message]) {
-        match encode_frames(messages, self.shared.config.max_frame_bytes) {
-            Ok(frames) => {
-                let counters = &self.shared.counters;
-                Counters::add(&counters.messages_sent, messages.len() as u64);
-                for frame in frames {
-                    Counters::add(&counters.frames_sent, 1);
-                    Counters::add(&counters.bytes_sent, frame.len() as u64);
-                    self.transport.send(to.0, frame);
+    fn send_frames(&mut self, to: NodeId, messages: usize, frames: Vec<Vec<u8>>) {
+        let counters = &self.shared.counters;
+        Counters::add(&counters.messages_sent, messages as u64);
+        for frame in frames {
+            Counters::add(&counters.frames_sent, 1);
+            Counters::add(&counters.bytes_sent, frame.len() as u64);
+            self.transport.send(to.0, frame);
+        }
+    }
+
+    /// A message that cannot be encoded (it exceeds the frame limit). The requests
+    /// or launches it carried fail with the reason; a message the protocol waits
+    /// for (an acknowledgement, a dissemination, an answer) would leave `to` or this
+    /// node waiting for ever, so `to` is declared down instead, by name and reason.
+    fn unsendable(&mut self, to: NodeId, message: Message, error: &herald_core::EncodeError) {
+        tracing::error!(%to, %error, kind = message.kind(), "herald: a message cannot be sent");
+        match message {
+            Message::Launch { launch, task, .. } => {
+                if let Some(handle) = self.launches.remove(&launch) {
+                    self.watchdog.finish_launch(launch);
+                    let error = HostError::Protocol(format!(
+                        "the launch of task '{task}' to {to} cannot be sent: {error}"
+                    ));
+                    let _ = self.shared.task_results.complete(handle, Err(error));
                 }
             }
-            Err(error) => tracing::error!(%to, %error, "herald: messages dropped"),
+            Message::Request { key, .. } => {
+                let failed: Vec<RequestId> = self
+                    .requests
+                    .iter()
+                    .filter(|(_, (_, k))| *k == key)
+                    .map(|(request, _)| *request)
+                    .collect();
+                for request in failed {
+                    if let Some((handle, key)) = self.requests.remove(&request) {
+                        self.watchdog.finish(Waiting::Registration(request, key));
+                        let error = HostError::Protocol(format!(
+                            "registration {} cannot be sent to its coordinator {to}: {error}",
+                            key.short()
+                        ));
+                        self.complete_registration(handle, Err(error));
+                    }
+                }
+            }
+            other => self.node.peer_down(
+                to,
+                format!("a {} message for it cannot be sent: {error}", other.kind()),
+            ),
         }
     }
 
@@ -325,4 +522,12 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// An authenticated peer sent what no correct node sends (a frame that does not
+/// decode, a forged key). The core has already declared it down (every node
+/// learns it, and the peer is fenced), so nothing waits for a message it skipped;
+/// its link closes when the core says so.
+fn reject_peer(from: u32, error: &dyn std::fmt::Display) {
+    tracing::error!(from, %error, "herald: node {from} sent an invalid frame; it is declared down");
 }

@@ -412,7 +412,7 @@ fn code_of(error: &HostError) -> c_int {
     match error {
         HostError::WouldDeadlock { .. } => HERALD_ERR_WOULD_DEADLOCK,
         HostError::NoRuntime => HERALD_ERR_NO_RUNTIME,
-        HostError::Stopped => HERALD_ERR_STOPPED,
+        HostError::Stopped | HostError::Fenced { .. } => HERALD_ERR_STOPPED,
         HostError::InvalidArgument(_) | HostError::UnknownHandle(_) => HERALD_ERR_INVALID,
         _ => HERALD_ERR_FAILED,
     }

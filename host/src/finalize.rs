@@ -168,7 +168,7 @@ impl Runtime {
             JobEnd::CoordinatorLost { reason } => Err(HostError::Finalize(format!(
                 "node 0 went down before every rank called herald_finalize: {reason}"
             ))),
-            JobEnd::Stopped => Err(self
+            JobEnd::Fenced { .. } | JobEnd::Stopped => Err(self
                 .shared()
                 .arrivals
                 .fenced()

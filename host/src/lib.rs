@@ -64,6 +64,7 @@ mod tasks;
 mod transport;
 mod unawaited;
 mod waits;
+mod watchdog;
 
 pub use code::{CodeRef, DependencyRef, Digest, LibraryRef, TaskCode, TaskVariant};
 pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs, implicit_dir_problem};

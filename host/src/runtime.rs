@@ -81,7 +81,15 @@ pub enum JobEnd {
         /// What the transport said.
         reason: String,
     },
-    /// This runtime was shut down, or the job declared this node down (fenced).
+    /// Another node declared this one down: it takes no further part, and its
+    /// runtime has stopped. The process should end, saying so.
+    Fenced {
+        /// The node that declared it down.
+        by: u32,
+        /// Why.
+        reason: String,
+    },
+    /// This runtime was shut down.
     Stopped,
 }
 
@@ -123,12 +131,15 @@ impl std::fmt::Debug for native::LoadedLibrary {
 }
 
 impl Runtime {
-    /// Starts a node on an established herald-tcp mesh.
+    /// Starts a node on an established herald-tcp mesh, formed from a
+    /// `MeshConfig` passed through [`HostConfig::agree_on`] (so that every rank
+    /// was checked to use the same protocol version, fan-out and frame limit).
     pub fn start(
         mesh: Mesh,
         events: Receiver<MeshEvent>,
         config: HostConfig,
     ) -> Result<Runtime, HostError> {
+        config.check_agreed(mesh.agreed())?;
         let (node, nodes) = (mesh.rank(), mesh.size());
         Runtime::start_with_transport(Box::new(mesh), events, node, nodes, config)
     }

@@ -192,7 +192,7 @@ impl Shared {
             self.task_results.wake_all();
         }
         if !sent {
-            let _ = self.complete_registration(handle, Err(HostError::Stopped));
+            let _ = self.complete_registration(handle, Err(self.stopped_error()));
         }
         handle
     }
@@ -316,10 +316,22 @@ impl Shared {
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
-            WaitOutcome::Closed => Err(HostError::Stopped),
+            WaitOutcome::Closed => Err(self.stopped_error()),
             WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
                 reason: refusal().unwrap_or_default(),
             }),
+        }
+    }
+
+    /// Why nothing more completes: this node was fenced, or the runtime stopped.
+    pub(crate) fn stopped_error(&self) -> HostError {
+        let end = self.job_end.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*end {
+            Some(JobEnd::Fenced { by, reason }) => HostError::Fenced {
+                by: *by,
+                reason: reason.clone(),
+            },
+            _ => HostError::Stopped,
         }
     }
 
@@ -342,16 +354,17 @@ impl Shared {
     /// `None` while the registration is in progress. Never blocks.
     pub(crate) fn try_registration(&self, handle: u64) -> Option<RegistrationOutcome> {
         self.registrations.poll(handle).map(|outcome| {
-            wait_result(handle, outcome).and_then(|outcome| self.registration_outcome(outcome))
+            wait_result(handle, outcome, || self.stopped_error())
+                .and_then(|outcome| self.registration_outcome(outcome))
         })
     }
 
     /// What [`wait_task`](Self::wait_task) would return now, or `None` while the
     /// task is pending. Never blocks.
     pub(crate) fn try_task(&self, handle: u64) -> Option<TaskResult> {
-        self.task_results
-            .poll(handle)
-            .map(|outcome| wait_result(handle, outcome).and_then(|result| result))
+        self.task_results.poll(handle).map(|outcome| {
+            wait_result(handle, outcome, || self.stopped_error()).and_then(|result| result)
+        })
     }
 
     /// Drops one holder of a registration handle.
@@ -393,7 +406,7 @@ impl Shared {
             WaitOutcome::TimedOut => Err(HostError::TimedOut {
                 waited: started.elapsed(),
             }),
-            WaitOutcome::Closed => Err(HostError::Stopped),
+            WaitOutcome::Closed => Err(self.stopped_error()),
             WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
                 reason: refusal().unwrap_or_default(),
             }),
@@ -415,7 +428,9 @@ impl Shared {
             sent
         });
         if !sent {
-            let _ = self.task_results.complete(handle, Err(HostError::Stopped));
+            let _ = self
+                .task_results
+                .complete(handle, Err(self.stopped_error()));
         }
     }
 
@@ -436,9 +451,11 @@ impl Shared {
         let is_launch = matches!(command, Command::Launch { .. });
         if self.commands.send(command).is_err() {
             if is_launch {
-                let _ = self.task_results.complete(handle, Err(HostError::Stopped));
+                let _ = self
+                    .task_results
+                    .complete(handle, Err(self.stopped_error()));
             } else {
-                let _ = self.complete_registration(handle, Err(HostError::Stopped));
+                let _ = self.complete_registration(handle, Err(self.stopped_error()));
             }
         }
     }
@@ -526,14 +543,18 @@ impl Shared {
 
 /// A polled outcome as the caller sees it. (`poll` never times out; the arm is
 /// there for completeness.)
-fn wait_result<T>(handle: u64, outcome: WaitOutcome<T>) -> Result<T, HostError> {
+fn wait_result<T>(
+    handle: u64,
+    outcome: WaitOutcome<T>,
+    stopped: impl FnOnce() -> HostError,
+) -> Result<T, HostError> {
     match outcome {
         WaitOutcome::Ready(value) => Ok(value),
         WaitOutcome::Unknown => Err(HostError::UnknownHandle(handle)),
         WaitOutcome::TimedOut => Err(HostError::TimedOut {
             waited: std::time::Duration::ZERO,
         }),
-        WaitOutcome::Closed => Err(HostError::Stopped),
+        WaitOutcome::Closed => Err(stopped()),
         WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
             reason: "the wait was interrupted".into(),
         }),

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use herald_host::{CodeRef, Executor, HostConfig, HostError, Runtime, TaskCode, TaskVariant};
+use herald_host::{
+    CodeRef, Executor, HostConfig, HostError, JobEnd, Runtime, TaskCode, TaskVariant,
+};
 
 const GUARD: Duration = Duration::from_secs(30);
 
@@ -495,10 +497,10 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
             .expect("event loop listening");
     }
     // A fenced node's job is over for it.
-    assert_eq!(
+    assert!(matches!(
         runtime.wait_for_job_end(Some(GUARD)),
-        Ok(herald_host::JobEnd::Stopped)
-    );
+        Ok(herald_host::JobEnd::Fenced { by: 0, .. })
+    ));
     let (outcome_tx, outcome) = crossbeam_channel::unbounded();
     {
         let runtime = runtime.clone();
@@ -520,4 +522,133 @@ impl Executor for Accepting {
     fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// What a [`Recording`] transport was asked to do.
+#[derive(Debug)]
+enum Sent {
+    Frame(u32, Vec<herald_core::Message>),
+    Close(u32),
+}
+
+/// A transport that reports every frame (decoded) and every close, in order.
+struct Recording(crossbeam_channel::Sender<Sent>);
+
+impl herald_host::Transport for Recording {
+    fn send(&self, to: u32, frame: Vec<u8>) {
+        let messages = herald_core::decode_frame(&frame, herald_core::DEFAULT_MAX_FRAME_BYTES)
+            .expect("the host sends valid frames");
+        let _ = self.0.send(Sent::Frame(to, messages));
+    }
+
+    fn close_peer(&self, to: u32) {
+        let _ = self.0.send(Sent::Close(to));
+    }
+}
+
+/// A lost link becomes the job's view: node 0 tells every node (node 2 itself
+/// included) that node 2 is down, and closes the link to node 2 only after the
+/// frame carrying that news was handed to the transport.
+#[test]
+fn a_lost_link_is_announced_to_everyone_before_the_link_closes() {
+    let (sent_tx, sent) = crossbeam_channel::unbounded();
+    let (events, event_receiver) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start_with_transport(
+        Box::new(Recording(sent_tx)),
+        event_receiver,
+        0,
+        3,
+        HostConfig::default(),
+    )
+    .expect("start");
+    events
+        .send(herald_tcp::MeshEvent::PeerDown {
+            node: 2,
+            reason: "connection reset".into(),
+        })
+        .expect("event loop listening");
+    let mut told = Vec::new();
+    loop {
+        match sent.recv_timeout(GUARD).expect("the link to node 2 closes") {
+            Sent::Frame(to, messages) => {
+                for message in messages {
+                    if let herald_core::Message::Down { node, by, reason } = message {
+                        assert_eq!((node.0, by.0), (2, 0));
+                        assert!(reason.contains("connection reset"), "{reason}");
+                        told.push(to);
+                    }
+                }
+            }
+            Sent::Close(2) => break,
+            Sent::Close(other) => panic!("closed the link to node {other}"),
+        }
+    }
+    told.sort_unstable();
+    assert_eq!(
+        told,
+        [1, 2],
+        "node 1 and node 2 itself hear it before the close"
+    );
+    runtime.shutdown();
+}
+
+/// Node 1 hears that node 0 declared it down: it stops, every waiter gets an
+/// error naming who declared it down and why, and the job end says so.
+#[test]
+fn a_fenced_node_stops_and_its_waiters_learn_who_and_why() {
+    let (events, event_receiver) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start_with_transport(
+        Box::new(Silent),
+        event_receiver,
+        1,
+        2,
+        HostConfig::default(),
+    )
+    .expect("start");
+    struct Never;
+    impl Executor for Never {
+        fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    runtime.register_executor("rec", Arc::new(Never));
+    let handle = runtime.register_global(custom("fenced"), vec![], None);
+    let task = runtime.launch(0, "anything", vec![]);
+    let down = herald_core::Message::Down {
+        node: herald_core::NodeId(1),
+        by: herald_core::NodeId(0),
+        reason: "sent nothing for 10 s".into(),
+    };
+    let frame = herald_core::encode_frames(&[down], herald_core::DEFAULT_MAX_FRAME_BYTES)
+        .expect("encode")
+        .remove(0);
+    events
+        .send(herald_tcp::MeshEvent::Frame {
+            from: 0,
+            bytes: frame,
+        })
+        .expect("event loop listening");
+    let fenced = |error: HostError| {
+        assert!(
+            matches!(&error, HostError::Fenced { by: 0, reason } if reason.contains("sent nothing")),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("declared down by node 0"),
+            "{error}"
+        );
+    };
+    fenced(handle.wait_timeout(GUARD).expect_err("fenced"));
+    fenced(task.wait_timeout(GUARD).expect_err("fenced"));
+    assert!(matches!(
+        runtime.wait_for_job_end(Some(GUARD)),
+        Ok(JobEnd::Fenced { by: 0, .. })
+    ));
+    fenced(
+        runtime
+            .register_global(custom("after"), vec![], None)
+            .wait_timeout(GUARD)
+            .expect_err("nothing runs after the fence"),
+    );
+    runtime.shutdown();
 }

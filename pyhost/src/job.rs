@@ -45,7 +45,10 @@ pub fn start_runtime(
             runtime
         }
         Some(bootstrap) => {
-            let mesh_config = bootstrap.mesh_config()?;
+            let mut mesh_config = bootstrap.mesh_config()?;
+            // Every rank checks, link by link, that the others use the same
+            // protocol version, fan-out and frame limit.
+            config.agree_on(&mut mesh_config);
             let (mesh, mesh_events) =
                 Mesh::establish(mesh_config).context("cannot join the job")?;
             // Another node may send Python work as soon as the mesh is up, before

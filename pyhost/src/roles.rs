@@ -42,6 +42,14 @@ pub(crate) fn serve(node: &Node) -> u8 {
     runtime.shutdown();
     match end {
         Ok(JobEnd::Ended { .. } | JobEnd::Stopped) => 0,
+        Ok(JobEnd::Fenced { by, reason }) => {
+            eprintln!(
+                "herald-python: node {} was declared down by node {by} ({reason}); the job goes \
+                 on without it, so this node stops",
+                runtime.node_id()
+            );
+            1
+        }
         Ok(JobEnd::CoordinatorLost { reason }) => {
             eprintln!(
                 "herald-python: node {} stops: rank 0, which runs the program, is gone ({reason})",

@@ -109,6 +109,11 @@ pub(crate) fn end_of_program(py: Python<'_>) -> Option<String> {
             }
             match end {
                 Ok(JobEnd::Ended { .. } | JobEnd::Stopped) => None,
+                Ok(JobEnd::Fenced { by, reason }) => Some(format!(
+                    "node {} was declared down by node {by} ({reason}); the job goes on \
+                     without it, so this node stops",
+                    runtime.node_id()
+                )),
                 Ok(JobEnd::CoordinatorLost { reason }) => Some(format!(
                     "node {} stops: rank 0 is gone ({reason})",
                     runtime.node_id()

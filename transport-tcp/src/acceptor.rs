@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use crate::config::Agreed;
+use crate::error::HandshakeError;
 use crate::handshake::{Identity, accept_side};
 use crate::secret::Secret;
 
@@ -27,6 +29,8 @@ pub(crate) struct Local {
     pub(crate) cluster_id: String,
     pub(crate) secret: Secret,
     pub(crate) handshake_timeout: Duration,
+    /// Every setting both ends of a link compare.
+    pub(crate) agreed: Vec<Agreed>,
 }
 
 impl Local {
@@ -36,8 +40,20 @@ impl Local {
             size: self.size,
             cluster_id: &self.cluster_id,
             secret: &self.secret,
+            agreed: &self.agreed,
         }
     }
+}
+
+/// What the acceptor hands to formation: an authenticated link, or an
+/// authenticated rank whose settings disagree with ours (which fails formation).
+pub(crate) type Accepted = Result<Incoming, Refused>;
+
+/// A higher rank that proved the secret but disagrees on a shared setting.
+pub(crate) struct Refused {
+    pub(crate) from: SocketAddr,
+    pub(crate) rank: u32,
+    pub(crate) reason: HandshakeError,
 }
 
 /// An authenticated incoming connection from a higher rank.
@@ -60,7 +76,7 @@ impl Acceptor {
     pub(crate) fn start(
         listener: TcpListener,
         local: Arc<Local>,
-        incoming: Sender<Incoming>,
+        incoming: Sender<Accepted>,
     ) -> std::io::Result<Acceptor> {
         let wake = wake_addr(listener.local_addr()?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -99,7 +115,7 @@ fn accept_loop(
     listener: &TcpListener,
     stop: &AtomicBool,
     local: &Arc<Local>,
-    incoming: &Sender<Incoming>,
+    incoming: &Sender<Accepted>,
 ) {
     let pending = Arc::new(AtomicUsize::new(0));
     loop {
@@ -141,7 +157,7 @@ fn authenticate(
     mut stream: TcpStream,
     from: SocketAddr,
     local: &Local,
-    incoming: &Sender<Incoming>,
+    incoming: &Sender<Accepted>,
 ) {
     // A peer that stalls mid-handshake is cut off by these timeouts.
     let timeouts = stream
@@ -153,6 +169,17 @@ fn authenticate(
     }
     let rank = match accept_side(&mut stream, &local.identity()) {
         Ok(rank) => rank,
+        Err(HandshakeError::Disagreement(disagreement)) => {
+            let peer = disagreement.peer;
+            let reason = HandshakeError::Disagreement(disagreement);
+            tracing::error!(%from, "herald-tcp: rank {} refused rank {peer}: {reason}", local.rank);
+            let _ = incoming.send(Err(Refused {
+                from,
+                rank: peer,
+                reason,
+            }));
+            return;
+        }
         Err(reason) => {
             tracing::warn!(
                 %from, rank = local.rank, cluster = %local.cluster_id,
@@ -161,7 +188,7 @@ fn authenticate(
             return;
         }
     };
-    if incoming.send(Incoming { rank, stream, from }).is_err() {
+    if incoming.send(Ok(Incoming { rank, stream, from })).is_err() {
         tracing::warn!(
             %from, rank,
             "herald-tcp: rank {rank} authenticated after the mesh formed; links never \

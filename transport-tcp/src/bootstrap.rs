@@ -22,9 +22,12 @@
 //! listens), `HERALD_SECRET` (64 hex digits) or `HERALD_SECRET_FILE` (a file
 //! holding them), `HERALD_CLUSTER` (the cluster id) and `HERALD_BIND` (the IP
 //! address this rank's listener binds; loopback when unset, so a multi-host job
-//! sets it, e.g. to `0.0.0.0` or the interface's address).
+//! sets it, e.g. to `0.0.0.0` or the interface's address), `HERALD_HEARTBEAT_MS`
+//! and `HERALD_PEER_TIMEOUT_MS` (liveness timing in milliseconds, 0 to turn it off;
+//! defaults 1000 and 10000).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::config::{MAX_CLUSTER_ID_BYTES, MeshConfig};
 use crate::secret::{Secret, SecretError};
@@ -61,6 +64,10 @@ pub struct Bootstrap {
     pub cluster_id: Option<String>,
     /// The listener's bind address (`HERALD_BIND`), if given; loopback otherwise.
     pub bind: Option<IpAddr>,
+    /// Idle time before a heartbeat (`HERALD_HEARTBEAT_MS`), if given.
+    pub heartbeat: Option<Duration>,
+    /// Silence before a peer is declared down (`HERALD_PEER_TIMEOUT_MS`), if given.
+    pub peer_timeout: Option<Duration>,
     /// Where the rank and size came from.
     pub source: BootstrapSource,
 }
@@ -81,6 +88,8 @@ impl Bootstrap {
             secret,
             cluster_id: None,
             bind: None,
+            heartbeat: None,
+            peer_timeout: None,
             source: BootstrapSource::Flags,
         })
     }
@@ -96,6 +105,12 @@ impl Bootstrap {
         }
         if let Some(bind) = self.bind {
             config.bind = bind;
+        }
+        if let Some(heartbeat) = self.heartbeat {
+            config.heartbeat = heartbeat;
+        }
+        if let Some(peer_timeout) = self.peer_timeout {
+            config.peer_timeout = peer_timeout;
         }
         Ok(config)
     }
@@ -282,6 +297,17 @@ pub fn bootstrap_from_env(
                 .map_err(|_| BootstrapError::BadBind { value })
         })
         .transpose()?;
+    let millis = |var: &'static str| -> Result<Option<Duration>, BootstrapError> {
+        get(var)
+            .map(|value| {
+                value
+                    .trim()
+                    .parse()
+                    .map(Duration::from_millis)
+                    .map_err(|_| BootstrapError::NotANumber { var, value })
+            })
+            .transpose()
+    };
     Ok(Bootstrap {
         rank: rank.1,
         size: size.1,
@@ -289,6 +315,8 @@ pub fn bootstrap_from_env(
         secret,
         cluster_id,
         bind,
+        heartbeat: millis("HERALD_HEARTBEAT_MS")?,
+        peer_timeout: millis("HERALD_PEER_TIMEOUT_MS")?,
         source,
     })
 }

@@ -14,6 +14,30 @@ pub const DEFAULT_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLUSTER_ID: &str = "herald";
 /// Longest cluster id the handshake carries, in bytes.
 pub const MAX_CLUSTER_ID_BYTES: usize = 255;
+/// Default pause after which an idle link sends a heartbeat: 1 s.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default silence after which a peer is declared down: 10 s (ten missed heartbeats).
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most values a job can agree on at link set-up ([`MeshConfig::agreed`]).
+pub const MAX_AGREED_VALUES: usize = 16;
+/// Longest name of an agreed value, in bytes.
+pub const MAX_AGREED_NAME_BYTES: usize = 64;
+
+/// A setting every rank of the job must share, checked when each link is set up:
+/// a link whose ends disagree is refused, naming both values.
+///
+/// herald-tcp checks its own settings (frame limit, heartbeat, peer timeout) this
+/// way; the layers above add theirs (herald-host adds the protocol version and the
+/// fan-out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreed {
+    /// What the value is, as a person reads it ("fan-out"); sent to the peer.
+    pub name: String,
+    /// The value on this rank.
+    pub value: u64,
+    /// How a user makes every rank agree ("--fanout"); local only, for the error.
+    pub flag: String,
+}
 
 /// Configuration of one rank's side of the mesh.
 ///
@@ -44,11 +68,22 @@ pub struct MeshConfig {
     pub max_frame_bytes: usize,
     /// Deadline for the whole mesh to form, counted from [`Mesh::establish`](crate::Mesh::establish).
     pub establish_timeout: Duration,
+    /// A link with nothing to send for this long sends a heartbeat (a 4-byte frame
+    /// header the peer never delivers). Zero: never (then `peer_timeout` must be zero).
+    pub heartbeat: Duration,
+    /// A peer from which nothing at all (no frame, no heartbeat, no byte of a frame
+    /// in progress) arrives for this long is reported down. Zero: never (e.g. while
+    /// a debugger may stop ranks).
+    pub peer_timeout: Duration,
+    /// Settings of the layers above that every rank must share; both ends of a link
+    /// compare them (with the frame limit, heartbeat and peer timeout) at set-up.
+    pub agreed: Vec<Agreed>,
 }
 
 impl MeshConfig {
     /// A configuration with the defaults: loopback bind, cluster id `"herald"`,
-    /// 64 MiB frames, 60 s formation deadline.
+    /// 64 MiB frames, 60 s formation deadline, a heartbeat after 1 s of idleness and
+    /// peers declared down after 10 s of silence.
     pub fn new(rank: u32, size: u32, coordinator: SocketAddr, secret: Secret) -> MeshConfig {
         MeshConfig {
             rank,
@@ -59,7 +94,46 @@ impl MeshConfig {
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             establish_timeout: DEFAULT_ESTABLISH_TIMEOUT,
+            heartbeat: DEFAULT_HEARTBEAT,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            agreed: Vec::new(),
         }
+    }
+
+    /// Adds a setting every rank must share (replacing one of the same name).
+    pub fn agree(&mut self, name: &str, value: u64, flag: &str) -> &mut Self {
+        self.agreed.retain(|a| a.name != name);
+        self.agreed.push(Agreed {
+            name: name.to_owned(),
+            value,
+            flag: flag.to_owned(),
+        });
+        self
+    }
+
+    /// Everything both ends of a link compare: herald-tcp's own settings first,
+    /// then [`agreed`](Self::agreed).
+    pub(crate) fn all_agreed(&self) -> Vec<Agreed> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut all = vec![
+            Agreed {
+                name: "frame limit (bytes)".into(),
+                value: self.max_frame_bytes as u64,
+                flag: "--max-frame-bytes".into(),
+            },
+            Agreed {
+                name: "heartbeat (ms)".into(),
+                value: millis(self.heartbeat),
+                flag: "--heartbeat-ms (HERALD_HEARTBEAT_MS)".into(),
+            },
+            Agreed {
+                name: "peer timeout (ms)".into(),
+                value: millis(self.peer_timeout),
+                flag: "--peer-timeout-ms (HERALD_PEER_TIMEOUT_MS)".into(),
+            },
+        ];
+        all.extend(self.agreed.iter().cloned());
+        all
     }
 
     /// Checks the fields that would otherwise fail later and less clearly.
@@ -80,11 +154,32 @@ impl MeshConfig {
                 self.cluster_id.len()
             ));
         }
-        if self.max_frame_bytes == 0 || u32::try_from(self.max_frame_bytes).is_err() {
+        // u32::MAX itself marks a heartbeat on the wire.
+        if self.max_frame_bytes == 0 || self.max_frame_bytes >= u32::MAX as usize {
             return invalid(format!(
                 "max_frame_bytes is {}; it must be between 1 and {} (the u32 length prefix)",
                 self.max_frame_bytes,
-                u32::MAX
+                u32::MAX - 1
+            ));
+        }
+        if !self.peer_timeout.is_zero()
+            && (self.heartbeat.is_zero() || self.peer_timeout < 2 * self.heartbeat)
+        {
+            return invalid(format!(
+                "peer timeout {:?} with heartbeat {:?}: the timeout must be at least twice \
+                 the heartbeat (or zero to turn silence detection off)",
+                self.peer_timeout, self.heartbeat
+            ));
+        }
+        if self.agreed.len() > MAX_AGREED_VALUES
+            || self
+                .agreed
+                .iter()
+                .any(|a| a.name.is_empty() || a.name.len() > MAX_AGREED_NAME_BYTES)
+        {
+            return invalid(format!(
+                "at most {MAX_AGREED_VALUES} agreed values, each named in 1 to \
+                 {MAX_AGREED_NAME_BYTES} bytes"
             ));
         }
         if self.establish_timeout.is_zero() {

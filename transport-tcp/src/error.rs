@@ -156,9 +156,31 @@ pub enum HandshakeError {
         "the peer's proof of the cluster secret did not verify; it holds another secret (check HERALD_SECRET) or is not a rank of this job"
     )]
     BadProof,
+    /// The peer proved the secret but uses another value of a setting every rank
+    /// must share.
+    #[error("{0}")]
+    Disagreement(Box<Disagreement>),
     /// The peer sent bytes that do not parse.
     #[error("malformed handshake message: {0}")]
     Malformed(String),
+}
+
+/// Two ranks of one job use different values of a setting every rank must share.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "node {peer} uses {name} {theirs}, this node {ours}: start every rank with the same {flag}"
+)]
+pub struct Disagreement {
+    /// The peer's rank.
+    pub peer: u32,
+    /// The setting.
+    pub name: String,
+    /// Our value.
+    pub ours: String,
+    /// The peer's value.
+    pub theirs: String,
+    /// How to make every rank agree.
+    pub flag: String,
 }
 
 impl From<io::Error> for HandshakeError {

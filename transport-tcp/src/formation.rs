@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::acceptor::{Acceptor, Incoming, Local};
+use crate::acceptor::{Accepted, Acceptor, Incoming, Local};
 use crate::config::MeshConfig;
 use crate::error::TcpError;
 use crate::frame::{Control, FrameError, read_frame, write_frame};
@@ -66,7 +66,7 @@ struct Run<'a> {
     config: &'a MeshConfig,
     local: &'a Local,
     deadline: Instant,
-    incoming: Receiver<Incoming>,
+    incoming: Receiver<Accepted>,
 }
 
 impl Run<'_> {
@@ -271,7 +271,12 @@ impl Run<'_> {
 
     fn next_incoming(&self, missing: Vec<u32>) -> Result<Incoming, TcpError> {
         match self.incoming.recv_deadline(self.deadline) {
-            Ok(link) => Ok(link),
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(refused)) => Err(TcpError::Handshake {
+                rank: refused.rank,
+                addr: refused.from,
+                reason: refused.reason,
+            }),
             Err(RecvTimeoutError::Timeout) => Err(self.timeout(missing)),
             Err(RecvTimeoutError::Disconnected) => Err(TcpError::Formation {
                 reason: "the accept thread stopped unexpectedly".into(),

@@ -20,6 +20,89 @@ pub(crate) enum FrameError {
     Io(#[from] io::Error),
 }
 
+/// A heartbeat: a length prefix of `u32::MAX` with no bytes after it. Frame limits
+/// stay below `u32::MAX`, so no frame has this prefix; it is never delivered.
+pub(crate) const HEARTBEAT: [u8; 4] = u32::MAX.to_le_bytes();
+
+/// Reassembles frames from whatever pieces the socket returns, so that a read that
+/// times out in the middle of a frame loses nothing and the reader can tell how far
+/// a stalled frame got. Skips heartbeats; refuses a length above the limit before
+/// allocating anything for it, and grows a frame's buffer only as its bytes arrive.
+pub(crate) struct FrameReader {
+    max: usize,
+    header: [u8; 4],
+    header_got: usize,
+    /// The frame being filled and its announced length, once the header is complete.
+    body: Option<(Vec<u8>, usize)>,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max: usize) -> FrameReader {
+        FrameReader {
+            max,
+            header: [0; 4],
+            header_got: 0,
+            body: None,
+        }
+    }
+
+    /// Bytes received of the frame in progress and its total length (header
+    /// included; 4 while the header itself is incomplete), or `None` between frames.
+    pub(crate) fn in_progress(&self) -> Option<(usize, usize)> {
+        match &self.body {
+            Some((body, len)) => Some((4 + body.len(), 4 + len)),
+            None if self.header_got > 0 => Some((self.header_got, 4)),
+            None => None,
+        }
+    }
+
+    /// Consumes `bytes`, handing each completed frame to `deliver`.
+    pub(crate) fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut deliver: impl FnMut(Vec<u8>),
+    ) -> Result<(), FrameError> {
+        while !bytes.is_empty() {
+            if let Some((body, len)) = &mut self.body {
+                let take = (*len - body.len()).min(bytes.len());
+                body.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if body.len() == *len {
+                    if let Some((body, _)) = self.body.take() {
+                        deliver(body);
+                    }
+                }
+                continue;
+            }
+            let take = (4 - self.header_got).min(bytes.len());
+            self.header[self.header_got..self.header_got + take].copy_from_slice(&bytes[..take]);
+            self.header_got += take;
+            bytes = &bytes[take..];
+            if self.header_got < 4 {
+                continue;
+            }
+            self.header_got = 0;
+            if self.header == HEARTBEAT {
+                continue;
+            }
+            let len = u32::from_le_bytes(self.header);
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&len| len <= self.max)
+                .ok_or(FrameError::TooLarge {
+                    len: u64::from(len),
+                    max: self.max,
+                })?;
+            if len == 0 {
+                deliver(Vec::new());
+            } else {
+                self.body = Some((Vec::with_capacity(len.min(64 * 1024)), len));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes one frame. The caller has checked that `bytes` fits a u32 length.
 pub(crate) fn write_frame(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     let len = u32::try_from(bytes.len()).map_err(|_| {
@@ -236,6 +319,39 @@ mod tests {
                 "cut at {cut}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_frame_reader_reassembles_any_split_and_skips_heartbeats() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"hello").unwrap();
+        wire.extend_from_slice(&HEARTBEAT);
+        write_frame(&mut wire, b"").unwrap();
+        write_frame(&mut wire, &[9u8; 300]).unwrap();
+        for piece in [1, 2, 3, 7, 64, wire.len()] {
+            let mut reader = FrameReader::new(1024);
+            let mut frames = Vec::new();
+            for chunk in wire.chunks(piece) {
+                reader.feed(chunk, |f| frames.push(f)).unwrap();
+            }
+            assert_eq!(frames, vec![b"hello".to_vec(), vec![], vec![9u8; 300]]);
+            assert_eq!(reader.in_progress(), None);
+        }
+        let mut reader = FrameReader::new(1024);
+        reader.feed(&wire[..10], |_| {}).unwrap();
+        assert_eq!(
+            reader.in_progress(),
+            Some((1, 4)),
+            "after hello, 1 header byte"
+        );
+        let mut reader = FrameReader::new(1024);
+        reader.feed(&wire[..3], |_| {}).unwrap();
+        assert_eq!(reader.in_progress(), Some((3, 4)));
+        let mut reader = FrameReader::new(16);
+        assert!(matches!(
+            reader.feed(&1000u32.to_le_bytes(), |_| {}),
+            Err(FrameError::TooLarge { len: 1000, max: 16 })
+        ));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! hello   = magic[8] version:u16 size:u32 rank:u32 nonce[32] cluster_len:u8 cluster[cluster_len]
+//!           count:u8 { name_len:u8 name[name_len] value:u64 }[count]      (agreed settings)
 //! proof   = HMAC-SHA256(secret, LABEL cluster_len cluster size prover_rank verifier_rank
 //!                               prover_nonce verifier_nonce)          (32 bytes)
 //! verdict = 0x01 proof   (accepted, acceptor's proof follows)  |  0x00 (rejected)
+//!         | 0x02         (authenticated, but the agreed settings differ)
 //!
 //! connector -> acceptor : hello
 //! acceptor  -> connector: hello          (only after the connector's magic matched)
@@ -20,6 +22,11 @@
 //! connector, so it never computes a MAC for a party that lacks the secret.
 //! Future versions keep `magic version` as the prefix so mismatches stay diagnosable.
 //!
+//! The agreed settings (frame limit, heartbeat, peer timeout, and what the layers
+//! above add, such as the protocol version and fan-out) are compared only once the
+//! connector has proved the secret, so a stranger cannot make a rank fail with a
+//! made-up disagreement; a real one fails formation on every rank, naming both values.
+//!
 //! This authenticates the peers; it does not encrypt or integrity-protect the
 //! frames that follow (see the crate docs).
 
@@ -28,20 +35,21 @@ use std::io::{self, Read, Write};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::MAX_CLUSTER_ID_BYTES;
-use crate::error::HandshakeError;
+use crate::config::{Agreed, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES};
+use crate::error::{Disagreement, HandshakeError};
 use crate::secret::Secret;
 
 /// The first bytes a herald link speaks; anything else is not a herald node.
 pub const WIRE_MAGIC: [u8; 8] = *b"HRLDLINK";
 /// Version of the link protocol (handshake, formation messages, framing).
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
 const LABEL: &[u8] = b"herald-tcp link proof v1";
 const VERDICT_ACCEPT: u8 = 1;
 const VERDICT_REJECT: u8 = 0;
+const VERDICT_DISAGREE: u8 = 2;
 
 /// Who this rank is, as the handshake presents it.
 pub(crate) struct Identity<'a> {
@@ -49,6 +57,8 @@ pub(crate) struct Identity<'a> {
     pub(crate) size: u32,
     pub(crate) cluster_id: &'a str,
     pub(crate) secret: &'a Secret,
+    /// Settings both ends must share.
+    pub(crate) agreed: &'a [Agreed],
 }
 
 /// The connecting side: we dialled `expected_peer`'s listener.
@@ -71,6 +81,11 @@ pub(crate) fn connect_side(
     match read_array::<1>(stream)?[0] {
         VERDICT_ACCEPT => {}
         VERDICT_REJECT => return Err(HandshakeError::Rejected),
+        VERDICT_DISAGREE => {
+            return Err(disagreement(me, &peer).unwrap_or_else(|| {
+                HandshakeError::Malformed("the peer disagrees, but sent the same settings".into())
+            }));
+        }
         other => return Err(HandshakeError::Malformed(format!("verdict byte {other}"))),
     }
     let their_proof = read_array::<PROOF_LEN>(stream)?;
@@ -103,6 +118,10 @@ pub(crate) fn accept_side(
         let _ = stream.write_all(&[VERDICT_REJECT]);
         return Err(err);
     }
+    if let Some(err) = disagreement(me, &peer) {
+        let _ = stream.write_all(&[VERDICT_DISAGREE]);
+        return Err(err);
+    }
     let mut answer = vec![VERDICT_ACCEPT];
     answer.extend_from_slice(&proof(me, me.rank, peer.rank, &my_nonce, &peer.nonce));
     stream.write_all(&answer)?;
@@ -115,6 +134,7 @@ struct Hello {
     rank: u32,
     nonce: [u8; NONCE_LEN],
     cluster_id: Vec<u8>,
+    agreed: Vec<(String, u64)>,
 }
 
 fn encode_hello(me: &Identity<'_>, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
@@ -128,7 +148,43 @@ fn encode_hello(me: &Identity<'_>, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     // MeshConfig::validate caps the cluster id at 255 bytes.
     out.push(cluster.len().min(MAX_CLUSTER_ID_BYTES) as u8);
     out.extend_from_slice(&cluster[..cluster.len().min(MAX_CLUSTER_ID_BYTES)]);
+    // MeshConfig::validate caps the count and the name lengths.
+    let agreed = &me.agreed[..me.agreed.len().min(MAX_AGREED_VALUES)];
+    out.push(agreed.len() as u8);
+    for value in agreed {
+        let name = &value.name.as_bytes()[..value.name.len().min(MAX_AGREED_NAME_BYTES)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&value.value.to_le_bytes());
+    }
     out
+}
+
+/// The first setting the peer's hello disagrees on, as an error naming both values.
+fn disagreement(me: &Identity<'_>, peer: &Hello) -> Option<HandshakeError> {
+    for mine in me.agreed {
+        let theirs = peer.agreed.iter().find(|(name, _)| *name == mine.name);
+        if theirs.is_none_or(|(_, value)| *value != mine.value) {
+            return Some(HandshakeError::Disagreement(Box::new(Disagreement {
+                peer: peer.rank,
+                name: mine.name.clone(),
+                ours: mine.value.to_string(),
+                theirs: theirs.map_or("nothing".into(), |(_, v)| v.to_string()),
+                flag: mine.flag.clone(),
+            })));
+        }
+    }
+    let extra = peer
+        .agreed
+        .iter()
+        .find(|(name, _)| !me.agreed.iter().any(|a| a.name == *name))?;
+    Some(HandshakeError::Disagreement(Box::new(Disagreement {
+        peer: peer.rank,
+        name: extra.0.clone(),
+        ours: "nothing".into(),
+        theirs: extra.1.to_string(),
+        flag: "the same herald build and settings".into(),
+    })))
 }
 
 fn read_hello(stream: &mut impl Read) -> Result<Hello, HandshakeError> {
@@ -152,11 +208,26 @@ fn read_hello_after_magic(stream: &mut impl Read) -> Result<Hello, HandshakeErro
     let cluster_len = usize::from(read_array::<1>(stream)?[0]);
     let mut cluster_id = vec![0u8; cluster_len];
     stream.read_exact(&mut cluster_id)?;
+    let count = usize::from(read_array::<1>(stream)?[0]);
+    if count > MAX_AGREED_VALUES {
+        return Err(HandshakeError::Malformed(format!(
+            "{count} agreed settings, at most {MAX_AGREED_VALUES} allowed"
+        )));
+    }
+    let mut agreed = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(read_array::<1>(stream)?[0]);
+        let mut name = vec![0u8; len];
+        stream.read_exact(&mut name)?;
+        let value = u64::from_le_bytes(read_array(stream)?);
+        agreed.push((String::from_utf8_lossy(&name).into_owned(), value));
+    }
     Ok(Hello {
         size,
         rank,
         nonce,
         cluster_id,
+        agreed,
     })
 }
 

@@ -12,6 +12,7 @@ fn identity<'a>(rank: u32, size: u32, cluster_id: &'a str, secret: &'a Secret) -
         size,
         cluster_id,
         secret,
+        agreed: &[],
     }
 }
 

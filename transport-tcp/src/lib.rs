@@ -14,6 +14,14 @@
 //! * [`bootstrap_from_env`] finds rank, size, coordinator and secret in the
 //!   environment of herald's own launcher, Open MPI, PMI, PMIx or Slurm.
 //!
+//! Hung peers: an idle link sends a heartbeat every [`MeshConfig::heartbeat`]
+//! (default 1 s), and a peer from which nothing arrives for
+//! [`MeshConfig::peer_timeout`] (default 10 s; `HERALD_PEER_TIMEOUT_MS`) is
+//! reported down like a crashed one, also when it stalls in the middle of a frame.
+//! Agreement: the frame limit, heartbeat, peer timeout and the settings in
+//! [`MeshConfig::agreed`] must be equal on both ends of every link, or formation
+//! fails naming both values.
+//!
 //! Connections that fail the handshake (scanners, garbage, wrong secret, wrong
 //! version or cluster, stalls) are closed and logged with `tracing::warn!`; the
 //! listener keeps serving and no established link notices. A frame whose length
@@ -60,10 +68,11 @@ mod secret;
 
 pub use bootstrap::{Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_env};
 pub use config::{
-    DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, MAX_CLUSTER_ID_BYTES,
-    MeshConfig,
+    Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_PEER_TIMEOUT, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES,
+    MAX_CLUSTER_ID_BYTES, MeshConfig,
 };
-pub use error::{HandshakeError, TcpError};
+pub use error::{Disagreement, HandshakeError, TcpError};
 pub use handshake::{WIRE_MAGIC, WIRE_VERSION};
 pub use link::{LinkStats, PeerStats};
 pub use mesh::{Mesh, MeshEvent};

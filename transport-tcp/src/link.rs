@@ -1,15 +1,25 @@
 //! One authenticated link: a reader thread and a writer thread around a TcpStream.
+//!
+//! The writer sends a heartbeat (a bare length prefix of `u32::MAX`) whenever it
+//! has had nothing to send for the heartbeat interval; the reader wakes at least
+//! that often and reports the peer down once nothing at all — no frame, no
+//! heartbeat, no byte of a frame in progress — has arrived for the peer timeout.
+//! So a peer that is stopped (SIGSTOP), cut off by the network, or that sends half
+//! a frame and stalls, is reported like a crashed one. Its link is not cut at once:
+//! frames queued before [`Link::retire`] (the news that it was declared down) still
+//! go, so a stopped peer reads them when it continues; without a retire the link
+//! is cut one more timeout later.
 
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::frame::{FrameError, read_frame, write_frame};
+use crate::frame::{FrameReader, HEARTBEAT, write_frame};
 use crate::mesh::MeshEvent;
 
 /// Frame and byte counts of this rank's links (payload bytes, without the 4-byte prefix).
@@ -45,11 +55,28 @@ pub struct PeerStats {
 /// Read/write buffer size: large enough to batch many small frames per syscall.
 const BUFFER_BYTES: usize = 64 * 1024;
 
+/// Timing of a link's liveness checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Liveness {
+    /// Idle time after which the writer sends a heartbeat; zero: never.
+    pub(crate) heartbeat: Duration,
+    /// Silence after which the reader reports the peer down; zero: never.
+    pub(crate) peer_timeout: Duration,
+}
+
+/// What the writer thread is asked to do.
+enum Outgoing {
+    Frame(Vec<u8>),
+    /// Send what is queued, then close the link for good (the peer is down in the
+    /// job's view): no further frames, and no `PeerDown` event for it.
+    Retire,
+}
+
 /// A running link. Dropping it without [`Link::close_writer`] leaks nothing: the
 /// threads end when the socket or the queue closes.
 pub(crate) struct Link {
     shared: Arc<Shared>,
-    queue: Option<Sender<Vec<u8>>>,
+    queue: Option<Sender<Outgoing>>,
     writer_done: Receiver<()>,
     reader_done: Receiver<()>,
     reader: Option<JoinHandle<()>>,
@@ -61,6 +88,10 @@ struct Shared {
     peer: u32,
     stream: TcpStream,
     down: AtomicBool,
+    /// Set once the loss of this peer has been reported (at most one `PeerDown`).
+    reported: AtomicBool,
+    /// Set by [`Link::retire`]: the owner already knows the peer is gone.
+    retired: AtomicBool,
     /// Mesh-wide: set when this side shuts down, so no PeerDown is reported for it.
     closing: Arc<AtomicBool>,
     events: Sender<MeshEvent>,
@@ -76,11 +107,13 @@ impl Link {
         peer: u32,
         stream: TcpStream,
         max_frame_bytes: usize,
+        liveness: Liveness,
         closing: Arc<AtomicBool>,
         events: Sender<MeshEvent>,
     ) -> io::Result<Link> {
-        // Formation used timeouts; an established link waits for frames indefinitely.
-        stream.set_read_timeout(None)?;
+        // Formation used timeouts; an established link wakes its reader at least
+        // once per heartbeat interval to check for silence, and writes without one.
+        stream.set_read_timeout(read_tick(liveness))?;
         stream.set_write_timeout(None)?;
         stream.set_nodelay(true)?;
         let read_half = stream.try_clone()?;
@@ -89,6 +122,8 @@ impl Link {
             peer,
             stream,
             down: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             closing,
             events,
             frames_sent: AtomicU64::new(0),
@@ -106,7 +141,7 @@ impl Link {
             .spawn({
                 let shared = Arc::clone(&shared);
                 move || {
-                    write_loop(&shared, &frames, write_half);
+                    write_loop(&shared, &frames, write_half, liveness.heartbeat);
                     drop(done_tx); // wakes close_writer
                 }
             })?;
@@ -115,7 +150,7 @@ impl Link {
             .spawn({
                 let shared = Arc::clone(&shared);
                 move || {
-                    read_loop(&shared, read_half, max_frame_bytes);
+                    read_loop(&shared, read_half, max_frame_bytes, liveness);
                     drop(reader_done_tx);
                 }
             });
@@ -136,13 +171,26 @@ impl Link {
         })
     }
 
-    /// Queues a frame; dropped silently once the link is down.
+    /// Queues a frame; dropped silently once the link is down or retired.
     pub(crate) fn send(&self, frame: Vec<u8>) {
-        if self.shared.down.load(Ordering::Acquire) {
+        if self.shared.down.load(Ordering::Acquire) || self.shared.retired.load(Ordering::Acquire) {
             return;
         }
         if let Some(queue) = &self.queue {
-            let _ = queue.send(frame);
+            let _ = queue.send(Outgoing::Frame(frame));
+        }
+    }
+
+    /// Closes the link for good without waiting: frames already queued are sent,
+    /// then the connection is half-closed; later frames are dropped, frames that
+    /// arrive are discarded, and no `PeerDown` is reported for this peer. A peer
+    /// that neither reads nor closes is cut off by the silence check.
+    pub(crate) fn retire(&self) {
+        if self.shared.retired.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(Outgoing::Retire);
         }
     }
 
@@ -188,15 +236,24 @@ impl Link {
 
 impl Shared {
     /// Marks the link down once, cuts the socket so the other thread stops too,
-    /// and reports the loss unless this side is shutting down. A clean close is
-    /// how every job ends, so only errors are worth a warning here; whoever
-    /// consumes the `PeerDown` knows whether the loss matters.
+    /// and reports the loss unless this side is shutting down or already retired
+    /// the link. A clean close is how every job ends, so only errors are worth a
+    /// warning here; whoever consumes the `PeerDown` knows whether the loss matters.
     fn fail(&self, reason: String, clean: bool) {
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-        if self.closing.load(Ordering::Acquire) {
+        self.report(reason, clean);
+    }
+
+    /// Reports the loss of the peer (once), leaving the socket as it is.
+    fn report(&self, reason: String, clean: bool) {
+        if self.reported.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.closing.load(Ordering::Acquire) || self.retired.load(Ordering::Acquire) {
+            tracing::debug!(peer = self.peer, %reason, "herald-tcp: closed link to rank {} ended", self.peer);
             return;
         }
         if clean {
@@ -211,19 +268,56 @@ impl Shared {
     }
 }
 
+/// How long the reader blocks in one read: the heartbeat interval (so a silent
+/// peer is noticed within one interval of the timeout), or for ever when silence
+/// detection is off.
+fn read_tick(liveness: Liveness) -> Option<Duration> {
+    if liveness.peer_timeout.is_zero() {
+        return None;
+    }
+    Some(
+        (liveness.peer_timeout / 4)
+            .min(liveness.heartbeat)
+            .max(Duration::from_millis(1)),
+    )
+}
+
 /// Drains the queue into a buffer and flushes when the queue runs dry, so a burst
-/// of frames leaves in as few segments as possible while a lone frame leaves at once.
-fn write_loop(shared: &Shared, frames: &Receiver<Vec<u8>>, stream: TcpStream) {
+/// of frames leaves in as few segments as possible while a lone frame leaves at
+/// once. After `heartbeat` with nothing to send, sends a heartbeat.
+fn write_loop(
+    shared: &Shared,
+    frames: &Receiver<Outgoing>,
+    stream: TcpStream,
+    heartbeat: Duration,
+) {
     let mut out = BufWriter::with_capacity(BUFFER_BYTES, stream);
     let result = (|| -> io::Result<()> {
-        while let Ok(frame) = frames.recv() {
-            write_one(shared, &mut out, &frame)?;
-            loop {
-                match frames.try_recv() {
-                    Ok(frame) => write_one(shared, &mut out, &frame)?,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => break,
+        loop {
+            let next = if heartbeat.is_zero() {
+                frames.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                frames.recv_timeout(heartbeat)
+            };
+            let first = match next {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    out.write_all(&HEARTBEAT)?;
+                    out.flush()?;
+                    continue;
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut item = Some(first);
+            while let Some(outgoing) = item.take() {
+                match outgoing {
+                    Outgoing::Frame(frame) => write_one(shared, &mut out, &frame)?,
+                    Outgoing::Retire => {
+                        out.flush()?;
+                        return out.get_ref().shutdown(Shutdown::Write);
+                    }
+                }
+                item = frames.try_recv().ok();
             }
             out.flush()?;
         }
@@ -247,31 +341,99 @@ fn write_one(shared: &Shared, out: &mut impl Write, frame: &[u8]) -> io::Result<
     Ok(())
 }
 
-fn read_loop(shared: &Shared, stream: TcpStream, max_frame_bytes: usize) {
-    let mut input = BufReader::with_capacity(BUFFER_BYTES, stream);
+fn read_loop(shared: &Shared, mut stream: TcpStream, max_frame_bytes: usize, liveness: Liveness) {
+    let peer = shared.peer;
+    let mut frames = FrameReader::new(max_frame_bytes);
+    let mut buffer = vec![0u8; BUFFER_BYTES];
+    let mut last_heard = Instant::now();
+    let mut last_woke = Instant::now();
+    let mut linger_until: Option<Instant> = None;
     loop {
-        match read_frame(&mut input, max_frame_bytes) {
-            Ok(bytes) => {
-                shared.frames_received.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .bytes_received
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                // A dropped receiver means nobody listens any more; keep draining
-                // the socket anyway so the peer's writes do not stall.
-                let _ = shared.events.send(MeshEvent::Frame {
-                    from: shared.peer,
-                    bytes,
-                });
+        let read = stream.read(&mut buffer);
+        let now = Instant::now();
+        // A wake-up long after the previous one means this process itself was not
+        // running (stopped, or starved): the peer gets a fresh timeout rather than
+        // being blamed for our own pause. Frames it sent meanwhile are read first.
+        if !liveness.peer_timeout.is_zero()
+            && now.duration_since(last_woke) > liveness.peer_timeout / 2
+        {
+            last_heard = now;
+        }
+        last_woke = now;
+        let n = match read {
+            Ok(0) if frames.in_progress().is_none() => {
+                return shared.fail(format!("rank {peer} closed the connection"), true);
             }
-            Err(FrameError::Closed) => {
-                return shared.fail(format!("rank {} closed the connection", shared.peer), true);
-            }
-            Err(err) => {
+            Ok(0) => {
+                let (got, len) = frames.in_progress().unwrap_or_default();
                 return shared.fail(
-                    format!("receiving from rank {} failed: {err}", shared.peer),
+                    format!(
+                        "rank {peer} closed the connection in the middle of a frame \
+                         ({got} of {len} bytes)"
+                    ),
                     false,
                 );
             }
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let silent = now.duration_since(last_heard);
+                if silent < liveness.peer_timeout {
+                    continue;
+                }
+                let reason = silence(peer, silent, frames.in_progress());
+                match linger_until {
+                    // The peer may be alive but stopped: the link stays open for
+                    // one more timeout, so the owner can queue the news that it was
+                    // declared down (and retire the link) before it is cut.
+                    None => {
+                        shared.report(reason, false);
+                        linger_until = Some(now + liveness.peer_timeout);
+                    }
+                    Some(until) if now >= until => return shared.fail(reason, false),
+                    Some(_) => {}
+                }
+                continue;
+            }
+            Err(err) => {
+                return shared.fail(format!("receiving from rank {peer} failed: {err}"), false);
+            }
+        };
+        last_heard = now;
+        // Nothing is delivered once the peer is reported down or the link retired.
+        let retired =
+            shared.retired.load(Ordering::Acquire) || shared.reported.load(Ordering::Acquire);
+        let fed = frames.feed(&buffer[..n], |bytes| {
+            shared.frames_received.fetch_add(1, Ordering::Relaxed);
+            shared
+                .bytes_received
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            // A dropped receiver means nobody listens any more; keep draining
+            // the socket anyway so the peer's writes do not stall.
+            if !retired {
+                let _ = shared.events.send(MeshEvent::Frame { from: peer, bytes });
+            }
+        });
+        if let Err(err) = fed {
+            return shared.fail(format!("receiving from rank {peer} failed: {err}"), false);
         }
     }
+}
+
+/// Why a silent peer is reported down.
+fn silence(peer: u32, silent: Duration, partial: Option<(usize, usize)>) -> String {
+    let during = match partial {
+        Some((got, len)) => format!(" in the middle of a frame ({got} of {len} bytes received)"),
+        None => String::new(),
+    };
+    format!(
+        "rank {peer} sent nothing for {:.1} s{during} (peer timeout; no heartbeat either): \
+         it is stopped, hung or cut off",
+        silent.as_secs_f64()
+    )
 }

@@ -1,6 +1,6 @@
 //! The mesh: one authenticated link to every other rank, frames in, events out.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::acceptor::{Acceptor, Local};
+use crate::config::Agreed;
 use crate::config::MeshConfig;
 use crate::error::TcpError;
 use crate::formation::form;
-use crate::link::{Link, LinkStats};
+use crate::link::{Link, LinkStats, Liveness};
 
 /// Longest a rank waits for the handshake of one connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,8 +29,12 @@ pub enum MeshEvent {
         /// The frame, exactly as passed to [`Mesh::send`].
         bytes: Vec<u8>,
     },
-    /// The link to `node` is gone for good (crash-stop: links never reconnect).
-    /// Reported exactly once per node, and never for this rank's own shutdown.
+    /// The link to `node` is gone for good (crash-stop: links never reconnect):
+    /// it closed, failed, or `node` sent nothing for the peer timeout. Reported
+    /// exactly once per node, never for this rank's own shutdown, and never after
+    /// [`Mesh::close_peer`]. No frame from `node` is delivered after it. For a
+    /// silent peer, frames sent to it before [`Mesh::close_peer`] (or one more peer
+    /// timeout) still go out, so a peer that was only stopped can learn its fate.
     PeerDown {
         /// The lost rank.
         node: u32,
@@ -63,6 +68,8 @@ pub struct Mesh {
     events: Sender<MeshEvent>,
     closing: Arc<AtomicBool>,
     acceptor: Option<Acceptor>,
+    /// Every setting the links agreed on, herald-tcp's own first.
+    agreed: Vec<Agreed>,
 }
 
 impl Mesh {
@@ -80,6 +87,32 @@ impl Mesh {
         };
         let listener = TcpListener::bind(addr).map_err(|source| TcpError::Bind { addr, source })?;
         Mesh::establish_with_listener(config, listener)
+    }
+
+    /// Forms the mesh like [`Mesh::establish`] but hands back the authenticated
+    /// streams themselves (indexed by rank; `None` at this rank) instead of running
+    /// links on them: for tests that play a misbehaving rank (one that stalls in
+    /// the middle of a frame, or sends garbage after the handshake). Not for jobs.
+    #[doc(hidden)]
+    pub fn establish_raw(config: MeshConfig) -> Result<Vec<Option<TcpStream>>, TcpError> {
+        config.validate()?;
+        let addr = if config.rank == 0 {
+            config.coordinator
+        } else {
+            SocketAddr::new(config.bind, 0)
+        };
+        let listener = TcpListener::bind(addr).map_err(|source| TcpError::Bind { addr, source })?;
+        let local = Arc::new(Local {
+            rank: config.rank,
+            size: config.size,
+            cluster_id: config.cluster_id.clone(),
+            secret: config.secret.clone(),
+            handshake_timeout: HANDSHAKE_TIMEOUT.min(config.establish_timeout),
+            agreed: config.all_agreed(),
+        });
+        let mut formed = form(&config, local, listener)?;
+        formed.acceptor.stop();
+        Ok(formed.streams)
     }
 
     /// Like [`Mesh::establish`], on a listener the caller has already bound: for
@@ -100,6 +133,7 @@ impl Mesh {
             cluster_id: config.cluster_id.clone(),
             secret: config.secret.clone(),
             handshake_timeout: HANDSHAKE_TIMEOUT.min(config.establish_timeout),
+            agreed: config.all_agreed(),
         });
         let formed = form(&config, local, listener)?;
         let (events_tx, events) = crossbeam_channel::unbounded();
@@ -112,6 +146,7 @@ impl Mesh {
             events: events_tx.clone(),
             closing: Arc::clone(&closing),
             acceptor: Some(formed.acceptor),
+            agreed: config.all_agreed(),
         };
         for (peer, stream) in formed.streams.into_iter().enumerate() {
             let Some(stream) = stream else {
@@ -122,6 +157,10 @@ impl Mesh {
                 peer as u32,
                 stream,
                 config.max_frame_bytes,
+                Liveness {
+                    heartbeat: config.heartbeat,
+                    peer_timeout: config.peer_timeout,
+                },
                 Arc::clone(&closing),
                 events_tx.clone(),
             )
@@ -171,6 +210,23 @@ impl Mesh {
                 "herald-tcp: frame to a rank outside the job dropped"
             ),
         }
+    }
+
+    /// Closes the link to `to` for good, without waiting: frames already queued for
+    /// it are sent first (they may tell it why), then the connection is closed;
+    /// later frames to it are dropped, frames from it discarded, and no
+    /// [`MeshEvent::PeerDown`] is reported for it. For a peer the job declared down.
+    pub fn close_peer(&self, to: u32) {
+        if let Some(Some(link)) = self.links.get(to as usize) {
+            link.retire();
+        }
+    }
+
+    /// The settings every link agreed on at set-up (with the same value on every
+    /// rank): the frame limit, heartbeat and peer timeout, then
+    /// [`MeshConfig::agreed`].
+    pub fn agreed(&self) -> &[Agreed] {
+        &self.agreed
     }
 
     /// Frames and payload bytes sent and received so far, in total and per peer.

@@ -21,6 +21,11 @@ use local_ranks::{Stream, forward_output, free_loopback_port, notify_exit, set_b
 /// Longest any test waits for anything before declaring failure.
 pub const GUARD: Duration = Duration::from_secs(60);
 
+/// A loopback address with a port free right now.
+pub fn free_port() -> SocketAddr {
+    free_loopback_port().expect("free port")
+}
+
 /// The `herald` binary under test.
 pub fn herald() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
@@ -87,7 +92,30 @@ pub struct RankSetup {
 impl Job {
     /// Starts `nodes` ranks of `herald node`, configured per rank.
     pub fn start(nodes: u32, setup: impl Fn(u32) -> RankSetup) -> Job {
-        Job::start_program(nodes, &herald(), |rank| {
+        let coordinator = free_loopback_port().expect("free port");
+        let secret = herald_tcp::Secret::random().to_hex();
+        Job::start_with(nodes, coordinator, &secret, |_| Vec::new(), setup)
+    }
+
+    /// Starts `nodes` ranks that each run `program` with the arguments and extra
+    /// environment `setup` gives, as one job (herald's bootstrap variables set).
+    pub fn start_program(nodes: u32, program: &Path, setup: impl Fn(u32) -> RankSetup) -> Job {
+        let coordinator = free_loopback_port().expect("free port");
+        let secret = herald_tcp::Secret::random().to_hex();
+        Job::spawn(nodes, coordinator, &secret, program, |_| Vec::new(), setup)
+    }
+
+    /// Starts `nodes` ranks of `herald node` with rank 0 listening on
+    /// `coordinator` and the cluster secret `secret`; each rank's command is
+    /// prefixed by `wrap(rank)` (e.g. `ip netns exec NAME`) when that is not empty.
+    pub fn start_with(
+        nodes: u32,
+        coordinator: SocketAddr,
+        secret: &str,
+        wrap: impl Fn(u32) -> Vec<OsString>,
+        setup: impl Fn(u32) -> RankSetup,
+    ) -> Job {
+        Job::spawn(nodes, coordinator, secret, &herald(), wrap, |rank| {
             let RankSetup { mut args, env } = setup(rank);
             if !args.iter().any(|a| a == "--establish-timeout") {
                 args.extend(["--establish-timeout".into(), "20".into()]);
@@ -97,11 +125,15 @@ impl Job {
         })
     }
 
-    /// Starts `nodes` ranks that each run `program` with the arguments and extra
-    /// environment `setup` gives, as one job (herald's bootstrap variables set).
-    pub fn start_program(nodes: u32, program: &Path, setup: impl Fn(u32) -> RankSetup) -> Job {
-        let secret = herald_tcp::Secret::random().to_hex();
-        let coordinator = free_loopback_port().expect("free port");
+    /// Starts the ranks: `wrap(rank)`, then `program`, then the rank's arguments.
+    fn spawn(
+        nodes: u32,
+        coordinator: SocketAddr,
+        secret: &str,
+        program: &Path,
+        wrap: impl Fn(u32) -> Vec<OsString>,
+        setup: impl Fn(u32) -> RankSetup,
+    ) -> Job {
         let (line_tx, lines) = crossbeam_channel::unbounded();
         let on_line = Arc::new(move |rank, stream, text: &str| {
             let _ = line_tx.send(Line {
@@ -115,9 +147,17 @@ impl Job {
         let mut stdins = Vec::new();
         for rank in 0..nodes {
             let RankSetup { args, env } = setup(rank);
-            let mut command = Command::new(program);
+            let prefix = wrap(rank);
+            let mut command = match prefix.split_first() {
+                Some((first, rest)) => {
+                    let mut command = Command::new(first);
+                    command.args(rest).arg(program);
+                    command
+                }
+                None => Command::new(program),
+            };
             command.args(args);
-            set_bootstrap_env(&mut command, rank, nodes, coordinator, &secret)
+            set_bootstrap_env(&mut command, rank, nodes, coordinator, secret)
                 .env_remove("HERALD_LIBRARY_PATH")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -180,6 +220,37 @@ impl Job {
         let _ = self.children[rank as usize].kill();
     }
 
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to one rank.
+    pub fn signal(&mut self, rank: u32, signal: i32) {
+        let pid = self.children[rank as usize].id() as libc::pid_t;
+        // SAFETY: plain kill(2) on our own child, which is not reaped yet (its
+        // exit is only noticed with WNOWAIT), so the pid is still its.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits for the given ranks to exit; kills every rank and panics if they do
+    /// not within the guard.
+    pub fn wait_ranks(&mut self, ranks: &[u32]) {
+        let deadline = Instant::now() + GUARD;
+        while ranks.iter().any(|&r| self.statuses[r as usize].is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exits.recv_timeout(left) {
+                Ok(rank) => {
+                    let status = self.children[rank as usize].wait().expect("reap");
+                    self.statuses[rank as usize] = Some(status);
+                }
+                Err(_) => {
+                    self.kill_all();
+                    panic!(
+                        "ranks {ranks:?} did not exit; output so far:\n{}",
+                        self.transcript()
+                    );
+                }
+            }
+        }
+    }
+
     /// Waits for every rank to exit and returns their statuses; kills them all and
     /// panics if they do not exit within the guard.
     pub fn wait(&mut self) -> Vec<ExitStatus> {
@@ -227,6 +298,10 @@ impl Job {
     fn kill_all(&mut self) {
         for (rank, child) in self.children.iter_mut().enumerate() {
             if self.statuses[rank].is_none() {
+                // A stopped rank dies of SIGKILL too; continue it anyway so
+                // nothing lingers stopped.
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
                 let _ = child.kill();
                 let _ = child.wait();
                 self.statuses[rank] = Some(ExitStatus::default());

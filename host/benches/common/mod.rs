@@ -88,6 +88,7 @@ fn establish(
     let mut config = MeshConfig::new(rank, size, coordinator, secret);
     config.cluster_id = cluster_id.to_owned();
     config.establish_timeout = Duration::from_secs(60);
+    HostConfig::default().agree_on(&mut config);
     Mesh::establish(config).expect("mesh")
 }
 

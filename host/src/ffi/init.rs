@@ -127,9 +127,12 @@ fn start() -> Result<Runtime, HostError> {
         }
         Err(error) => return Err(HostError::Start(error.to_string())),
     };
-    let mesh_config = boot
+    let mut mesh_config = boot
         .mesh_config()
         .map_err(|e| HostError::Start(format!("rank {} of {}: {e}", boot.rank, boot.size)))?;
+    // Every link checks that both ends use the same protocol version, fan-out
+    // and frame limit.
+    config.agree_on(&mut mesh_config);
     let (mesh, events) = Mesh::establish(mesh_config).map_err(|e| {
         HostError::Start(format!(
             "rank {} of {}: the job did not form: {e}",

@@ -1,0 +1,137 @@
+//! Heartbeats, silence detection, retiring a link, and settings agreed at set-up.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{TIMEOUT, config, form, recv};
+use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
+
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const PEER_TIMEOUT: Duration = Duration::from_millis(400);
+
+fn fast(config: &mut herald_tcp::MeshConfig) {
+    config.heartbeat = HEARTBEAT;
+    config.peer_timeout = PEER_TIMEOUT;
+}
+
+/// Idle links stay up: heartbeats keep each end hearing from the other for many
+/// peer timeouts with no frame sent, and no heartbeat is ever delivered as a frame.
+#[test]
+fn idle_links_stay_up_on_heartbeats_alone() {
+    let meshes = form(3, "idle", fast);
+    // Nothing may happen while the links idle for five peer timeouts.
+    match meshes[0].1.recv_timeout(5 * PEER_TIMEOUT) {
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        other => panic!("an idle link produced {other:?}"),
+    }
+    for (rank, (_, events)) in meshes.iter().enumerate() {
+        assert!(events.try_recv().is_err(), "rank {rank} saw an event");
+    }
+    common::assert_all_pairs_work(&meshes);
+}
+
+/// A peer that sends the start of a frame and then nothing is reported down
+/// after the peer timeout, with how far its frame got.
+#[test]
+fn a_peer_stalled_mid_frame_is_reported_down() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let coordinator = listener.local_addr().expect("addr");
+    let secret = Secret::random();
+    let mut one = config(1, 2, coordinator, &secret, "stall");
+    fast(&mut one);
+    let raw = thread::spawn(move || Mesh::establish_raw(one).expect("raw rank 1"));
+    let mut zero = config(0, 2, coordinator, &secret, "stall");
+    fast(&mut zero);
+    let (mesh, events) = Mesh::establish_with_listener(zero, listener).expect("rank 0");
+    let mut streams = raw.join().expect("raw thread");
+    let mut stream = streams[0].take().expect("link to rank 0");
+    stream.write_all(&64u32.to_le_bytes()).expect("prefix");
+    stream.write_all(&[1u8; 10]).expect("part of the body");
+    let started = Instant::now();
+    match recv(&events, "rank 1 reported down") {
+        MeshEvent::PeerDown { node: 1, reason } => {
+            assert!(
+                reason.contains("in the middle of a frame (14 of 68 bytes received)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected PeerDown for rank 1, got {other:?}"),
+    }
+    assert!(started.elapsed() >= PEER_TIMEOUT / 2, "reported too early");
+    // The news queued before retiring still reaches the silent peer, then EOF.
+    mesh.send(1, b"you are down".to_vec());
+    mesh.close_peer(1);
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let frames: Vec<&[u8]> = split_frames(&received);
+    assert_eq!(frames, [b"you are down".as_slice()]);
+    assert!(events.try_recv().is_err(), "nothing after the report");
+    mesh.shutdown();
+}
+
+/// A retired link delivers nothing more and reports no PeerDown, even when the
+/// peer then closes it.
+#[test]
+fn a_retired_link_reports_nothing_more() {
+    let meshes = form(2, "retire", |_| {});
+    meshes[0].0.close_peer(1);
+    meshes[1].0.send(0, b"late".to_vec());
+    // Rank 1 sees rank 0 close the link; rank 0 sees nothing at all.
+    match recv(&meshes[1].1, "rank 0 closing") {
+        MeshEvent::PeerDown { node: 0, .. } => {}
+        other => panic!("expected PeerDown for rank 0, got {other:?}"),
+    }
+    assert!(
+        meshes[0]
+            .1
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "a retired link delivered or reported something"
+    );
+}
+
+/// Ranks that disagree on an agreed setting do not form a mesh; both say which
+/// setting, both values, and what to do.
+#[test]
+fn a_disagreement_fails_formation_naming_both_values() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let coordinator = listener.local_addr().expect("addr");
+    let secret = Secret::random();
+    let mut one = config(1, 2, coordinator, &secret, "agree");
+    one.agree("fan-out", 8, "--fanout");
+    let other = thread::spawn(move || Mesh::establish(one).map(|_| ()));
+    let mut zero = config(0, 2, coordinator, &secret, "agree");
+    zero.agree("fan-out", 4, "--fanout");
+    let zero = Mesh::establish_with_listener(zero, listener).map(|_| ());
+    let one = other.join().expect("rank 1 thread");
+    let text = |r: Result<(), TcpError>| r.expect_err("formation must fail").to_string();
+    let (zero, one) = (text(zero), text(one));
+    assert!(
+        zero.contains(
+            "node 1 uses fan-out 8, this node 4: start every rank with the same --fanout"
+        ),
+        "{zero}"
+    );
+    assert!(one.contains("node 0 uses fan-out 4, this node 8"), "{one}");
+}
+
+/// Frames (skipping heartbeats) in a byte stream that ends between frames.
+fn split_frames(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        bytes = &bytes[4..];
+        if len == u32::MAX {
+            continue;
+        }
+        let (frame, rest) = bytes.split_at(len as usize);
+        frames.push(frame);
+        bytes = rest;
+    }
+    frames
+}
