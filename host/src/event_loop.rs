@@ -120,8 +120,8 @@ impl EventLoop {
             self.drain_outputs();
             // Settled: nothing asked here is unanswered, or nothing ever will be
             // (a fenced node takes no further part).
-            let settled = (self.requests.is_empty() && self.launches.is_empty())
-                || self.fenced.is_some();
+            let settled =
+                (self.requests.is_empty() && self.launches.is_empty()) || self.fenced.is_some();
             if settled && !self.quiescing.is_empty() {
                 for done in self.quiescing.drain(..) {
                     let _ = done.send(());
