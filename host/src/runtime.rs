@@ -584,12 +584,17 @@ impl Runtime {
     /// declares this node down (then nothing more will be answered).
     pub fn quiesce(&self) -> Result<(), HostError> {
         self.flush();
+        // A fenced node's event loop has stopped: nothing more will be answered,
+        // which is as settled as it gets.
+        let gone = || match self.shared.stopped_error() {
+            HostError::Fenced { .. } => Ok(()),
+            other => Err(other),
+        };
         let (done, answered) = crossbeam_channel::bounded(1);
-        self.shared
-            .commands
-            .send(Command::Quiesce(done))
-            .map_err(|_| HostError::Stopped)?;
-        answered.recv().map_err(|_| HostError::Stopped)
+        if self.shared.commands.send(Command::Quiesce(done)).is_err() {
+            return gone();
+        }
+        answered.recv().or_else(|_| gone())
     }
 
     /// This node's counters.
