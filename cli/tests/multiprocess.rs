@@ -437,3 +437,20 @@ fn herald_run_lets_the_job_go_on_without_a_fenced_rank() {
         "{stderr}"
     );
 }
+
+/// Exact causality on real processes (issue scenario): node 1 only *received*
+/// the registration, yet a task it launches to node 2 runs there only once the
+/// registration is done there (node 2's callback is slow).
+#[test]
+fn a_node_that_only_received_a_registration_launches_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let causal = build_c(dir.path(), "causal", "causal", "");
+    let mut job = start_main(3, dir.path(), &causal, "main_causal_relay", &[]);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    assert!(
+        transcript.contains("node 2 saw the registration done"),
+        "{transcript}"
+    );
+}
