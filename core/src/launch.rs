@@ -45,10 +45,11 @@ pub(crate) struct SentLaunch {
 
 impl Node {
     /// The registrations a launch to `to` must wait for there: every global key
-    /// running or done successfully here (those nested in them come with them), except those `to` is known to have done (an earlier launch
-    /// that required them was answered, or their job-wide result does not name
-    /// `to`) and, for a launch from inside an invocation, that invocation's key and
-    /// the keys waiting on it. Also returns the entry count to remember.
+    /// running or done successfully here (those nested in them come with them),
+    /// except those `to` is known to have done (an earlier launch that required
+    /// them was run there, or their job-wide result does not name `to`) and, for a
+    /// launch from inside an invocation, that invocation's key and the keys waiting
+    /// on it. Also returns the entry count to remember.
     pub(crate) fn requirements_for(&self, to: NodeId, enclosing: Option<Key>) -> (Vec<Key>, usize) {
         let from = self.known_done.get(&to).copied().unwrap_or(0);
         let excluded = enclosing
