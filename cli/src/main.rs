@@ -1,9 +1,12 @@
 //! The `herald` command line.
 
+mod capacity;
 mod demo;
 mod local_ranks;
 mod node;
 mod run;
+mod secret;
+mod signals;
 mod sim;
 
 use std::process::ExitCode;
@@ -25,6 +28,8 @@ struct Cli {
 enum Commands {
     /// Start N ranks of a job on this machine: herald run -n N -- PROGRAM ARGS...
     Run(run::RunArgs),
+    /// Print a fresh cluster secret, or write it to a file with mode 0600 (--file F).
+    Secret(secret::SecretArgs),
     /// Be one node of a job: rank 0 loads libraries and runs the top-level function.
     Node(node::NodeArgs),
     /// Four nodes on loopback load a C plugin everywhere and run its tasks.
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run::run(args),
         Commands::Node(args) => node::run(args),
+        Commands::Secret(args) => secret::run(args),
         Commands::Demo(args) => demo::run(args),
         Commands::Sim(args) => sim::run(args),
     };

@@ -1,17 +1,22 @@
 //! `herald run -n N -- PROGRAM ARGS...`: starts N ranks of a job on this machine,
 //! with a fresh cluster secret, and prefixes each output line with its rank.
-//! If a rank fails, the others are stopped and `herald run` fails too.
+//! If a rank fails, the others are stopped and `herald run` fails too. SIGINT and
+//! SIGTERM are passed on to every rank; once all are reaped, `herald run` dies of
+//! the same signal.
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use herald_tcp::Secret;
 
-use crate::local_ranks::{
-    Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env,
+use crate::signals::{self, Forwarder};
+use crate::{
+    capacity,
+    local_ranks::{Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env},
 };
 
 /// Flags of `herald run`.
@@ -41,6 +46,8 @@ pub struct JobOutcome {
     /// The first rank that failed, if any (the others were then stopped), else the
     /// first rank the job declared down (the others went on).
     pub first_failure: Option<u32>,
+    /// The signal (SIGINT or SIGTERM) `herald run` received and passed on, if any.
+    pub signal: Option<i32>,
 }
 
 /// Runs `herald run`.
@@ -76,6 +83,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints why a job failed, and gives the exit code for it.
 pub fn report(outcome: &JobOutcome) -> ExitCode {
+    if let Some(signal) = outcome.signal {
+        eprintln!(
+            "herald run: stopped by {}; all {} rank(s) started have exited",
+            signals::name(signal),
+            outcome.statuses.len()
+        );
+        signals::die_by(signal);
+        return ExitCode::from(128 + signal as u8);
+    }
     match outcome.first_failure {
         None => ExitCode::SUCCESS,
         Some(rank) => {
@@ -97,7 +113,8 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
 
 /// Starts `nodes` copies of `program` on loopback as one job, each with the
 /// extra variables `env`, and waits for all. Each output line goes to `on_line`.
-/// The first failing rank stops the others.
+/// The first failing rank stops the others. SIGINT and SIGTERM are forwarded to
+/// the ranks: call this before starting other threads (see [`Forwarder::install`]).
 pub fn run_local_job(
     nodes: u32,
     program: &OsString,
@@ -108,6 +125,8 @@ pub fn run_local_job(
     if nodes == 0 {
         bail!("herald run: -n must be at least 1");
     }
+    capacity::check(nodes)?;
+    let forwarder = Forwarder::install().context("herald run: setting up signal forwarding")?;
     let secret = Secret::try_random()
         .context("generating the cluster secret")?
         .to_hex();
@@ -117,15 +136,26 @@ pub fn run_local_job(
     let mut children: Vec<Child> = Vec::new();
     let mut readers = Vec::new();
     for rank in 0..nodes {
+        if forwarder.received().is_some() {
+            // Stopped while starting: the ranks started so far got the signal.
+            break;
+        }
+        let mut command = Command::new(program);
+        // SAFETY: runs in the child between fork and exec, and calls only
+        // sigprocmask, which is async-signal-safe. The rank must not inherit the
+        // SIGINT/SIGTERM block `Forwarder` put on this thread.
+        unsafe {
+            command.pre_exec(signals::unblock_in_child);
+        }
         let spawned = set_bootstrap_env(
-            Command::new(program)
-                .args(args)
-                .envs(env.iter().map(|(k, v)| (k, v))),
+            command.args(args).envs(env.iter().map(|(k, v)| (k, v))),
             rank,
             nodes,
             coordinator,
             &secret,
         )
+        // Its own process group, so a forwarded signal reaches what the rank started too.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -133,26 +163,29 @@ pub fn run_local_job(
         let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
-                children.iter_mut().for_each(|c| drop(c.kill()));
-                children.iter_mut().for_each(|c| drop(c.wait()));
+                for (index, child) in children.iter_mut().enumerate() {
+                    let _ = child.kill();
+                    let _ = forwarder.reap(index, || child.wait());
+                }
                 bail!(
                     "herald run: cannot start {}: {error}",
                     program.to_string_lossy()
                 );
             }
         };
+        forwarder.add(child.id());
         readers.extend(forward_output(rank, &mut child, &on_line));
         notify_exit(&child, rank, exited_tx.clone());
         children.push(child);
     }
     drop(exited_tx);
 
-    let mut statuses: Vec<Option<ExitStatus>> = vec![None; nodes as usize];
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut first_failure = None;
     let mut first_fenced = None;
     for rank in exited.iter() {
-        let status = children[rank as usize]
-            .wait()
+        let status = forwarder
+            .reap(rank as usize, || children[rank as usize].wait())
             .with_context(|| format!("waiting for rank {rank}"))?;
         statuses[rank as usize] = Some(status);
         if status.success() {
@@ -163,7 +196,8 @@ pub fn run_local_job(
             first_fenced.get_or_insert(rank);
             continue;
         }
-        if first_failure.is_none() {
+        // After a forwarded signal the ranks are stopping already; let them.
+        if first_failure.is_none() && forwarder.received().is_none() {
             first_failure = Some(rank);
             for (other, child) in children.iter_mut().enumerate() {
                 if statuses[other].is_none() {
@@ -184,6 +218,7 @@ pub fn run_local_job(
     Ok(JobOutcome {
         statuses,
         first_failure: first_failure.or(first_fenced),
+        signal: forwarder.received(),
     })
 }
 

@@ -1,0 +1,240 @@
+//! `herald run` as a launcher, on real processes: signals reach every rank and the
+//! ranks are reaped, an impossible `-n` is refused, and `herald secret` makes secrets.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use common::{GUARD, herald};
+
+/// `herald run` started with piped output, with its lines on channels.
+struct Launcher {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Launcher {
+    fn start(nodes: u32, script: &str) -> Launcher {
+        let mut child = Command::new(herald())
+            .args(["run", "-n", &nodes.to_string(), "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald run");
+        let stdout = lines(child.stdout.take().expect("piped stdout"));
+        let stderr = lines(child.stderr.take().expect("piped stderr"));
+        Launcher {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Pids the ranks print on lines `[rank] ready PID...`, once every rank has.
+    fn ready_pids(&self, nodes: u32) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for _ in 0..nodes {
+            let line = recv(&self.stdout, "a rank's ready line");
+            let (_, rest) = line.split_once(" ready ").expect("a ready line");
+            pids.extend(
+                rest.split_whitespace()
+                    .map(|p| p.parse::<i32>().expect("a pid")),
+            );
+        }
+        pids
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: the launcher is our child and not yet reaped, so its pid is its own.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn stderr_line(&self, wanted: &str) -> String {
+        loop {
+            let line = recv(&self.stderr, wanted);
+            if line.contains(wanted) {
+                return line;
+            }
+        }
+    }
+
+    fn wait(mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > GUARD {
+                let _ = self.child.kill();
+                panic!("herald run did not exit");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn lines(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn recv(lines: &Receiver<String>, what: &str) -> String {
+    match lines.recv_timeout(GUARD) {
+        Ok(line) => line,
+        Err(RecvTimeoutError::Timeout) => panic!("no {what} within {GUARD:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("output ended before {what}"),
+    }
+}
+
+/// Whether `pid` is a live process running `marker` in its command line (a pid
+/// reused by something else does not count).
+fn runs(pid: i32, marker: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        // A zombie has an empty command line: it has stopped running.
+        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(marker),
+        Err(_) => false,
+    }
+}
+
+fn assert_gone(pids: &[i32], marker: &str) {
+    for &pid in pids {
+        assert!(
+            !runs(pid, marker),
+            "process {pid} ({marker}) is still running"
+        );
+    }
+}
+
+#[test]
+fn sigterm_reaches_every_rank_and_what_it_started() {
+    // Each rank (a shell) starts a child of its own and waits for it: the signal
+    // must reach the shell and its child, which share the rank's process group.
+    let marker = "1000.25";
+    let launcher = Launcher::start(3, &format!("sleep {marker} & echo ready $$ $!; wait"));
+    let pids = launcher.ready_pids(3);
+    assert_eq!(pids.len(), 6);
+    assert!(pids.iter().all(|&pid| runs(pid, "") || runs(pid, marker)));
+    launcher.signal(libc::SIGTERM);
+    let status = launcher.wait();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "herald run: {status}");
+    // The launcher reaped the shells before exiting; their children were killed
+    // by the same signal (a zombie waiting for init to reap it is not running).
+    for &pid in pids.iter().step_by(2) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || !runs(pid, "sh"),
+            "rank {pid} was not reaped"
+        );
+    }
+    assert_gone(
+        &pids[1..].iter().step_by(2).copied().collect::<Vec<_>>(),
+        marker,
+    );
+}
+
+#[test]
+fn sigint_is_forwarded_and_a_second_signal_kills_ranks_that_ignore_it() {
+    let marker = "1000.5";
+    // Rank 0 ignores SIGINT and SIGTERM (kept across exec); the others do not.
+    let script = format!(
+        "if [ \"$HERALD_RANK\" = 0 ]; then trap '' INT TERM; fi; echo ready $$; exec sleep {marker}"
+    );
+    let launcher = Launcher::start(3, &script);
+    let pids = launcher.ready_pids(3);
+    launcher.signal(libc::SIGINT);
+    launcher.stderr_line("got SIGINT; sending SIGINT to 3 rank(s)");
+    // Ranks 1 and 2 die of it and are reaped; rank 0 goes on.
+    launcher.signal(libc::SIGINT);
+    launcher.stderr_line("sending SIGKILL");
+    let status = launcher.wait();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "herald run: {status}");
+    assert_gone(&pids, marker);
+}
+
+#[test]
+fn an_n_the_machine_cannot_hold_is_refused() {
+    let output = Command::new(herald())
+        .args(["run", "-n", "1000000", "--", "true"])
+        .output()
+        .expect("run herald run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        ["pid_max", "threads-max", "pids.max", "RLIMIT_NPROC"]
+            .iter()
+            .any(|limit| stderr.contains(limit)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("-n 1000000 needs at least 4000000 tasks"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secret_prints_64_fresh_hex_digits() {
+    let secret = || {
+        let output = Command::new(herald())
+            .arg("secret")
+            .output()
+            .expect("herald secret");
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let (a, b) = (secret(), secret());
+    for s in [&a, &b] {
+        let hex = s.strip_suffix('\n').expect("one line");
+        assert_eq!(hex.len(), 64, "{s:?}");
+        assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()), "{s:?}");
+    }
+    assert_ne!(a, b);
+}
+
+#[test]
+fn secret_file_is_0600_and_is_not_overwritten_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("job.secret");
+    let write = |force: bool| {
+        let mut command = Command::new(herald());
+        command.args(["secret", "--file"]).arg(&path);
+        if force {
+            command.arg("--force");
+        }
+        command.output().expect("herald secret --file")
+    };
+    let mode = || std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+
+    assert!(write(false).status.success());
+    assert_eq!(mode(), 0o600);
+    let first = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(first.trim_end().len(), 64);
+    assert!(first.trim_end().bytes().all(|c| c.is_ascii_hexdigit()));
+
+    let refused = write(false);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+
+    // Forced over a world-readable file, the new one is 0600 again.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(write(true).status.success());
+    assert_eq!(mode(), 0o600);
+    let second = std::fs::read_to_string(&path).expect("read");
+    assert_ne!(second, first);
+    assert_eq!(second.trim_end().len(), 64);
+}
