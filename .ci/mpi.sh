@@ -27,14 +27,15 @@ trap 'rm -rf "$WORK"' EXIT
 cc -shared -fPIC -I "$ROOT/include" "$ROOT/examples/c-plugin/plugin.c" -o "$WORK/libexample_plugin.so"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-SECRET=$(od -vAn -N32 -tx1 /dev/urandom | tr -d ' \n')
+# The secret goes in a 0600 file, never on a command line (README, "Running jobs").
+"$HERALD" secret --file "$WORK/job.secret"
 
 # Make sure nothing but Open MPI tells the ranks who they are.
 unset HERALD_RANK HERALD_SIZE SLURM_PROCID SLURM_NTASKS PMI_RANK PMI_SIZE PMIX_RANK || true
 
 set +e
 OUTPUT=$(timeout 300 mpirun --allow-run-as-root --oversubscribe -np "$RANKS" \
-    -x HERALD_COORDINATOR="127.0.0.1:$PORT" -x HERALD_SECRET="$SECRET" \
+    -x HERALD_COORDINATOR="127.0.0.1:$PORT" -x HERALD_SECRET_FILE="$WORK/job.secret" \
     "$HERALD" -v node --load "$WORK/libexample_plugin.so" \
     --main "$WORK/libexample_plugin.so:example_main" --library-path "$WORK" 2>&1)
 STATUS=$?

@@ -91,7 +91,7 @@ pub enum SecretError {
     /// The text was not 64 hex digits long.
     #[error(
         "a herald secret is 64 hex digits (32 bytes), found {found} characters; \
-         generate one with `herald run` or Secret::random().to_hex()"
+         generate one with `herald secret` or Secret::random().to_hex()"
     )]
     Length {
         /// Number of characters found after trimming whitespace.
