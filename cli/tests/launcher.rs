@@ -66,7 +66,9 @@ impl Launcher {
         }
     }
 
-    fn wait(mut self) -> ExitStatus {
+    /// Waits for the launcher to exit; if it does not, kills it and `pids` (so a
+    /// failing test leaves nothing running) and fails.
+    fn wait(mut self, pids: &[i32]) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -74,6 +76,11 @@ impl Launcher {
             }
             if start.elapsed() > GUARD {
                 let _ = self.child.kill();
+                for &pid in pids {
+                    // SAFETY: plain kill(2); at worst it hits a process that
+                    // reused the pid of a rank this failing test started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
                 panic!("herald run did not exit");
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -131,7 +138,7 @@ fn sigterm_reaches_every_rank_and_what_it_started() {
     assert_eq!(pids.len(), 6);
     assert!(pids.iter().all(|&pid| runs(pid, "") || runs(pid, marker)));
     launcher.signal(libc::SIGTERM);
-    let status = launcher.wait();
+    let status = launcher.wait(&pids);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "herald run: {status}");
     // The launcher reaped the shells before exiting; their children were killed
     // by the same signal (a zombie waiting for init to reap it is not running).
@@ -161,7 +168,7 @@ fn sigint_is_forwarded_and_a_second_signal_kills_ranks_that_ignore_it() {
     // Ranks 1 and 2 die of it and are reaped; rank 0 goes on.
     launcher.signal(libc::SIGINT);
     launcher.stderr_line("sending SIGKILL");
-    let status = launcher.wait();
+    let status = launcher.wait(&pids);
     assert_eq!(status.signal(), Some(libc::SIGINT), "herald run: {status}");
     assert_gone(&pids, marker);
 }
