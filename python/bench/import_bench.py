@@ -11,10 +11,23 @@ find, read, compile, execute):
 * dask upload: ``client.register_plugin(UploadFile(path))``, which sends the file
                to every worker and imports it there.
 
-Every timing includes writing the fresh module file. For reference, two more
-herald columns: "herald round", a global registration of a trivial call (the
-protocol and executor without an import), and "one import", writing and
-importing such a module in one process (the CPU each of the N processes spends).
+Every timing includes writing the fresh module file. The physical floor, measured
+in the same run on rank 0 of the herald job:
+
+* import cpu:  ``time.process_time()`` around ``importlib.import_module`` of such a
+               fresh module (already written) in one process, median of many: the
+               CPU that each of the N processes must spend;
+* herald round: a global registration of a trivial call (a fresh key each time):
+               the protocol and executor with nothing to import;
+* floor = import cpu x N / cores + herald round, cores = ``os.sched_getaffinity``.
+
+Targets: herald within 1.5x of the floor, and Dask's ``client.run`` at least 3x
+herald's time, at every N. Where the time goes is measured last (it installs a
+finder and an audit hook on every node, so it runs after the timings): for each round, when
+each node started the import (a finder first on ``sys.meta_path``), started executing the module
+(audit event "exec", so after reading and compiling), and finished it, in the
+system-wide monotonic clock and in that thread's CPU time; the same for a no-op
+round (when the trivial call ran on each node).
 
 ``import_fresh`` is ``importlib.import_module(name)``, retried once after
 ``importlib.invalidate_caches()`` if the module is not found: what herald does on
@@ -68,11 +81,85 @@ def import_fresh(name):
 '''
 
 
-def write_module(directory):
-    name = f"bench_{uuid.uuid4().hex[:12]}"
+PROBE_SOURCE = '''"""import_bench.py's clock on every node: when fresh modules are imported."""
+import os
+import sys
+import time
+
+RECORDS = {}
+_installed = False
+
+
+def _now():
+    return (time.monotonic(), time.thread_time())
+
+
+class _Start:
+    """First on sys.meta_path: the start of a phase module's import (before any
+    finder looks for it); finds nothing itself."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.startswith("phase_") and name not in RECORDS:
+            RECORDS[name] = {"import": _now()}
+        return None
+
+
+def _hook(event, args):
+    # "exec" of a phase module's code comes after reading and compiling it.
+    if event == "exec":
+        path = getattr(args[0], "co_filename", "")
+        name = os.path.basename(path)[:-3]
+        if name.startswith("phase_") and name in RECORDS and "exec" not in RECORDS[name]:
+            RECORDS[name]["exec"] = _now()
+
+
+def install():
+    global _installed
+    if not _installed:
+        sys.meta_path.insert(0, _Start)
+        sys.addaudithook(_hook)
+        _installed = True
+
+
+def done(name):
+    RECORDS.setdefault(name, {})["done"] = _now()
+
+
+def stamp(key):
+    RECORDS[key] = {"run": _now()}
+
+
+def records():
+    return RECORDS
+
+
+def threads():
+    """Each thread's name, nanoseconds on a CPU and nanoseconds runnable but
+    waiting for one (Linux schedstat), by thread id."""
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as file:
+                name = file.read().strip()
+            with open(f"/proc/self/task/{tid}/schedstat") as file:
+                ran, waited = file.read().split()[:2]
+        except OSError:
+            continue
+        found[tid] = (name, int(ran), int(waited))
+    return found
+'''
+PHASE_TRAILER = '''
+import bench_probe
+bench_probe.done(__name__)
+'''
+
+
+def write_module(directory, prefix="bench_", source=MODULE_SOURCE):
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     path = os.path.join(directory, f"{name}.py")
     with open(path, "w") as file:
-        file.write(MODULE_SOURCE)
+        file.write(source)
     return name, path
 
 
@@ -89,8 +176,18 @@ def timed(iterations, one):
     return times
 
 
-def bench_herald(out, iterations):
+def import_fresh(name):
+    """What herald does on each node (see the module docs)."""
     import importlib
+
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        importlib.invalidate_caches()
+        importlib.import_module(name)
+
+
+def bench_herald(out, iterations):
     import operator
     import site
 
@@ -99,6 +196,7 @@ def bench_herald(out, iterations):
     directory = tempfile.mkdtemp(prefix="herald-bench-")
     herald.register_global(site.addsitedir, directory)
     nodes = herald.num_nodes()
+    cores = len(os.sched_getaffinity(0))
 
     def one():
         name, _ = write_module(directory)
@@ -106,17 +204,73 @@ def bench_herald(out, iterations):
 
     save(out, {"system": "herald", "nodes": nodes, "times": timed(iterations, one)})
 
-    # For reference: a global round that imports nothing (a fresh registration of
-    # a trivial call), and one import of such a module in one process.
+    # The floor's two terms. A global round that imports nothing (a fresh
+    # registration of a trivial call each time)...
     rounds = iter(range(1 << 30))
     round_times = timed(iterations, lambda: herald.register_global(operator.add, next(rounds), 0))
     save(out, {"system": "herald round", "nodes": nodes, "times": round_times})
 
-    def local():
+    # ...and the CPU of one import of such a module in this process (written
+    # beforehand, in the same directory, so the finder's work is the same).
+    cpu_times = []
+    for index in range(WARMUP + 4 * iterations):
         name, _ = write_module(directory)
-        importlib.import_module(name)
+        started = time.process_time()
+        import_fresh(name)
+        elapsed = time.process_time() - started
+        if index >= WARMUP:
+            cpu_times.append(elapsed)
+    save(out, {"system": "import cpu", "nodes": nodes, "cores": cores, "times": cpu_times})
 
-    save(out, {"system": "one import", "nodes": nodes, "times": timed(iterations, local)})
+    save(out, breakdown(herald, directory, nodes, iterations))
+
+
+def breakdown(herald, directory, nodes, iterations):
+    """Where the time of import_global (and of a no-op round) goes: per round, the
+    call's start and return on rank 0 and each node's probe records."""
+    with open(os.path.join(directory, "bench_probe.py"), "w") as file:
+        file.write(PROBE_SOURCE)
+    import bench_probe
+
+    herald.register_global(bench_probe.install)
+
+    def process_cpu():
+        futures = [herald.launch(node, bench_probe.threads) for node in range(nodes)]
+        return [future.result() for future in futures]
+
+    rounds = WARMUP + iterations
+    calls = {}
+    cpu = [process_cpu()]
+    for index in range(rounds):
+        name, _ = write_module(directory, "phase_", MODULE_SOURCE + PHASE_TRAILER)
+        started = time.monotonic()
+        herald.import_global(name)
+        if index >= WARMUP:
+            calls[name] = (started, time.monotonic())
+    cpu.append(process_cpu())
+    for index in range(rounds):
+        key = f"round_{uuid.uuid4().hex[:12]}"
+        started = time.monotonic()
+        herald.register_global(bench_probe.stamp, key)
+        if index >= WARMUP:
+            calls[key] = (started, time.monotonic())
+    cpu.append(process_cpu())
+    futures = [herald.launch(node, bench_probe.records) for node in range(nodes)]
+    return {"system": "phases", "nodes": nodes, "calls": calls, "rounds": rounds,
+            "records": [future.result() for future in futures],
+            "threads": {"import": thread_deltas(cpu[0], cpu[1]), "noop": thread_deltas(cpu[1], cpu[2])}}
+
+
+def thread_deltas(before, after):
+    """Seconds on a CPU and waiting for one, summed over the nodes by thread name."""
+    totals = {}
+    for node_before, node_after in zip(before, after):
+        for tid, (name, ran, waited) in node_after.items():
+            _, ran_before, waited_before = node_before.get(tid, (name, 0, 0))
+            total = totals.setdefault(name, [0.0, 0.0])
+            total[0] += (ran - ran_before) / 1e9
+            total[1] += (waited - waited_before) / 1e9
+    return totals
 
 
 def bench_dask(nodes, out, iterations):
@@ -163,31 +317,122 @@ def save(out, result):
 
 
 def report(paths):
-    medians = {}
+    medians, cores, phases = {}, {}, {}
     for path in paths:
         with open(path) as file:
             for line in file:
                 result = json.loads(line)
-                medians[(result["system"], result["nodes"])] = statistics.median(result["times"])
-    print(f"{'N':>3}  {'herald':>10}  {'dask run':>10}  {'dask upload':>11}"
-          f"  {'herald/run':>12}  {'herald/upload':>13}  {'herald round':>12}  {'one import':>10}")
-    for nodes in sorted({n for _, n in medians}):
+                key = (result["system"], result["nodes"])
+                if result["system"] == "phases":
+                    phases[result["nodes"]] = result
+                    continue
+                medians[key] = statistics.median(result["times"])
+                if "cores" in result:
+                    cores[result["nodes"]] = result["cores"]
+    all_nodes = sorted({n for _, n in medians} | set(phases))
+
+    print("median time until every one of N processes has imported a fresh module;")
+    print("floor = import cpu x N / cores + herald round (no-op), all measured in this run")
+    print(f"{'N':>3}  {'herald':>9}  {'dask run':>9}  {'dask upload':>11}  {'import cpu':>10}"
+          f"  {'herald round':>12}  {'floor':>9}  {'herald/floor':>12}  {'run/herald':>10}"
+          f"  {'upload/herald':>13}  targets (<=1.5x floor, >=3x run)")
+    for nodes in all_nodes:
         ours = medians.get(("herald", nodes))
         run = medians.get(("dask run", nodes))
         upload = medians.get(("dask upload", nodes))
-        round_trip = medians.get(("herald round", nodes))
-        one_import = medians.get(("one import", nodes))
+        noop = medians.get(("herald round", nodes))
+        cpu = medians.get(("import cpu", nodes))
+        floor = None
+        if cpu is not None and noop is not None and nodes in cores:
+            floor = cpu * nodes / cores[nodes] + noop
+        over_floor = ours / floor if ours and floor else None
+        run_over = run / ours if ours and run else None
+        upload_over = upload / ours if ours and upload else None
+        verdict = []
+        if over_floor is not None:
+            verdict.append("floor met" if over_floor <= 1.5 else "floor MISSED")
+        if run_over is not None:
+            verdict.append("dask met" if run_over >= 3 else "dask MISSED")
+        print(f"{nodes:>3}  {ms(ours):>9}  {ms(run):>9}  {ms(upload):>11}  {ms(cpu):>10}"
+              f"  {ms(noop):>12}  {ms(floor):>9}  {times(over_floor):>12}  {times(run_over):>10}"
+              f"  {times(upload_over):>13}  {', '.join(verdict) or '-'}")
+    if phases:
+        print()
+        print_phases([phases[n] for n in sorted(phases)])
 
-        def ms(seconds):
-            return f"{seconds * 1e3:.2f} ms" if seconds is not None else "-"
 
-        def ratio(theirs):
-            if ours is None or theirs is None:
-                return "-"
-            return f"{ours / theirs:.3f} ({theirs / ours:.1f}x)"
+def print_phases(results):
+    """Medians over the rounds of the breakdown pass (a finder and an audit hook
+    installed on every node, so these rounds are a little slower than the timings
+    above)."""
+    print("where the time goes (breakdown pass; medians over rounds, times from the call on rank 0):")
+    print(f"{'N':>3}  {'import_global':>13}  {'last start':>10}  {'node: find+compile':>18}"
+          f"  {'body':>7}  {'import wall':>11}  {'import cpu':>10}  {'last done':>9}"
+          f"  {'->return':>8}  {'CPU/round, N procs':>18}  {'(imports)':>9}")
+    noop_lines, thread_lines = [], []
+    for result in results:
+        calls, records = result["calls"], result["records"]
+        rows = {k: [] for k in ("total", "start", "compile", "exec", "wall", "cpu", "done",
+                                "ack", "noop", "ran", "noop_ack", "sum_cpu")}
+        for key, (started, returned) in calls.items():
+            per_node = [node.get(key) for node in records]
+            if any(entry is None for entry in per_node):
+                continue
+            if key.startswith("round_"):
+                ran = max(entry["run"][0] for entry in per_node)
+                rows["noop"].append(returned - started)
+                rows["ran"].append(ran - started)
+                rows["noop_ack"].append(returned - ran)
+                continue
+            if any(not {"import", "exec", "done"} <= set(entry) for entry in per_node):
+                continue
+            done = max(entry["done"][0] for entry in per_node)
+            rows["total"].append(returned - started)
+            rows["start"].append(max(entry["import"][0] for entry in per_node) - started)
+            rows["done"].append(done - started)
+            rows["ack"].append(returned - done)
+            rows["sum_cpu"].append(sum(entry["done"][1] - entry["import"][1] for entry in per_node))
+            for entry in per_node:
+                rows["compile"].append(entry["exec"][0] - entry["import"][0])
+                rows["exec"].append(entry["done"][0] - entry["exec"][0])
+                rows["wall"].append(entry["done"][0] - entry["import"][0])
+                rows["cpu"].append(entry["done"][1] - entry["import"][1])
+        med = {k: (statistics.median(v) if v else None) for k, v in rows.items()}
+        by_thread = result.get("threads", {})
+        rounds = result.get("rounds", 1)
+        import_cpu = sum(ran for ran, _ in by_thread.get("import", {}).values()) / rounds
+        noop_cpu = sum(ran for ran, _ in by_thread.get("noop", {}).values()) / rounds
+        thread_lines.append((result["nodes"], rounds, by_thread))
+        print(f"{result['nodes']:>3}  {ms(med['total']):>13}  {ms(med['start']):>10}"
+              f"  {ms(med['compile']):>18}  {ms(med['exec']):>7}  {ms(med['wall']):>11}"
+              f"  {ms(med['cpu']):>10}  {ms(med['done']):>9}  {ms(med['ack']):>8}"
+              f"  {ms(import_cpu):>18}  {ms(med['sum_cpu']):>9}")
+        noop_lines.append(f"{result['nodes']:>3}  {ms(med['noop']):>10}  {ms(med['ran']):>8}"
+                          f"  {ms(med['noop_ack']):>8}  {ms(noop_cpu):>18}")
+    print(f"{'N':>3}  {'noop round':>10}  {'last ran':>8}  {'->return':>8}  {'CPU/round, N procs':>18}")
+    for line in noop_lines:
+        print(line)
+    print("last start: until the last node began the import; import wall/cpu: per node, from the")
+    print("import's start to the end of the module's body (cpu: that thread's); last done: until the")
+    print("last node finished; ->return: from then until the call returned on rank 0; CPU/round:")
+    print("all N processes' CPU (every thread) per round, (imports): the import threads' share;")
+    print("last ran: until the no-op ran on the last node")
+    print()
+    print("per round, all N processes, by thread name: CPU time / time runnable but waiting for a CPU")
+    for nodes, rounds, by_thread in thread_lines:
+        for kind in ("import", "noop"):
+            busy = sorted(by_thread.get(kind, {}).items(), key=lambda item: -item[1][0])
+            cells = [f"{name} {ms(ran / rounds)} / {ms(waited / rounds)}"
+                     for name, (ran, waited) in busy if ran / rounds >= 5e-6]
+            print(f"{nodes:>3} {kind:>6}: " + "; ".join(cells))
 
-        print(f"{nodes:>3}  {ms(ours):>10}  {ms(run):>10}  {ms(upload):>11}"
-              f"  {ratio(run):>12}  {ratio(upload):>13}  {ms(round_trip):>12}  {ms(one_import):>10}")
+
+def ms(seconds):
+    return f"{seconds * 1e3:.2f} ms" if seconds is not None else "-"
+
+
+def times(ratio):
+    return f"{ratio:.2f}x" if ratio is not None else "-"
 
 
 def main():

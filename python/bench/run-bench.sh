@@ -2,10 +2,14 @@
 # herald import_global vs Dask distributed: time to make a fresh module
 # importable on every worker, N = 2, 4, 8 processes, in one run on this machine.
 # Builds herald (release), installs Dask into a throwaway virtualenv, prints the
-# medians and the herald/Dask ratios (see import_bench.py for what is timed).
+# medians, the physical floor measured in the same run (one import's CPU x N /
+# cores + a no-op herald round), the ratios against the targets (herald within
+# 1.5x of the floor, Dask's client.run at least 3x herald's time), and where
+# herald's time goes (see import_bench.py for what is timed).
 #
 #     python/bench/run-bench.sh
 #     NODE_COUNTS="2 4" HERALD_ITERATIONS=100 DASK_ITERATIONS=30 python/bench/run-bench.sh
+#     RESULTS=/tmp/bench.jsonl python/bench/run-bench.sh   # keep the raw timings
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +33,8 @@ echo "run-bench.sh: installing Dask into a throwaway virtualenv"
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check "dask[distributed]"
 "$WORK/venv/bin/python" -c 'import dask, distributed; print("dask", dask.__version__, "distributed", distributed.__version__)'
 
-RESULTS="$WORK/results.jsonl"
+RESULTS=${RESULTS:-"$WORK/results.jsonl"}
+: > "$RESULTS"
 for nodes in $NODE_COUNTS; do
     echo "run-bench.sh: N = $nodes: herald"
     "$HERALD_PYTHON" -n "$nodes" "$HERE/import_bench.py" herald "$RESULTS" \
@@ -39,5 +44,4 @@ for nodes in $NODE_COUNTS; do
         --iterations "$DASK_ITERATIONS"
 done
 echo
-echo "median time until every one of N processes has imported a fresh module:"
 "$PYTHON" "$HERE/import_bench.py" report "$RESULTS"
