@@ -100,8 +100,8 @@ class _Start:
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name.startswith("phase_") and name not in RECORDS:
-            RECORDS[name] = {"import": _now()}
+        if name.startswith("phase_") and "import" not in RECORDS.get(name, {}):
+            RECORDS.setdefault(name, {})["import"] = _now()
         return None
 
 
@@ -110,7 +110,7 @@ def _hook(event, args):
     if event == "exec":
         path = getattr(args[0], "co_filename", "")
         name = os.path.basename(path)[:-3]
-        if name.startswith("phase_") and name in RECORDS and "exec" not in RECORDS[name]:
+        if name.startswith("phase_") and "exec" not in RECORDS.get(name, {"exec": None}):
             RECORDS[name]["exec"] = _now()
 
 
@@ -119,7 +119,30 @@ def install():
     if not _installed:
         sys.meta_path.insert(0, _Start)
         sys.addaudithook(_hook)
+        _wrap_invoke()
         _installed = True
+
+
+def _wrap_invoke():
+    # herald's executor calls herald._remote.invoke for this node's part of a
+    # global registration (not on the node whose own thread does the import).
+    try:
+        from herald import _remote
+    except ImportError:
+        return
+    invoke = _remote.invoke
+
+    def timed_invoke(payload, args):
+        name = payload[len(b"import:"):].decode() if payload.startswith(b"import:") else ""
+        if name.startswith("phase_"):
+            RECORDS.setdefault(name, {})["invoke"] = _now()
+        try:
+            return invoke(payload, args)
+        finally:
+            if name.startswith("phase_"):
+                RECORDS[name]["invoked"] = _now()
+
+    _remote.invoke = timed_invoke
 
 
 def done(name):
@@ -165,15 +188,32 @@ def write_module(directory, prefix="bench_", source=MODULE_SOURCE):
 
 def timed(iterations, one):
     """Runs one() WARMUP + iterations times; the iterations' seconds. Writing the
-    module file is part of each, for every system alike."""
+    module file is part of each, for every system alike; removing it (one()
+    returns its path, or None) is not. Removing keeps the directory small: a path
+    finder lists the whole directory again for every fresh module, so a growing
+    one would make later imports dearer than earlier ones."""
     times = []
     for index in range(WARMUP + iterations):
         started = time.perf_counter()
-        one()
+        path = one()
         elapsed = time.perf_counter() - started
+        remove(path)
         if index >= WARMUP:
             times.append(elapsed)
     return times
+
+
+def remove(path):
+    """Removes a module file written for one timing, and its bytecode if any."""
+    if path is None:
+        return
+    import importlib.util
+
+    for stale in (path, importlib.util.cache_from_source(path)):
+        try:
+            os.remove(stale)
+        except FileNotFoundError:
+            pass
 
 
 def import_fresh(name):
@@ -199,25 +239,31 @@ def bench_herald(out, iterations):
     cores = len(os.sched_getaffinity(0))
 
     def one():
-        name, _ = write_module(directory)
+        name, path = write_module(directory)
         herald.import_global(name)
+        return path
 
     save(out, {"system": "herald", "nodes": nodes, "times": timed(iterations, one)})
 
     # The floor's two terms. A global round that imports nothing (a fresh
     # registration of a trivial call each time)...
     rounds = iter(range(1 << 30))
-    round_times = timed(iterations, lambda: herald.register_global(operator.add, next(rounds), 0))
+
+    def noop():
+        herald.register_global(operator.add, next(rounds), 0)
+
+    round_times = timed(iterations, noop)
     save(out, {"system": "herald round", "nodes": nodes, "times": round_times})
 
     # ...and the CPU of one import of such a module in this process (written
     # beforehand, in the same directory, so the finder's work is the same).
     cpu_times = []
     for index in range(WARMUP + 4 * iterations):
-        name, _ = write_module(directory)
+        name, path = write_module(directory)
         started = time.process_time()
         import_fresh(name)
         elapsed = time.process_time() - started
+        remove(path)
         if index >= WARMUP:
             cpu_times.append(elapsed)
     save(out, {"system": "import cpu", "nodes": nodes, "cores": cores, "times": cpu_times})
@@ -242,11 +288,13 @@ def breakdown(herald, directory, nodes, iterations):
     calls = {}
     cpu = [process_cpu()]
     for index in range(rounds):
-        name, _ = write_module(directory, "phase_", MODULE_SOURCE + PHASE_TRAILER)
+        name, path = write_module(directory, "phase_", MODULE_SOURCE + PHASE_TRAILER)
         started = time.monotonic()
         herald.import_global(name)
+        returned = time.monotonic()
+        remove(path)
         if index >= WARMUP:
-            calls[name] = (started, time.monotonic())
+            calls[name] = (started, returned)
     cpu.append(process_cpu())
     for index in range(rounds):
         key = f"round_{uuid.uuid4().hex[:12]}"
@@ -297,13 +345,15 @@ def bench_dask(nodes, out, iterations):
         client.run(site.addsitedir, directory)
 
         def run_import():
-            name, _ = write_module(directory)
+            name, path = write_module(directory)
             results = client.run(bench_support.import_fresh, name)
             assert len(results) == nodes
+            return path
 
         def upload():
             _, path = write_module(directory)
             client.register_plugin(UploadFile(path))
+            return path
 
         run_times = timed(iterations, run_import)
         upload_times = timed(iterations, upload)
@@ -369,11 +419,12 @@ def print_phases(results):
     print(f"{'N':>3}  {'import_global':>13}  {'last start':>10}  {'node: find+compile':>18}"
           f"  {'body':>7}  {'import wall':>11}  {'import cpu':>10}  {'last done':>9}"
           f"  {'->return':>8}  {'CPU/round, N procs':>18}  {'(imports)':>9}")
-    noop_lines, thread_lines = [], []
+    noop_lines, thread_lines, invoke_lines = [], [], []
     for result in results:
         calls, records = result["calls"], result["records"]
         rows = {k: [] for k in ("total", "start", "compile", "exec", "wall", "cpu", "done",
-                                "ack", "noop", "ran", "noop_ack", "sum_cpu")}
+                                "ack", "noop", "ran", "noop_ack", "sum_cpu", "invoke_cpu",
+                                "outside_cpu")}
         for key, (started, returned) in calls.items():
             per_node = [node.get(key) for node in records]
             if any(entry is None for entry in per_node):
@@ -397,12 +448,31 @@ def print_phases(results):
                 rows["exec"].append(entry["done"][0] - entry["exec"][0])
                 rows["wall"].append(entry["done"][0] - entry["import"][0])
                 rows["cpu"].append(entry["done"][1] - entry["import"][1])
+                if {"invoke", "invoked"} <= set(entry):
+                    invoke_cpu = entry["invoked"][1] - entry["invoke"][1]
+                    rows["invoke_cpu"].append(invoke_cpu)
+                    rows["outside_cpu"].append(invoke_cpu - (entry["done"][1] - entry["import"][1]))
         med = {k: (statistics.median(v) if v else None) for k, v in rows.items()}
         by_thread = result.get("threads", {})
         rounds = result.get("rounds", 1)
         import_cpu = sum(ran for ran, _ in by_thread.get("import", {}).values()) / rounds
         noop_cpu = sum(ran for ran, _ in by_thread.get("noop", {}).values()) / rounds
         thread_lines.append((result["nodes"], rounds, by_thread))
+        # The import round's CPU, all processes, split by where it was spent.
+        import_threads = by_thread.get("import", {})
+        workers = sum(ran for name, (ran, _) in import_threads.items()
+                      if name.startswith("herald-worker")) / rounds
+        main = sum(ran for name, (ran, _) in import_threads.items()
+                   if name == "herald-python") / rounds
+        remote_invoke = (med["invoke_cpu"] or 0) * (result["nodes"] - 1)
+        rank0_import = statistics.median(
+            entry["done"][1] - entry["import"][1]
+            for key, entry in records[0].items() if key in calls and "done" in entry
+            and "import" in entry) if records else 0
+        invoke_lines.append(
+            f"{result['nodes']:>3}  {ms(med['invoke_cpu']):>22}  {ms(med['outside_cpu']):>18}"
+            f"  {ms(workers - remote_invoke):>24}  {ms(main - rank0_import):>20}"
+            f"  {ms(import_cpu - workers - main):>13}")
         print(f"{result['nodes']:>3}  {ms(med['total']):>13}  {ms(med['start']):>10}"
               f"  {ms(med['compile']):>18}  {ms(med['exec']):>7}  {ms(med['wall']):>11}"
               f"  {ms(med['cpu']):>10}  {ms(med['done']):>9}  {ms(med['ack']):>8}"
@@ -412,11 +482,19 @@ def print_phases(results):
     print(f"{'N':>3}  {'noop round':>10}  {'last ran':>8}  {'->return':>8}  {'CPU/round, N procs':>18}")
     for line in noop_lines:
         print(line)
+    print(f"{'N':>3}  {'remote invocation cpu':>22}  {'of which not import':>18}"
+          f"  {'workers outside invoke':>24}  {'rank 0 main - import':>20}  {'other threads':>13}")
+    for line in invoke_lines:
+        print(line)
     print("last start: until the last node began the import; import wall/cpu: per node, from the")
     print("import's start to the end of the module's body (cpu: that thread's); last done: until the")
     print("last node finished; ->return: from then until the call returned on rank 0; CPU/round:")
     print("all N processes' CPU (every thread) per round, (imports): the import threads' share;")
-    print("last ran: until the no-op ran on the last node")
+    print("last ran: until the no-op ran on the last node; remote invocation cpu: per node other")
+    print("than 0, herald._remote.invoke's thread CPU, and how much of it is outside the import;")
+    print("then CPU per import round, all processes: herald worker threads outside")
+    print("herald._remote.invoke, rank 0's main thread besides its import (writing the file,")
+    print("registering, waiting), and every other thread (event loop, TCP, event forwarding)")
     print()
     print("per round, all N processes, by thread name: CPU time / time runnable but waiting for a CPU")
     for nodes, rounds, by_thread in thread_lines:
