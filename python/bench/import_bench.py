@@ -56,7 +56,9 @@ import tempfile
 import time
 import uuid
 
-WARMUP = 3
+# Rounds before the timed ones: a node's first imports cost several times the
+# later ones (its interpreter warming up), for 10 rounds or so.
+WARMUP = 10
 MODULE_SOURCE = '''"""A module written for one timing."""
 import math
 
@@ -202,14 +204,17 @@ def write_module(directory, prefix="bench_", source=MODULE_SOURCE):
     return name, path
 
 
-def timed(iterations, one):
+def timed(iterations, one, warm=None):
     """Runs one() WARMUP + iterations times; the iterations' seconds. Writing the
     module file is part of each, for every system alike; removing it (one()
     returns its path, or None) is not. Removing keeps the directory small: a path
     finder lists the whole directory again for every fresh module, so a growing
-    one would make later imports dearer than earlier ones."""
+    one would make later imports dearer than earlier ones. warm() is called
+    after the warm-up rounds."""
     times = []
     for index in range(WARMUP + iterations):
+        if index == WARMUP and warm is not None:
+            warm()
         started = time.perf_counter()
         path = one()
         elapsed = time.perf_counter() - started
@@ -253,13 +258,25 @@ def bench_herald(out, iterations):
     herald.register_global(site.addsitedir, directory)
     nodes = herald.num_nodes()
     cores = len(os.sched_getaffinity(0))
+    # The probe module (importing it changes nothing until its install()):
+    # here for its per-thread CPU snapshots around the timed rounds.
+    with open(os.path.join(directory, "bench_probe.py"), "w") as file:
+        file.write(PROBE_SOURCE)
+    import bench_probe
+
+    def snapshot():
+        futures = [herald.launch(node, bench_probe.threads) for node in range(nodes)]
+        return [future.result() for future in futures]
 
     def one():
         name, path = write_module(directory)
         herald.import_global(name)
         return path
 
-    save(out, {"system": "herald", "nodes": nodes, "times": timed(iterations, one)})
+    before = []
+    times = timed(iterations, one, lambda: before.extend(snapshot()))
+    save(out, {"system": "herald", "nodes": nodes, "times": times,
+               "threads": thread_deltas(before, snapshot()), "rounds": iterations})
 
     # The floor's two terms. A global round that imports nothing (a fresh
     # registration of a trivial call each time)...
@@ -268,8 +285,10 @@ def bench_herald(out, iterations):
     def noop():
         herald.register_global(operator.add, next(rounds), 0)
 
-    round_times = timed(iterations, noop)
-    save(out, {"system": "herald round", "nodes": nodes, "times": round_times})
+    before = []
+    round_times = timed(iterations, noop, lambda: before.extend(snapshot()))
+    save(out, {"system": "herald round", "nodes": nodes, "times": round_times,
+               "threads": thread_deltas(before, snapshot()), "rounds": iterations})
 
     # ...and the CPU of one import of such a module in this process (written
     # beforehand, in the same directory, so the finder's work is the same), and
@@ -296,8 +315,6 @@ def bench_herald(out, iterations):
 def breakdown(herald, directory, nodes, iterations):
     """Where the time of import_global (and of a no-op round) goes: per round, the
     call's start and return on rank 0 and each node's probe records."""
-    with open(os.path.join(directory, "bench_probe.py"), "w") as file:
-        file.write(PROBE_SOURCE)
     import bench_probe
 
     herald.register_global(bench_probe.install)
@@ -391,7 +408,7 @@ def save(out, result):
 
 
 def report(paths):
-    medians, cores, phases = {}, {}, {}
+    medians, cores, phases, timed_threads = {}, {}, {}, {}
     for path in paths:
         with open(path) as file:
             for line in file:
@@ -403,6 +420,8 @@ def report(paths):
                 medians[key] = statistics.median(result["times"])
                 if "cores" in result:
                     cores[result["nodes"]] = result["cores"]
+                if "threads" in result:
+                    timed_threads[key] = (result["threads"], result["rounds"])
     all_nodes = sorted({n for _, n in medians} | set(phases))
 
     print("median time until every one of N processes has imported a fresh module;")
@@ -434,6 +453,9 @@ def report(paths):
     if phases:
         print()
         print_phases([phases[n] for n in sorted(phases)])
+    if timed_threads or phases:
+        print()
+        print_threads(timed_threads, phases)
 
 
 def print_phases(results):
@@ -444,7 +466,7 @@ def print_phases(results):
     print(f"{'N':>3}  {'import_global':>13}  {'last start':>10}  {'node: find+compile':>18}"
           f"  {'body':>7}  {'import wall':>11}  {'import cpu':>10}  {'last done':>9}"
           f"  {'->return':>8}  {'CPU/round, N procs':>18}  {'(imports)':>9}")
-    noop_lines, thread_lines, invoke_lines = [], [], []
+    noop_lines, invoke_lines = [], []
     for result in results:
         calls, records = result["calls"], result["records"]
         rows = {k: [] for k in ("total", "start", "compile", "exec", "wall", "cpu", "done",
@@ -482,27 +504,8 @@ def print_phases(results):
         rounds = result.get("rounds", 1)
         import_cpu = sum(ran for ran, _ in by_thread.get("import", {}).values()) / rounds
         noop_cpu = sum(ran for ran, _ in by_thread.get("noop", {}).values()) / rounds
-        thread_lines.append((result["nodes"], rounds, by_thread))
-        # The import round's CPU, all processes, split by where it was spent.
-        import_threads = by_thread.get("import", {})
-        workers = sum(ran for name, (ran, _) in import_threads.items()
-                      if name.startswith(("herald-worker", "0:herald-worker"))) / rounds
-        main = sum(ran for name, (ran, _) in import_threads.items()
-                   if name == "0:herald-python") / rounds
-        # Means, not medians: these are shares of a total.
-        import_rounds = [key for key in calls if not key.startswith("round_")]
-        remote_invoke = statistics.fmean(
-            sum(node[key]["invoked"][1] - node[key]["invoke"][1]
-                for node in records[1:] if {"invoke", "invoked"} <= set(node.get(key, {})))
-            for key in import_rounds) if import_rounds else 0
-        rank0_import = statistics.fmean(
-            records[0][key]["done"][1] - records[0][key]["import"][1]
-            for key in import_rounds if {"import", "done"} <= set(records[0].get(key, {}))
-        ) if import_rounds else 0
         invoke_lines.append(
-            f"{result['nodes']:>3}  {ms(med['invoke_cpu']):>22}  {ms(med['outside_cpu']):>18}"
-            f"  {ms(workers - remote_invoke):>24}  {ms(main - rank0_import):>20}"
-            f"  {ms(import_cpu - workers - main):>13}")
+            f"{result['nodes']:>3}  {ms(med['invoke_cpu']):>22}  {ms(med['outside_cpu']):>18}")
         print(f"{result['nodes']:>3}  {ms(med['total']):>13}  {ms(med['start']):>10}"
               f"  {ms(med['compile']):>18}  {ms(med['exec']):>7}  {ms(med['wall']):>11}"
               f"  {ms(med['cpu']):>10}  {ms(med['done']):>9}  {ms(med['ack']):>8}"
@@ -512,8 +515,7 @@ def print_phases(results):
     print(f"{'N':>3}  {'noop round':>10}  {'last ran':>8}  {'->return':>8}  {'CPU/round, N procs':>18}")
     for line in noop_lines:
         print(line)
-    print(f"{'N':>3}  {'remote invocation cpu':>22}  {'of which not import':>18}"
-          f"  {'workers outside invoke':>24}  {'rank 0 main - import':>20}  {'other threads':>13}")
+    print(f"{'N':>3}  {'remote invocation cpu':>22}  {'of which not import':>18}")
     for line in invoke_lines:
         print(line)
     print("last start: until the last node began the import; import wall/cpu: per node, from the")
@@ -521,18 +523,42 @@ def print_phases(results):
     print("last node finished; ->return: from then until the call returned on rank 0; CPU/round:")
     print("all N processes' CPU (every thread) per round, (imports): the import threads' share;")
     print("last ran: until the no-op ran on the last node; remote invocation cpu: per node other")
-    print("than 0, herald._remote.invoke's thread CPU, and how much of it is outside the import;")
-    print("then CPU per import round, all processes: herald worker threads outside")
-    print("herald._remote.invoke, rank 0's main thread besides its import (writing the file,")
-    print("registering, waiting), and every other thread (event loop, TCP, event forwarding)")
-    print()
-    print("per round, all N processes, by thread name: CPU time / time runnable but waiting for a CPU")
-    for nodes, rounds, by_thread in thread_lines:
-        for kind in ("import", "noop"):
-            busy = sorted(by_thread.get(kind, {}).items(), key=lambda item: -item[1][0])
-            cells = [f"{name} {ms(ran / rounds)} / {ms(waited / rounds)}"
-                     for name, (ran, waited) in busy if ran / rounds >= 5e-6]
-            print(f"{nodes:>3} {kind:>6}: " + "; ".join(cells))
+    print("than 0, herald._remote.invoke's thread CPU, and how much of it is outside the import")
+
+
+THREAD_GROUPS = (
+    ("rank 0 main", lambda name: name == "0:herald-python"),
+    ("workers", lambda name: name.split(":")[-1].startswith("herald-worker")),
+    ("event loops", lambda name: name.split(":")[-1].startswith("herald-event-lo")),
+    ("event fwd", lambda name: name.split(":")[-1].startswith("herald-python-e")),
+    ("tcp writers", lambda name: name.split(":")[-1].startswith("herald-tcp-w")),
+    ("tcp readers", lambda name: name.split(":")[-1].startswith("herald-tcp-r")),
+    ("other", lambda name: True),
+)
+
+
+def print_threads(timed_threads, phases):
+    """CPU per round of all N processes, by kind of thread: the timed rounds (no
+    probe) and the breakdown pass."""
+    print("CPU per round, all N processes, by thread (CPU / runnable but waiting for a CPU):")
+    print(f"{'N':>3}  {'rounds':<16}  {'total':>8}" + "".join(f"  {name:>19}" for name, _ in THREAD_GROUPS))
+    rows = []
+    for (system, nodes), (threads, rounds) in timed_threads.items():
+        label = "import_global" if system == "herald" else "no-op round"
+        rows.append((nodes, label, threads, rounds))
+    for nodes, result in phases.items() if isinstance(phases, dict) else []:
+        for kind, label in (("import", "probed import"), ("noop", "probed no-op")):
+            if kind in result.get("threads", {}):
+                rows.append((nodes, label, result["threads"][kind], result["rounds"]))
+    for nodes, label, threads, rounds in sorted(rows, key=lambda row: (row[0], row[1])):
+        sums = {name: [0.0, 0.0] for name, _ in THREAD_GROUPS}
+        for thread, (ran, waited) in threads.items():
+            group = next(name for name, test in THREAD_GROUPS if test(thread))
+            sums[group][0] += ran / rounds
+            sums[group][1] += waited / rounds
+        total = sum(ran for ran, _ in sums.values())
+        cells = "".join(f"  {ms(ran):>8} / {ms(waited):>8}" for ran, waited in sums.values())
+        print(f"{nodes:>3}  {label:<16}  {ms(total):>8}{cells}")
 
 
 def ms(seconds):
