@@ -17,7 +17,6 @@ Every timing includes writing the fresh module file, into a directory on tmpfs
 import. The physical floor, measured in the same run on rank 0 of the herald job:
 
 * write:       writing the module file (once per timing, as in every timing);
-
 * import cpu:  ``time.process_time()`` around ``importlib.import_module`` of such a
                fresh module (already written) in one process, median of many: the
                CPU that each of the N processes must spend;
@@ -27,12 +26,16 @@ import. The physical floor, measured in the same run on rank 0 of the herald job
                ``len(os.sched_getaffinity(0))``.
 
 Targets: herald within 1.5x of the floor, and Dask's ``client.run`` at least 3x
-herald's time, at every N. Where the time goes is measured last (it installs a
-finder and an audit hook on every node, so it runs after the timings): for each round, when
-each node started the import (a finder first on ``sys.meta_path``), started executing the module
-(audit event "exec", so after reading and compiling), and finished it, in the
-system-wide monotonic clock and in that thread's CPU time; the same for a no-op
-round (when the trivial call ran on each node).
+herald's time, at every N. Where the time goes:
+
+* around the timed herald rounds, every thread's CPU time and time spent runnable
+  but waiting for a CPU (Linux schedstat), on every node;
+* a breakdown pass, last (it installs a finder and an audit hook on every node):
+  for each round, when each node started the import (a finder first on
+  ``sys.meta_path``), started executing the module (audit event "exec", so after
+  reading and compiling) and finished it, in the system-wide monotonic clock and
+  in that thread's CPU time, and the CPU of each remote ``herald._remote.invoke``;
+  for a no-op round, when the trivial call ran on each node.
 
 ``import_fresh`` is ``importlib.import_module(name)``, retried once after
 ``importlib.invalidate_caches()`` if the module is not found: what herald does on
