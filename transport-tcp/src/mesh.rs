@@ -79,13 +79,7 @@ impl Mesh {
     /// Rank 0 listens on `config.coordinator`; every other rank listens on an
     /// ephemeral port of `config.bind`.
     pub fn establish(config: MeshConfig) -> Result<(Mesh, Receiver<MeshEvent>), TcpError> {
-        config.validate()?;
-        let addr = if config.rank == 0 {
-            config.coordinator
-        } else {
-            SocketAddr::new(config.bind, 0)
-        };
-        let listener = TcpListener::bind(addr).map_err(|source| TcpError::Bind { addr, source })?;
+        let listener = bind_listener(&config)?;
         Mesh::establish_with_listener(config, listener)
     }
 
@@ -95,13 +89,7 @@ impl Mesh {
     /// the middle of a frame, or sends garbage after the handshake). Not for jobs.
     #[doc(hidden)]
     pub fn establish_raw(config: MeshConfig) -> Result<Vec<Option<TcpStream>>, TcpError> {
-        config.validate()?;
-        let addr = if config.rank == 0 {
-            config.coordinator
-        } else {
-            SocketAddr::new(config.bind, 0)
-        };
-        let listener = TcpListener::bind(addr).map_err(|source| TcpError::Bind { addr, source })?;
+        let listener = bind_listener(&config)?;
         let local = Arc::new(Local {
             rank: config.rank,
             size: config.size,
@@ -282,4 +270,16 @@ impl std::fmt::Debug for Mesh {
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks `config` and binds this rank's listener: rank 0 on the coordinator
+/// address, every other rank on an ephemeral port of its bind address.
+fn bind_listener(config: &MeshConfig) -> Result<TcpListener, TcpError> {
+    config.validate()?;
+    let addr = if config.rank == 0 {
+        config.coordinator
+    } else {
+        SocketAddr::new(config.bind, 0)
+    };
+    TcpListener::bind(addr).map_err(|source| TcpError::Bind { addr, source })
 }
