@@ -15,7 +15,7 @@ use crate::error::HostError;
 use crate::{RegistrationHandle, Runtime, global};
 
 mod init;
-pub use init::{LOG_ENV, herald_finalize, herald_init};
+pub use init::{LOG_ENV, herald_finalize, herald_init, log_level};
 
 /// Success.
 pub const HERALD_OK: c_int = 0;

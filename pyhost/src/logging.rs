@@ -11,16 +11,9 @@ static ENDING_JOB: AtomicBool = AtomicBool::new(false);
 
 /// Installs the log subscriber (once per process; later calls do nothing).
 pub fn init() {
-    let level = match std::env::var("HERALD_LOG").as_deref() {
-        Ok("error") => tracing::Level::ERROR,
-        Ok("info") => tracing::Level::INFO,
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        _ => tracing::Level::WARN,
-    };
     // Fails only if the process already has a subscriber, which then logs instead.
     let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(herald_host::ffi::log_level())
         .with_writer(|| LogWriter)
         .with_target(false)
         .try_init();

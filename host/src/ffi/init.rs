@@ -168,18 +168,23 @@ fn start() -> Result<Runtime, HostError> {
     Ok(runtime)
 }
 
-/// Herald's warnings go to standard error (more with `HERALD_LOG`), unless the
-/// program installed a `tracing` subscriber of its own.
-fn init_logging() {
-    let level = match std::env::var(LOG_ENV).as_deref() {
+/// The level `HERALD_LOG` asks for (error, warn, info, debug, trace); warn when
+/// it is unset or unknown.
+pub fn log_level() -> tracing::Level {
+    match std::env::var(LOG_ENV).as_deref() {
         Ok("error") => tracing::Level::ERROR,
         Ok("info") => tracing::Level::INFO,
         Ok("debug") => tracing::Level::DEBUG,
         Ok("trace") => tracing::Level::TRACE,
         _ => tracing::Level::WARN,
-    };
+    }
+}
+
+/// Herald's warnings go to standard error (more with `HERALD_LOG`), unless the
+/// program installed a `tracing` subscriber of its own.
+fn init_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(log_level())
         .with_writer(std::io::stderr)
         .try_init();
 }
