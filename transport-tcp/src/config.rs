@@ -18,6 +18,10 @@ pub const MAX_CLUSTER_ID_BYTES: usize = 255;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Default silence after which a peer is declared down: 10 s (ten missed heartbeats).
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on the bytes queued for one peer: 256 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
+/// Default time the I/O thread keeps polling after activity before it sleeps: 50 µs.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// Most values a job can agree on at link set-up ([`MeshConfig::agreed`]).
 pub const MAX_AGREED_VALUES: usize = 16;
 /// Longest name of an agreed value, in bytes.
@@ -78,6 +82,15 @@ pub struct MeshConfig {
     /// Settings of the layers above that every rank must share; both ends of a link
     /// compare them (with the frame limit, heartbeat and peer timeout) at set-up.
     pub agreed: Vec<Agreed>,
+    /// Most bytes queued for one peer (written to no socket yet). A peer that lets
+    /// more pile up is too slow to keep and is reported down, so one slow or
+    /// stopped peer cannot grow this process's memory without bound. At least the
+    /// frame limit.
+    pub max_queued_bytes: usize,
+    /// How long the I/O thread keeps polling without sleeping after it last had
+    /// something to do: replies that come back within it cost no wake-up. Zero:
+    /// sleep at once (`HERALD_SPIN_US`). It never spins while idle.
+    pub spin: Duration,
 }
 
 impl MeshConfig {
@@ -97,6 +110,8 @@ impl MeshConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             agreed: Vec::new(),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            spin: DEFAULT_SPIN,
         }
     }
 
@@ -180,6 +195,13 @@ impl MeshConfig {
             return invalid(format!(
                 "at most {MAX_AGREED_VALUES} agreed values, each named in 1 to \
                  {MAX_AGREED_NAME_BYTES} bytes"
+            ));
+        }
+        if self.max_queued_bytes < self.max_frame_bytes {
+            return invalid(format!(
+                "max_queued_bytes {} is below max_frame_bytes {}: a single frame could never \
+                 be queued",
+                self.max_queued_bytes, self.max_frame_bytes
             ));
         }
         if self.establish_timeout.is_zero() {

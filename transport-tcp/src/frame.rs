@@ -1,15 +1,15 @@
-//! Framing (u32 little-endian length, then the bytes) and the few control
-//! messages that rank 0 and the others exchange while the mesh forms.
+//! Framing (u32 little-endian length, then the bytes) and herald-tcp's own
+//! control messages: the hello of every connection, and what rank 0 and the
+//! others exchange while the mesh forms and when a process joins.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
+
+use crate::handshake::Hello;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
-    /// The peer closed the connection cleanly between two frames.
-    #[error("the peer closed the connection")]
-    Closed,
     /// The length prefix exceeds the limit; nothing was allocated for it.
     #[error(
         "the peer announced a frame of {len} bytes, above the limit of {max} (max_frame_bytes)"
@@ -20,14 +20,10 @@ pub(crate) enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// A heartbeat: a length prefix of `u32::MAX` with no bytes after it. Frame limits
-/// stay below `u32::MAX`, so no frame has this prefix; it is never delivered.
-pub(crate) const HEARTBEAT: [u8; 4] = u32::MAX.to_le_bytes();
-
-/// Reassembles frames from whatever pieces the socket returns, so that a read that
-/// times out in the middle of a frame loses nothing and the reader can tell how far
-/// a stalled frame got. Skips heartbeats; refuses a length above the limit before
-/// allocating anything for it, and grows a frame's buffer only as its bytes arrive.
+/// Reassembles records from whatever pieces the socket returns, so that nothing
+/// is lost between reads and the reader can tell how far a stalled record got.
+/// Refuses a length above the limit before allocating anything for it, and grows
+/// a record's buffer only as its bytes arrive.
 pub(crate) struct FrameReader {
     max: usize,
     header: [u8; 4],
@@ -82,9 +78,6 @@ impl FrameReader {
                 continue;
             }
             self.header_got = 0;
-            if self.header == HEARTBEAT {
-                continue;
-            }
             let len = u32::from_le_bytes(self.header);
             let len = usize::try_from(len)
                 .ok()
@@ -103,118 +96,100 @@ impl FrameReader {
     }
 }
 
-/// Writes one frame. The caller has checked that `bytes` fits a u32 length.
-pub(crate) fn write_frame(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "a frame of {} bytes does not fit the u32 length prefix",
-                bytes.len()
-            ),
-        )
-    })?;
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(bytes)
-}
-
-/// Reads one frame, rejecting a length above `max` before allocating anything for it.
-pub(crate) fn read_frame(input: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut prefix = [0u8; 4];
-    let mut filled = 0;
-    while filled < prefix.len() {
-        match input.read(&mut prefix[filled..]) {
-            Ok(0) if filled == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-    let len = u32::from_le_bytes(prefix);
-    // The check comes first: a hostile or corrupt prefix must not make us reserve
-    // up to 4 GiB of memory before the (absent) bytes would prove it wrong.
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&len| len <= max)
-        .ok_or(FrameError::TooLarge {
-            len: u64::from(len),
-            max,
-        })?;
-    let mut bytes = vec![0u8; len];
-    input.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// Messages on the rank-0 links while the mesh forms, carried as ordinary frames
-/// before the link is handed to the caller.
+/// herald-tcp's own messages, sealed as [`Kind::Control`](crate::seal::Kind) records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
-    /// Rank k → rank 0: the address where rank k accepts links from higher ranks.
+    /// Both ends, first: who the sender is and the settings it runs with.
+    Hello(Hello),
+    /// Rank k → rank 0: the address where rank k accepts connections.
     Register { listen: SocketAddr },
-    /// Rank 0 → all: every rank's listen address, indexed by rank.
+    /// Rank 0 → all: every rank's listen address, indexed by rank; the job has formed.
     Table { addrs: Vec<SocketAddr> },
-    /// Rank k → rank 0: rank k is linked to every other rank.
-    Ready,
-    /// Rank 0 → all: every rank is ready; the mesh is formed.
-    Go,
     /// Rank 0 → all: formation failed, for this reason.
     Abort { reason: String },
+    /// Rank k → rank 0: where does `rank` listen? (a rank that joined after the table)
+    Lookup { rank: u32 },
+    /// Rank 0 → rank k: `rank` listens at `addr`, or nowhere any more (`None`).
+    Address { rank: u32, addr: Option<SocketAddr> },
+    /// Rank 0 → a joiner: the rank it was given (it finds others' addresses by [`Control::Lookup`]).
+    Admit { rank: u32 },
 }
 
-const TAG_REGISTER: u8 = 1;
-const TAG_TABLE: u8 = 2;
-const TAG_READY: u8 = 3;
-const TAG_GO: u8 = 4;
-const TAG_ABORT: u8 = 5;
+const TAG_HELLO: u8 = 1;
+const TAG_REGISTER: u8 = 2;
+const TAG_TABLE: u8 = 3;
+const TAG_ABORT: u8 = 4;
+const TAG_LOOKUP: u8 = 5;
+const TAG_ADDRESS: u8 = 6;
+const TAG_ADMIT: u8 = 7;
 
 impl Control {
-    /// Encodes the message as frame bytes.
+    /// Encodes the message as record bytes.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
+            Control::Hello(hello) => {
+                out.push(TAG_HELLO);
+                hello.encode(&mut out);
+            }
             Control::Register { listen } => {
                 out.push(TAG_REGISTER);
                 put_str(&mut out, &listen.to_string());
             }
             Control::Table { addrs } => {
                 out.push(TAG_TABLE);
-                // Callers only build tables of `size` entries, and size is a u32.
-                out.extend_from_slice(&(addrs.len() as u32).to_le_bytes());
-                for addr in addrs {
-                    put_str(&mut out, &addr.to_string());
-                }
+                put_addrs(&mut out, addrs);
             }
-            Control::Ready => out.push(TAG_READY),
-            Control::Go => out.push(TAG_GO),
             Control::Abort { reason } => {
                 out.push(TAG_ABORT);
                 put_str(&mut out, reason);
+            }
+            Control::Lookup { rank } => {
+                out.push(TAG_LOOKUP);
+                out.extend_from_slice(&rank.to_le_bytes());
+            }
+            Control::Address { rank, addr } => {
+                out.push(TAG_ADDRESS);
+                out.extend_from_slice(&rank.to_le_bytes());
+                put_str(&mut out, &addr.map(|a| a.to_string()).unwrap_or_default());
+            }
+            Control::Admit { rank } => {
+                out.push(TAG_ADMIT);
+                out.extend_from_slice(&rank.to_le_bytes());
             }
         }
         out
     }
 
-    /// Decodes frame bytes; the error says what was wrong with them.
+    /// Decodes record bytes; the error says what was wrong with them.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Control, String> {
         let mut input = Input(bytes);
         let message = match input.u8()? {
+            TAG_HELLO => Control::Hello(Hello::decode(&mut input)?),
             TAG_REGISTER => Control::Register {
                 listen: input.addr()?,
             },
-            TAG_TABLE => {
-                let count = input.u32()?;
-                let mut addrs = Vec::new();
-                for _ in 0..count {
-                    addrs.push(input.addr()?);
-                }
-                Control::Table { addrs }
-            }
-            TAG_READY => Control::Ready,
-            TAG_GO => Control::Go,
+            TAG_TABLE => Control::Table {
+                addrs: input.addrs()?,
+            },
             TAG_ABORT => Control::Abort {
                 reason: input.string()?,
             },
+            TAG_LOOKUP => Control::Lookup { rank: input.u32()? },
+            TAG_ADDRESS => {
+                let rank = input.u32()?;
+                let text = input.string()?;
+                let addr = if text.is_empty() {
+                    None
+                } else {
+                    Some(
+                        text.parse()
+                            .map_err(|_| format!("{text:?} is not a socket address"))?,
+                    )
+                };
+                Control::Address { rank, addr }
+            }
+            TAG_ADMIT => Control::Admit { rank: input.u32()? },
             tag => return Err(format!("unknown control message tag {tag}")),
         };
         if !input.0.is_empty() {
@@ -224,6 +199,14 @@ impl Control {
             ));
         }
         Ok(message)
+    }
+}
+
+fn put_addrs(out: &mut Vec<u8>, addrs: &[SocketAddr]) {
+    // Tables hold one entry per rank, and ranks are u32.
+    out.extend_from_slice(&(addrs.len() as u32).to_le_bytes());
+    for addr in addrs {
+        put_str(out, &addr.to_string());
     }
 }
 
@@ -238,10 +221,10 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A cursor over untrusted bytes whose reads fail instead of panicking.
-struct Input<'a>(&'a [u8]);
+pub(crate) struct Input<'a>(pub(crate) &'a [u8]);
 
 impl Input<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], String> {
         if self.0.len() < n {
             return Err(format!(
                 "message truncated: wanted {n} more bytes, {} left",
@@ -253,14 +236,20 @@ impl Input<'_> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         let mut raw = [0u8; 4];
         raw.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(raw))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(raw))
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -275,59 +264,33 @@ impl Input<'_> {
         text.parse()
             .map_err(|_| format!("{text:?} is not a socket address"))
     }
+
+    fn addrs(&mut self) -> Result<Vec<SocketAddr>, String> {
+        let count = self.u32()?;
+        // Each address takes at least 3 bytes: a count larger than that is a lie.
+        if count as usize > self.0.len() / 3 {
+            return Err(format!("{count} addresses announced in {} bytes", self.0.len()));
+        }
+        (0..count).map(|_| self.addr()).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_round_trip_including_empty() {
+    fn records(parts: &[&[u8]]) -> Vec<u8> {
         let mut wire = Vec::new();
-        write_frame(&mut wire, b"hello").unwrap();
-        write_frame(&mut wire, b"").unwrap();
-        let mut input = wire.as_slice();
-        assert_eq!(read_frame(&mut input, 16).unwrap(), b"hello");
-        assert_eq!(read_frame(&mut input, 16).unwrap(), b"");
-        assert!(matches!(
-            read_frame(&mut input, 16),
-            Err(FrameError::Closed)
-        ));
-    }
-
-    #[test]
-    fn oversized_prefix_is_refused_before_reading_or_allocating() {
-        // Only the prefix is present: had the reader allocated and tried to fill
-        // 4 GiB it would report a truncated frame, not TooLarge.
-        let wire = u32::MAX.to_le_bytes();
-        match read_frame(&mut wire.as_slice(), 1024) {
-            Err(FrameError::TooLarge { len, max }) => {
-                assert_eq!((len, max), (u64::from(u32::MAX), 1024));
-            }
-            other => panic!("expected TooLarge, got {other:?}"),
+        for part in parts {
+            wire.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            wire.extend_from_slice(part);
         }
+        wire
     }
 
     #[test]
-    fn truncated_frames_are_errors_not_clean_closes() {
-        let mut wire = Vec::new();
-        write_frame(&mut wire, b"abcdef").unwrap();
-        for cut in 1..wire.len() {
-            let result = read_frame(&mut &wire[..cut], 64);
-            assert!(
-                matches!(result, Err(FrameError::Io(_))),
-                "cut at {cut}: {result:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_frame_reader_reassembles_any_split_and_skips_heartbeats() {
-        let mut wire = Vec::new();
-        write_frame(&mut wire, b"hello").unwrap();
-        wire.extend_from_slice(&HEARTBEAT);
-        write_frame(&mut wire, b"").unwrap();
-        write_frame(&mut wire, &[9u8; 300]).unwrap();
+    fn the_frame_reader_reassembles_any_split() {
+        let wire = records(&[b"hello", b"", &[9u8; 300]]);
         for piece in [1, 2, 3, 7, 64, wire.len()] {
             let mut reader = FrameReader::new(1024);
             let mut frames = Vec::new();
@@ -339,35 +302,52 @@ mod tests {
         }
         let mut reader = FrameReader::new(1024);
         reader.feed(&wire[..10], |_| {}).unwrap();
-        assert_eq!(
-            reader.in_progress(),
-            Some((1, 4)),
-            "after hello, 1 header byte"
-        );
+        assert_eq!(reader.in_progress(), Some((1, 4)), "after hello, 1 header byte");
         let mut reader = FrameReader::new(1024);
         reader.feed(&wire[..3], |_| {}).unwrap();
         assert_eq!(reader.in_progress(), Some((3, 4)));
+    }
+
+    #[test]
+    fn an_oversized_prefix_is_refused_before_allocating() {
         let mut reader = FrameReader::new(16);
         assert!(matches!(
             reader.feed(&1000u32.to_le_bytes(), |_| {}),
             Err(FrameError::TooLarge { len: 1000, max: 16 })
         ));
+        let mut reader = FrameReader::new(16);
+        assert!(matches!(
+            reader.feed(&u32::MAX.to_le_bytes(), |_| {}),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn control_messages_round_trip_and_garbage_fails() {
+        let addrs: Vec<SocketAddr> = vec!["[::1]:7".parse().unwrap(), "10.0.0.1:9".parse().unwrap()];
         let messages = [
+            Control::Hello(Hello {
+                rank: 3,
+                size: 9,
+                cluster_id: "job".into(),
+                agreed: vec![("fan-out".into(), 4)],
+            }),
             Control::Register {
                 listen: "127.0.0.1:5".parse().unwrap(),
             },
             Control::Table {
-                addrs: vec!["[::1]:7".parse().unwrap(), "10.0.0.1:9".parse().unwrap()],
+                addrs: addrs.clone(),
             },
-            Control::Ready,
-            Control::Go,
             Control::Abort {
                 reason: "rank 3 failed".into(),
             },
+            Control::Lookup { rank: 12 },
+            Control::Address {
+                rank: 12,
+                addr: Some(addrs[1]),
+            },
+            Control::Address { rank: 12, addr: None },
+            Control::Admit { rank: 4 },
         ];
         for message in messages {
             assert_eq!(Control::decode(&message.encode()).unwrap(), message);
@@ -375,6 +355,7 @@ mod tests {
         assert!(Control::decode(&[]).is_err());
         assert!(Control::decode(&[99]).is_err());
         assert!(Control::decode(&[TAG_TABLE, 5, 0, 0, 0]).is_err());
-        assert!(Control::decode(&[TAG_GO, 0]).is_err());
+        assert!(Control::decode(&[TAG_TABLE, 255, 255, 255, 255]).is_err());
+        assert!(Control::decode(&[TAG_LOOKUP, 0, 0, 0, 0, 0]).is_err());
     }
 }

@@ -1,34 +1,27 @@
-//! The link handshake: hello exchange, then mutual HMAC-SHA256 challenge-response.
-//!
-//! Wire format (all integers little-endian):
+//! The link handshake: a nonce exchange, mutual proof of the cluster secret, then
+//! sealed hellos. Nothing about the job leaves a rank before the peer has proved
+//! the secret.
 //!
 //! ```text
-//! hello   = magic[8] version:u16 size:u32 rank:u32 nonce[32] cluster_len:u8 cluster[cluster_len]
-//!           count:u8 { name_len:u8 name[name_len] value:u64 }[count]      (agreed settings)
-//! proof   = HMAC-SHA256(secret, LABEL cluster_len cluster size prover_rank verifier_rank
-//!                               prover_nonce verifier_nonce)          (32 bytes)
-//! verdict = 0x01 proof   (accepted, acceptor's proof follows)  |  0x00 (rejected)
-//!         | 0x02         (authenticated, but the agreed settings differ)
+//! greeting = magic[8] version:u16le nonce[32]
+//! proof(r) = HMAC-SHA256(secret, LABEL r connector_nonce acceptor_nonce)   r = 'C' | 'A'
 //!
-//! connector -> acceptor : hello
-//! acceptor  -> connector: hello          (only after the connector's magic matched)
-//! connector -> acceptor : proof
-//! acceptor  -> connector: verdict
+//! connector -> acceptor : greeting
+//! acceptor  -> connector: greeting        (only after the connector's magic matched)
+//! connector -> acceptor : proof('C')
+//! acceptor  -> connector: 0x01 proof('A') (accepted)  |  0x00 (rejected, then close)
+//! both, sealed          : Hello { rank, size, cluster id, agreed settings }
 //! ```
 //!
-//! The MAC binds both ranks, in prover/verifier order, and both fresh nonces, so
-//! a proof cannot be reflected back to its sender or replayed on another
-//! connection. The acceptor proves itself only after it has verified the
-//! connector, so it never computes a MAC for a party that lacks the secret.
-//! Future versions keep `magic version` as the prefix so mismatches stay diagnosable.
-//!
-//! The agreed settings (frame limit, heartbeat, peer timeout, and what the layers
-//! above add, such as the protocol version and fan-out) are compared only once the
-//! connector has proved the secret, so a stranger cannot make a rank fail with a
-//! made-up disagreement; a real one fails formation on every rank, naming both values.
-//!
-//! This authenticates the peers; it does not encrypt or integrity-protect the
-//! frames that follow (see the crate docs).
+//! The greeting reveals only that a herald of some version listens. The proofs
+//! are bound to both fresh nonces and to the role, so neither can be replayed on
+//! another connection or reflected back to its sender; the acceptor proves itself
+//! only once the connector has. Both directions' record keys are then derived from
+//! the secret and both nonces ([`crate::seal`]), and everything after, starting
+//! with the hellos, is sealed. Each end checks the other's hello (cluster id, job
+//! size, rank, and the settings every rank must share) itself, so both name the
+//! same disagreement. Future versions keep `magic version` as the prefix so
+//! mismatches stay diagnosable.
 
 use std::io::{self, Read, Write};
 
@@ -37,263 +30,356 @@ use sha2::Sha256;
 
 use crate::config::{Agreed, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES};
 use crate::error::{Disagreement, HandshakeError};
+use crate::seal::LinkKeys;
 use crate::secret::Secret;
 
 /// The first bytes a herald link speaks; anything else is not a herald node.
 pub const WIRE_MAGIC: [u8; 8] = *b"HRLDLINK";
-/// Version of the link protocol (handshake, formation messages, framing).
-pub const WIRE_VERSION: u16 = 2;
+/// Version of the link protocol (handshake, control messages, sealed records).
+pub const WIRE_VERSION: u16 = 3;
 
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
-const LABEL: &[u8] = b"herald-tcp link proof v1";
+/// Length of a greeting: magic, version, nonce.
+pub(crate) const GREETING_LEN: usize = 8 + 2 + NONCE_LEN;
+const LABEL: &[u8] = b"herald-tcp link proof v3";
 const VERDICT_ACCEPT: u8 = 1;
 const VERDICT_REJECT: u8 = 0;
-const VERDICT_DISAGREE: u8 = 2;
 
-/// Who this rank is, as the handshake presents it.
-pub(crate) struct Identity<'a> {
+/// One end's progress through the unsealed part of the handshake.
+pub(crate) struct Handshake {
+    secret: Secret,
+    connector: bool,
+    my_nonce: [u8; NONCE_LEN],
+    peer_nonce: Option<[u8; NONCE_LEN]>,
+}
+
+impl Handshake {
+    /// The dialling end, and the greeting it sends first.
+    pub(crate) fn connector(secret: &Secret) -> Result<(Handshake, Vec<u8>), HandshakeError> {
+        let handshake = Handshake {
+            secret: secret.clone(),
+            connector: true,
+            my_nonce: fresh_nonce()?,
+            peer_nonce: None,
+        };
+        let greeting = handshake.greeting();
+        Ok((handshake, greeting))
+    }
+
+    /// The accepting end; it says nothing until the connector's magic matched.
+    pub(crate) fn acceptor(secret: &Secret) -> Result<Handshake, HandshakeError> {
+        Ok(Handshake {
+            secret: secret.clone(),
+            connector: false,
+            my_nonce: fresh_nonce()?,
+            peer_nonce: None,
+        })
+    }
+
+    /// Consumes what the current step needs from the front of `input`, appends
+    /// what to send to `output`, and returns the link's keys once the handshake is
+    /// done. On an error, `output` may still hold bytes worth sending before the
+    /// connection is closed (a rejection, or our greeting for a peer of another
+    /// version, so that it can say what is wrong).
+    pub(crate) fn advance(
+        &mut self,
+        input: &mut Vec<u8>,
+        output: &mut Vec<u8>,
+    ) -> Result<Option<LinkKeys>, HandshakeError> {
+        if self.peer_nonce.is_none() {
+            // Refuse a stranger on its first wrong byte, not after 42 of them.
+            let seen = input.len().min(WIRE_MAGIC.len());
+            if input[..seen] != WIRE_MAGIC[..seen] {
+                return Err(HandshakeError::NotHerald);
+            }
+            // The version is judged as soon as it is in: a peer of another
+            // version may send another greeting after it.
+            if input.len() >= 10 {
+                let theirs = u16::from_le_bytes([input[8], input[9]]);
+                if theirs != WIRE_VERSION {
+                    if !self.connector {
+                        output.extend_from_slice(&self.greeting());
+                    }
+                    return Err(HandshakeError::Version {
+                        ours: WIRE_VERSION,
+                        theirs,
+                    });
+                }
+            }
+            if input.len() < GREETING_LEN {
+                return Ok(None);
+            }
+            let greeting: Vec<u8> = input.drain(..GREETING_LEN).collect();
+            if !self.connector {
+                output.extend_from_slice(&self.greeting());
+            }
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(&greeting[10..]);
+            self.peer_nonce = Some(nonce);
+            if self.connector {
+                output.extend_from_slice(&self.proof(true));
+            }
+        }
+        if self.connector {
+            let Some(&verdict) = input.first() else {
+                return Ok(None);
+            };
+            match verdict {
+                VERDICT_ACCEPT => {}
+                VERDICT_REJECT => return Err(HandshakeError::Rejected),
+                other => return Err(HandshakeError::Malformed(format!("verdict byte {other}"))),
+            }
+            if input.len() < 1 + PROOF_LEN {
+                return Ok(None);
+            }
+            let proof: Vec<u8> = input.drain(..1 + PROOF_LEN).skip(1).collect();
+            self.verify(false, &proof)?;
+        } else {
+            if input.len() < PROOF_LEN {
+                return Ok(None);
+            }
+            let proof: Vec<u8> = input.drain(..PROOF_LEN).collect();
+            if let Err(err) = self.verify(true, &proof) {
+                // Tell an honest-but-misconfigured peer why; the byte reveals nothing else.
+                output.push(VERDICT_REJECT);
+                return Err(err);
+            }
+            output.push(VERDICT_ACCEPT);
+            output.extend_from_slice(&self.proof(false));
+        }
+        Ok(Some(self.keys()))
+    }
+
+    /// Runs the whole handshake on a blocking stream (for tests that play a rank).
+    /// Returns the keys and the bytes read past the handshake (the start of the
+    /// peer's first record).
+    pub(crate) fn run_blocking(
+        mut self,
+        stream: &mut (impl Read + Write),
+        first: Vec<u8>,
+    ) -> Result<(LinkKeys, Vec<u8>), HandshakeError> {
+        stream.write_all(&first)?;
+        let mut input = Vec::new();
+        let mut buffer = [0u8; 256];
+        loop {
+            let mut output = Vec::new();
+            let step = self.advance(&mut input, &mut output);
+            stream.write_all(&output)?;
+            if let Some(keys) = step? {
+                return Ok((keys, input));
+            }
+            let n = stream.read(&mut buffer)?;
+            if n == 0 {
+                return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            input.extend_from_slice(&buffer[..n]);
+        }
+    }
+
+    fn greeting(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(GREETING_LEN);
+        out.extend_from_slice(&WIRE_MAGIC);
+        out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.my_nonce);
+        out
+    }
+
+    /// The nonces in connector, acceptor order.
+    fn nonces(&self) -> ([u8; NONCE_LEN], [u8; NONCE_LEN]) {
+        let peer = self.peer_nonce.unwrap_or([0; NONCE_LEN]);
+        if self.connector {
+            (self.my_nonce, peer)
+        } else {
+            (peer, self.my_nonce)
+        }
+    }
+
+    fn mac(&self, by_connector: bool) -> Hmac<Sha256> {
+        // Any key length is valid for HMAC, so this constructor cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        let (connector, acceptor) = self.nonces();
+        mac.update(LABEL);
+        mac.update(if by_connector { b"C" } else { b"A" });
+        mac.update(&connector);
+        mac.update(&acceptor);
+        mac
+    }
+
+    fn proof(&self, by_connector: bool) -> [u8; PROOF_LEN] {
+        self.mac(by_connector).finalize().into_bytes().into()
+    }
+
+    fn verify(&self, by_connector: bool, received: &[u8]) -> Result<(), HandshakeError> {
+        // verify_slice compares in constant time.
+        self.mac(by_connector)
+            .verify_slice(received)
+            .map_err(|_| HandshakeError::BadProof)
+    }
+
+    fn keys(&self) -> LinkKeys {
+        let (connector, acceptor) = self.nonces();
+        LinkKeys::derive(&self.secret, &connector, &acceptor, self.connector)
+    }
+}
+
+/// Who a rank says it is, in the first sealed message of every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
     pub(crate) rank: u32,
     pub(crate) size: u32,
-    pub(crate) cluster_id: &'a str,
-    pub(crate) secret: &'a Secret,
+    pub(crate) cluster_id: String,
+    pub(crate) agreed: Vec<(String, u64)>,
+}
+
+/// This rank as its hellos present it.
+pub(crate) struct Identity {
+    pub(crate) rank: u32,
+    pub(crate) size: u32,
+    pub(crate) cluster_id: String,
+    pub(crate) secret: Secret,
     /// Settings both ends must share.
-    pub(crate) agreed: &'a [Agreed],
+    pub(crate) agreed: Vec<Agreed>,
 }
 
-/// The connecting side: we dialled `expected_peer`'s listener.
-pub(crate) fn connect_side(
-    stream: &mut (impl Read + Write),
-    me: &Identity<'_>,
-    expected_peer: u32,
-) -> Result<(), HandshakeError> {
-    let my_nonce = fresh_nonce()?;
-    stream.write_all(&encode_hello(me, &my_nonce))?;
-    let peer = read_hello(stream)?;
-    check_common(me, &peer)?;
-    if peer.rank != expected_peer {
-        return Err(HandshakeError::UnexpectedRank {
-            expected: format!("rank {expected_peer}"),
-            found: peer.rank,
-        });
-    }
-    stream.write_all(&proof(me, me.rank, peer.rank, &my_nonce, &peer.nonce))?;
-    match read_array::<1>(stream)?[0] {
-        VERDICT_ACCEPT => {}
-        VERDICT_REJECT => return Err(HandshakeError::Rejected),
-        VERDICT_DISAGREE => {
-            return Err(disagreement(me, &peer).unwrap_or_else(|| {
-                HandshakeError::Malformed("the peer disagrees, but sent the same settings".into())
-            }));
-        }
-        other => return Err(HandshakeError::Malformed(format!("verdict byte {other}"))),
-    }
-    let their_proof = read_array::<PROOF_LEN>(stream)?;
-    verify(me, peer.rank, me.rank, &peer.nonce, &my_nonce, &their_proof)
+/// Which rank a connection should lead to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// We dialled this rank.
+    Rank(u32),
+    /// Someone dialled us: any other rank of the job.
+    AnyOther,
+    /// A process asking to join: it has no rank yet.
+    Joiner,
 }
 
-/// The accepting side: someone dialled our listener. Returns the peer's verified rank,
-/// which is always above ours (lower ranks accept, higher ranks connect).
-pub(crate) fn accept_side(
-    stream: &mut (impl Read + Write),
-    me: &Identity<'_>,
-) -> Result<u32, HandshakeError> {
-    // Say nothing until the peer has shown it speaks herald: a scanner learns nothing.
-    if read_array::<8>(stream)? != WIRE_MAGIC {
-        return Err(HandshakeError::NotHerald);
-    }
-    let my_nonce = fresh_nonce()?;
-    stream.write_all(&encode_hello(me, &my_nonce))?;
-    let peer = read_hello_after_magic(stream)?;
-    check_common(me, &peer)?;
-    if peer.rank <= me.rank || peer.rank >= me.size {
-        return Err(HandshakeError::UnexpectedRank {
-            expected: format!("a rank in {}..{}", me.rank + 1, me.size),
-            found: peer.rank,
-        });
-    }
-    let their_proof = read_array::<PROOF_LEN>(stream)?;
-    if let Err(err) = verify(me, peer.rank, me.rank, &peer.nonce, &my_nonce, &their_proof) {
-        // Tell an honest-but-misconfigured peer why; the byte reveals nothing else.
-        let _ = stream.write_all(&[VERDICT_REJECT]);
-        return Err(err);
-    }
-    if let Some(err) = disagreement(me, &peer) {
-        let _ = stream.write_all(&[VERDICT_DISAGREE]);
-        return Err(err);
-    }
-    let mut answer = vec![VERDICT_ACCEPT];
-    answer.extend_from_slice(&proof(me, me.rank, peer.rank, &my_nonce, &peer.nonce));
-    stream.write_all(&answer)?;
-    Ok(peer.rank)
-}
-
-/// A peer's hello, parsed but not yet checked against ours.
-struct Hello {
-    size: u32,
-    rank: u32,
-    nonce: [u8; NONCE_LEN],
-    cluster_id: Vec<u8>,
-    agreed: Vec<(String, u64)>,
-}
-
-fn encode_hello(me: &Identity<'_>, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
-    let cluster = me.cluster_id.as_bytes();
-    let mut out = Vec::with_capacity(8 + 2 + 8 + NONCE_LEN + 1 + cluster.len());
-    out.extend_from_slice(&WIRE_MAGIC);
-    out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-    out.extend_from_slice(&me.size.to_le_bytes());
-    out.extend_from_slice(&me.rank.to_le_bytes());
-    out.extend_from_slice(nonce);
-    // MeshConfig::validate caps the cluster id at 255 bytes.
-    out.push(cluster.len().min(MAX_CLUSTER_ID_BYTES) as u8);
-    out.extend_from_slice(&cluster[..cluster.len().min(MAX_CLUSTER_ID_BYTES)]);
-    // MeshConfig::validate caps the count and the name lengths.
-    let agreed = &me.agreed[..me.agreed.len().min(MAX_AGREED_VALUES)];
-    out.push(agreed.len() as u8);
-    for value in agreed {
-        let name = &value.name.as_bytes()[..value.name.len().min(MAX_AGREED_NAME_BYTES)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
-        out.extend_from_slice(&value.value.to_le_bytes());
-    }
-    out
-}
-
-/// The first setting the peer's hello disagrees on, as an error naming both values.
-fn disagreement(me: &Identity<'_>, peer: &Hello) -> Option<HandshakeError> {
-    for mine in me.agreed {
-        let theirs = peer.agreed.iter().find(|(name, _)| *name == mine.name);
-        if theirs.is_none_or(|(_, value)| *value != mine.value) {
-            return Some(HandshakeError::Disagreement(Box::new(Disagreement {
-                peer: peer.rank,
-                name: mine.name.clone(),
-                ours: mine.value.to_string(),
-                theirs: theirs.map_or("nothing".into(), |(_, v)| v.to_string()),
-                flag: mine.flag.clone(),
-            })));
+impl Identity {
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            rank: self.rank,
+            size: self.size,
+            cluster_id: self.cluster_id.clone(),
+            agreed: self
+                .agreed
+                .iter()
+                .map(|a| (a.name.clone(), a.value))
+                .collect(),
         }
     }
-    let extra = peer
-        .agreed
-        .iter()
-        .find(|(name, _)| !me.agreed.iter().any(|a| a.name == *name))?;
-    Some(HandshakeError::Disagreement(Box::new(Disagreement {
-        peer: peer.rank,
-        name: extra.0.clone(),
-        ours: "nothing".into(),
-        theirs: extra.1.to_string(),
-        flag: "the same herald build and settings".into(),
-    })))
+
+    /// Checks a peer's hello against ours and what the connection should lead to.
+    /// `size_known` is false for a joiner, which learns the size from the job.
+    pub(crate) fn check(&self, peer: &Hello, expect: Expect) -> Result<(), HandshakeError> {
+        if peer.cluster_id != self.cluster_id {
+            return Err(HandshakeError::ClusterMismatch {
+                ours: self.cluster_id.clone(),
+                theirs: peer.cluster_id.clone(),
+            });
+        }
+        match expect {
+            Expect::Rank(rank) if peer.rank != rank => {
+                return Err(HandshakeError::UnexpectedRank {
+                    expected: format!("rank {rank}"),
+                    found: peer.rank,
+                });
+            }
+            Expect::AnyOther if peer.rank == self.rank || peer.rank >= self.size => {
+                return Err(HandshakeError::UnexpectedRank {
+                    expected: format!("a rank in 0..{} other than {}", self.size, self.rank),
+                    found: peer.rank,
+                });
+            }
+            _ => {}
+        }
+        // A joiner's size is the job's size when it was admitted: only the
+        // settings must match. Within a started job, sizes must.
+        if expect != Expect::Joiner && self.rank != JOINING && peer.size != self.size {
+            return Err(HandshakeError::SizeMismatch {
+                ours: self.size,
+                theirs: peer.size,
+            });
+        }
+        match self.disagreement(peer) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// The first setting the peer's hello disagrees on, as an error naming both values.
+    fn disagreement(&self, peer: &Hello) -> Option<HandshakeError> {
+        for mine in &self.agreed {
+            let theirs = peer.agreed.iter().find(|(name, _)| *name == mine.name);
+            if theirs.is_none_or(|(_, value)| *value != mine.value) {
+                return Some(HandshakeError::Disagreement(Box::new(Disagreement {
+                    peer: peer.rank,
+                    name: mine.name.clone(),
+                    ours: mine.value.to_string(),
+                    theirs: theirs.map_or("nothing".into(), |(_, v)| v.to_string()),
+                    flag: mine.flag.clone(),
+                })));
+            }
+        }
+        let extra = peer
+            .agreed
+            .iter()
+            .find(|(name, _)| !self.agreed.iter().any(|a| a.name == *name))?;
+        Some(HandshakeError::Disagreement(Box::new(Disagreement {
+            peer: peer.rank,
+            name: extra.0.clone(),
+            ours: "nothing".into(),
+            theirs: extra.1.to_string(),
+            flag: "the same herald build and settings".into(),
+        })))
+    }
 }
 
-fn read_hello(stream: &mut impl Read) -> Result<Hello, HandshakeError> {
-    if read_array::<8>(stream)? != WIRE_MAGIC {
-        return Err(HandshakeError::NotHerald);
-    }
-    read_hello_after_magic(stream)
-}
+/// The rank a joining process presents before the job has given it one.
+pub(crate) const JOINING: u32 = u32::MAX;
 
-fn read_hello_after_magic(stream: &mut impl Read) -> Result<Hello, HandshakeError> {
-    let theirs = u16::from_le_bytes(read_array(stream)?);
-    if theirs != WIRE_VERSION {
-        return Err(HandshakeError::Version {
-            ours: WIRE_VERSION,
-            theirs,
-        });
+impl Hello {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rank.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        let cluster = &self.cluster_id.as_bytes()[..self.cluster_id.len().min(MAX_CLUSTER_ID_BYTES)];
+        out.push(cluster.len() as u8);
+        out.extend_from_slice(cluster);
+        // MeshConfig::validate caps the count and the name lengths.
+        let agreed = &self.agreed[..self.agreed.len().min(MAX_AGREED_VALUES)];
+        out.push(agreed.len() as u8);
+        for (name, value) in agreed {
+            let name = &name.as_bytes()[..name.len().min(MAX_AGREED_NAME_BYTES)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
     }
-    let size = u32::from_le_bytes(read_array(stream)?);
-    let rank = u32::from_le_bytes(read_array(stream)?);
-    let nonce = read_array::<NONCE_LEN>(stream)?;
-    let cluster_len = usize::from(read_array::<1>(stream)?[0]);
-    let mut cluster_id = vec![0u8; cluster_len];
-    stream.read_exact(&mut cluster_id)?;
-    let count = usize::from(read_array::<1>(stream)?[0]);
-    if count > MAX_AGREED_VALUES {
-        return Err(HandshakeError::Malformed(format!(
-            "{count} agreed settings, at most {MAX_AGREED_VALUES} allowed"
-        )));
-    }
-    let mut agreed = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = usize::from(read_array::<1>(stream)?[0]);
-        let mut name = vec![0u8; len];
-        stream.read_exact(&mut name)?;
-        let value = u64::from_le_bytes(read_array(stream)?);
-        agreed.push((String::from_utf8_lossy(&name).into_owned(), value));
-    }
-    Ok(Hello {
-        size,
-        rank,
-        nonce,
-        cluster_id,
-        agreed,
-    })
-}
 
-fn check_common(me: &Identity<'_>, peer: &Hello) -> Result<(), HandshakeError> {
-    if peer.cluster_id != me.cluster_id.as_bytes() {
-        return Err(HandshakeError::ClusterMismatch {
-            ours: me.cluster_id.to_owned(),
-            theirs: String::from_utf8_lossy(&peer.cluster_id).into_owned(),
-        });
+    pub(crate) fn decode(input: &mut crate::frame::Input<'_>) -> Result<Hello, String> {
+        let rank = input.u32()?;
+        let size = input.u32()?;
+        let len = usize::from(input.u8()?);
+        let cluster_id = String::from_utf8_lossy(input.take(len)?).into_owned();
+        let count = usize::from(input.u8()?);
+        if count > MAX_AGREED_VALUES {
+            return Err(format!(
+                "{count} agreed settings, at most {MAX_AGREED_VALUES} allowed"
+            ));
+        }
+        let mut agreed = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(input.u8()?);
+            let name = String::from_utf8_lossy(input.take(len)?).into_owned();
+            let value = input.u64()?;
+            agreed.push((name, value));
+        }
+        Ok(Hello {
+            rank,
+            size,
+            cluster_id,
+            agreed,
+        })
     }
-    if peer.size != me.size {
-        return Err(HandshakeError::SizeMismatch {
-            ours: me.size,
-            theirs: peer.size,
-        });
-    }
-    Ok(())
-}
-
-fn proof_mac(
-    me: &Identity<'_>,
-    prover: u32,
-    verifier: u32,
-    prover_nonce: &[u8; NONCE_LEN],
-    verifier_nonce: &[u8; NONCE_LEN],
-) -> Hmac<Sha256> {
-    // Any key length is valid for HMAC, so this constructor cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(me.secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    let cluster = me.cluster_id.as_bytes();
-    mac.update(LABEL);
-    mac.update(&[cluster.len().min(MAX_CLUSTER_ID_BYTES) as u8]);
-    mac.update(cluster);
-    mac.update(&me.size.to_le_bytes());
-    mac.update(&prover.to_le_bytes());
-    mac.update(&verifier.to_le_bytes());
-    mac.update(prover_nonce);
-    mac.update(verifier_nonce);
-    mac
-}
-
-fn proof(
-    me: &Identity<'_>,
-    prover: u32,
-    verifier: u32,
-    prover_nonce: &[u8; NONCE_LEN],
-    verifier_nonce: &[u8; NONCE_LEN],
-) -> [u8; PROOF_LEN] {
-    proof_mac(me, prover, verifier, prover_nonce, verifier_nonce)
-        .finalize()
-        .into_bytes()
-        .into()
-}
-
-fn verify(
-    me: &Identity<'_>,
-    prover: u32,
-    verifier: u32,
-    prover_nonce: &[u8; NONCE_LEN],
-    verifier_nonce: &[u8; NONCE_LEN],
-    received: &[u8; PROOF_LEN],
-) -> Result<(), HandshakeError> {
-    // verify_slice compares in constant time.
-    proof_mac(me, prover, verifier, prover_nonce, verifier_nonce)
-        .verify_slice(received)
-        .map_err(|_| HandshakeError::BadProof)
 }
 
 fn fresh_nonce() -> Result<[u8; NONCE_LEN], HandshakeError> {
@@ -304,12 +390,6 @@ fn fresh_nonce() -> Result<[u8; NONCE_LEN], HandshakeError> {
         )))
     })?;
     Ok(nonce)
-}
-
-fn read_array<const N: usize>(stream: &mut impl Read) -> Result<[u8; N], HandshakeError> {
-    let mut out = [0u8; N];
-    stream.read_exact(&mut out)?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,181 +1,200 @@
-//! Handshake unit tests over real loopback sockets.
-
-use std::net::{TcpListener, TcpStream};
-use std::thread;
-use std::time::Duration;
+//! Handshake unit tests: both ends driven in memory, byte by byte where it matters.
 
 use super::*;
-
-fn identity<'a>(rank: u32, size: u32, cluster_id: &'a str, secret: &'a Secret) -> Identity<'a> {
-    Identity {
-        rank,
-        size,
-        cluster_id,
-        secret,
-        agreed: &[],
-    }
-}
-
-/// A connected (connector, acceptor) pair with a timeout so a broken test cannot hang.
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let connector = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (acceptor, _) = listener.accept().unwrap();
-    for stream in [&connector, &acceptor] {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
-    (connector, acceptor)
-}
-
-/// Runs both sides; `a` and `c` are (rank, size, cluster, secret) of acceptor and connector.
-fn run(
-    acceptor: (u32, u32, &'static str, Secret),
-    connector: (u32, u32, &'static str, Secret),
-    expected_peer: u32,
-) -> (Result<u32, HandshakeError>, Result<(), HandshakeError>) {
-    let (mut c_stream, mut a_stream) = pair();
-    let accept = thread::spawn(move || {
-        let me = identity(acceptor.0, acceptor.1, acceptor.2, &acceptor.3);
-        let result = accept_side(&mut a_stream, &me);
-        drop(a_stream); // close, so a connector still waiting sees EOF
-        result
-    });
-    let me = identity(connector.0, connector.1, connector.2, &connector.3);
-    let connect = connect_side(&mut c_stream, &me, expected_peer);
-    drop(c_stream);
-    (accept.join().unwrap(), connect)
-}
+use crate::seal::Kind;
 
 fn key(byte: u8) -> Secret {
     Secret::from_bytes([byte; 32])
 }
 
-#[test]
-fn matching_peers_authenticate_each_other() {
-    let (accepted, connected) = run((0, 3, "c", key(1)), (2, 3, "c", key(1)), 0);
-    assert_eq!(accepted.unwrap(), 2);
-    connected.unwrap();
+/// Feeds `bytes` to `end` one byte at a time (the handshake must cope with any
+/// split); returns what it wanted to send and its result.
+fn feed(end: &mut Handshake, bytes: &[u8]) -> (Vec<u8>, Result<Option<LinkKeys>, HandshakeError>) {
+    let mut input = Vec::new();
+    let mut output = Vec::new();
+    for &byte in bytes {
+        input.push(byte);
+        match end.advance(&mut input, &mut output) {
+            Ok(None) => {}
+            done => return (output, done),
+        }
+    }
+    (output, Ok(None))
+}
+
+/// Runs a whole handshake; returns both ends' results.
+fn run(
+    acceptor_secret: &Secret,
+    connector_secret: &Secret,
+) -> (
+    Result<Option<LinkKeys>, HandshakeError>,
+    Result<Option<LinkKeys>, HandshakeError>,
+) {
+    let (mut connector, greeting) = Handshake::connector(connector_secret).unwrap();
+    let mut acceptor = Handshake::acceptor(acceptor_secret).unwrap();
+    let (to_connector, accepted) = feed(&mut acceptor, &greeting);
+    assert!(matches!(accepted, Ok(None)));
+    let (proof, connected) = feed(&mut connector, &to_connector);
+    assert!(matches!(connected, Ok(None)), "{connected:?}");
+    let (verdict, accepted) = feed(&mut acceptor, &proof);
+    let (_, connected) = feed(&mut connector, &verdict);
+    (accepted, connected)
 }
 
 #[test]
-fn wrong_secret_is_refused_on_both_sides() {
-    let (accepted, connected) = run((0, 2, "c", key(1)), (1, 2, "c", key(2)), 0);
-    assert!(
-        matches!(accepted, Err(HandshakeError::BadProof)),
-        "{accepted:?}"
+fn matching_peers_derive_matching_keys() {
+    let (accepted, connected) = run(&key(1), &key(1));
+    let mut a = accepted.unwrap().expect("acceptor done");
+    let mut c = connected.unwrap().expect("connector done");
+    let record = c.seal.seal(Kind::Data, b"to the acceptor");
+    assert_eq!(
+        a.open.open(record[4..].to_vec()).unwrap(),
+        (Kind::Data, b"to the acceptor".to_vec())
     );
-    assert!(
-        matches!(connected, Err(HandshakeError::Rejected)),
-        "{connected:?}"
-    );
+    let record = a.seal.seal(Kind::Data, b"back");
+    assert_eq!(c.open.open(record[4..].to_vec()).unwrap().1, b"back");
 }
 
 #[test]
-fn cluster_and_size_mismatches_are_named() {
-    let (accepted, connected) = run((0, 2, "blue", key(1)), (1, 2, "green", key(1)), 0);
-    assert!(
-        matches!(&accepted, Err(HandshakeError::ClusterMismatch { ours, theirs }) if ours == "blue" && theirs == "green"),
-        "{accepted:?}"
-    );
-    assert!(matches!(
-        connected,
-        Err(HandshakeError::ClusterMismatch { .. })
-    ));
-    let (accepted, connected) = run((0, 2, "c", key(1)), (1, 3, "c", key(1)), 0);
-    assert!(matches!(
-        accepted,
-        Err(HandshakeError::SizeMismatch { ours: 2, theirs: 3 })
-    ));
-    assert!(matches!(
-        connected,
-        Err(HandshakeError::SizeMismatch { ours: 3, theirs: 2 })
-    ));
+fn a_wrong_secret_is_refused_on_both_sides() {
+    let (accepted, connected) = run(&key(1), &key(2));
+    assert!(matches!(accepted, Err(HandshakeError::BadProof)), "{accepted:?}");
+    assert!(matches!(connected, Err(HandshakeError::Rejected)), "{connected:?}");
 }
 
 #[test]
-fn ranks_must_fit_the_direction_of_the_link() {
-    // A lower rank must never dial a higher one, and a connector must reach the rank it meant.
-    let (accepted, _) = run((2, 4, "c", key(1)), (1, 4, "c", key(1)), 2);
-    assert!(matches!(
-        accepted,
-        Err(HandshakeError::UnexpectedRank { found: 1, .. })
-    ));
-    let (_, connected) = run((1, 4, "c", key(1)), (3, 4, "c", key(1)), 0);
-    assert!(matches!(
-        connected,
-        Err(HandshakeError::UnexpectedRank { found: 1, .. })
-    ));
+fn the_acceptor_reveals_nothing_before_the_proof() {
+    let (_, greeting) = Handshake::connector(&key(1)).unwrap();
+    let mut acceptor = Handshake::acceptor(&key(1)).unwrap();
+    let (answer, result) = feed(&mut acceptor, &greeting);
+    assert!(matches!(result, Ok(None)));
+    // Magic, version and a fresh nonce: no rank, size, cluster or setting.
+    assert_eq!(answer.len(), GREETING_LEN);
+    assert_eq!(&answer[..8], &WIRE_MAGIC);
+    assert_eq!(&answer[8..10], &WIRE_VERSION.to_le_bytes());
+    // A forged proof gets one byte: rejected.
+    let (answer, result) = feed(&mut acceptor, &[0u8; PROOF_LEN]);
+    assert_eq!(answer, [VERDICT_REJECT]);
+    assert!(matches!(result, Err(HandshakeError::BadProof)));
 }
 
 #[test]
-fn another_version_is_reported_as_such() {
-    let (mut c_stream, mut a_stream) = pair();
-    let accept = thread::spawn(move || {
-        let secret = key(1);
-        accept_side(&mut a_stream, &identity(0, 2, "c", &secret))
-    });
-    let mut hello = WIRE_MAGIC.to_vec();
-    hello.extend_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
-    c_stream.write_all(&hello).unwrap();
-    let accepted = accept.join().unwrap();
-    assert!(
-        matches!(accepted, Err(HandshakeError::Version { ours: WIRE_VERSION, theirs }) if theirs == WIRE_VERSION + 1),
-        "{accepted:?}"
-    );
+fn garbage_is_refused_on_its_first_wrong_byte_with_no_answer() {
+    for junk in [&b"GET / HTTP/1.1\r\n"[..], &[0u8; 3], b"HRLDLINX"] {
+        let mut acceptor = Handshake::acceptor(&key(1)).unwrap();
+        let (answer, result) = feed(&mut acceptor, junk);
+        assert!(answer.is_empty(), "{junk:?} got an answer");
+        assert!(matches!(result, Err(HandshakeError::NotHerald)), "{junk:?}: {result:?}");
+    }
 }
 
 #[test]
-fn garbage_gets_no_answer() {
-    let (mut c_stream, mut a_stream) = pair();
-    let accept = thread::spawn(move || {
-        let secret = key(1);
-        let result = accept_side(&mut a_stream, &identity(0, 2, "c", &secret));
-        drop(a_stream);
-        result
-    });
-    c_stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    assert!(matches!(
-        accept.join().unwrap(),
-        Err(HandshakeError::NotHerald)
-    ));
-    let mut reply = Vec::new();
-    // The acceptor closed without writing a byte (a reset is also fine).
-    let _ = c_stream.read_to_end(&mut reply);
-    assert!(reply.is_empty());
+fn another_version_is_reported_as_such_on_both_sides() {
+    let (mut connector, mut greeting) = Handshake::connector(&key(1)).unwrap();
+    greeting[8..10].copy_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
+    let mut acceptor = Handshake::acceptor(&key(1)).unwrap();
+    let (answer, result) = feed(&mut acceptor, &greeting);
+    match result {
+        Err(HandshakeError::Version { ours, theirs }) => {
+            assert_eq!((ours, theirs), (WIRE_VERSION, WIRE_VERSION + 1));
+        }
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    // The acceptor still greets, so the connector can say what is wrong.
+    let mut answer = answer;
+    answer[8..10].copy_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
+    let (_, result) = feed(&mut connector, &answer);
+    assert!(matches!(result, Err(HandshakeError::Version { .. })), "{result:?}");
 }
 
 #[test]
 fn proofs_cannot_be_reflected_or_replayed() {
-    let secret = key(7);
-    let me = identity(1, 4, "c", &secret);
-    let (n_a, n_b) = ([1u8; NONCE_LEN], [2u8; NONCE_LEN]);
-    let p = proof(&me, 1, 2, &n_a, &n_b);
-    verify(&me, 1, 2, &n_a, &n_b, &p).unwrap();
-    // Reflection: the same bytes presented as the other party's proof.
-    assert!(verify(&me, 2, 1, &n_b, &n_a, &p).is_err());
-    assert!(verify(&me, 2, 1, &n_a, &n_b, &p).is_err());
-    // Replay: a fresh nonce on the verifier's side invalidates it.
-    assert!(verify(&me, 1, 2, &n_a, &[3u8; NONCE_LEN], &p).is_err());
-    // Another cluster id or size with the same secret also fails.
-    let other = identity(1, 4, "d", &secret);
-    assert!(verify(&other, 1, 2, &n_a, &n_b, &p).is_err());
-    let bigger = identity(1, 5, "c", &secret);
-    assert!(verify(&bigger, 1, 2, &n_a, &n_b, &p).is_err());
+    // Reflection: an acceptor's own proof (role 'A') fed back as the connector's.
+    let (_, greeting) = Handshake::connector(&key(1)).unwrap();
+    let mut acceptor = Handshake::acceptor(&key(1)).unwrap();
+    assert!(matches!(feed(&mut acceptor, &greeting).1, Ok(None)));
+    let reflected = acceptor.proof(false);
+    let (_, result) = feed(&mut acceptor, &reflected);
+    assert!(matches!(result, Err(HandshakeError::BadProof)));
+    // Replay: a valid proof from one connection offered on another.
+    let (mut connector, greeting) = Handshake::connector(&key(1)).unwrap();
+    let mut first = Handshake::acceptor(&key(1)).unwrap();
+    let (answer, _) = feed(&mut first, &greeting);
+    let (proof, _) = feed(&mut connector, &answer);
+    let mut second = Handshake::acceptor(&key(1)).unwrap();
+    assert!(matches!(feed(&mut second, &greeting).1, Ok(None)));
+    let (_, result) = feed(&mut second, &proof);
+    assert!(matches!(result, Err(HandshakeError::BadProof)));
+}
+
+fn identity(rank: u32, size: u32, cluster: &str, agreed: &[(&str, u64)]) -> Identity {
+    Identity {
+        rank,
+        size,
+        cluster_id: cluster.into(),
+        secret: key(1),
+        agreed: agreed
+            .iter()
+            .map(|(name, value)| Agreed {
+                name: (*name).into(),
+                value: *value,
+                flag: format!("--{name}"),
+            })
+            .collect(),
+    }
 }
 
 #[test]
-fn stalled_peer_times_out() {
-    let (c_stream, mut a_stream) = pair();
-    a_stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let secret = key(1);
-    let result = accept_side(&mut a_stream, &identity(0, 2, "c", &secret));
-    assert!(
-        matches!(result, Err(HandshakeError::TimedOut)),
-        "{result:?}"
-    );
-    drop(c_stream);
+fn hellos_are_checked_naming_both_sides() {
+    let zero = identity(0, 4, "c", &[("fan-out", 4)]);
+    let two = identity(2, 4, "c", &[("fan-out", 4)]);
+    zero.check(&two.hello(), Expect::AnyOther).unwrap();
+    two.check(&zero.hello(), Expect::Rank(0)).unwrap();
+    match two.check(&zero.hello(), Expect::Rank(1)) {
+        Err(HandshakeError::UnexpectedRank { found: 0, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match zero.check(&identity(0, 4, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+        Err(HandshakeError::UnexpectedRank { found: 0, .. }) => {}
+        other => panic!("a rank claiming ours: {other:?}"),
+    }
+    match zero.check(&identity(7, 4, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+        Err(HandshakeError::UnexpectedRank { found: 7, .. }) => {}
+        other => panic!("a rank outside the job: {other:?}"),
+    }
+    match zero.check(&identity(2, 4, "other", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+        Err(err @ HandshakeError::ClusterMismatch { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("\"other\"") && text.contains("\"c\""), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match zero.check(&identity(2, 5, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+        Err(HandshakeError::SizeMismatch { ours: 4, theirs: 5 }) => {}
+        other => panic!("{other:?}"),
+    }
+    match zero.check(&identity(2, 4, "c", &[("fan-out", 8)]).hello(), Expect::AnyOther) {
+        Err(err @ HandshakeError::Disagreement(_)) => {
+            let text = err.to_string();
+            assert!(text.contains("fan-out 8, this node 4") && text.contains("--fan-out"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match zero.check(&identity(2, 4, "c", &[("fan-out", 4), ("extra", 1)]).hello(), Expect::AnyOther) {
+        Err(HandshakeError::Disagreement(d)) => assert_eq!(d.name, "extra"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_joiner_is_checked_on_settings_not_on_size() {
+    let zero = identity(0, 4, "c", &[("fan-out", 4)]);
+    let joiner = identity(JOINING, 0, "c", &[("fan-out", 4)]);
+    zero.check(&joiner.hello(), Expect::Joiner).unwrap();
+    joiner.check(&zero.hello(), Expect::Rank(0)).unwrap();
+    let wrong = identity(JOINING, 0, "c", &[("fan-out", 2)]);
+    assert!(matches!(
+        zero.check(&wrong.hello(), Expect::Joiner),
+        Err(HandshakeError::Disagreement(_))
+    ));
 }

@@ -1,36 +1,38 @@
-//! Authenticated, framed, full-mesh TCP links for herald.
+//! Authenticated, encrypted TCP links for herald, made on demand.
 //!
-//! Every rank of a job opens exactly one TCP connection to every other rank.
-//! Each connection is authenticated before it carries a single frame: both ends
-//! exchange a hello (magic bytes, protocol version, cluster id, job size, rank,
-//! fresh nonce), then prove knowledge of the cluster [`Secret`] with
-//! HMAC-SHA256 over both ranks and both nonces. The crate carries opaque byte
-//! frames (u32 little-endian length, then the bytes); it knows nothing of the
-//! protocol they encode.
+//! One I/O thread per process (a mio readiness loop) owns the listener and every
+//! connection, whatever the size of the job. Formation goes through rank 0: every
+//! rank dials it, proves the cluster secret and registers its listen address; once
+//! all have, rank 0 sends each the address table. No other link is made until a
+//! frame needs it: the first frame for a rank dials it (with retries and back-off),
+//! unless that rank already dialled us, in which case its connection carries both
+//! directions. Frames from one rank to another always use one connection, so they
+//! arrive in order.
 //!
-//! * [`Mesh::establish`] forms the mesh through rank 0 (the coordinator) and
-//!   returns the mesh with a channel of [`MeshEvent`]s: frames in per-peer FIFO
-//!   order, and one `PeerDown` per lost peer (crash-stop: no reconnection).
+//! * [`Mesh::establish`] forms the job and returns the mesh with a channel of
+//!   [`MeshEvent`]s: frames in per-peer FIFO order, and one `PeerDown` per lost peer
+//!   (crash-stop: no reconnection). [`Mesh::join`] joins a running job through its
+//!   rank 0.
 //! * [`bootstrap_from_env`] finds rank, size, coordinator and secret in the
 //!   environment of herald's own launcher, Open MPI, PMI, PMIx or Slurm.
 //!
-//! Hung peers: an idle link sends a heartbeat every [`MeshConfig::heartbeat`]
-//! (default 1 s), and a peer from which nothing arrives for
-//! [`MeshConfig::peer_timeout`] (default 10 s; `HERALD_PEER_TIMEOUT_MS`) is
-//! reported down like a crashed one, also when it stalls in the middle of a frame.
-//! Agreement: the frame limit, heartbeat, peer timeout and the settings in
-//! [`MeshConfig::agreed`] must be equal on both ends of every link, or formation
-//! fails naming both values.
+//! Security: each connection starts with a nonce exchange and a mutual proof of the
+//! cluster [`Secret`] (HMAC-SHA256, see the handshake module); nothing about the
+//! job is sent before the peer has proved it. Every record after that is sealed
+//! with ChaCha20-Poly1305 under per-connection, per-direction keys derived by
+//! HKDF-SHA256 from the secret and both nonces, numbered by an implicit counter:
+//! a record altered, replayed, reordered, truncated or forged closes the link, and
+//! the peer counts as down. Connections that do not prove the secret within 3 s
+//! are closed; at most 512 wait at once (the oldest gives way), and refusals are
+//! logged as one line, then a summary at most every 5 s.
 //!
-//! Connections that fail the handshake (scanners, garbage, wrong secret, wrong
-//! version or cluster, stalls) are closed and logged with `tracing::warn!`; the
-//! listener keeps serving and no established link notices. A frame whose length
-//! exceeds `max_frame_bytes` closes that link before anything is allocated.
-//!
-//! Scope of the security: the handshake authenticates peers; the frames that
-//! follow are neither encrypted nor individually authenticated. An attacker who
-//! can read or inject packets on the path between two ranks can read or alter
-//! traffic; run multi-host jobs on a private network or inside a tunnel.
+//! Hung peers: an idle connection sends a (sealed) heartbeat every
+//! [`MeshConfig::heartbeat`] (default 1 s), and a peer from which nothing arrives
+//! for [`MeshConfig::peer_timeout`] (default 10 s) is reported down like a crashed
+//! one, also when it stalls in the middle of a frame. A peer that lets more than
+//! [`MeshConfig::max_queued_bytes`] pile up is reported down too. Agreement: the
+//! frame limit, heartbeat, peer timeout and the settings in [`MeshConfig::agreed`]
+//! must be equal on every rank, or formation fails naming both values.
 //!
 //! ```
 //! use std::net::TcpListener;
@@ -55,25 +57,29 @@
 
 #![deny(missing_docs)]
 
-mod acceptor;
 mod bootstrap;
 mod config;
+mod conn;
 mod error;
-mod formation;
 mod frame;
 mod handshake;
-mod link;
 mod mesh;
+mod raw;
+mod reactor;
+mod refusals;
+mod seal;
 mod secret;
+mod stats;
 
 pub use bootstrap::{Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_env};
 pub use config::{
     Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_PEER_TIMEOUT, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES,
     MAX_CLUSTER_ID_BYTES, MeshConfig,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
 pub use handshake::{WIRE_MAGIC, WIRE_VERSION};
-pub use link::{LinkStats, PeerStats};
+pub use raw::{RawLink, RawReceiver, RawSender};
+pub use stats::{LinkStats, PeerStats};
 pub use mesh::{Mesh, MeshEvent};
 pub use secret::{SECRET_LEN, Secret, SecretError};

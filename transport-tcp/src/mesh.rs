@@ -1,23 +1,17 @@
-//! The mesh: one authenticated link to every other rank, frames in, events out.
+//! The mesh: this rank's links to the others, frames in, events out.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::acceptor::{Acceptor, Local};
-use crate::config::Agreed;
-use crate::config::MeshConfig;
+use crate::config::{Agreed, MeshConfig};
 use crate::error::TcpError;
-use crate::formation::form;
-use crate::link::{Link, LinkStats, Liveness};
-
-/// Longest a rank waits for the handshake of one connection.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest [`Mesh::shutdown`] waits for queued frames to leave and peers to close.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+use crate::handshake::{Identity, JOINING};
+use crate::raw::RawLink;
+use crate::reactor::{Command, Formed, Reactor, Settings, Shared};
+use crate::stats::LinkStats;
 
 /// What the mesh reports to its owner, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +24,9 @@ pub enum MeshEvent {
         bytes: Vec<u8>,
     },
     /// The link to `node` is gone for good (crash-stop: links never reconnect):
-    /// it closed, failed, or `node` sent nothing for the peer timeout. Reported
-    /// exactly once per node, never for this rank's own shutdown, and never after
+    /// it closed, failed, carried a record that failed authentication, could not be
+    /// made, or `node` sent nothing for the peer timeout. Reported exactly once per
+    /// node, never for this rank's own shutdown, and never after
     /// [`Mesh::close_peer`]. No frame from `node` is delivered after it. For a
     /// silent peer, frames sent to it before [`Mesh::close_peer`] (or one more peer
     /// timeout) still go out, so a peer that was only stopped can learn its fate.
@@ -41,9 +36,15 @@ pub enum MeshEvent {
         /// What happened, for logs and error messages.
         reason: String,
     },
+    /// Rank 0 only: a process proved the secret and joined the running job as
+    /// rank `node` (a rank never used before). Every rank can send to it now.
+    Joined {
+        /// The joiner's rank.
+        node: u32,
+    },
 }
 
-/// Authenticated, framed, full-mesh TCP links between the ranks of a job.
+/// Authenticated, encrypted TCP links between the ranks of a job, made on demand.
 ///
 /// ```no_run
 /// use herald_tcp::{Mesh, MeshConfig, MeshEvent, Secret};
@@ -62,45 +63,25 @@ pub struct Mesh {
     rank: u32,
     size: u32,
     local_addr: SocketAddr,
-    /// Indexed by rank; `None` at this rank's own index.
-    links: Vec<Option<Link>>,
+    shared: Arc<Shared>,
     /// Frames a rank sends to itself are delivered straight to its own events.
     events: Sender<MeshEvent>,
-    closing: Arc<AtomicBool>,
-    acceptor: Option<Acceptor>,
+    io_thread: Option<JoinHandle<()>>,
     /// Every setting the links agreed on, herald-tcp's own first.
     agreed: Vec<Agreed>,
 }
 
 impl Mesh {
-    /// Blocks until every rank is connected and authenticated to every other,
-    /// or fails with the reason (on every rank, when the failure is rank 0's to see).
+    /// Joins the job: blocks until rank 0 has every rank's address and this rank
+    /// has it too, or fails with the reason (on every rank, when the failure is
+    /// rank 0's to see). No link but the one with rank 0 is made here; the others
+    /// are made when the first frame needs them.
     ///
     /// Rank 0 listens on `config.coordinator`; every other rank listens on an
     /// ephemeral port of `config.bind`.
     pub fn establish(config: MeshConfig) -> Result<(Mesh, Receiver<MeshEvent>), TcpError> {
         let listener = bind_listener(&config)?;
         Mesh::establish_with_listener(config, listener)
-    }
-
-    /// Forms the mesh like [`Mesh::establish`] but hands back the authenticated
-    /// streams themselves (indexed by rank; `None` at this rank) instead of running
-    /// links on them: for tests that play a misbehaving rank (one that stalls in
-    /// the middle of a frame, or sends garbage after the handshake). Not for jobs.
-    #[doc(hidden)]
-    pub fn establish_raw(config: MeshConfig) -> Result<Vec<Option<TcpStream>>, TcpError> {
-        let listener = bind_listener(&config)?;
-        let local = Arc::new(Local {
-            rank: config.rank,
-            size: config.size,
-            cluster_id: config.cluster_id.clone(),
-            secret: config.secret.clone(),
-            handshake_timeout: HANDSHAKE_TIMEOUT.min(config.establish_timeout),
-            agreed: config.all_agreed(),
-        });
-        let mut formed = form(&config, local, listener)?;
-        formed.acceptor.stop();
-        Ok(formed.streams)
     }
 
     /// Like [`Mesh::establish`], on a listener the caller has already bound: for
@@ -111,55 +92,33 @@ impl Mesh {
         listener: TcpListener,
     ) -> Result<(Mesh, Receiver<MeshEvent>), TcpError> {
         config.validate()?;
-        let local_addr = listener.local_addr().map_err(|source| TcpError::Io {
-            context: "reading the listen address".into(),
-            source,
-        })?;
-        let local = Arc::new(Local {
-            rank: config.rank,
-            size: config.size,
-            cluster_id: config.cluster_id.clone(),
-            secret: config.secret.clone(),
-            handshake_timeout: HANDSHAKE_TIMEOUT.min(config.establish_timeout),
-            agreed: config.all_agreed(),
-        });
-        let formed = form(&config, local, listener)?;
-        let (events_tx, events) = crossbeam_channel::unbounded();
-        let closing = Arc::new(AtomicBool::new(false));
-        let mut mesh = Mesh {
-            rank: config.rank,
-            size: config.size,
-            local_addr,
-            links: Vec::with_capacity(formed.streams.len()),
-            events: events_tx.clone(),
-            closing: Arc::clone(&closing),
-            acceptor: Some(formed.acceptor),
-            agreed: config.all_agreed(),
-        };
-        for (peer, stream) in formed.streams.into_iter().enumerate() {
-            let Some(stream) = stream else {
-                mesh.links.push(None);
-                continue;
-            };
-            let link = Link::start(
-                peer as u32,
-                stream,
-                config.max_frame_bytes,
-                Liveness {
-                    heartbeat: config.heartbeat,
-                    peer_timeout: config.peer_timeout,
-                },
-                Arc::clone(&closing),
-                events_tx.clone(),
-            )
-            .map_err(|source| TcpError::Io {
-                context: format!("starting the link to rank {peer}"),
-                source,
-            })?;
-            mesh.links.push(Some(link));
-        }
-        tracing::debug!(rank = mesh.rank, size = mesh.size, %local_addr, "herald-tcp: mesh formed");
-        Ok((mesh, events))
+        start(config, listener, false)
+    }
+
+    /// Joins a job that is already running, through its rank 0 at
+    /// `config.coordinator`: proves the cluster secret like any rank and returns
+    /// once admitted. [`Mesh::rank`] is then the rank rank 0 gave this process (the
+    /// next one never used, so a restarted process is a new rank) and
+    /// [`Mesh::size`] the number of ranks ever admitted, this one included.
+    /// `config.rank` and `config.size` are ignored. Rank 0 reports
+    /// [`MeshEvent::Joined`]; joins need rank 0 alive.
+    pub fn join(mut config: MeshConfig) -> Result<(Mesh, Receiver<MeshEvent>), TcpError> {
+        config.rank = 1;
+        config.size = config.size.max(2);
+        config.validate()?;
+        let listener = bind_listener(&config)?;
+        start(config, listener, true)
+    }
+
+    /// Forms the mesh like [`Mesh::establish`], then dials every other rank and
+    /// hands back the authenticated links themselves (indexed by rank; `None` at
+    /// this rank) instead of running them: for tests that play a misbehaving rank
+    /// (one that stalls in the middle of a frame, or sends garbage). Not for jobs.
+    #[doc(hidden)]
+    pub fn establish_raw(config: MeshConfig) -> Result<Vec<Option<RawLink>>, TcpError> {
+        config.validate()?;
+        let listener = bind_listener(&config)?;
+        crate::raw::establish(&config, &listener)
     }
 
     /// This process's rank.
@@ -167,7 +126,7 @@ impl Mesh {
         self.rank
     }
 
-    /// Number of ranks in the job.
+    /// Number of ranks in the job when this rank joined it.
     pub fn size(&self) -> u32 {
         self.size
     }
@@ -190,14 +149,7 @@ impl Mesh {
             });
             return;
         }
-        match self.links.get(to as usize) {
-            Some(Some(link)) => link.send(frame),
-            _ => tracing::warn!(
-                to,
-                size = self.size,
-                "herald-tcp: frame to a rank outside the job dropped"
-            ),
-        }
+        self.shared.command(Command::Send { to, frame });
     }
 
     /// Closes the link to `to` for good, without waiting: frames already queued for
@@ -205,9 +157,7 @@ impl Mesh {
     /// later frames to it are dropped, frames from it discarded, and no
     /// [`MeshEvent::PeerDown`] is reported for it. For a peer the job declared down.
     pub fn close_peer(&self, to: u32) {
-        if let Some(Some(link)) = self.links.get(to as usize) {
-            link.retire();
-        }
+        self.shared.command(Command::Close { to });
     }
 
     /// The settings every link agreed on at set-up (with the same value on every
@@ -219,15 +169,20 @@ impl Mesh {
 
     /// Frames and payload bytes sent and received so far, in total and per peer.
     pub fn stats(&self) -> LinkStats {
+        let per_peer = self
+            .shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         let mut stats = LinkStats::default();
-        for link in self.links.iter().flatten() {
-            let peer = link.stats();
+        for peer in &per_peer {
             stats.frames_sent += peer.frames_sent;
             stats.bytes_sent += peer.bytes_sent;
             stats.frames_received += peer.frames_received;
             stats.bytes_received += peer.bytes_received;
-            stats.per_peer.push(peer);
         }
+        stats.per_peer = per_peer;
         stats
     }
 
@@ -240,19 +195,10 @@ impl Mesh {
     }
 
     fn close(&mut self) {
-        self.closing.store(true, Ordering::Release);
-        if let Some(mut acceptor) = self.acceptor.take() {
-            acceptor.stop();
+        if let Some(thread) = self.io_thread.take() {
+            self.shared.command(Command::Shutdown);
+            let _ = thread.join();
         }
-        let deadline = Instant::now() + CLOSE_LINGER;
-        // All writers first, so every peer gets its FIN at about the same time.
-        for link in self.links.iter_mut().flatten() {
-            link.close_writer(deadline);
-        }
-        for link in self.links.iter_mut().flatten() {
-            link.close_reader(deadline);
-        }
-        self.links.clear();
     }
 }
 
@@ -270,6 +216,72 @@ impl std::fmt::Debug for Mesh {
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Starts the I/O thread on `listener` and waits for formation (or admission).
+fn start(
+    config: MeshConfig,
+    listener: TcpListener,
+    join: bool,
+) -> Result<(Mesh, Receiver<MeshEvent>), TcpError> {
+    let io = |context: &str| {
+        let context = context.to_owned();
+        move |source| TcpError::Io { context, source }
+    };
+    let local_addr = listener
+        .local_addr()
+        .map_err(io("reading the listen address"))?;
+    let agreed = config.all_agreed();
+    let me = Identity {
+        rank: if join { JOINING } else { config.rank },
+        size: if join { 0 } else { config.size },
+        cluster_id: config.cluster_id.clone(),
+        secret: config.secret.clone(),
+        agreed: agreed.clone(),
+    };
+    let settings = Settings {
+        max_frame_bytes: config.max_frame_bytes,
+        max_queued_bytes: config.max_queued_bytes,
+        heartbeat: config.heartbeat,
+        peer_timeout: config.peer_timeout,
+        establish_timeout: config.establish_timeout,
+        spin: config.spin,
+        coordinator: config.coordinator,
+        join,
+    };
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let (formed_tx, formed) = crossbeam_channel::bounded(1);
+    let (reactor, shared) = Reactor::new(listener, me, settings, events_tx.clone(), formed_tx)
+        .map_err(io("setting up the I/O loop"))?;
+    let name = if join {
+        "herald-io-join".to_owned()
+    } else {
+        format!("herald-io{}", config.rank)
+    };
+    let io_thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || reactor.run())
+        .map_err(io("starting the I/O thread"))?;
+    let Formed { rank, size } = match formed.recv() {
+        Ok(Ok(formed)) => formed,
+        Ok(Err(err)) => return Err(err),
+        Err(_) => {
+            return Err(TcpError::Formation {
+                reason: "the I/O thread stopped before the job formed".into(),
+            });
+        }
+    };
+    tracing::debug!(rank, size, %local_addr, "herald-tcp: mesh formed");
+    let mesh = Mesh {
+        rank,
+        size,
+        local_addr,
+        shared,
+        events: events_tx,
+        io_thread: Some(io_thread),
+        agreed,
+    };
+    Ok((mesh, events))
 }
 
 /// Checks `config` and binds this rank's listener: rank 0 on the coordinator

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,8 +48,8 @@ fn a_peer_stalled_mid_frame_is_reported_down() {
     let (mesh, events) = Mesh::establish_with_listener(zero, listener).expect("rank 0");
     let mut streams = raw.join().expect("raw thread");
     let mut stream = streams[0].take().expect("link to rank 0");
-    stream.write_all(&64u32.to_le_bytes()).expect("prefix");
-    stream.write_all(&[1u8; 10]).expect("part of the body");
+    stream.write_raw(&64u32.to_le_bytes()).expect("prefix");
+    stream.write_raw(&[1u8; 10]).expect("part of the body");
     let started = Instant::now();
     match recv(&events, "rank 1 reported down") {
         MeshEvent::PeerDown { node: 1, reason } => {
@@ -65,11 +64,13 @@ fn a_peer_stalled_mid_frame_is_reported_down() {
     // The news queued before retiring still reaches the silent peer, then EOF.
     mesh.send(1, b"you are down".to_vec());
     mesh.close_peer(1);
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let mut received = Vec::new();
-    let _ = stream.read_to_end(&mut received);
-    let frames: Vec<&[u8]> = split_frames(&received);
-    assert_eq!(frames, [b"you are down".as_slice()]);
+    let (_, mut receiver) = stream.split();
+    receiver.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = receiver.recv_frame() {
+        frames.push(frame);
+    }
+    assert_eq!(frames, [b"you are down".to_vec()]);
     assert!(events.try_recv().is_err(), "nothing after the report");
     mesh.shutdown();
 }
@@ -118,20 +119,4 @@ fn a_disagreement_fails_formation_naming_both_values() {
         "{zero}"
     );
     assert!(one.contains("node 0 uses fan-out 4, this node 8"), "{one}");
-}
-
-/// Frames (skipping heartbeats) in a byte stream that ends between frames.
-fn split_frames(mut bytes: &[u8]) -> Vec<&[u8]> {
-    let mut frames = Vec::new();
-    while bytes.len() >= 4 {
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        bytes = &bytes[4..];
-        if len == u32::MAX {
-            continue;
-        }
-        let (frame, rest) = bytes.split_at(len as usize);
-        frames.push(frame);
-        bytes = rest;
-    }
-    frames
 }

@@ -43,8 +43,9 @@ fn exchange(size: u32, per_pair: u32) {
                 // Empty frames carry no header: count them per sender instead.
                 let mut next: BTreeMap<u32, u32> = BTreeMap::new();
                 for _ in 0..per_pair * (size - 1) {
-                    let MeshEvent::Frame { from, bytes } = recv(events, "a frame") else {
-                        panic!("unexpected peer loss");
+                    let (from, bytes) = match recv(events, "a frame") {
+                        MeshEvent::Frame { from, bytes } => (from, bytes),
+                        other => panic!("rank {}: unexpected {other:?}", mesh.rank()),
                     };
                     let seq = next.entry(from).or_insert(0);
                     assert_eq!(
@@ -100,7 +101,10 @@ fn a_lost_peer_is_reported_once_and_the_rest_keep_working() {
     let mut meshes = form(3, "peer-down", |_| {});
     let (gone, _gone_events) = meshes.pop().expect("three meshes");
     gone.shutdown();
+    // Rank 0 holds rank 2's link from formation and sees it close; rank 1 has no
+    // link to rank 2 (links are made on demand) and learns when it tries to send.
     for (mesh, events) in &meshes {
+        mesh.send(2, b"into the void".to_vec());
         match recv(events, "the loss of rank 2") {
             MeshEvent::PeerDown { node: 2, reason } => {
                 assert!(reason.contains("rank 2"), "{reason}")

@@ -1,0 +1,384 @@
+//! One non-blocking connection: the handshake, sealed records in and out, and
+//! how long it has been quiet. It knows nothing of ranks' roles in the job; the
+//! reactor decides what its records and failures mean.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::error::HandshakeError;
+use crate::frame::{Control, FrameError, FrameReader};
+use crate::handshake::{Expect, Handshake, Identity};
+use crate::seal::{Kind, Opener, Sealer};
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A connection, from its first byte to its close.
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    /// The address at the other end.
+    pub(crate) remote: SocketAddr,
+    /// What this connection should lead to: the rank we dialled, any rank (we
+    /// accepted it), or a process asking to join.
+    pub(crate) expect: Expect,
+    /// The peer's rank, once its hello has been checked.
+    pub(crate) rank: Option<u32>,
+    stage: Stage,
+    /// Handshake bytes received and not yet consumed.
+    raw_in: Vec<u8>,
+    records: FrameReader,
+    opener: Option<Opener>,
+    sealer: Option<Sealer>,
+    out: VecDeque<Vec<u8>>,
+    /// Bytes of `out`'s front already written.
+    out_at: usize,
+    /// Bytes in `out` not yet written.
+    pub(crate) queued_bytes: usize,
+    pub(crate) opened_at: Instant,
+    pub(crate) last_heard: Instant,
+    pub(crate) last_sent: Instant,
+    /// Half-close once everything queued is written.
+    shut_when_flushed: bool,
+    write_shut: bool,
+    /// The peer's hello has arrived (it must come first, and once).
+    hello_seen: bool,
+    /// Data frames and their payload bytes, sent and received.
+    pub(crate) counts: Counts,
+}
+
+/// Frames and payload bytes through one connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    pub(crate) frames_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) frames_received: u64,
+    pub(crate) bytes_received: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    /// A dialled connection whose TCP handshake has not finished.
+    Connecting,
+    /// The unsealed handshake.
+    Handshake,
+    /// Keys are up; waiting for the peer's hello.
+    Hello,
+    /// The peer's hello was accepted: records flow.
+    Open,
+}
+
+/// What a connection received.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// The peer's hello, to be checked by the reactor ([`Conn::accept_hello`]).
+    Hello(crate::handshake::Hello),
+    /// A control message after the hello.
+    Control(Control),
+    /// A frame for the layer above.
+    Data(Vec<u8>),
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// The peer closed it; `partial` is how far a record in progress got.
+    Closed { partial: Option<(usize, usize)> },
+    /// The socket failed.
+    Io(io::Error),
+    /// The handshake failed.
+    Handshake(HandshakeError),
+    /// The peer broke the record protocol.
+    Protocol(String),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Closed { partial: None } => write!(f, "closed the connection"),
+            ConnError::Closed {
+                partial: Some((got, len)),
+            } => write!(
+                f,
+                "closed the connection in the middle of a frame ({got} of {len} bytes)"
+            ),
+            ConnError::Io(err) => write!(f, "the connection failed: {err}"),
+            ConnError::Handshake(err) => write!(f, "{err}"),
+            ConnError::Protocol(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl Conn {
+    /// Starts dialling `addr`.
+    pub(crate) fn dial(addr: SocketAddr, expect: Expect, now: Instant) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        Ok(Conn::new(stream, addr, expect, Stage::Connecting, now))
+    }
+
+    /// A connection our listener accepted.
+    pub(crate) fn accepted(stream: TcpStream, remote: SocketAddr, now: Instant) -> Conn {
+        Conn::new(stream, remote, Expect::AnyOther, Stage::Handshake, now)
+    }
+
+    fn new(stream: TcpStream, remote: SocketAddr, expect: Expect, stage: Stage, now: Instant) -> Conn {
+        Conn {
+            stream,
+            remote,
+            expect,
+            rank: match expect {
+                Expect::Rank(rank) => Some(rank),
+                _ => None,
+            },
+            stage,
+            raw_in: Vec::new(),
+            records: FrameReader::new(0),
+            opener: None,
+            sealer: None,
+            out: VecDeque::new(),
+            out_at: 0,
+            queued_bytes: 0,
+            opened_at: now,
+            last_heard: now,
+            last_sent: now,
+            shut_when_flushed: false,
+            write_shut: false,
+            hello_seen: false,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Whether the peer's hello has been accepted.
+    pub(crate) fn is_open(&self) -> bool {
+        self.stage == Stage::Open
+    }
+
+    /// Whether the peer has proved the cluster secret (a connection that has not
+    /// is a stranger's and gets a short deadline).
+    pub(crate) fn is_authenticated(&self) -> bool {
+        matches!(self.stage, Stage::Hello | Stage::Open)
+    }
+
+    /// Whether the dial has completed its TCP handshake.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.stage == Stage::Connecting
+    }
+
+    /// How far a record in progress got: received and total bytes.
+    pub(crate) fn partial(&self) -> Option<(usize, usize)> {
+        self.records.in_progress()
+    }
+
+    /// The socket is writable: finish connecting if dialling, then write what is queued.
+    pub(crate) fn on_writable(
+        &mut self,
+        handshake: &mut Option<Handshake>,
+        me: &Identity,
+        now: Instant,
+    ) -> Result<(), ConnError> {
+        if self.stage == Stage::Connecting {
+            if let Some(err) = self.stream.take_error().map_err(ConnError::Io)? {
+                return Err(ConnError::Io(err));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(err) => return Err(ConnError::Io(err)),
+            }
+            let _ = self.stream.set_nodelay(true);
+            let (started, greeting) =
+                Handshake::connector(&me.secret).map_err(ConnError::Handshake)?;
+            *handshake = Some(started);
+            self.stage = Stage::Handshake;
+            self.queue_raw(greeting);
+            self.opened_at = now;
+            self.last_heard = now;
+        }
+        self.flush(now)
+    }
+
+    /// The socket is readable: reads until it would block, advancing the
+    /// handshake and opening records; what arrived goes to `received`.
+    pub(crate) fn on_readable(
+        &mut self,
+        handshake: &mut Option<Handshake>,
+        me: &Identity,
+        max_record: usize,
+        now: Instant,
+        received: &mut Vec<Received>,
+    ) -> Result<(), ConnError> {
+        if self.stage == Stage::Connecting {
+            return Ok(());
+        }
+        let mut buffer = [0u8; READ_CHUNK];
+        loop {
+            let n = match self.stream.read(&mut buffer) {
+                Ok(0) => {
+                    return Err(ConnError::Closed {
+                        partial: self.partial(),
+                    });
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(ConnError::Io(err)),
+            };
+            self.last_heard = now;
+            let mut bytes = &buffer[..n];
+            if self.stage == Stage::Handshake {
+                self.raw_in.extend_from_slice(bytes);
+                bytes = &[];
+                let Some(step) = handshake.as_mut() else {
+                    return Err(ConnError::Protocol("handshake state lost".into()));
+                };
+                let mut output = Vec::new();
+                let advanced = step.advance(&mut self.raw_in, &mut output);
+                if !output.is_empty() {
+                    self.queue_raw(output);
+                }
+                match advanced {
+                    Err(err) => {
+                        // Best effort: the peer may learn why (rejection, version).
+                        let _ = self.flush(now);
+                        return Err(ConnError::Handshake(err));
+                    }
+                    Ok(None) => continue,
+                    Ok(Some(keys)) => {
+                        *handshake = None;
+                        self.sealer = Some(keys.seal);
+                        self.opener = Some(keys.open);
+                        self.records = FrameReader::new(max_record);
+                        self.stage = Stage::Hello;
+                        self.send(Kind::Control, &Control::Hello(me.hello()).encode());
+                        // Records may have arrived with the last handshake bytes.
+                        let rest = std::mem::take(&mut self.raw_in);
+                        self.take_records(&rest, received)?;
+                    }
+                }
+            }
+            self.take_records(bytes, received)?;
+        }
+        self.flush(now)
+    }
+
+    /// The peer's hello passed the reactor's checks: data may flow.
+    pub(crate) fn accept_hello(&mut self, rank: u32) {
+        self.rank = Some(rank);
+        self.stage = Stage::Open;
+    }
+
+    /// Seals and queues a record (call [`Conn::flush`] to write it).
+    pub(crate) fn send(&mut self, kind: Kind, payload: &[u8]) {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return;
+        };
+        let record = sealer.seal(kind, payload);
+        if kind == Kind::Data {
+            self.counts.frames_sent += 1;
+            self.counts.bytes_sent += payload.len() as u64;
+        }
+        self.queue_raw(record);
+    }
+
+    /// Writes what is queued until the socket would block; half-closes once all
+    /// is written if [`Conn::shut_when_flushed`] was asked for.
+    pub(crate) fn flush(&mut self, now: Instant) -> Result<(), ConnError> {
+        while let Some(front) = self.out.front() {
+            match self.stream.write(&front[self.out_at..]) {
+                Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.last_sent = now;
+                    self.out_at += n;
+                    self.queued_bytes -= n;
+                    if self.out_at == front.len() {
+                        self.out.pop_front();
+                        self.out_at = 0;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(ConnError::Io(err)),
+            }
+        }
+        if self.shut_when_flushed && !self.write_shut {
+            self.write_shut = true;
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// Half-closes the connection once everything queued has been written.
+    pub(crate) fn shut_when_flushed(&mut self, now: Instant) {
+        self.shut_when_flushed = true;
+        let _ = self.flush(now);
+    }
+
+    /// Whether everything queued has been written and the write side closed.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.write_shut
+    }
+
+    fn queue_raw(&mut self, bytes: Vec<u8>) {
+        self.queued_bytes += bytes.len();
+        self.out.push_back(bytes);
+    }
+
+    fn take_records(&mut self, bytes: &[u8], received: &mut Vec<Received>) -> Result<(), ConnError> {
+        let mut failure = None;
+        let opener = &mut self.opener;
+        let hello_seen = &mut self.hello_seen;
+        let counts = &mut self.counts;
+        let fed = self.records.feed(bytes, |record| {
+            if failure.is_some() {
+                return;
+            }
+            let Some(opener) = opener.as_mut() else {
+                failure = Some(ConnError::Protocol("a record before the keys".into()));
+                return;
+            };
+            match opener.open(record) {
+                Err(err) => failure = Some(ConnError::Protocol(err.to_string())),
+                Ok((Kind::Heartbeat, _)) => {}
+                Ok((Kind::Control, payload)) => match Control::decode(&payload) {
+                    Ok(Control::Hello(_)) if *hello_seen => {
+                        failure = Some(ConnError::Protocol("a second hello".into()))
+                    }
+                    Ok(Control::Hello(hello)) => {
+                        *hello_seen = true;
+                        received.push(Received::Hello(hello));
+                    }
+                    Ok(_) if !*hello_seen => {
+                        failure = Some(ConnError::Protocol("a message before the hello".into()))
+                    }
+                    Ok(control) => received.push(Received::Control(control)),
+                    Err(err) => {
+                        failure = Some(ConnError::Protocol(format!(
+                            "an undecodable control message: {err}"
+                        )))
+                    }
+                },
+                Ok((Kind::Data, _)) if !*hello_seen => {
+                    failure = Some(ConnError::Protocol("a frame before the hello".into()))
+                }
+                Ok((Kind::Data, payload)) => {
+                    counts.frames_received += 1;
+                    counts.bytes_received += payload.len() as u64;
+                    received.push(Received::Data(payload));
+                }
+            }
+        });
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        fed.map_err(|err| match err {
+            FrameError::TooLarge { len, max } => ConnError::Protocol(format!(
+                "the peer announced a record of {len} bytes, above the largest accepted \
+                 ({max} bytes)"
+            )),
+            FrameError::Io(err) => ConnError::Io(err),
+        })
+    }
+}
