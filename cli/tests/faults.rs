@@ -8,8 +8,8 @@
 mod common;
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{Job, RankSetup, args, build_c};
 use herald_core::{Message, NodeId, decode_frame};
 use herald_host::HostConfig;
-use herald_tcp::{Mesh, MeshConfig, Secret};
+use herald_tcp::{Mesh, MeshConfig, RawLink, RawReceiver, Secret};
 
 // Short enough to keep each test to seconds, long enough (15 missed heartbeats)
 // that a rank starved of CPU on a busy 2-core machine is not suspected falsely.
@@ -160,9 +160,10 @@ fn a_fanout_mismatch_refuses_to_form_naming_both_values() {
 /// and closes its link too, and the registration names 2 unreachable.
 #[test]
 fn a_peer_stalled_in_the_middle_of_a_frame_is_declared_down_by_everyone() {
-    let mut frame = 100u32.to_le_bytes().to_vec();
-    frame.extend_from_slice(&[7u8; 10]);
-    let transcript = fake_rank_two(&frame);
+    // A record announcing 100 bytes, then only 10 of them.
+    let mut torn = 100u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[7u8; 10]);
+    let transcript = fake_rank_two(|zero| zero.write_raw(&torn));
     assert!(
         transcript.contains("in the middle of a frame (14 of 104 bytes received)"),
         "{transcript}"
@@ -175,19 +176,18 @@ fn a_peer_stalled_in_the_middle_of_a_frame_is_declared_down_by_everyone() {
 /// passes the news on, and both close their links to it for good.
 #[test]
 fn an_invalid_frame_makes_a_down_everyone_agrees_on() {
-    let mut frame = 8u32.to_le_bytes().to_vec();
-    frame.extend_from_slice(&[0xee; 8]);
-    let transcript = fake_rank_two(&frame);
+    // Sealed with the right keys, so it reaches the protocol, which cannot decode it.
+    let transcript = fake_rank_two(|zero| zero.send_frame(&[0xee; 8]));
     assert!(transcript.contains("sent an invalid frame"), "{transcript}");
 }
 
 /// Runs a job of 3 where ranks 0 and 1 are `herald node` (rank 0 runs
-/// `main_stall_hold`) and rank 2 is this process: it sends `to_rank_zero` on its
-/// link to rank 0 and then nothing there, while heartbeating to rank 1. Checks
+/// `main_stall_hold`) and rank 2 is this process: it does `to_rank_zero` on its
+/// link to rank 0 and then sends nothing there, while heartbeating to rank 1. Checks
 /// that both links to rank 2 carry `Down { node 2, by 0 }` and then close while
 /// ranks 0 and 1 still run, and that they finish with 2 named unreachable.
 /// Returns the job's transcript.
-fn fake_rank_two(to_rank_zero: &[u8]) -> String {
+fn fake_rank_two(to_rank_zero: impl FnOnce(&mut RawLink) -> std::io::Result<()>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = build_c(dir.path(), "faults", "faults", "");
     let coordinator = common::free_port();
@@ -214,18 +214,19 @@ fn fake_rank_two(to_rank_zero: &[u8]) -> String {
     let mut streams = Mesh::establish_raw(config).expect("the fake rank joins");
     let mut zero = streams[0].take().expect("link to rank 0");
     let one = streams[1].take().expect("link to rank 1");
-    zero.write_all(to_rank_zero).expect("write to rank 0");
+    to_rank_zero(&mut zero).expect("write to rank 0");
     let stop = Arc::new(AtomicBool::new(false));
+    let (mut one_sender, one) = one.split();
+    let (_zero_sender, zero) = zero.split();
     let heartbeats = std::thread::spawn({
-        let mut one = one.try_clone().expect("clone");
         let stop = Arc::clone(&stop);
         move || {
-            while !stop.load(Ordering::Relaxed) && one.write_all(&u32::MAX.to_le_bytes()).is_ok() {
+            while !stop.load(Ordering::Relaxed) && one_sender.send_heartbeat().is_ok() {
                 std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
             }
         }
     });
-    let readers = [zero, one].map(|stream| std::thread::spawn(move || read_until_closed(stream)));
+    let readers = [zero, one].map(|link| std::thread::spawn(move || read_until_closed(link)));
     job.expect_line(|l| l.rank == 0 && l.text.contains("stall registration:"));
     for (rank, reader) in readers.into_iter().enumerate() {
         let frames = reader.join().expect("reader");
@@ -256,28 +257,19 @@ fn fake_rank_two(to_rank_zero: &[u8]) -> String {
     transcript
 }
 
-/// The frames a rank sends on `stream` (heartbeats skipped) until it closes the
+/// The frames a rank sends on `link` (heartbeats skipped) until it closes the
 /// connection; panics if it stays open past the guard.
-fn read_until_closed(mut stream: TcpStream) -> Vec<Vec<u8>> {
-    stream
-        .set_read_timeout(Some(common::GUARD))
+fn read_until_closed(mut link: RawReceiver) -> Vec<Vec<u8>> {
+    link.set_read_timeout(Some(common::GUARD))
         .expect("read timeout");
     let mut frames = Vec::new();
     loop {
-        let mut prefix = [0u8; 4];
-        match stream.read_exact(&mut prefix) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return frames,
+        match link.recv_frame() {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return frames,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return frames,
             Err(e) => panic!("the link stayed open (or failed): {e}"),
         }
-        let len = u32::from_le_bytes(prefix);
-        if len == u32::MAX {
-            continue;
-        }
-        let mut frame = vec![0u8; len as usize];
-        stream.read_exact(&mut frame).expect("a whole frame");
-        frames.push(frame);
     }
 }
 

@@ -80,6 +80,7 @@ fn child(rank: u32) {
             match raw_events.recv() {
                 Ok(MeshEvent::Frame { from: 0, bytes }) if bytes == b"done" => break,
                 Ok(MeshEvent::Frame { from, bytes }) => raw.send(from, bytes),
+                Ok(MeshEvent::Joined { .. }) => {}
                 Ok(MeshEvent::PeerDown { .. }) | Err(_) => std::process::exit(1),
             }
         }

@@ -253,6 +253,16 @@ impl EventLoop {
                     }
                 }
             }
+            MeshEvent::Joined { node } => {
+                // The core's membership is fixed at start: a process that joins
+                // a running job is not admitted into it (yet), so its link closes.
+                tracing::warn!(
+                    node,
+                    "herald: a process joined the job's transport, but this runtime does \
+                     not admit late joiners; closing its link"
+                );
+                self.transport.close_peer(node);
+            }
             MeshEvent::PeerDown { node, reason } => {
                 if self.left_after_end(node) {
                     // Expected: telling every node would cost O(N) messages per

@@ -124,7 +124,13 @@ impl Conn {
         Conn::new(stream, remote, Expect::AnyOther, Stage::Handshake, now)
     }
 
-    fn new(stream: TcpStream, remote: SocketAddr, expect: Expect, stage: Stage, now: Instant) -> Conn {
+    fn new(
+        stream: TcpStream,
+        remote: SocketAddr,
+        expect: Expect,
+        stage: Stage,
+        now: Instant,
+    ) -> Conn {
         Conn {
             stream,
             remote,
@@ -326,7 +332,11 @@ impl Conn {
         self.out.push_back(bytes);
     }
 
-    fn take_records(&mut self, bytes: &[u8], received: &mut Vec<Received>) -> Result<(), ConnError> {
+    fn take_records(
+        &mut self,
+        bytes: &[u8],
+        received: &mut Vec<Received>,
+    ) -> Result<(), ConnError> {
         let mut failure = None;
         let opener = &mut self.opener;
         let hello_seen = &mut self.hello_seen;

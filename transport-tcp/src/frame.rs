@@ -269,7 +269,10 @@ impl Input<'_> {
         let count = self.u32()?;
         // Each address takes at least 3 bytes: a count larger than that is a lie.
         if count as usize > self.0.len() / 3 {
-            return Err(format!("{count} addresses announced in {} bytes", self.0.len()));
+            return Err(format!(
+                "{count} addresses announced in {} bytes",
+                self.0.len()
+            ));
         }
         (0..count).map(|_| self.addr()).collect()
     }
@@ -302,7 +305,11 @@ mod tests {
         }
         let mut reader = FrameReader::new(1024);
         reader.feed(&wire[..10], |_| {}).unwrap();
-        assert_eq!(reader.in_progress(), Some((1, 4)), "after hello, 1 header byte");
+        assert_eq!(
+            reader.in_progress(),
+            Some((1, 4)),
+            "after hello, 1 header byte"
+        );
         let mut reader = FrameReader::new(1024);
         reader.feed(&wire[..3], |_| {}).unwrap();
         assert_eq!(reader.in_progress(), Some((3, 4)));
@@ -324,7 +331,8 @@ mod tests {
 
     #[test]
     fn control_messages_round_trip_and_garbage_fails() {
-        let addrs: Vec<SocketAddr> = vec!["[::1]:7".parse().unwrap(), "10.0.0.1:9".parse().unwrap()];
+        let addrs: Vec<SocketAddr> =
+            vec!["[::1]:7".parse().unwrap(), "10.0.0.1:9".parse().unwrap()];
         let messages = [
             Control::Hello(Hello {
                 rank: 3,
@@ -346,7 +354,10 @@ mod tests {
                 rank: 12,
                 addr: Some(addrs[1]),
             },
-            Control::Address { rank: 12, addr: None },
+            Control::Address {
+                rank: 12,
+                addr: None,
+            },
             Control::Admit { rank: 4 },
         ];
         for message in messages {

@@ -341,7 +341,8 @@ impl Hello {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.rank.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
-        let cluster = &self.cluster_id.as_bytes()[..self.cluster_id.len().min(MAX_CLUSTER_ID_BYTES)];
+        let cluster =
+            &self.cluster_id.as_bytes()[..self.cluster_id.len().min(MAX_CLUSTER_ID_BYTES)];
         out.push(cluster.len() as u8);
         out.extend_from_slice(cluster);
         // MeshConfig::validate caps the count and the name lengths.

@@ -58,8 +58,14 @@ fn matching_peers_derive_matching_keys() {
 #[test]
 fn a_wrong_secret_is_refused_on_both_sides() {
     let (accepted, connected) = run(&key(1), &key(2));
-    assert!(matches!(accepted, Err(HandshakeError::BadProof)), "{accepted:?}");
-    assert!(matches!(connected, Err(HandshakeError::Rejected)), "{connected:?}");
+    assert!(
+        matches!(accepted, Err(HandshakeError::BadProof)),
+        "{accepted:?}"
+    );
+    assert!(
+        matches!(connected, Err(HandshakeError::Rejected)),
+        "{connected:?}"
+    );
 }
 
 #[test]
@@ -84,7 +90,10 @@ fn garbage_is_refused_on_its_first_wrong_byte_with_no_answer() {
         let mut acceptor = Handshake::acceptor(&key(1)).unwrap();
         let (answer, result) = feed(&mut acceptor, junk);
         assert!(answer.is_empty(), "{junk:?} got an answer");
-        assert!(matches!(result, Err(HandshakeError::NotHerald)), "{junk:?}: {result:?}");
+        assert!(
+            matches!(result, Err(HandshakeError::NotHerald)),
+            "{junk:?}: {result:?}"
+        );
     }
 }
 
@@ -104,7 +113,10 @@ fn another_version_is_reported_as_such_on_both_sides() {
     let mut answer = answer;
     answer[8..10].copy_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
     let (_, result) = feed(&mut connector, &answer);
-    assert!(matches!(result, Err(HandshakeError::Version { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(HandshakeError::Version { .. })),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -154,33 +166,57 @@ fn hellos_are_checked_naming_both_sides() {
         Err(HandshakeError::UnexpectedRank { found: 0, .. }) => {}
         other => panic!("{other:?}"),
     }
-    match zero.check(&identity(0, 4, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(0, 4, "c", &[("fan-out", 4)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(HandshakeError::UnexpectedRank { found: 0, .. }) => {}
         other => panic!("a rank claiming ours: {other:?}"),
     }
-    match zero.check(&identity(7, 4, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(7, 4, "c", &[("fan-out", 4)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(HandshakeError::UnexpectedRank { found: 7, .. }) => {}
         other => panic!("a rank outside the job: {other:?}"),
     }
-    match zero.check(&identity(2, 4, "other", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(2, 4, "other", &[("fan-out", 4)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(err @ HandshakeError::ClusterMismatch { .. }) => {
             let text = err.to_string();
-            assert!(text.contains("\"other\"") && text.contains("\"c\""), "{text}");
+            assert!(
+                text.contains("\"other\"") && text.contains("\"c\""),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }
-    match zero.check(&identity(2, 5, "c", &[("fan-out", 4)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(2, 5, "c", &[("fan-out", 4)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(HandshakeError::SizeMismatch { ours: 4, theirs: 5 }) => {}
         other => panic!("{other:?}"),
     }
-    match zero.check(&identity(2, 4, "c", &[("fan-out", 8)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(2, 4, "c", &[("fan-out", 8)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(err @ HandshakeError::Disagreement(_)) => {
             let text = err.to_string();
-            assert!(text.contains("fan-out 8, this node 4") && text.contains("--fan-out"), "{text}");
+            assert!(
+                text.contains("fan-out 8, this node 4") && text.contains("--fan-out"),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }
-    match zero.check(&identity(2, 4, "c", &[("fan-out", 4), ("extra", 1)]).hello(), Expect::AnyOther) {
+    match zero.check(
+        &identity(2, 4, "c", &[("fan-out", 4), ("extra", 1)]).hello(),
+        Expect::AnyOther,
+    ) {
         Err(HandshakeError::Disagreement(d)) => assert_eq!(d.name, "extra"),
         other => panic!("{other:?}"),
     }

@@ -74,12 +74,12 @@ mod stats;
 pub use bootstrap::{Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_env};
 pub use config::{
     Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN, MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES,
-    MAX_CLUSTER_ID_BYTES, MeshConfig,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN,
+    MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES, MeshConfig,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
 pub use handshake::{WIRE_MAGIC, WIRE_VERSION};
-pub use raw::{RawLink, RawReceiver, RawSender};
-pub use stats::{LinkStats, PeerStats};
 pub use mesh::{Mesh, MeshEvent};
+pub use raw::{RawLink, RawReceiver, RawSender};
 pub use secret::{SECRET_LEN, Secret, SecretError};
+pub use stats::{LinkStats, PeerStats};

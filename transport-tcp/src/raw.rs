@@ -204,7 +204,9 @@ fn dial(
     let timeout = deadline.saturating_duration_since(Instant::now());
     let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
     let (handshake, greeting) = Handshake::connector(&me.secret).map_err(fail)?;
-    let (keys, early) = handshake.run_blocking(&mut stream, greeting).map_err(fail)?;
+    let (keys, early) = handshake
+        .run_blocking(&mut stream, greeting)
+        .map_err(fail)?;
     let clone = |stream: &TcpStream| {
         stream.try_clone().map_err(|source| TcpError::Io {
             context: "cloning a socket".into(),

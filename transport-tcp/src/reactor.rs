@@ -190,7 +190,9 @@ struct Dial {
 
 enum Formation {
     /// Rank 0: the listen address of each rank, as they register.
-    Coordinator { addrs: Vec<Option<SocketAddr>> },
+    Coordinator {
+        addrs: Vec<Option<SocketAddr>>,
+    },
     /// Another rank: waiting for rank 0's table.
     Member,
     /// A process joining a running job: waiting for rank 0's admission.
@@ -612,7 +614,12 @@ impl Reactor {
         }
     }
 
-    fn insert(&mut self, mut conn: Conn, handshake: Option<Handshake>, now: Instant) -> Option<usize> {
+    fn insert(
+        &mut self,
+        mut conn: Conn,
+        handshake: Option<Handshake>,
+        now: Instant,
+    ) -> Option<usize> {
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -779,7 +786,10 @@ impl Reactor {
                     );
                 };
                 if matches!(peer.state, PeerState::Down | PeerState::Retired) {
-                    tracing::debug!(rank, "herald-tcp: connection from a rank that is gone, closed");
+                    tracing::debug!(
+                        rank,
+                        "herald-tcp: connection from a rank that is gone, closed"
+                    );
                     self.drop_conn(index);
                     return;
                 }
@@ -882,13 +892,16 @@ impl Reactor {
                 let answer = Control::Address { rank: wanted, addr }.encode();
                 self.send_control(rank, &answer, now);
             }
-            Control::Address {
-                rank: wanted,
-                addr,
-            } if rank == 0 => self.on_address(wanted, addr, now),
+            Control::Address { rank: wanted, addr } if rank == 0 => {
+                self.on_address(wanted, addr, now)
+            }
             Control::Admit { rank: mine } if rank == 0 => self.on_admitted(mine, now),
             other => {
-                tracing::debug!(from = rank, ?other, "herald-tcp: unexpected control message ignored");
+                tracing::debug!(
+                    from = rank,
+                    ?other,
+                    "herald-tcp: unexpected control message ignored"
+                );
             }
         }
     }
@@ -1189,8 +1202,11 @@ impl Reactor {
             let remote = self.conns[index].as_ref().map(|s| s.conn.remote);
             self.drop_conn(index);
             if let Some(remote) = remote {
-                self.refusals
-                    .note(remote, "a join, but joins go to rank 0 of a formed job", now);
+                self.refusals.note(
+                    remote,
+                    "a join, but joins go to rank 0 of a formed job",
+                    now,
+                );
             }
             return;
         }

@@ -201,9 +201,15 @@ mod tests {
                 u32::from_le_bytes(record[..4].try_into().unwrap()) as usize,
                 record.len() - 4
             );
-            assert_eq!(a.open.open(body(&record)).unwrap(), (Kind::Data, text.to_vec()));
+            assert_eq!(
+                a.open.open(body(&record)).unwrap(),
+                (Kind::Data, text.to_vec())
+            );
             let back = a.seal.seal(Kind::Control, text);
-            assert_eq!(c.open.open(body(&back)).unwrap(), (Kind::Control, text.to_vec()));
+            assert_eq!(
+                c.open.open(body(&back)).unwrap(),
+                (Kind::Control, text.to_vec())
+            );
         }
         let beat = c.seal.seal(Kind::Heartbeat, &[]);
         assert_eq!(a.open.open(body(&beat)).unwrap(), (Kind::Heartbeat, vec![]));
@@ -218,7 +224,10 @@ mod tests {
         assert!(a.open.open(body(&second)).is_err());
         let (mut c, mut a) = pair();
         let first_again = c.seal.seal(Kind::Data, b"first");
-        assert_eq!(first, first_again, "deterministic for the same keys and counter");
+        assert_eq!(
+            first, first_again,
+            "deterministic for the same keys and counter"
+        );
         a.open.open(body(&first)).unwrap();
         // Replayed.
         assert!(a.open.open(body(&first)).is_err());
@@ -230,7 +239,11 @@ mod tests {
         let other = LinkKeys::derive(&Secret::from_bytes([7; 32]), &[3; 32], &[2; 32], false);
         let mut other_open = other.open;
         let (mut c, _) = pair();
-        assert!(other_open.open(body(&c.seal.seal(Kind::Data, b"x"))).is_err());
+        assert!(
+            other_open
+                .open(body(&c.seal.seal(Kind::Data, b"x")))
+                .is_err()
+        );
         // Too short to hold a tag.
         let (_, mut a) = pair();
         assert!(a.open.open(vec![0; 5]).is_err());
