@@ -20,8 +20,10 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on the bytes queued for one peer: 256 MiB.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
-/// Default time the I/O thread keeps polling after activity before it sleeps: 50 µs.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// Default time the I/O thread keeps polling after activity before it sleeps:
+/// none. Spinning pays only where every process has a core of its own; where
+/// ranks share cores it takes the CPU from the thread that has work.
+pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 /// Most values a job can agree on at link set-up ([`MeshConfig::agreed`]).
 pub const MAX_AGREED_VALUES: usize = 16;
 /// Longest name of an agreed value, in bytes.
@@ -88,8 +90,8 @@ pub struct MeshConfig {
     /// frame limit.
     pub max_queued_bytes: usize,
     /// How long the I/O thread keeps polling without sleeping after it last had
-    /// something to do: replies that come back within it cost no wake-up. Zero:
-    /// sleep at once (`HERALD_SPIN_US`). It never spins while idle.
+    /// something to do: replies that come back within it cost no wake-up. Zero
+    /// (the default): sleep at once. It never spins while idle.
     pub spin: Duration,
 }
 

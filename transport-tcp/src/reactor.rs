@@ -567,6 +567,16 @@ impl Reactor {
                 Ok((stream, from)) => {
                     let _ = stream.set_nodelay(true);
                     if self.strangers.len() >= MAX_UNAUTHENTICATED {
+                        // Forget those that proved themselves or left, then make room.
+                        let conns = &self.conns;
+                        self.strangers.retain(|&i| {
+                            conns[i].as_ref().is_some_and(|s| {
+                                !s.conn.is_authenticated() && s.conn.rank.is_none()
+                            })
+                        });
+                        self.strangers.dedup();
+                    }
+                    if self.strangers.len() >= MAX_UNAUTHENTICATED {
                         self.evict_oldest_stranger(now);
                     }
                     let handshake = match Handshake::acceptor(&self.me.secret) {
@@ -1306,9 +1316,9 @@ impl Reactor {
                 continue;
             }
             if !slot.conn.is_open() {
-                let limit = if slot.conn.rank.is_some() {
-                    HANDSHAKE_TIMEOUT
-                } else if slot.conn.is_authenticated() {
+                // Our own dials and peers that proved the secret get the full
+                // handshake time; strangers get a short deadline.
+                let limit = if slot.conn.rank.is_some() || slot.conn.is_authenticated() {
                     HANDSHAKE_TIMEOUT
                 } else {
                     UNAUTHENTICATED_DEADLINE
