@@ -574,7 +574,6 @@ impl Reactor {
                                 !s.conn.is_authenticated() && s.conn.rank.is_none()
                             })
                         });
-                        self.strangers.dedup();
                     }
                     if self.strangers.len() >= MAX_UNAUTHENTICATED {
                         self.evict_oldest_stranger(now);
