@@ -284,17 +284,21 @@ impl Identity {
                     found: peer.rank,
                 });
             }
-            Expect::AnyOther if peer.rank == self.rank || peer.rank >= self.size => {
+            Expect::AnyOther if peer.rank == self.rank => {
                 return Err(HandshakeError::UnexpectedRank {
-                    expected: format!("a rank in 0..{} other than {}", self.size, self.rank),
+                    expected: format!("a rank other than {}", self.rank),
                     found: peer.rank,
                 });
             }
             _ => {}
         }
-        // A joiner's size is the job's size when it was admitted: only the
-        // settings must match. Within a started job, sizes must.
-        if expect != Expect::Joiner && self.rank != JOINING && peer.size != self.size {
+        // Ranks started together must agree on the size; a rank that joined later
+        // (its rank is at or above the other's size) knows a larger one.
+        let joined_later = expect == Expect::Joiner
+            || self.rank == JOINING
+            || peer.rank >= self.size
+            || self.rank >= peer.size;
+        if !joined_later && peer.size != self.size {
             return Err(HandshakeError::SizeMismatch {
                 ours: self.size,
                 theirs: peer.size,

@@ -50,6 +50,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(5);
 const MAX_RETRY: Duration = Duration::from_millis(500);
 /// How long an orderly close waits for peers to close their side.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How far past the ranks it knows a rank may address ranks that joined later.
+const MAX_UNKNOWN_RANKS: usize = 1 << 16;
 /// Most commands handled between two looks at the sockets.
 const COMMAND_BATCH: usize = 256;
 /// Pause after `accept` failed (out of file descriptors) before trying again.
@@ -431,6 +433,11 @@ impl Reactor {
 
     /// Sends a record to `to` on its connection, making one if there is none.
     fn transmit(&mut self, to: u32, kind: Kind, payload: Vec<u8>, now: Instant) {
+        let known = self.peers.len();
+        if to as usize >= known && self.me.rank != 0 && (to as usize) < known + MAX_UNKNOWN_RANKS {
+            // A rank that joined after our table: rank 0 will say where it is.
+            self.peers.resize_with(to as usize + 1, Peer::default);
+        }
         let Some(peer) = self.peers.get_mut(to as usize) else {
             tracing::warn!(
                 to,
@@ -782,6 +789,15 @@ impl Reactor {
                 let rank = hello.rank;
                 if expect == Expect::Joiner {
                     return self.accept_joiner(index, now);
+                }
+                let known = self.peers.len();
+                if rank as usize >= known
+                    && !self.forming()
+                    && self.me.rank != 0
+                    && (rank as usize) < known + MAX_UNKNOWN_RANKS
+                {
+                    // A rank that joined after our table (rank 0 admitted it).
+                    self.peers.resize_with(rank as usize + 1, Peer::default);
                 }
                 let Some(peer) = self.peers.get_mut(rank as usize) else {
                     return self.hello_refused(
@@ -1252,6 +1268,7 @@ impl Reactor {
         }
         self.me.rank = rank;
         self.me.size = rank + 1;
+        self.refusals = Refusals::new(rank, &self.me.cluster_id);
         while self.peers.len() <= rank as usize {
             self.peers.push(Peer::default());
         }

@@ -211,3 +211,35 @@ fn the_mesh_is_shareable_and_the_config_never_prints_the_secret() {
     let config = config(0, 1, "127.0.0.1:1".parse().expect("addr"), &secret, "c");
     assert!(!format!("{config:?}").contains(&secret.to_hex()[..16]));
 }
+
+#[test]
+fn a_process_joins_a_running_job_and_every_rank_reaches_it() {
+    let secret = Secret::random();
+    let meshes = common::form_with(2, "join", &secret, |_| {});
+    let mut joining = config(0, 0, meshes[0].0.local_addr(), &Secret::random(), "join");
+    let refused = Mesh::join(joining.clone());
+    assert!(
+        refused.is_err(),
+        "a joiner with another secret was admitted"
+    );
+    joining.secret = secret;
+    let (joiner, joiner_events) = Mesh::join(joining).expect("the joiner is admitted");
+    assert_eq!((joiner.rank(), joiner.size()), (2, 3));
+    match recv(&meshes[0].1, "the join") {
+        MeshEvent::Joined { node: 2 } => {}
+        other => panic!("expected Joined {{ node: 2 }}, got {other:?}"),
+    }
+    // Rank 1 never heard of rank 2: it asks rank 0 where it listens.
+    meshes[1].0.send(2, b"welcome".to_vec());
+    expect_frame(&joiner_events, 1, b"welcome");
+    joiner.send(1, b"thanks".to_vec());
+    expect_frame(&meshes[1].1, 2, b"thanks");
+    joiner.send(0, b"hello zero".to_vec());
+    expect_frame(&meshes[0].1, 2, b"hello zero");
+    meshes[0].0.send(2, b"hello two".to_vec());
+    expect_frame(&joiner_events, 0, b"hello two");
+    joiner.shutdown();
+    for (mesh, _) in meshes {
+        mesh.shutdown();
+    }
+}

@@ -36,9 +36,19 @@ pub fn form(
     cluster: &str,
     tweak: impl Fn(&mut MeshConfig) + Sync,
 ) -> Vec<(Mesh, Receiver<MeshEvent>)> {
+    form_with(size, cluster, &Secret::random(), tweak)
+}
+
+/// Like [`form`], with a given secret.
+pub fn form_with(
+    size: u32,
+    cluster: &str,
+    secret: &Secret,
+    tweak: impl Fn(&mut MeshConfig) + Sync,
+) -> Vec<(Mesh, Receiver<MeshEvent>)> {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let coordinator = listener.local_addr().expect("listener address");
-    let secret = Secret::random();
+    let secret = secret.clone();
     let make = |rank| {
         let mut config = config(rank, size, coordinator, &secret, cluster);
         tweak(&mut config);
