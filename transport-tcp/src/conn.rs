@@ -2,9 +2,9 @@
 //! how long it has been quiet. It knows nothing of ranks' roles in the job; the
 //! reactor decides what its records and failures mean.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -12,14 +12,16 @@ use mio::net::TcpStream;
 use crate::error::HandshakeError;
 use crate::frame::{Control, FrameError, FrameReader};
 use crate::handshake::{Expect, Handshake, Identity};
-use crate::seal::{Kind, Opener, Sealer};
+use crate::outlet::Outlet;
+use crate::seal::{Kind, Opener};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// A connection, from its first byte to its close.
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    /// The socket and its sending side, which senders may share.
+    pub(crate) outlet: Arc<Outlet>,
     /// The address at the other end.
     pub(crate) remote: SocketAddr,
     /// What this connection should lead to: the rank we dialled, any rank (we
@@ -32,31 +34,10 @@ pub(crate) struct Conn {
     raw_in: Vec<u8>,
     records: FrameReader,
     opener: Option<Opener>,
-    sealer: Option<Sealer>,
-    out: VecDeque<Vec<u8>>,
-    /// Bytes of `out`'s front already written.
-    out_at: usize,
-    /// Bytes in `out` not yet written.
-    pub(crate) queued_bytes: usize,
     pub(crate) opened_at: Instant,
     pub(crate) last_heard: Instant,
-    pub(crate) last_sent: Instant,
-    /// Half-close once everything queued is written.
-    shut_when_flushed: bool,
-    write_shut: bool,
     /// The peer's hello has arrived (it must come first, and once).
     hello_seen: bool,
-    /// Data frames and their payload bytes, sent and received.
-    pub(crate) counts: Counts,
-}
-
-/// Frames and payload bytes through one connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Counts {
-    pub(crate) frames_sent: u64,
-    pub(crate) bytes_sent: u64,
-    pub(crate) frames_received: u64,
-    pub(crate) bytes_received: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -132,7 +113,7 @@ impl Conn {
         now: Instant,
     ) -> Conn {
         Conn {
-            stream,
+            outlet: Arc::new(Outlet::new(stream, now)),
             remote,
             expect,
             rank: match expect {
@@ -143,17 +124,9 @@ impl Conn {
             raw_in: Vec::new(),
             records: FrameReader::new(0),
             opener: None,
-            sealer: None,
-            out: VecDeque::new(),
-            out_at: 0,
-            queued_bytes: 0,
             opened_at: now,
             last_heard: now,
-            last_sent: now,
-            shut_when_flushed: false,
-            write_shut: false,
             hello_seen: false,
-            counts: Counts::default(),
         }
     }
 
@@ -186,20 +159,21 @@ impl Conn {
         now: Instant,
     ) -> Result<(), ConnError> {
         if self.stage == Stage::Connecting {
-            if let Some(err) = self.stream.take_error().map_err(ConnError::Io)? {
+            let stream = &self.outlet.stream;
+            if let Some(err) = stream.take_error().map_err(ConnError::Io)? {
                 return Err(ConnError::Io(err));
             }
-            match self.stream.peer_addr() {
+            match stream.peer_addr() {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 Err(err) => return Err(ConnError::Io(err)),
             }
-            let _ = self.stream.set_nodelay(true);
+            let _ = stream.set_nodelay(true);
             let (started, greeting) =
                 Handshake::connector(&me.secret).map_err(ConnError::Handshake)?;
             *handshake = Some(started);
             self.stage = Stage::Handshake;
-            self.queue_raw(greeting);
+            self.outlet.queue_raw(greeting);
             self.opened_at = now;
             self.last_heard = now;
         }
@@ -221,7 +195,7 @@ impl Conn {
         }
         let mut buffer = [0u8; READ_CHUNK];
         loop {
-            let n = match self.stream.read(&mut buffer) {
+            let n = match (&self.outlet.stream).read(&mut buffer) {
                 Ok(0) => {
                     return Err(ConnError::Closed {
                         partial: self.partial(),
@@ -243,7 +217,7 @@ impl Conn {
                 let mut output = Vec::new();
                 let advanced = step.advance(&mut self.raw_in, &mut output);
                 if !output.is_empty() {
-                    self.queue_raw(output);
+                    self.outlet.queue_raw(output);
                 }
                 match advanced {
                     Err(err) => {
@@ -254,11 +228,14 @@ impl Conn {
                     Ok(None) => continue,
                     Ok(Some(keys)) => {
                         *handshake = None;
-                        self.sealer = Some(keys.seal);
+                        self.outlet.set_sealer(keys.seal);
                         self.opener = Some(keys.open);
                         self.records = FrameReader::new(max_record);
                         self.stage = Stage::Hello;
-                        self.send(Kind::Control, &Control::Hello(me.hello()).encode());
+                        let hello = Control::Hello(me.hello()).encode();
+                        self.outlet
+                            .send(Kind::Control, &hello, now)
+                            .map_err(ConnError::Io)?;
                         // Records may have arrived with the last handshake bytes.
                         let rest = std::mem::take(&mut self.raw_in);
                         self.take_records(&rest, received)?;
@@ -276,60 +253,9 @@ impl Conn {
         self.stage = Stage::Open;
     }
 
-    /// Seals and queues a record (call [`Conn::flush`] to write it).
-    pub(crate) fn send(&mut self, kind: Kind, payload: &[u8]) {
-        let Some(sealer) = self.sealer.as_mut() else {
-            return;
-        };
-        let record = sealer.seal(kind, payload);
-        if kind == Kind::Data {
-            self.counts.frames_sent += 1;
-            self.counts.bytes_sent += payload.len() as u64;
-        }
-        self.queue_raw(record);
-    }
-
-    /// Writes what is queued until the socket would block; half-closes once all
-    /// is written if [`Conn::shut_when_flushed`] was asked for.
-    pub(crate) fn flush(&mut self, now: Instant) -> Result<(), ConnError> {
-        while let Some(front) = self.out.front() {
-            match self.stream.write(&front[self.out_at..]) {
-                Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.last_sent = now;
-                    self.out_at += n;
-                    self.queued_bytes -= n;
-                    if self.out_at == front.len() {
-                        self.out.pop_front();
-                        self.out_at = 0;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(ConnError::Io(err)),
-            }
-        }
-        if self.shut_when_flushed && !self.write_shut {
-            self.write_shut = true;
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
-        Ok(())
-    }
-
-    /// Half-closes the connection once everything queued has been written.
-    pub(crate) fn shut_when_flushed(&mut self, now: Instant) {
-        self.shut_when_flushed = true;
-        let _ = self.flush(now);
-    }
-
-    /// Whether everything queued has been written and the write side closed.
-    pub(crate) fn is_drained(&self) -> bool {
-        self.write_shut
-    }
-
-    fn queue_raw(&mut self, bytes: Vec<u8>) {
-        self.queued_bytes += bytes.len();
-        self.out.push_back(bytes);
+    /// Writes what is queued until the socket would block.
+    pub(crate) fn flush(&self, now: Instant) -> Result<(), ConnError> {
+        self.outlet.flush(now).map_err(ConnError::Io)
     }
 
     fn take_records(
@@ -340,7 +266,6 @@ impl Conn {
         let mut failure = None;
         let opener = &mut self.opener;
         let hello_seen = &mut self.hello_seen;
-        let counts = &mut self.counts;
         let fed = self.records.feed(bytes, |record| {
             if failure.is_some() {
                 return;
@@ -373,11 +298,7 @@ impl Conn {
                 Ok((Kind::Data, _)) if !*hello_seen => {
                     failure = Some(ConnError::Protocol("a frame before the hello".into()))
                 }
-                Ok((Kind::Data, payload)) => {
-                    counts.frames_received += 1;
-                    counts.bytes_received += payload.len() as u64;
-                    received.push(Received::Data(payload));
-                }
+                Ok((Kind::Data, payload)) => received.push(Received::Data(payload)),
             }
         });
         if let Some(failure) = failure {

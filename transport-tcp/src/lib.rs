@@ -64,6 +64,7 @@ mod error;
 mod frame;
 mod handshake;
 mod mesh;
+mod outlet;
 mod raw;
 mod reactor;
 mod refusals;

@@ -149,7 +149,7 @@ impl Mesh {
             });
             return;
         }
-        self.shared.command(Command::Send { to, frame });
+        self.shared.send(to, frame);
     }
 
     /// Closes the link to `to` for good, without waiting: frames already queued for

@@ -14,18 +14,21 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use std::os::fd::AsRawFd;
 
 use crate::conn::{Conn, ConnError, Received};
 use crate::error::{HandshakeError, TcpError};
 use crate::frame::Control;
 use crate::handshake::{Expect, Handshake, Hello, Identity, JOINING};
 use crate::mesh::MeshEvent;
+use crate::outlet::Outlet;
 use crate::refusals::Refusals;
 use crate::seal::{Kind, RECORD_OVERHEAD};
 use crate::stats::PeerStats;
@@ -65,9 +68,55 @@ pub(crate) struct Shared {
     pub(crate) parked: AtomicBool,
     /// Data frames and bytes per peer, by rank.
     pub(crate) stats: Mutex<Vec<PeerStats>>,
+    /// Where senders may write frames for each rank themselves, by rank.
+    pub(crate) routes: RwLock<Vec<Mutex<Route>>>,
+    pub(crate) max_queued_bytes: usize,
+}
+
+/// How a sender reaches one peer.
+#[derive(Default)]
+pub(crate) struct Route {
+    /// The connection this rank's frames to the peer go on, once the I/O thread
+    /// has handed it out.
+    via: Option<Arc<Outlet>>,
+    /// Frames for the peer handed to the I/O thread and not yet sent by it: while
+    /// any are, later frames follow them through the I/O thread (order).
+    in_flight: u32,
 }
 
 impl Shared {
+    /// Sends a data frame: straight to the socket when the peer's connection is
+    /// up and nothing waits before the frame, else through the I/O thread.
+    pub(crate) fn send(&self, to: u32, frame: Vec<u8>) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(route) = routes.get(to as usize) {
+            let mut route = route.lock().unwrap_or_else(|p| p.into_inner());
+            if route.in_flight == 0 {
+                if let Some(outlet) = &route.via {
+                    match outlet.send(Kind::Data, &frame, Instant::now()) {
+                        Ok(queued) => {
+                            count_sent(&self.stats, to, frame.len());
+                            if queued > self.max_queued_bytes {
+                                drop(route);
+                                drop(routes);
+                                self.command(Command::Overflow { to, queued });
+                            }
+                        }
+                        // The I/O thread sees the failure on the socket and
+                        // reports the peer; the frame is lost with the link.
+                        Err(err) => {
+                            tracing::debug!(to, %err, "herald-tcp: sending failed");
+                        }
+                    }
+                    return;
+                }
+            }
+            route.in_flight += 1;
+        }
+        drop(routes);
+        self.command(Command::Send { to, frame });
+    }
+
     /// Hands a command to the I/O thread, waking it only if it sleeps.
     pub(crate) fn command(&self, command: Command) {
         if self.commands.send(command).is_err() {
@@ -83,8 +132,18 @@ impl Shared {
 
 /// What the handle asks of the I/O thread.
 pub(crate) enum Command {
-    Send { to: u32, frame: Vec<u8> },
-    Close { to: u32 },
+    Send {
+        to: u32,
+        frame: Vec<u8>,
+    },
+    /// A sender found more than `max_queued_bytes` queued for `to`.
+    Overflow {
+        to: u32,
+        queued: usize,
+    },
+    Close {
+        to: u32,
+    },
     Shutdown,
 }
 
@@ -229,6 +288,8 @@ impl Reactor {
             waker,
             parked: AtomicBool::new(false),
             stats: Mutex::new(Vec::new()),
+            routes: RwLock::new((0..size).map(|_| Mutex::default()).collect()),
+            max_queued_bytes: settings.max_queued_bytes,
         });
         let formation = if settings.join {
             Formation::Joining
@@ -421,7 +482,14 @@ impl Reactor {
 
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Send { to, frame } => self.send_frame(to, frame, now),
+            Command::Send { to, frame } => {
+                self.with_route(to, |route| {
+                    route.in_flight = route.in_flight.saturating_sub(1)
+                });
+                self.send_frame(to, frame, now);
+                self.publish_route(to);
+            }
+            Command::Overflow { to, queued } => self.check_queue(to, queued, now),
             Command::Close { to } => self.retire(to, now),
             Command::Shutdown => self.begin_shutdown(now),
         }
@@ -472,16 +540,14 @@ impl Reactor {
             return;
         };
         slot.in_use = true;
-        slot.conn.send(kind, &payload);
-        let queued = slot.conn.queued_bytes;
-        let flushed = slot.conn.flush(now);
+        let sent = slot.conn.outlet.send(kind, &payload, now);
         if kind == Kind::Data {
-            self.count_sent(to, payload.len());
+            count_sent(&self.shared.stats, to, payload.len());
         }
-        if let Err(err) = flushed {
-            return self.conn_failed(conn, err, now);
+        match sent {
+            Ok(queued) => self.check_queue(to, queued, now),
+            Err(err) => self.conn_failed(conn, ConnError::Io(err), now),
         }
-        self.check_queue(to, queued, now);
     }
 
     /// A peer whose queue outgrew the bound is too slow to keep: it is lost.
@@ -504,10 +570,9 @@ impl Reactor {
         }) else {
             return;
         };
-        if let Some(slot) = self.conns[conn].as_mut() {
-            slot.conn.send(Kind::Control, payload);
-            if let Err(err) = slot.conn.flush(now) {
-                self.conn_failed(conn, err, now);
+        if let Some(slot) = self.conns[conn].as_ref() {
+            if let Err(err) = slot.conn.outlet.send(Kind::Control, payload, now) {
+                self.conn_failed(conn, ConnError::Io(err), now);
             }
         }
     }
@@ -521,6 +586,10 @@ impl Reactor {
             return;
         }
         peer.state = PeerState::Retired;
+        self.unpublish_route(to);
+        let Some(peer) = self.peers.get_mut(to as usize) else {
+            return;
+        };
         if peer.dial.is_some() && !peer.waiting.is_empty() {
             // The queued frames may tell it why; they go once the dial succeeds.
             return;
@@ -630,18 +699,14 @@ impl Reactor {
         }
     }
 
-    fn insert(
-        &mut self,
-        mut conn: Conn,
-        handshake: Option<Handshake>,
-        now: Instant,
-    ) -> Option<usize> {
+    fn insert(&mut self, conn: Conn, handshake: Option<Handshake>, now: Instant) -> Option<usize> {
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
+        let fd = conn.outlet.stream.as_raw_fd();
         let registered = self.poll.registry().register(
-            &mut conn.stream,
+            &mut SourceFd(&fd),
             Token(index + FIRST_CONN),
             Interest::READABLE | Interest::WRITABLE,
         );
@@ -662,10 +727,20 @@ impl Reactor {
     }
 
     fn drop_conn(&mut self, index: usize) {
-        if let Some(mut slot) = self.conns.get_mut(index).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut slot.conn.stream);
+        if let Some(slot) = self.conns.get_mut(index).and_then(Option::take) {
+            let fd = slot.conn.outlet.stream.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            // Senders may still hold the outlet for a moment: close the socket now.
+            let _ = slot.conn.outlet.stream.shutdown(std::net::Shutdown::Both);
             self.free.push(index);
             if let Some(rank) = slot.conn.rank {
+                let was_route = self
+                    .peers
+                    .get(rank as usize)
+                    .is_some_and(|p| p.send_via == Some(index));
+                if was_route {
+                    self.unpublish_route(rank);
+                }
                 if let Some(peer) = self.peers.get_mut(rank as usize) {
                     peer.conns.retain(|&c| c != index);
                     if peer.send_via == Some(index) {
@@ -692,7 +767,7 @@ impl Reactor {
             return;
         }
         slot.closing = Some(now + CLOSE_LINGER);
-        slot.conn.shut_when_flushed(now);
+        slot.conn.outlet.shut_when_flushed(now);
         self.next_timer = self.next_timer.min(now + CLOSE_LINGER);
     }
 
@@ -729,7 +804,7 @@ impl Reactor {
                     slot.peer_closed = true;
                     result = Ok(());
                 }
-                if slot.peer_closed && slot.conn.is_drained() {
+                if slot.peer_closed && slot.conn.outlet.is_drained() {
                     self.drop_conn(index);
                     return;
                 }
@@ -1163,7 +1238,7 @@ impl Reactor {
                 // interface that reached rank 0 is the one they can most likely use.
                 if let Some(via) = self.conns[index]
                     .as_ref()
-                    .and_then(|s| s.conn.stream.local_addr().ok())
+                    .and_then(|s| s.conn.outlet.stream.local_addr().ok())
                 {
                     listen.set_ip(via.ip());
                 }
@@ -1181,6 +1256,8 @@ impl Reactor {
         self.flush_waiting(rank, now);
         if self.peers[rank as usize].state == PeerState::Retired {
             self.close_conn_gently(index, now);
+        } else {
+            self.publish_route(rank);
         }
     }
 
@@ -1204,17 +1281,15 @@ impl Reactor {
         slot.in_use = true;
         let mut sent = Vec::new();
         for (kind, payload) in waiting {
-            slot.conn.send(kind, &payload);
             if kind == Kind::Data {
                 sent.push(payload.len());
             }
+            if let Err(err) = slot.conn.outlet.send(kind, &payload, now) {
+                return self.conn_failed(conn, ConnError::Io(err), now);
+            }
         }
-        let flushed = slot.conn.flush(now);
         for len in sent {
-            self.count_sent(rank, len);
-        }
-        if let Err(err) = flushed {
-            self.conn_failed(conn, err, now);
+            count_sent(&self.shared.stats, rank, len);
         }
     }
 
@@ -1324,7 +1399,7 @@ impl Reactor {
                 continue;
             };
             if let Some(until) = slot.closing {
-                if now >= until || (slot.peer_closed && slot.conn.is_drained()) {
+                if now >= until || (slot.peer_closed && slot.conn.outlet.is_drained()) {
                     self.drop_conn(index);
                 } else {
                     next = next.min(until);
@@ -1349,11 +1424,10 @@ impl Reactor {
                 continue;
             }
             if !heartbeat.is_zero() {
-                let due = slot.conn.last_sent + heartbeat;
+                let due = slot.conn.outlet.last_sent() + heartbeat;
                 if now >= due {
-                    slot.conn.send(Kind::Heartbeat, &[]);
-                    if let Err(err) = slot.conn.flush(now) {
-                        self.conn_failed(index, err, now);
+                    if let Err(err) = slot.conn.outlet.send(Kind::Heartbeat, &[], now) {
+                        self.conn_failed(index, ConnError::Io(err), now);
                         continue;
                     }
                     next = next.min(now + heartbeat);
@@ -1480,12 +1554,64 @@ impl Reactor {
         }
     }
 
-    fn count_sent(&self, rank: u32, len: usize) {
-        if let Ok(mut stats) = self.shared.stats.lock() {
-            let entry = stats_entry(&mut stats, rank);
-            entry.frames_sent += 1;
-            entry.bytes_sent += len as u64;
+    /// Runs `f` on the route to `to`.
+    fn with_route(&self, to: u32, f: impl FnOnce(&mut Route)) {
+        let routes = self.shared.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(route) = routes.get(to as usize) {
+            f(&mut route.lock().unwrap_or_else(|p| p.into_inner()));
         }
+    }
+
+    /// Lets senders write to `to` themselves once its connection is up and no
+    /// frame for it waits in the I/O thread.
+    fn publish_route(&self, to: u32) {
+        let Some(peer) = self.peers.get(to as usize) else {
+            return;
+        };
+        if !matches!(peer.state, PeerState::Live | PeerState::Reported { .. }) {
+            return;
+        }
+        let Some(outlet) = peer
+            .send_via
+            .filter(|&c| self.is_open(c))
+            .and_then(|c| self.conns[c].as_ref())
+            .map(|s| Arc::clone(&s.conn.outlet))
+        else {
+            return;
+        };
+        {
+            let routes = self.shared.routes.read().unwrap_or_else(|p| p.into_inner());
+            if to as usize >= routes.len() {
+                drop(routes);
+                let mut routes = self
+                    .shared
+                    .routes
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                while routes.len() <= to as usize {
+                    routes.push(Mutex::default());
+                }
+            }
+        }
+        self.with_route(to, |route| {
+            if route.in_flight == 0 && route.via.is_none() {
+                route.via = Some(outlet);
+            }
+        });
+    }
+
+    /// Senders go through the I/O thread again (the link is closing or gone).
+    fn unpublish_route(&self, to: u32) {
+        self.with_route(to, |route| route.via = None);
+    }
+}
+
+/// Counts a data frame sent to `rank`.
+fn count_sent(stats: &Mutex<Vec<PeerStats>>, rank: u32, len: usize) {
+    if let Ok(mut stats) = stats.lock() {
+        let entry = stats_entry(&mut stats, rank);
+        entry.frames_sent += 1;
+        entry.bytes_sent += len as u64;
     }
 }
 
