@@ -120,3 +120,46 @@ fn a_disagreement_fails_formation_naming_both_values() {
     );
     assert!(one.contains("node 0 uses fan-out 4, this node 8"), "{one}");
 }
+
+/// A peer that takes no frames cannot grow this rank's memory without bound:
+/// once more than `max_queued_bytes` wait for it, it is reported down.
+#[test]
+fn a_peer_that_reads_nothing_is_dropped_at_the_queue_bound() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let coordinator = listener.local_addr().expect("addr");
+    let secret = Secret::random();
+    let bounded = |config: &mut herald_tcp::MeshConfig| {
+        config.max_frame_bytes = 64 << 10;
+        config.max_queued_bytes = 1 << 20;
+    };
+    let mut one = config(1, 2, coordinator, &secret, "bound");
+    bounded(&mut one);
+    let raw = thread::spawn(move || Mesh::establish_raw(one).expect("raw rank 1"));
+    let mut zero = config(0, 2, coordinator, &secret, "bound");
+    bounded(&mut zero);
+    let (mesh, events) = Mesh::establish_with_listener(zero, listener).expect("rank 0");
+    // Rank 1 holds its link open and never reads from it.
+    let links = raw.join().expect("raw thread");
+    let frame = vec![7u8; 64 << 10];
+    let mut sent = 0usize;
+    let reason = loop {
+        match events.try_recv() {
+            Ok(MeshEvent::PeerDown { node: 1, reason }) => break reason,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+        assert!(sent < 1 << 30, "1 GiB sent to a peer that reads nothing");
+        mesh.send(1, frame.clone());
+        sent += frame.len();
+        if sent % (8 << 20) == 0 {
+            // Let the I/O thread catch up with the sends.
+            thread::yield_now();
+        }
+    };
+    assert!(
+        reason.contains("does not take frames fast enough") && reason.contains("max_queued_bytes"),
+        "{reason}"
+    );
+    drop(links);
+    mesh.shutdown();
+}
