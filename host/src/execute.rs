@@ -27,6 +27,9 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
         // Tasks launched to this node from now on are held until it is done.
         shared.global_invoked(invocation.key);
     }
+    // Counted as it starts: what it registers may be used (and the count read)
+    // before it returns.
+    Counters::add(&shared.counters.invocations, 1);
     let outcome = {
         let _frame = context::enter_invocation(InvocationFrame {
             runtime: shared.id,
@@ -43,7 +46,6 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
         .unwrap_or_else(|panic| Err(format!("the invocation panicked: {}", panic_text(&panic))))
         .and_then(|()| refusals(shared))
     };
-    Counters::add(&shared.counters.invocations, 1);
     if outcome.is_err() {
         Counters::add(&shared.counters.invocations_failed, 1);
     }

@@ -14,7 +14,7 @@ pub struct RuntimeStats {
     pub registrations_requested: u64,
     /// Of those, answered so far.
     pub registrations_completed: u64,
-    /// Invocations this node ran (each registration at most once).
+    /// Invocations this node started (each registration at most once).
     pub invocations: u64,
     /// Of those, failed.
     pub invocations_failed: u64,
