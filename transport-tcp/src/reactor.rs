@@ -394,6 +394,7 @@ impl Reactor {
                 break;
             }
         }
+        self.refusals.finish(Instant::now());
         tracing::debug!(rank = self.me.rank, "herald-tcp: I/O thread ends");
     }
 

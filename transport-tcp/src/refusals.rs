@@ -33,7 +33,7 @@ impl Refusals {
     }
 
     /// A connection from `from` was refused for `reason` (its kind first: the
-    /// summary counts by the text before the first colon).
+    /// summary counts by the text before the first colon or parenthesis).
     pub(crate) fn note(&mut self, from: SocketAddr, reason: &str, now: Instant) {
         if self.last_line.is_none() {
             tracing::warn!(
@@ -45,7 +45,8 @@ impl Refusals {
             self.last_line = Some(now);
             return;
         }
-        let kind = reason.split(':').next().unwrap_or(reason).to_owned();
+        let end = reason.find([':', '(', ';']).unwrap_or(reason.len());
+        let kind = reason[..end].trim_end().to_owned();
         *self.counts.entry(kind).or_default() += 1;
         self.last_from = Some(from);
     }
@@ -53,6 +54,13 @@ impl Refusals {
     /// When [`Refusals::tick`] has something to do.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.last_line.map(|at| at + SUMMARY_EVERY)
+    }
+
+    /// Logs what is counted and not yet summed up (at the end of the mesh).
+    pub(crate) fn finish(&mut self, now: Instant) {
+        if let Some(at) = self.last_line {
+            self.summarise(now, at);
+        }
     }
 
     /// Logs the summary if one is due; a spell with nothing to sum up ends.
@@ -63,6 +71,10 @@ impl Refusals {
         if now < at + SUMMARY_EVERY {
             return;
         }
+        self.summarise(now, at);
+    }
+
+    fn summarise(&mut self, now: Instant, at: Instant) {
         if self.counts.is_empty() {
             self.last_line = None;
             return;
@@ -77,8 +89,8 @@ impl Refusals {
             rank = self.rank,
             cluster = %self.cluster,
             last_from = ?self.last_from,
-            "herald-tcp: refused {total} more connections in the last {} s: {}",
-            now.duration_since(at).as_secs(),
+            "herald-tcp: refused {total} more connections in the last {:.1} s: {}",
+            now.duration_since(at).as_secs_f64(),
             kinds.join("; ")
         );
         self.counts.clear();
