@@ -886,6 +886,13 @@ impl Reactor {
                         now,
                     );
                 };
+                if peer.state == PeerState::Retired && !peer.waiting.is_empty() {
+                    // Frames wait for a rank we retired (the news that it was
+                    // declared down): its own connection brings them faster than
+                    // our dial, which may never get through. Closing it unread
+                    // would look like our loss to it.
+                    return self.deliver_then_close(rank, index, now);
+                }
                 if matches!(peer.state, PeerState::Down | PeerState::Retired) {
                     tracing::debug!(
                         rank,
@@ -916,6 +923,27 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// A retired rank dialled us while frames for it wait: they go on its
+    /// connection (instead of our dial), then the link closes.
+    fn deliver_then_close(&mut self, rank: u32, index: usize, now: Instant) {
+        let dialling = self.peers[rank as usize]
+            .dial
+            .take()
+            .and_then(|dial| dial.conn);
+        if let Some(dial) = dialling {
+            self.drop_conn(dial);
+        }
+        let peer = &mut self.peers[rank as usize];
+        peer.conns.push(index);
+        peer.send_via = Some(index);
+        if let Some(slot) = self.conns[index].as_mut() {
+            slot.conn.accept_hello(rank);
+            slot.in_use = true;
+        }
+        self.flush_waiting(rank, now);
+        self.close_conn_gently(index, now);
     }
 
     /// A peer that proved the secret presented a hello we cannot accept.
