@@ -3,6 +3,8 @@
 //! synchronises only on lines and exit statuses. Timeouts are failure guards.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -288,6 +290,11 @@ impl Job {
                 )
             })
             .collect()
+    }
+
+    /// Lines (so far) for which `wanted` holds.
+    pub fn count_lines(&self, wanted: impl Fn(&Line) -> bool) -> usize {
+        self.seen.iter().filter(|l| wanted(l)).count()
     }
 
     /// Lines of standard output containing `needle`.
