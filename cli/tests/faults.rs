@@ -282,8 +282,7 @@ fn read_until_closed(mut link: RawReceiver) -> Vec<Vec<u8>> {
 /// reach it).
 #[test]
 fn a_rank_cut_off_by_its_network_is_named_and_stops() {
-    let Some(net) = Netns::for_test("a_rank_cut_off_by_its_network_is_named_and_stops", 3)
-    else {
+    let Some(net) = Netns::for_test("a_rank_cut_off_by_its_network_is_named_and_stops", 3) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -377,7 +376,8 @@ fn netns_four_hosts_one_link_cut() {
     let Some(net) = Netns::for_test("netns_four_hosts_one_link_cut", 4) else {
         return;
     };
-    net.direct_link(1, 2).expect("a direct link between ranks 1 and 2");
+    net.direct_link(1, 2)
+        .expect("a direct link between ranks 1 and 2");
     let dir = tempfile::tempdir().expect("tempdir");
     let global = build_c(dir.path(), "global", "global", "");
     let go = dir.path().join("go");
@@ -413,7 +413,11 @@ fn netns_four_hosts_one_link_cut() {
     for rank in 0..4u32 {
         let status = statuses[rank as usize];
         if named.contains(&rank) {
-            assert_eq!(status.code(), Some(FENCED_EXIT), "rank {rank}\n{transcript}");
+            assert_eq!(
+                status.code(),
+                Some(FENCED_EXIT),
+                "rank {rank}\n{transcript}"
+            );
             assert!(
                 transcript.contains(&format!(
                     "[{rank} err] herald node: rank {rank} was declared down by node"
@@ -464,7 +468,10 @@ fn start_in_namespaces(
             ]));
             RankSetup {
                 args: all,
-                env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
             }
         },
     )

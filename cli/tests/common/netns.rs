@@ -125,7 +125,10 @@ impl Netns {
             &ns_b,
         ])?;
         for (ns, dev, me, peer) in [(&ns_a, &dev_a, a, b), (&ns_b, &dev_b, b, a)] {
-            let (me, peer) = (Netns::addr(me).to_string(), format!("{}/32", Netns::addr(peer)));
+            let (me, peer) = (
+                Netns::addr(me).to_string(),
+                format!("{}/32", Netns::addr(peer)),
+            );
             self.ip(&["-n", ns, "link", "set", dev, "up"])?;
             self.ip(&["-n", ns, "route", "add", &peer, "dev", dev, "src", &me])?;
             self.ip(&[
@@ -145,8 +148,15 @@ impl Netns {
     /// Cuts the link between ranks `a` and `b` made by [`Netns::direct_link`]:
     /// `ip link set ... down` on `a`'s end (which takes the pair down).
     pub fn cut_direct(&self, a: u32, b: u32) {
-        self.ip(&["-n", &self.rank_ns(a), "link", "set", &self.direct(a, b), "down"])
-            .expect("set the direct veth down");
+        self.ip(&[
+            "-n",
+            &self.rank_ns(a),
+            "link",
+            "set",
+            &self.direct(a, b),
+            "down",
+        ])
+        .expect("set the direct veth down");
     }
 
     fn hub(&self) -> String {
