@@ -11,6 +11,10 @@
  *                           (the scale benchmark samples the idle ranks meanwhile)
  *   HERALD_TEST_STALL_NODE  a rank whose callback prints "node K: in the callback"
  *   HERALD_TEST_STALL_FILE  and returns only once this file exists
+ *   HERALD_TEST_REPEAT      R: after the first, R more registrations one after
+ *                           another (new argument bytes each, so each is new; the
+ *                           callback is quiet for them); rank 0 prints
+ *                           "repeat: n=R median_us=M p90_us=P"
  *
  * Every rank's callback prints "node K: ran". Rank 0 prints the registration's
  * outcome ("registration: ok on N nodes" or "registration: rc=R ERROR") and
@@ -45,8 +49,14 @@ static void wait_for_file(const char *var, const char *announce) {
     while (stat(path, &st) != 0) usleep(5000);
 }
 
+static int compare_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
 int global_noop(const void *args, size_t len) {
-    (void)args; (void)len;
+    if (len > 0) return 0; /* a repeat: quiet */
+    (void)args;
     unsigned node = herald_node_id();
     const char *stall = getenv("HERALD_TEST_STALL_NODE");
     if (stall && *stall && (unsigned)atoi(stall) == node) {
@@ -75,6 +85,27 @@ int global_main(void) {
         printf("registration: rc=%d %s\n", rc, error);
     printf("timing: main_start_unix_us=%lld registration_us=%lld\n", start, took);
     fflush(stdout);
+    const char *repeat = getenv("HERALD_TEST_REPEAT");
+    int repeats = repeat ? atoi(repeat) : 0;
+    if (rc == HERALD_OK && repeats > 0) {
+        long long *samples = calloc((size_t)repeats, sizeof *samples);
+        if (!samples) return 1;
+        for (int i = 0; i < repeats && rc == HERALD_OK; i++) {
+            long long at = now_us(CLOCK_MONOTONIC);
+            herald_handle r = herald_register_global(global_noop, &i, sizeof i, NULL);
+            rc = r ? herald_wait(r, error, sizeof error) : HERALD_ERR_INVALID;
+            if (r) herald_release(r);
+            samples[i] = now_us(CLOCK_MONOTONIC) - at;
+        }
+        qsort(samples, (size_t)repeats, sizeof *samples, compare_ll);
+        if (rc == HERALD_OK)
+            printf("repeat: n=%d median_us=%lld p90_us=%lld\n", repeats, samples[repeats / 2],
+                   samples[repeats * 9 / 10]);
+        else
+            printf("repeat: rc=%d %s\n", rc, error);
+        fflush(stdout);
+        free(samples);
+    }
     wait_for_file("HERALD_TEST_HOLD", "hold: waiting");
     if (rc == HERALD_OK) return 0;
     return rc == HERALD_ERR_FAILED ? 3 : 1;
