@@ -127,6 +127,13 @@ fn junk_connections() {
     let statuses = job.wait();
     let transcript = job.transcript();
     println!("{}", junk.summary());
+    let log: Vec<String> = job
+        .transcript()
+        .lines()
+        .filter(|l| l.contains(" err] "))
+        .map(str::to_owned)
+        .collect();
+    println!("the ranks' log ({} lines):\n{}", log.len(), log.join("\n"));
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
     assert_eq!(
         job.count_lines(|l| l.rank == 0 && l.text == format!("registration: ok on {NODES} nodes")),
