@@ -70,8 +70,25 @@ fn main() {
         "MPI b+r med ms",
         "herald/MPI"
     );
+    // Resident memory per rank measured at the last size, to skip a size whose
+    // ranks would not fit in memory (512 asked for on a small machine).
+    let mut rss_per_rank_kib = 0.0;
     for nodes in sizes {
-        let herald = run_herald(nodes, dir.path(), &global);
+        let needed_kib = rss_per_rank_kib * f64::from(nodes) * 1.5;
+        let available_kib = mem_available_kib();
+        let herald = if needed_kib > available_kib as f64 {
+            Err(format!(
+                "skipped: {nodes} ranks need about {:.0} MiB (1.5x the last size's RSS per \
+                 rank), MemAvailable is {} MiB",
+                needed_kib / 1024.0,
+                available_kib / 1024
+            ))
+        } else {
+            run_herald(nodes, dir.path(), &global)
+        };
+        if let Ok(m) = &herald {
+            rss_per_rank_kib = m.rss_kib.mean;
+        }
         let startup = reference
             .as_ref()
             .map_err(Clone::clone)
@@ -390,6 +407,19 @@ fn stop(run: &mut Child) {
     }
     let _ = run.kill();
     let _ = run.wait();
+}
+
+/// `MemAvailable` from /proc/meminfo, in KiB (unbounded if unreadable: no size is skipped).
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 fn unix_us() -> u64 {

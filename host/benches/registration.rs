@@ -27,6 +27,8 @@ const NOOP: &str =
 const PINGS: usize = 200;
 /// The MPI reference's message size, as in the issue: 64 bytes.
 const MPI_BYTES: usize = 64;
+/// The issue's target: herald's median within this factor of MPI's.
+const TARGET_RATIO: f64 = 3.0;
 
 fn main() {
     if let Some(rank) = common::child_rank() {
@@ -55,7 +57,7 @@ fn main() {
         herald_core::DEFAULT_FANOUT
     );
     println!(
-        "{:>4} | {:>5} | {:>10} | {:>11} | {:>11} | {:>11} | {:>11} | {:>12} | {:>16}",
+        "{:>4} | {:>5} | {:>10} | {:>11} | {:>11} | {:>11} | {:>11} | {:>13} | {:>16}",
         "N",
         "depth",
         "TCP RTT us",
@@ -81,15 +83,15 @@ fn main() {
             .map_err(Clone::clone)
             .and_then(|mpi| mpi.bcast_reduce(nodes, MPI_BYTES, count.max(100), 100));
         let (mpi_median, mpi_p90, ratio) = match &reference {
-            Ok(l) => (
-                format!("{:.1}", l.median_us),
-                format!("{:.1}", l.p90_us),
-                format!("{:.2}x", herald.median_us / l.median_us),
-            ),
+            Ok(l) => (format!("{:.1}", l.median_us), format!("{:.1}", l.p90_us), {
+                let ratio = herald.median_us / l.median_us;
+                let mark = if ratio <= TARGET_RATIO { "ok" } else { "over" };
+                format!("{ratio:.2}x {mark}")
+            }),
             Err(_) => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:>4} | {:>5} | {:>10.1} | {:>11.1} | {:>11.1} | {:>11} | {:>11} | {:>12} | {:>16.2}",
+            "{:>4} | {:>5} | {:>10.1} | {:>11.1} | {:>11.1} | {:>11} | {:>11} | {:>13} | {:>16.2}",
             nodes,
             tree_depth(nodes),
             herald.rtt_us,
