@@ -169,7 +169,7 @@ impl MpiReference {
             Some(status) if status.success() => Ok(out),
             Some(status) => Err(format!(
                 "mpirun -np {nodes} failed ({status}): {}",
-                last_lines(&err, 3)
+                first_lines(&err, 4)
             )),
             None => Err(format!(
                 "mpirun -np {nodes} took longer than {MPIRUN_GUARD:?} and was killed"
@@ -194,6 +194,17 @@ fn parse_result(out: &str) -> Result<Latency, String> {
         median_us: field("median_us=")?,
         p90_us: field("p90_us=")?,
     })
+}
+
+/// The first `n` lines of Open MPI's error text that say something (its banners
+/// are framed by dashes and end with advice on silencing them).
+fn first_lines(text: &str, n: usize) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("---") && !l.contains("-quiet"))
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn last_lines(text: &str, n: usize) -> String {
