@@ -11,13 +11,13 @@ use std::ffi::OsString;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::netns::Netns;
 use common::{Job, RankSetup, args, build_c};
-use herald_core::{Message, NodeId, decode_frame};
+use herald_core::{Message, NodeId, Registration, decode_frame};
 use herald_host::HostConfig;
 use herald_tcp::{Mesh, MeshConfig, RawLink, RawReceiver, Secret};
 
@@ -273,109 +273,6 @@ fn read_until_closed(mut link: RawReceiver) -> Vec<Vec<u8>> {
     }
 }
 
-/// Network namespaces for one test: a hub with a bridge, and one namespace per
-/// rank joined to it by a veth pair, each rank at 10.201.0.(rank+1). Removed on drop.
-struct Netns {
-    tag: String,
-    ranks: u32,
-}
-
-impl Netns {
-    /// Builds the namespaces, or says why this machine cannot.
-    fn create(ranks: u32) -> Result<Netns, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root (network namespaces need it)".into());
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Err("`ip` (iproute2) is not installed; scripts/test.sh installs it".into());
-        }
-        let net = Netns {
-            tag: format!("h{}", std::process::id() % 100_000),
-            ranks,
-        };
-        let hub = net.hub();
-        // Left over by a killed run with the same pid, if any.
-        for rank in 0..ranks {
-            let _ = net.ip(&["netns", "del", &net.rank_ns(rank)]);
-        }
-        let _ = net.ip(&["netns", "del", &hub]);
-        net.ip(&["netns", "add", &hub])?;
-        net.ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        net.ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        for rank in 0..ranks {
-            let ns = net.rank_ns(rank);
-            let (inner, outer) = (format!("{}r{rank}", net.tag), net.outer(rank));
-            net.ip(&["netns", "add", &ns])?;
-            net.ip(&[
-                "-n", &hub, "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns",
-                &ns,
-            ])?;
-            net.ip(&["-n", &hub, "link", "set", &outer, "master", "br0"])?;
-            net.ip(&["-n", &hub, "link", "set", &outer, "up"])?;
-            net.ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", Netns::addr(rank)),
-                "dev",
-                &inner,
-            ])?;
-            net.ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            net.ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn hub(&self) -> String {
-        format!("{}-hub", self.tag)
-    }
-
-    fn rank_ns(&self, rank: u32) -> String {
-        format!("{}-r{rank}", self.tag)
-    }
-
-    /// The hub's end of a rank's veth pair.
-    fn outer(&self, rank: u32) -> String {
-        format!("{}b{rank}", self.tag)
-    }
-
-    fn addr(rank: u32) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(10, 201, 0, rank as u8 + 1)
-    }
-
-    /// Cuts a rank off: its veth end on the bridge goes down.
-    fn cut(&self, rank: u32) {
-        self.ip(&["-n", &self.hub(), "link", "set", &self.outer(rank), "down"])
-            .expect("set the veth down");
-    }
-
-    fn ip(&self, arguments: &[&str]) -> Result<(), String> {
-        let output = Command::new("ip")
-            .args(arguments)
-            .output()
-            .map_err(|e| format!("ip: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "ip {}: {}",
-                arguments.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for rank in 0..self.ranks {
-            let _ = self.ip(&["netns", "del", &self.rank_ns(rank)]);
-        }
-        let _ = self.ip(&["netns", "del", &self.hub()]);
-    }
-}
-
 /// A real link failure: three ranks, each in a network namespace of its own on
 /// one bridge; rank 2's veth goes down while it runs a registration. Ranks 0 and
 /// 1 hear nothing from it for the peer timeout, declare it down, name it
@@ -385,16 +282,8 @@ impl Drop for Netns {
 /// reach it).
 #[test]
 fn a_rank_cut_off_by_its_network_is_named_and_stops() {
-    let net = match Netns::create(3) {
-        Ok(net) => net,
-        // scripts/test.sh (CI, as root, with iproute2) sets HERALD_REQUIRE_NETNS.
-        Err(reason) if std::env::var_os("HERALD_REQUIRE_NETNS").is_some() => {
-            panic!("HERALD_REQUIRE_NETNS is set but network namespaces are unusable: {reason}")
-        }
-        Err(reason) => {
-            println!("SKIPPED a_rank_cut_off_by_its_network_is_named_and_stops: {reason}");
-            return;
-        }
+    let Some(net) = Netns::for_test("a_rank_cut_off_by_its_network_is_named_and_stops", 3) else {
+        return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = build_c(dir.path(), "faults", "faults", "");
@@ -403,7 +292,7 @@ fn a_rank_cut_off_by_its_network_is_named_and_stops() {
         3,
         coordinator,
         &Secret::random().to_hex(),
-        |rank| args([&"ip", &"netns", &"exec", &net.rank_ns(rank)]),
+        |rank| net.wrap(rank),
         |rank| {
             let mut all = main_args(dir.path(), &faults, "main_stall");
             all.extend(args([
@@ -449,4 +338,167 @@ fn a_normal_end_declares_nobody_down() {
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
     assert!(!transcript.contains("in the job's view"), "{transcript}");
     assert!(!transcript.contains("lost"), "{transcript}");
+}
+
+/// Several hosts on one machine: 4 ranks, each in a network namespace of its own
+/// on one bridge, each listening on its own address (`--bind`) with rank 0's as
+/// the coordinator. The job forms over those addresses, the registration runs on
+/// every rank, and the job ends cleanly.
+#[test]
+fn netns_four_hosts() {
+    let Some(net) = Netns::for_test("netns_four_hosts", 4) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, &[]);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    assert_eq!(job.count("registration: ok on 4 nodes"), 1, "{transcript}");
+    for rank in 0..4 {
+        assert_eq!(ran(&job, rank), 1, "{transcript}");
+    }
+    drop(job);
+    drop(net);
+}
+
+/// The same 4 hosts, where ranks 1 and 2 reach each other over a link of their
+/// own, which goes down (`ip link set ... down`) in the middle of a registration
+/// that rank 1 coordinates, while rank 2 is still in its callback: rank 2's
+/// acknowledgement cannot reach rank 1, and each of the two declares the other
+/// down. The agreed-view rule (README, Limitations): one or both of them are
+/// fenced; the result names only them (at least one), everyone it does not name
+/// ran the registration, every named rank learns it was declared down and stops,
+/// and nothing hangs.
+#[test]
+#[ignore = "fails about 1 run in 6 on the event-driven transport: a third rank is fenced. \
+            Rank 3 applies Down{2 by 1}, sends it on to 2 and closes its link to 2; rank 2 \
+            sees that close without the news, declares 3 down, and rank 0 (which applied \
+            Down{1 by 2} first) names 1 and 3. Run: cargo test -p herald --test faults -- \
+            --ignored netns_four_hosts_one_link_cut"]
+fn netns_four_hosts_one_link_cut() {
+    let Some(net) = Netns::for_test("netns_four_hosts_one_link_cut", 4) else {
+        return;
+    };
+    net.direct_link(1, 2)
+        .expect("a direct link between ranks 1 and 2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let go = dir.path().join("go");
+    let env = [
+        ("HERALD_TEST_TAG", tag_coordinated_by(1, 4)),
+        ("HERALD_TEST_STALL_NODE", "2".to_owned()),
+        ("HERALD_TEST_STALL_FILE", go.display().to_string()),
+    ];
+    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, &env);
+    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
+    net.cut_direct(1, 2);
+    std::fs::write(&go, b"").expect("open the gate");
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    let outcome = job
+        .expect_line(|l| l.rank == 0 && l.text.starts_with("registration: "))
+        .text;
+    let named: Vec<u32> = outcome
+        .split_once("unreachable nodes: ")
+        .map(|(_, list)| {
+            list.split(", ")
+                .map(|n| n.trim().parse().expect("a node number"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !named.is_empty() && named.iter().all(|n| [1, 2].contains(n)),
+        "the result must name rank 1, rank 2 or both: {outcome}\n{transcript}"
+    );
+    // main returns 3 for a registration that failed naming nodes.
+    assert_eq!(statuses[0].code(), Some(3), "{transcript}");
+    assert!(statuses[3].success(), "{transcript}");
+    for rank in 0..4u32 {
+        let status = statuses[rank as usize];
+        if named.contains(&rank) {
+            assert_eq!(
+                status.code(),
+                Some(FENCED_EXIT),
+                "rank {rank}\n{transcript}"
+            );
+            assert!(
+                transcript.contains(&format!(
+                    "[{rank} err] herald node: rank {rank} was declared down by node"
+                )),
+                "rank {rank}\n{transcript}"
+            );
+        } else {
+            assert_eq!(
+                ran(&job, rank),
+                1,
+                "rank {rank} is not named, so it ran the registration\n{transcript}"
+            );
+            // Fenced without being named (both ends were declared down, and the
+            // result was complete before the second news) or not fenced at all.
+            assert!(
+                status.success() || status.code() == Some(FENCED_EXIT) || rank == 0,
+                "rank {rank}\n{transcript}"
+            );
+        }
+    }
+    drop(job);
+    drop(net);
+}
+
+/// Starts `nodes` ranks of `global_main` (cli/tests/c/global.c), one per
+/// namespace of `net`, each bound to its own address, rank 0's as the
+/// coordinator, with the short liveness timing and `env`.
+fn start_in_namespaces(
+    net: &Netns,
+    nodes: u32,
+    dir: &Path,
+    global: &Path,
+    env: &[(&str, String)],
+) -> Job {
+    let coordinator = SocketAddr::from((Netns::addr(0), 7700));
+    Job::start_with(
+        nodes,
+        coordinator,
+        &Secret::random().to_hex(),
+        |rank| net.wrap(rank),
+        |rank| {
+            let mut all = main_args(dir, global, "global_main");
+            all.extend(args([
+                &"--bind",
+                &Netns::addr(rank).to_string(),
+                &"--coordinator",
+                &coordinator.to_string(),
+            ]));
+            RankSetup {
+                args: all,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            }
+        },
+    )
+}
+
+/// How many times rank `rank`'s callback of `global_main` said it ran.
+fn ran(job: &Job, rank: u32) -> usize {
+    let line = format!("node {rank}: ran");
+    job.count_lines(|l| l.rank == rank && !l.stderr && l.text == line)
+}
+
+/// A dedup tag whose key's home (its coordinator while every node is up) is
+/// `node` in a job of `nodes`.
+fn tag_coordinated_by(node: u32, nodes: u32) -> String {
+    (0..)
+        .map(|i| format!("cut-{i}"))
+        .find(|tag| {
+            Registration::new(Vec::new(), Vec::new())
+                .with_tag(tag.clone())
+                .key()
+                .home(nodes)
+                == NodeId(node)
+        })
+        .expect("some tag has that home")
 }

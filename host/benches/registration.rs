@@ -1,12 +1,18 @@
-//! Global registration latency on loopback, next to the bare TCP round trip.
+//! Global registration latency on loopback, next to the bare TCP round trip and to
+//! Open MPI's 64-byte `MPI_Bcast` + `MPI_Reduce` over TCP, all measured in one run.
 //!
-//! `CARGO_TARGET_DIR=/work/target-host cargo bench -p herald-host --bench registration`
-//! (optionally followed by `-- SIZES...`; `BENCH_COUNT` sets the count). For each job size N it starts N
-//! processes of this executable; rank 0 first measures the TCP round trip to every
-//! peer with raw frames on a mesh of their own (so no frame of the runtime, which
-//! starts on a second mesh afterwards, can be taken for a ping), then issues COUNT (default 200) global registrations of
-//! a C callback one after another (each with new argument bytes, so each is a new
-//! registration) and reports the median time until each completed on every node.
+//! `cargo bench -p herald-host --bench registration` (optionally followed by
+//! `-- SIZES...`, default 2 4 8 16; `BENCH_COUNT` sets the count). For each job size
+//! N it starts N processes of this executable; rank 0 first measures the TCP round
+//! trip to every peer with raw frames on a mesh of their own (so no frame of the
+//! runtime, which starts on a second mesh afterwards, can be taken for a ping),
+//! then issues COUNT (default 200) global registrations of a no-op C callback one
+//! after another (each with new argument bytes, so each is a new registration) and
+//! reports the median and p90 time until each completed on every node. Then the
+//! Open MPI reference (host/benches/common/mpi_reference.c, built with `mpicc`)
+//! runs COUNT bcast+reduce rounds of 64 bytes at the same N (after warm-up), and
+//! the table gives herald / MPI (the issue's target: within 3x). Without
+//! `mpicc`/`mpirun` the reference is skipped, saying why.
 
 mod common;
 
@@ -19,6 +25,10 @@ use herald_tcp::MeshEvent;
 const NOOP: &str =
     "int bench_noop(const void *a, unsigned long n) { (void)a; (void)n; return 0; }\n";
 const PINGS: usize = 200;
+/// The MPI reference's message size, as in the issue: 64 bytes.
+const MPI_BYTES: usize = 64;
+/// The issue's target: herald's median within this factor of MPI's.
+const TARGET_RATIO: f64 = 3.0;
 
 fn main() {
     if let Some(rank) = common::child_rank() {
@@ -37,13 +47,26 @@ fn main() {
         .unwrap_or(200);
     let dir = tempfile::tempdir().expect("tempdir");
     let library = common::compile(dir.path(), "noop", NOOP);
+    let mpi = common::mpi::MpiReference::build(dir.path());
+    if let Err(reason) = &mpi {
+        println!("Open MPI reference skipped: {reason}");
+    }
     println!(
-        "global registration latency, loopback, fanout {}",
+        "global registration latency, loopback, fanout {}; Open MPI {MPI_BYTES}-byte \
+         MPI_Bcast+MPI_Reduce over TCP (btl tcp,self) in the same run",
         herald_core::DEFAULT_FANOUT
     );
     println!(
-        "{:>4} | {:>5} | {:>13} | {:>13} | {:>13} | {:>11} | {:>16}",
-        "N", "depth", "TCP RTT us", "median reg us", "p90 reg us", "reg / RTT", "reg / (RTT*hops)"
+        "{:>4} | {:>5} | {:>10} | {:>11} | {:>11} | {:>11} | {:>11} | {:>13} | {:>16}",
+        "N",
+        "depth",
+        "TCP RTT us",
+        "herald med",
+        "herald p90",
+        "MPI med us",
+        "MPI p90 us",
+        "herald / MPI",
+        "reg / (RTT*hops)"
     );
     for nodes in sizes {
         let env = [
@@ -54,13 +77,67 @@ fn main() {
         let Some(result) = lines.iter().find_map(|l| l.strip_prefix("0: result ")) else {
             panic!("no result from rank 0:\n{}", lines.join("\n"));
         };
-        println!("{result}");
+        let herald = HeraldResult::parse(result);
+        let reference = mpi
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|mpi| mpi.bcast_reduce(nodes, MPI_BYTES, count.max(100), 100));
+        let (mpi_median, mpi_p90, ratio) = match &reference {
+            Ok(l) => (format!("{:.1}", l.median_us), format!("{:.1}", l.p90_us), {
+                let ratio = herald.median_us / l.median_us;
+                let mark = if ratio <= TARGET_RATIO { "ok" } else { "over" };
+                format!("{ratio:.2}x {mark}")
+            }),
+            Err(_) => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:>4} | {:>5} | {:>10.1} | {:>11.1} | {:>11.1} | {:>11} | {:>11} | {:>13} | {:>16.2}",
+            nodes,
+            tree_depth(nodes),
+            herald.rtt_us,
+            herald.median_us,
+            herald.p90_us,
+            mpi_median,
+            mpi_p90,
+            ratio,
+            herald.median_us / (herald.rtt_us * herald.hops)
+        );
+        if let (Err(reason), Ok(_)) = (&reference, &mpi) {
+            println!("     Open MPI reference at N={nodes} failed: {reason}");
+        }
     }
     println!(
-        "hops = tree depth + 1 averaged over coordinators: a registration goes to its key's \
-         coordinator (1 hop if that is not the requester), down and up the tree (depth round \
-         trips), and back."
+        "herald med/p90: microseconds until a registration completed on every node; MPI: one \
+         bcast+reduce round timed on rank 0; target herald / MPI <= 3x. hops = tree depth + 1 \
+         averaged over coordinators: a registration goes to its key's coordinator (1 hop if \
+         that is not the requester), down and up the tree (depth round trips), and back."
     );
+}
+
+/// Rank 0's figures, as its `result` line carries them.
+struct HeraldResult {
+    rtt_us: f64,
+    median_us: f64,
+    p90_us: f64,
+    hops: f64,
+}
+
+impl HeraldResult {
+    fn parse(line: &str) -> HeraldResult {
+        let fields: Vec<f64> = line
+            .split_whitespace()
+            .map(|f| f.parse().expect("a number in rank 0's result"))
+            .collect();
+        let [rtt_us, median_us, p90_us, hops] = fields[..] else {
+            panic!("malformed result from rank 0: {line}");
+        };
+        HeraldResult {
+            rtt_us,
+            median_us,
+            p90_us,
+            hops,
+        }
+    }
 }
 
 fn child(rank: u32) {
@@ -140,16 +217,7 @@ fn child(rank: u32) {
     let median = common::median_us(&mut latencies);
     sorted.sort();
     let p90 = sorted[sorted.len() * 9 / 10].as_secs_f64() * 1e6;
-    println!(
-        "result {:>4} | {:>5} | {:>13.1} | {:>13.1} | {:>13.1} | {:>11.2} | {:>16.2}",
-        size,
-        tree_depth(size),
-        rtt_us,
-        median,
-        p90,
-        median / rtt_us,
-        median / (rtt_us * hops)
-    );
+    println!("result {rtt_us} {median} {p90} {hops}");
     runtime.end_job().expect("end");
     runtime.shutdown();
     drop(raw);

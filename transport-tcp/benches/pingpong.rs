@@ -1,8 +1,14 @@
-//! Loopback ping-pong of a 64-byte frame: two Meshes against raw std TcpStreams,
-//! measured in the same run so the ratio is meaningful on any machine.
+//! Loopback ping-pong of a 64-byte frame: two Meshes against raw std TcpStreams and
+//! against Open MPI's `MPI_Send`/`MPI_Recv` between two processes over TCP
+//! (host/benches/common/mpi_reference.c, built with `mpicc`), all measured in the
+//! same run so the ratios are meaningful on any machine.
 //!
 //! Run: `cargo bench -p herald-tcp --bench pingpong` (set HERALD_BENCH_ROUNDS to
-//! change the number of measured round trips; default 20000).
+//! change the number of measured round trips; default 20000). Without
+//! `mpicc`/`mpirun` the MPI reference is skipped, saying why.
+
+#[path = "../../host/benches/common/mpi.rs"]
+mod mpi;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +35,30 @@ fn main() {
         median(&mesh).as_secs_f64() / median(&raw).as_secs_f64(),
         mean(&mesh).as_secs_f64() / mean(&raw).as_secs_f64()
     );
+    match mpi_rtt(rounds) {
+        Ok(mpi) => {
+            println!(
+                "{:>16}: median {:>7.1} us  p90 {:>7.1} us  (two processes, btl tcp,self)",
+                "Open MPI", mpi.median_us, mpi.p90_us
+            );
+            println!(
+                "ratio (Mesh / MPI): median {:.2}x; (raw / MPI): median {:.2}x",
+                us(median(&mesh)) / mpi.median_us,
+                us(median(&raw)) / mpi.median_us
+            );
+        }
+        Err(reason) => println!("Open MPI reference skipped: {reason}"),
+    }
+}
+
+/// Open MPI's round trip of the same message size between two processes.
+fn mpi_rtt(rounds: usize) -> Result<mpi::Latency, String> {
+    let dir = std::env::temp_dir().join(format!("herald-pingpong-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let result = mpi::MpiReference::build(&dir)
+        .and_then(|reference| reference.pingpong(FRAME_BYTES, rounds, WARMUP));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Round trips through two meshes: each hop crosses a writer thread, the socket,

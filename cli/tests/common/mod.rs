@@ -3,8 +3,10 @@
 //! synchronises only on lines and exit statuses. Timeouts are failure guards.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -57,6 +59,82 @@ pub fn build_c(dir: &Path, name: &str, output: &str, extra: &str) -> PathBuf {
         .expect("run cc");
     assert!(status.success(), "cc failed for {name}");
     library
+}
+
+/// What a `herald run` printed, and how it ended.
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `herald run -n nodes -- herald node ARGS...` with extra environment `env`
+/// until it ends. Past `guard` it is sent SIGTERM (which `herald run` passes on to
+/// every rank), then SIGKILL 10 s later, and the test fails with its output.
+pub fn herald_run(
+    nodes: u32,
+    node_args: &[OsString],
+    env: &[(&str, String)],
+    guard: Duration,
+) -> RunOutput {
+    let mut command = Command::new(herald());
+    command
+        .args(["run", "-n", &nodes.to_string(), "--"])
+        .arg(herald())
+        .arg("node")
+        .args(node_args)
+        .env_remove("HERALD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn herald run");
+    let read_all = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + guard;
+    let mut signalled = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        let now = Instant::now();
+        match signalled {
+            None if now >= deadline => {
+                // SAFETY: kill(2) on our own child, not reaped yet.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                signalled = Some(now);
+            }
+            Some(at) if now >= at + Duration::from_secs(10) => {
+                let _ = child.kill();
+            }
+            _ => {}
+        }
+        // Polls for the exit: the guard is a failure bound, not synchronisation.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = RunOutput {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    assert!(
+        signalled.is_none(),
+        "herald run -n {nodes} did not end within {guard:?}\n{}\n{}",
+        output.stdout,
+        output.stderr
+    );
+    output
 }
 
 /// `--flag value` pairs as OsStrings.
@@ -288,6 +366,11 @@ impl Job {
                 )
             })
             .collect()
+    }
+
+    /// Lines (so far) for which `wanted` holds.
+    pub fn count_lines(&self, wanted: impl Fn(&Line) -> bool) -> usize {
+        self.seen.iter().filter(|l| wanted(l)).count()
     }
 
     /// Lines of standard output containing `needle`.

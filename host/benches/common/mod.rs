@@ -2,6 +2,8 @@
 //! compiling a C library, reading the resident set size.
 #![allow(dead_code)]
 
+pub mod mpi;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
