@@ -24,7 +24,9 @@ pub enum MpiError {
         provided: &'static str,
     },
     /// A rank uses a setting that must be the same on every rank.
-    #[error("node {node} uses {name} {theirs}, this node {ours}: start every rank with the same {hint}")]
+    #[error(
+        "node {node} uses {name} {theirs}, this node {ours}: start every rank with the same {hint}"
+    )]
     Disagree {
         /// The first rank that disagrees with this one.
         node: u32,

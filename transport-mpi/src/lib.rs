@@ -45,7 +45,10 @@ mod transport;
 pub use config::{MpiConfig, PollConfig, SPIN_ENV};
 #[cfg(feature = "mpi")]
 pub use error::MpiError;
+/// rsmpi, the MPI bindings herald uses, for programs that want the same ones.
+#[cfg(feature = "mpi")]
+pub use mpi;
 #[cfg(feature = "mpi")]
 pub use mpi::ffi::MPI_Comm;
 #[cfg(feature = "mpi")]
-pub use transport::MpiTransport;
+pub use transport::{MpiOpener, MpiTransport};

@@ -21,6 +21,8 @@ pub(crate) enum Command {
     Send { to: u32, frame: Vec<u8> },
     /// Close the link to a node for good (after what was queued for it).
     Close { to: u32 },
+    /// Start delivering received frames (until then they wait in MPI).
+    Open,
     /// Send what is queued, say goodbye to every peer, leave MPI.
     Shutdown,
 }
@@ -87,6 +89,8 @@ struct Progress {
     closed: Vec<bool>,
     /// Peers that closed their side or failed: nothing more comes from them.
     gone: Vec<bool>,
+    /// Whether received frames are delivered yet (see `Command::Open`).
+    open: bool,
     backoff: Backoff,
 }
 
@@ -104,6 +108,7 @@ impl Progress {
             buffers: Vec::new(),
             closed: gone.clone(),
             gone,
+            open: false,
             backoff: Backoff::new(config.poll),
         }
     }
@@ -122,7 +127,9 @@ impl Progress {
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            active |= self.receive_some();
+            if self.open {
+                active |= self.receive_some();
+            }
             active |= self.complete_sends();
             if active {
                 self.backoff.active();
@@ -177,6 +184,7 @@ impl Progress {
                 }
             }
             Command::Close { to } => self.close(to),
+            Command::Open => self.open = true,
             Command::Shutdown => {}
         }
     }
@@ -190,7 +198,11 @@ impl Progress {
 
     fn start_send(&mut self, to: u32, tag: c_int, frame: Vec<u8>) {
         if frame.len() > i32::MAX as usize {
-            tracing::error!(to, len = frame.len(), "herald-mpi: frame too long for MPI, dropped");
+            tracing::error!(
+                to,
+                len = frame.len(),
+                "herald-mpi: frame too long for MPI, dropped"
+            );
             return;
         }
         match raw::start_send(self.comm, to, tag, &frame) {
@@ -240,7 +252,10 @@ impl Progress {
             let bytes = match raw::receive(self.comm, &probed) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    self.lost(from, format!("receiving from node {from} over MPI: {error}"));
+                    self.lost(
+                        from,
+                        format!("receiving from node {from} over MPI: {error}"),
+                    );
                     continue;
                 }
             };

@@ -35,7 +35,9 @@ pub(crate) fn world() -> Comm {
 pub(crate) fn dup(base: Comm) -> Result<Comm, String> {
     let mut new = base.0;
     // SAFETY: `base` is a communicator the caller vouched for; `new` is written.
-    check("MPI_Comm_dup", unsafe { ffi::MPI_Comm_dup(base.0, &mut new) })?;
+    check("MPI_Comm_dup", unsafe {
+        ffi::MPI_Comm_dup(base.0, &mut new)
+    })?;
     let errors_return = {
         // SAFETY: reading an initialised constant of the MPI library.
         unsafe { ffi::RSMPI_ERRORS_RETURN }
@@ -61,9 +63,13 @@ pub(crate) fn free(comm: Comm) {
 pub(crate) fn rank_and_size(comm: Comm) -> Result<(u32, u32), String> {
     let (mut rank, mut size) = (0, 0);
     // SAFETY: valid communicator; the outputs are written.
-    check("MPI_Comm_rank", unsafe { ffi::MPI_Comm_rank(comm.0, &mut rank) })?;
+    check("MPI_Comm_rank", unsafe {
+        ffi::MPI_Comm_rank(comm.0, &mut rank)
+    })?;
     // SAFETY: as above.
-    check("MPI_Comm_size", unsafe { ffi::MPI_Comm_size(comm.0, &mut size) })?;
+    check("MPI_Comm_size", unsafe {
+        ffi::MPI_Comm_size(comm.0, &mut size)
+    })?;
     Ok((rank as u32, size as u32))
 }
 
@@ -101,11 +107,11 @@ pub(crate) fn probe(comm: Comm) -> Result<Option<Probed>, String> {
         return Ok(None);
     }
     // SAFETY: MPI_Iprobe filled the status since it found a message.
-    let mut status = unsafe { status.assume_init() };
+    let status = unsafe { status.assume_init() };
     let mut count = 0;
     // SAFETY: a status from MPI_Iprobe; `count` is written.
     check("MPI_Get_count", unsafe {
-        ffi::MPI_Get_count(&mut status, ffi::RSMPI_UINT8_T, &mut count)
+        ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count)
     })?;
     Ok(Some(Probed {
         source: status.MPI_SOURCE as u32,

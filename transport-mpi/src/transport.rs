@@ -16,6 +16,7 @@ use crate::progress::{self, Command};
 /// [`close_peer`](Self::close_peer) only queue work for it and never block.
 ///
 /// Received frames come out of the receiver [`start`](Self::start) returns as
+/// soon as [`MpiOpener::open`] is called (until then they wait in MPI), as
 /// [`MeshEvent::Frame`]; a peer that closed its side (its runtime shut down, or
 /// it declared this rank down) or whose link failed as [`MeshEvent::PeerDown`],
 /// once, with no frame from it after that.
@@ -59,6 +60,14 @@ impl MpiTransport {
                 let _ = thread.join();
                 Err(MpiError::Thread("it ended before joining MPI".into()))
             }
+        }
+    }
+
+    /// What starts the delivery of received frames: call it once whatever
+    /// handles them (e.g. the runtime with its executors) is in place.
+    pub fn opener(&self) -> MpiOpener {
+        MpiOpener {
+            commands: self.commands.clone(),
         }
     }
 
@@ -114,5 +123,17 @@ impl MpiTransport {
 impl Drop for MpiTransport {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Starts the delivery of received frames (see [`MpiTransport::opener`]).
+pub struct MpiOpener {
+    commands: Sender<Command>,
+}
+
+impl MpiOpener {
+    /// Delivers received frames from now on.
+    pub fn open(self) {
+        let _ = self.commands.send(Command::Open);
     }
 }
