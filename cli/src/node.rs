@@ -155,7 +155,11 @@ fn start_mpi(args: &NodeArgs) -> anyhow::Result<Started> {
     links.opener.open();
     tracing::info!(
         "herald node: rank {rank} of {size}, over MPI ({} MPI)",
-        if links.initialised_mpi { "herald initialised" } else { "the program initialised" }
+        if links.initialised_mpi {
+            "herald initialised"
+        } else {
+            "the program initialised"
+        }
     );
     Ok((runtime, rank, size, coordinator_gone))
 }
