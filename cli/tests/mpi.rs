@@ -107,8 +107,9 @@ fn the_c_plugin_scenario_runs_over_mpi_on_four_ranks() {
     assert_eq!(job.status, Some(0), "{}", job.output);
     for rank in 0..4 {
         assert!(
-            job.output
-                .contains(&format!("rank {rank} of 4, over MPI (herald initialised MPI)")),
+            job.output.contains(&format!(
+                "rank {rank} of 4, over MPI (herald initialised MPI)"
+            )),
             "rank {rank} did not join over MPI:\n{}",
             job.output
         );
@@ -125,7 +126,11 @@ fn the_c_plugin_scenario_runs_over_mpi_on_four_ranks() {
             job.output
         );
     }
-    assert!(job.output.contains("all tasks succeeded on every node"), "{}", job.output);
+    assert!(
+        job.output.contains("all tasks succeeded on every node"),
+        "{}",
+        job.output
+    );
     // Nobody was declared down at the normal end of the job.
     assert!(!job.output.contains("declared down"), "{}", job.output);
 }
@@ -170,14 +175,16 @@ fn ranks_with_different_fanouts_refuse_to_start_naming_both_values() {
     assert_ne!(job.status, Some(0), "{}", job.output);
     assert_ne!(job.status, Some(TIMED_OUT), "the job hung:\n{}", job.output);
     assert!(
-        job.output
-            .contains("node 1 uses fan-out 5, this node 4: start every rank with the same --fanout"),
+        job.output.contains(
+            "node 1 uses fan-out 5, this node 4: start every rank with the same --fanout"
+        ),
         "{}",
         job.output
     );
     assert!(
-        job.output
-            .contains("node 0 uses fan-out 4, this node 5: start every rank with the same --fanout"),
+        job.output.contains(
+            "node 0 uses fan-out 4, this node 5: start every rank with the same --fanout"
+        ),
         "{}",
         job.output
     );
@@ -190,7 +197,12 @@ fn an_error_text_longer_than_a_frame_is_cut_and_the_registration_completes() {
     let job = mpirun(
         3,
         &[],
-        &node(&["--transport", "mpi"], dir.path(), &library, "main_huge_error"),
+        &node(
+            &["--transport", "mpi"],
+            dir.path(),
+            &library,
+            "main_huge_error",
+        ),
     );
     assert_eq!(job.status, Some(0), "{}", job.output);
     assert!(
@@ -219,7 +231,11 @@ fn a_rank_that_dies_ends_the_whole_job_with_an_error_and_nothing_hangs() {
         job.output
     );
     // The registration never completed: the job was aborted first.
-    assert!(!job.output.contains("die registration: rc=0"), "{}", job.output);
+    assert!(
+        !job.output.contains("die registration: rc=0"),
+        "{}",
+        job.output
+    );
 }
 
 #[test]
@@ -229,7 +245,12 @@ fn rank_zeros_exit_code_is_the_jobs() {
     let job = mpirun(
         3,
         &[],
-        &node(&["--transport", "mpi"], dir.path(), &library, "main_exit_three"),
+        &node(
+            &["--transport", "mpi"],
+            dir.path(),
+            &library,
+            "main_exit_three",
+        ),
     );
     for rank in 0..3 {
         assert!(

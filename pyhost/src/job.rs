@@ -90,6 +90,16 @@ fn start_mpi(
     forward_events(links.events, gate, coordinator_gone)?;
     // Frames wait in MPI until the executor and the runtime are in place.
     links.opener.open();
+    tracing::info!(
+        "herald: rank {} of {}, over MPI ({} MPI)",
+        links.node,
+        links.nodes,
+        if links.initialised_mpi {
+            "herald initialised"
+        } else {
+            "the program initialised"
+        }
+    );
     Ok(runtime)
 }
 
