@@ -12,13 +12,17 @@
 //! figure is the median over many rounds, timed on rank 0 from the start of a
 //! round to its end there; every round starts after a barrier (MPI) or right
 //! after the previous one (herald, where the other ranks only serve). Rank 0
-//! prints one line: `mpi-bench label=L n=N mpi_us=.. herald_us=.. ratio=..`.
+//! prints one line: `mpi-bench label=L n=N mpi_us=.. herald_us=.. ratio=..
+//! transport_rtt_us=.. in_process_us=..`: the last two say where herald's time
+//! goes (a 64-byte round trip between two main threads through herald-mpi, and
+//! the same registration among N runtimes of one process, without MPI).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_host::{CodeRef, Executor, HostConfig, MpiLinks};
-use herald_mpi::mpi;
+use herald_host::{CodeRef, Executor, HostConfig, MpiLinks, Runtime};
+use herald_mpi::{MpiConfig, MpiTransport, mpi};
+use herald_tcp::MeshEvent;
 use mpi::Threading;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::Communicator;
@@ -65,6 +69,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mpi_time = median(&mut times);
 
+    // Where herald's time goes, part 1: a 64-byte round trip between rank 0's
+    // and rank 1's main threads through herald-mpi alone (each way: a thread
+    // hand-off to the progress thread, MPI, a hand-off to the main thread).
+    let rtt = transport_round_trip(rank)?;
+    // Part 2: the same registration in one process, N runtimes connected by
+    // channels (no MPI; the host's threads only), on rank 0 while the others
+    // wait in a barrier.
+    let local = if rank == 0 {
+        local_registration(size as u32)?
+    } else {
+        Duration::ZERO
+    };
+    world.barrier();
+
     // herald's figure: a global registration of a no-op callback, on herald's
     // own duplicate of the world.
     let config = HostConfig::default();
@@ -97,13 +115,82 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if rank == 0 {
         let herald_time = median(&mut times);
         println!(
-            "mpi-bench label={label} n={size} mpi_us={:.1} herald_us={:.1} ratio={:.1}",
+            "mpi-bench label={label} n={size} mpi_us={:.1} herald_us={:.1} ratio={:.1} \
+             transport_rtt_us={:.1} in_process_us={:.1}",
             micros(mpi_time),
             micros(herald_time),
-            herald_time.as_secs_f64() / mpi_time.as_secs_f64()
+            herald_time.as_secs_f64() / mpi_time.as_secs_f64(),
+            micros(rtt),
+            micros(local),
         );
     }
     Ok(())
+}
+
+/// Median 64-byte round trip rank 0 -> rank 1 -> rank 0 over herald-mpi.
+fn transport_round_trip(rank: i32) -> Result<Duration, Box<dyn std::error::Error>> {
+    let (transport, events) = MpiTransport::start(MpiConfig::default())?;
+    transport.opener().open();
+    let mut times = Vec::with_capacity(MPI_ROUNDS);
+    let frame = vec![7u8; 64];
+    for round in 0..WARM_UP + MPI_ROUNDS {
+        if rank == 0 {
+            let start = Instant::now();
+            transport.send(1, frame.clone());
+            expect_frame(&events)?;
+            if round >= WARM_UP {
+                times.push(start.elapsed());
+            }
+        } else if rank == 1 {
+            expect_frame(&events)?;
+            transport.send(0, frame.clone());
+        }
+    }
+    transport.shutdown();
+    Ok(if times.is_empty() {
+        Duration::ZERO
+    } else {
+        median(&mut times)
+    })
+}
+
+fn expect_frame(
+    events: &crossbeam_channel::Receiver<MeshEvent>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Ranks other than 0 and 1 take no part and close their links early.
+    loop {
+        match events.recv()? {
+            MeshEvent::Frame { .. } => return Ok(()),
+            MeshEvent::PeerDown { node, .. } if node > 1 => {}
+            other => return Err(format!("expected a frame, got {other:?}").into()),
+        }
+    }
+}
+
+/// Median no-op registration on `nodes` runtimes of one process.
+fn local_registration(nodes: u32) -> Result<Duration, Box<dyn std::error::Error>> {
+    let runtimes = Runtime::local_cluster(nodes, HostConfig::default())?;
+    for runtime in &runtimes {
+        runtime.register_executor("noop", Arc::new(Noop));
+    }
+    let code = CodeRef::Custom {
+        kind: "noop".into(),
+        payload: Vec::new(),
+    };
+    let mut times = Vec::with_capacity(HERALD_ROUNDS);
+    for round in 0..WARM_UP + HERALD_ROUNDS {
+        let args = (round as u64).to_le_bytes().to_vec();
+        let start = Instant::now();
+        let result = runtimes[0].register_global(code.clone(), args, None).wait()?;
+        if !result.is_ok() {
+            return Err(format!("registration failed: {result:?}").into());
+        }
+        if round >= WARM_UP {
+            times.push(start.elapsed());
+        }
+    }
+    runtimes.iter().for_each(Runtime::shutdown);
+    Ok(median(&mut times))
 }
 
 fn median(times: &mut [Duration]) -> Duration {

@@ -60,6 +60,10 @@ pub struct PollConfig {
 
 /// Environment variable overriding [`PollConfig::spin`], in microseconds.
 pub const SPIN_ENV: &str = "HERALD_MPI_SPIN_US";
+/// Environment variable overriding [`PollConfig::yield_for`], in microseconds.
+pub const YIELD_ENV: &str = "HERALD_MPI_YIELD_US";
+/// Environment variable overriding [`PollConfig::max_sleep`], in microseconds.
+pub const SLEEP_ENV: &str = "HERALD_MPI_MAX_SLEEP_US";
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -72,15 +76,23 @@ impl Default for PollConfig {
 }
 
 impl PollConfig {
-    /// The defaults, with `spin` from `HERALD_MPI_SPIN_US` when it is set to a number.
+    /// The defaults, each overridden by its variable when that is set to a
+    /// number of microseconds: `HERALD_MPI_SPIN_US`, `HERALD_MPI_YIELD_US`,
+    /// `HERALD_MPI_MAX_SLEEP_US` (at least 1).
     pub fn from_env() -> PollConfig {
-        let mut poll = PollConfig::default();
-        if let Some(us) = std::env::var(SPIN_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            poll.spin = Duration::from_micros(us);
+        let micros = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_micros)
+        };
+        let default = PollConfig::default();
+        PollConfig {
+            spin: micros(SPIN_ENV).unwrap_or(default.spin),
+            yield_for: micros(YIELD_ENV).unwrap_or(default.yield_for),
+            max_sleep: micros(SLEEP_ENV)
+                .unwrap_or(default.max_sleep)
+                .max(Duration::from_micros(1)),
         }
-        poll
     }
 }

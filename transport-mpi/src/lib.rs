@@ -42,7 +42,7 @@ mod setup;
 mod transport;
 
 #[cfg(feature = "mpi")]
-pub use config::{MpiConfig, PollConfig, SPIN_ENV};
+pub use config::{MpiConfig, PollConfig, SLEEP_ENV, SPIN_ENV, YIELD_ENV};
 #[cfg(feature = "mpi")]
 pub use error::MpiError;
 /// rsmpi, the MPI bindings herald uses, for programs that want the same ones.
