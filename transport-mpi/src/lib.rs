@@ -16,8 +16,8 @@
 //! * **Progress.** One thread makes every MPI call herald makes:
 //!   `MPI_Iprobe` + `MPI_Recv` for whatever arrives (any size up to the frame
 //!   limit), `MPI_Isend` + `MPI_Testsome` for frames the runtime queues. While
-//!   idle it spins briefly, then yields, then sleeps (10 µs doubling to 1 ms,
-//!   see [`PollConfig`]); a frame to send wakes it at once.
+//!   idle it spins briefly, then yields, then sleeps (10 µs doubling to
+//!   0.5 ms, see [`PollConfig`]); a frame to send wakes it at once.
 //! * **Failures.** Errors on herald's communicator are returned, not fatal:
 //!   a failed send or receive reports the peer down. But by default Open MPI
 //!   aborts the whole job when a rank dies, before herald can say anything.
