@@ -13,7 +13,7 @@
 #      MPI without MPI_THREAD_MULTIPLE is refused with what to do
 #   4. Python: the herald wheel built with MPI support, the nativetasks scenario
 #      under `mpirun -np 4 python3 -m pytest`, and mpi4py + herald in one process
-#      over MPI, imported in either order
+#      over MPI, imported in either order; herald-python under mpirun
 #
 # Installs what a fresh Debian machine lacks: Open MPI (runtime and headers),
 # libclang (rsmpi generates its bindings with bindgen), pkg-config; pytest,
@@ -96,7 +96,7 @@ echo "$OUTPUT"
 for rank in $(seq 0 $((RANKS - 1))); do
     echo "$OUTPUT" | grep -q "rank $rank of $RANKS, over MPI (the program initialised MPI)" \
         || fail "embed-comm: rank $rank did not join on the program's MPI"
-    [ "$(echo "$OUTPUT" | grep -c "node $rank: example tasks registered")" -eq 1 ] \
+    [ "$(echo "$OUTPUT" | grep -o "node $rank: example tasks registered" | wc -l)" -eq 1 ] \
         || fail "embed-comm: node $rank did not register the plugin's tasks exactly once"
     echo "$OUTPUT" | grep -q "node $rank: example.checksum -> " || fail "embed-comm: no task on $rank"
     echo "$OUTPUT" | grep -q "rank $rank finalized herald" || fail "embed-comm: rank $rank"
@@ -137,14 +137,27 @@ OUTPUT=$(HERALD_LOG=info "${MPIRUN[@]}" -np "$RANKS" -x HERALD_LIBRARY_PATH -x P
     -k "not without_global_registration" 2>&1) || { echo "$OUTPUT"; fail "nativetasks under mpirun"; }
 echo "$OUTPUT"
 echo "$OUTPUT" | grep -q "2 passed" || fail "nativetasks: not every test passed"
-[ "$(echo "$OUTPUT" | grep -c "over MPI (herald initialised MPI)")" -eq "$RANKS" ] \
+[ "$(echo "$OUTPUT" | grep -o "over MPI (herald initialised MPI)" | wc -l)" -eq "$RANKS" ] \
     || fail "nativetasks: not every rank joined over MPI"
 for order in mpi-first herald-first; do
     OUTPUT=$(HERALD_LOG=info "${MPIRUN[@]}" -np 3 -x HERALD_LIBRARY_PATH -x HERALD_LOG \
         "$VENV/bin/python" "$ROOT/python/mpi/coexist.py" "$order" 2>&1) \
         || { echo "$OUTPUT"; fail "mpi4py and herald over MPI, $order"; }
     echo "$OUTPUT"
-    [ "$(echo "$OUTPUT" | grep -c "coexist $order: rank .* ok")" -eq 3 ] || fail "coexist $order"
-    [ "$(echo "$OUTPUT" | grep -c "over MPI")" -eq 3 ] || fail "coexist $order: not over MPI"
+    [ "$(echo "$OUTPUT" | grep -o "coexist $order: rank [0-9] of 3 ok" | wc -l)" -eq 3 ] || fail "coexist $order"
+    [ "$(echo "$OUTPUT" | grep -o "over MPI" | wc -l)" -eq 3 ] || fail "coexist $order: not over MPI"
 done
+echo "mpi.sh: herald-python (CPython embedded as a node) over MPI"
+cargo build -q -p herald-python --features herald-python/mpi
+cat > "$WORK/squares.py" <<'EOF'
+import herald
+n = herald.num_nodes()
+print(f"squares from {n} ranks:", [herald.launch(r, pow, r, 2).result() for r in range(n)])
+EOF
+OUTPUT=$(HERALD_LOG=info "${MPIRUN[@]}" -np 3 -x HERALD_LOG "$TARGET_DIR/debug/herald-python" \
+    "$WORK/squares.py" 2>&1) || { echo "$OUTPUT"; fail "herald-python under mpirun"; }
+echo "$OUTPUT"
+echo "$OUTPUT" | grep -q "squares from 3 ranks: \[0, 1, 4\]" || fail "herald-python: wrong answers"
+[ "$(echo "$OUTPUT" | grep -o "over MPI (herald initialised MPI)" | wc -l)" -eq 3 ] \
+    || fail "herald-python: not every rank joined over MPI"
 echo "mpi.sh: OK: herald node, C (herald_init, herald_init_comm) and Python over MPI"

@@ -181,7 +181,9 @@ fn local_registration(nodes: u32) -> Result<Duration, Box<dyn std::error::Error>
     for round in 0..WARM_UP + HERALD_ROUNDS {
         let args = (round as u64).to_le_bytes().to_vec();
         let start = Instant::now();
-        let result = runtimes[0].register_global(code.clone(), args, None).wait()?;
+        let result = runtimes[0]
+            .register_global(code.clone(), args, None)
+            .wait()?;
         if !result.is_ok() {
             return Err(format!("registration failed: {result:?}").into());
         }

@@ -14,8 +14,9 @@ pub const MPI_SUPPORT: bool = cfg!(feature = "mpi");
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportChoice {
-    /// MPI when the process runs under an MPI launcher and this build supports
-    /// MPI, TCP otherwise.
+    /// MPI when the process runs under an MPI launcher (and not under `herald
+    /// run`, whose `HERALD_RANK` wins as it does in the bootstrap) and this build
+    /// supports MPI, TCP otherwise.
     #[default]
     Auto,
     /// herald-tcp's authenticated mesh.
@@ -84,9 +85,11 @@ impl TransportChoice {
     }
 }
 
-/// Whether an MPI launcher started this process.
+/// Whether an MPI launcher started this process, and no herald launcher inside
+/// it (`herald run` started from a rank of an `mpirun` job passes Open MPI's
+/// variables on, but its ranks are not MPI processes).
 fn under_mpi_launcher(has_var: &dyn Fn(&str) -> bool) -> bool {
-    MPI_LAUNCHER_VARS.iter().any(|var| has_var(var))
+    MPI_LAUNCHER_VARS.iter().any(|var| has_var(var)) && !has_var("HERALD_RANK")
 }
 
 #[cfg(test)]
@@ -122,6 +125,7 @@ mod tests {
     fn auto_takes_mpi_only_under_an_mpi_launcher_in_an_mpi_build() {
         let mpirun = |var: &str| var == "OMPI_COMM_WORLD_SIZE";
         let herald_run = |var: &str| var == "HERALD_RANK";
+        let herald_run_inside_mpirun = |var: &str| var == "HERALD_RANK" || mpirun(var);
         let slurm_pmix = |var: &str| var == "PMIX_RANK" || var == "SLURM_PROCID";
         let auto = TransportChoice::Auto;
         let expected = if MPI_SUPPORT {
@@ -133,6 +137,10 @@ mod tests {
         assert_eq!(auto.resolve_with(&slurm_pmix).ok(), Some(expected));
         assert_eq!(
             auto.resolve_with(&herald_run).ok(),
+            Some(TransportKind::Tcp)
+        );
+        assert_eq!(
+            auto.resolve_with(&herald_run_inside_mpirun).ok(),
             Some(TransportKind::Tcp)
         );
         assert_eq!(

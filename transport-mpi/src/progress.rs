@@ -39,7 +39,7 @@ const RECEIVE_BATCH: usize = 64;
 /// peer to close its side.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// (rank, size) once joined, or why not.
+/// (rank, size, whether herald initialised MPI) once joined, or why not.
 pub(crate) type Ready = Result<(u32, u32, bool), MpiError>;
 
 /// The progress thread's body.
