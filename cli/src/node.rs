@@ -81,12 +81,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         TransportKind::Tcp => start_tcp(&args)?,
         TransportKind::Mpi => start_mpi(&args)?,
     };
-    herald_host::install_global(&runtime);
     tracing::debug!("herald node: rank {rank} of {size} serving");
     serve(runtime, &args, rank, coordinator_gone)
 }
 
-/// Joins the job over herald's TCP mesh and starts the runtime.
+/// Joins the job over herald's TCP mesh, starts the runtime and installs it for
+/// the C ABI.
 fn start_tcp(args: &NodeArgs) -> anyhow::Result<Started> {
     let boot = bootstrap(args)?;
     let mut mesh_config = boot
@@ -114,6 +114,7 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Started> {
         .with_context(|| format!("rank {rank} of {size}: the job did not form"))?;
     let (events, coordinator_gone) = watch_coordinator(mesh_events)?;
     let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
+    herald_host::install_global(&runtime);
     tracing::info!(
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source
@@ -137,7 +138,8 @@ fn host_config(args: &NodeArgs) -> HostConfig {
     config
 }
 
-/// Joins the job over the job's own MPI and starts the runtime: rank and size
+/// Joins the job over the job's own MPI, starts the runtime and installs it for
+/// the C ABI: rank and size
 /// are the world's; no secret, coordinator or port. Silence detection is MPI's
 /// (Open MPI ends the job when a rank dies), so --heartbeat-ms and
 /// --peer-timeout-ms do not apply.
