@@ -15,7 +15,10 @@
 #      pkg-config, cmake, g++, gfortran and Open MPI's headers)
 #   6. the Python suites inside real jobs of 1, 2 and 4 nodes, under herald-python
 #      and under a stock python3 with the herald wheel (built by maturin)
-#   7. the demo (README's main command)
+#   7. herald over MPI (the `mpi` feature; installs libclang-dev and Open MPI's
+#      headers): herald node, herald_init, herald_init_comm and the Python
+#      nativetasks scenario under mpirun -np 4 with the MPI transport
+#   8. the demo (README's main command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +51,9 @@ bash scripts/embed.sh
 
 step "Python suites on 1, 2 and 4 nodes: herald-python, and python3 with the wheel"
 bash python/run-tests.sh
+
+step "herald over MPI: herald node, C and Python under mpirun with the MPI transport"
+bash scripts/mpi.sh
 
 step "the demo"
 cargo run --release -q -p herald -- demo

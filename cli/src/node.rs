@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herald_host::{HostConfig, JobEnd, Runtime, RuntimeStats};
+use herald_host::{HostConfig, JobEnd, Runtime, RuntimeStats, TransportChoice, TransportKind};
 use herald_tcp::{Bootstrap, Mesh, MeshEvent, bootstrap_from_env};
 
 /// Flags of `herald node`.
@@ -62,12 +62,33 @@ pub struct NodeArgs {
     /// Print this node's counters as one `herald-stats` line at exit.
     #[arg(long)]
     pub stats: bool,
+    /// herald's links: the job's own MPI (a duplicated communicator; no secret,
+    /// no port), herald's TCP mesh, or auto (default: HERALD_TRANSPORT, else
+    /// auto): MPI under an MPI launcher when this herald was built with MPI
+    /// support, TCP otherwise.
+    #[arg(long, value_name = "mpi|tcp|auto")]
+    pub transport: Option<TransportChoice>,
 }
 
 /// Runs one node until the job ends.
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     herald_host::keep_c_abi();
-    let boot = bootstrap(&args)?;
+    let choice = match args.transport {
+        Some(choice) => choice,
+        None => TransportChoice::from_env()?,
+    };
+    let (runtime, rank, size, coordinator_gone) = match choice.resolve()? {
+        TransportKind::Tcp => start_tcp(&args)?,
+        TransportKind::Mpi => start_mpi(&args)?,
+    };
+    tracing::debug!("herald node: rank {rank} of {size} serving");
+    serve(runtime, &args, rank, coordinator_gone)
+}
+
+/// Joins the job over herald's TCP mesh, starts the runtime and installs it for
+/// the C ABI.
+fn start_tcp(args: &NodeArgs) -> anyhow::Result<Started> {
+    let boot = bootstrap(args)?;
     let mut mesh_config = boot
         .mesh_config()
         .context("herald node: incomplete bootstrap")?;
@@ -81,19 +102,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     if let Some(ms) = args.peer_timeout_ms {
         mesh_config.peer_timeout = Duration::from_millis(ms);
     }
-    let mut config = HostConfig {
-        fanout: args.fanout,
-        max_frame_bytes: args.max_frame_bytes,
-        ..HostConfig::default()
-    };
+    let mut config = host_config(args);
     if !mesh_config.peer_timeout.is_zero() {
         // Half the timeout: the warning names what a registration waits for before
         // a silent peer is declared down.
         config.slow_warning = mesh_config.peer_timeout / 2;
     }
-    config
-        .library_dirs
-        .extend(args.library_path.iter().cloned());
     config.agree_on(&mut mesh_config);
     let (rank, size) = (boot.rank, boot.size);
     let (mesh, mesh_events) = Mesh::establish(mesh_config)
@@ -105,10 +119,69 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source
     );
+    Ok((runtime, rank, size, coordinator_gone))
+}
 
+/// A started runtime, its rank and job size, and what signals rank 0's leaving.
+type Started = (Runtime, u32, u32, crossbeam_channel::Receiver<()>);
+
+/// The runtime's settings from the flags.
+fn host_config(args: &NodeArgs) -> HostConfig {
+    let mut config = HostConfig {
+        fanout: args.fanout,
+        max_frame_bytes: args.max_frame_bytes,
+        ..HostConfig::default()
+    };
+    config
+        .library_dirs
+        .extend(args.library_path.iter().cloned());
+    config
+}
+
+/// Joins the job over the job's own MPI, starts the runtime and installs it for
+/// the C ABI: rank and size
+/// are the world's; no secret, coordinator or port. Silence detection is MPI's
+/// (Open MPI ends the job when a rank dies), so --heartbeat-ms and
+/// --peer-timeout-ms do not apply.
+#[cfg(feature = "mpi")]
+fn start_mpi(args: &NodeArgs) -> anyhow::Result<Started> {
+    let config = host_config(args);
+    let links = herald_host::MpiLinks::join(&config)?;
+    let (rank, size) = (links.node, links.nodes);
+    let (events, coordinator_gone) = watch_coordinator(links.events)?;
+    let runtime = Runtime::start_with_transport(links.transport, events, rank, size, config)
+        .context("starting the runtime")?;
+    // Frames start flowing once the runtime is installed for the C ABI (a
+    // library loaded for another node calls it from its constructor).
+    herald_host::install_global(&runtime);
+    links.opener.open();
+    tracing::info!(
+        "herald node: rank {rank} of {size}, over MPI ({} MPI)",
+        if links.initialised_mpi {
+            "herald initialised"
+        } else {
+            "the program initialised"
+        }
+    );
+    Ok((runtime, rank, size, coordinator_gone))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn start_mpi(_args: &NodeArgs) -> anyhow::Result<Started> {
+    // `resolve` refuses MPI in a build without it, saying how to get it.
+    bail!("this herald was built without MPI support")
+}
+
+/// Runs the job's code (rank 0) or serves (the others) until the job ends.
+fn serve(
+    runtime: Runtime,
+    args: &NodeArgs,
+    rank: u32,
+    coordinator_gone: crossbeam_channel::Receiver<()>,
+) -> anyhow::Result<ExitCode> {
     let code = if rank == 0 {
         exit_when_fenced(&runtime, rank);
-        let code = run_top_level(&runtime, &args);
+        let code = run_top_level(&runtime, args);
         if let Ok(JobEnd::Fenced { by, reason }) = runtime.wait_for_job_end(Some(Duration::ZERO)) {
             // The watch thread is about to say so too; one message is enough.
             eprintln!("{}", fenced_message(rank, by, &reason));

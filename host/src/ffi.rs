@@ -15,7 +15,11 @@ use crate::error::HostError;
 use crate::{RegistrationHandle, Runtime, global};
 
 mod init;
+#[cfg(feature = "mpi")]
+mod init_mpi;
 pub use init::{LOG_ENV, herald_finalize, herald_init, log_level};
+#[cfg(feature = "mpi")]
+pub use init_mpi::herald_init_comm;
 
 /// Success.
 pub const HERALD_OK: c_int = 0;

@@ -54,9 +54,12 @@ mod finalize;
 mod global;
 mod handle;
 mod handles;
+#[cfg(feature = "mpi")]
+mod mpi_links;
 mod native;
 mod pool;
 mod runtime;
+mod select;
 mod shared;
 mod stats;
 mod sync;
@@ -73,7 +76,10 @@ pub use executor::Executor;
 pub use ffi::keep_c_abi;
 pub use global::{global, install_global, uninstall_global};
 pub use handle::{RegistrationHandle, TaskHandle};
+#[cfg(feature = "mpi")]
+pub use mpi_links::{MPI_Comm, MpiLinks, MpiOpener};
 pub use runtime::{JobEnd, LoadReport, Runtime};
+pub use select::{MPI_SUPPORT, TRANSPORT_ENV, TransportChoice, TransportKind};
 pub use stats::RuntimeStats;
 pub use transport::Transport;
 

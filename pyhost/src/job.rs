@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
-use herald_host::{HostConfig, Runtime};
+use herald_host::{HostConfig, Runtime, TransportChoice, TransportKind};
 use herald_tcp::{Bootstrap, BootstrapError, Mesh, MeshEvent, bootstrap_from_env};
 
 use crate::executor::{PYTHON_KIND, PythonExecutor};
@@ -37,7 +37,10 @@ pub fn start_runtime(
     let config = host_config(library_paths)?;
     let executor = Arc::new(PythonExecutor);
     let (coordinator_gone_tx, coordinator_gone) = crossbeam_channel::bounded(1);
+    // HERALD_TRANSPORT, or MPI under an MPI launcher in a build with MPI support.
+    let transport = TransportChoice::from_env()?.resolve()?;
     let runtime = match bootstrap {
+        _ if transport == TransportKind::Mpi => start_mpi(config, executor, coordinator_gone_tx)?,
         None => {
             let runtime = Runtime::single_process(config)?;
             runtime.register_executor(PYTHON_KIND, executor);
@@ -60,22 +63,7 @@ pub fn start_runtime(
             // Before any work arrives: a library loaded for another node calls the
             // C ABI from its constructor, which needs the runtime installed.
             make_current(&runtime);
-            std::thread::Builder::new()
-                .name("herald-python-events".into())
-                .spawn(move || {
-                    for event in mesh_events {
-                        if let MeshEvent::PeerDown { node, .. } = &event {
-                            spmd::note_peer_down(*node);
-                            if *node == 0 {
-                                let _ = coordinator_gone_tx.try_send(());
-                            }
-                        }
-                        if gate.send(event).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .context("cannot start the event forwarding thread")?;
+            forward_events(mesh_events, gate, coordinator_gone_tx)?;
             runtime
         }
     };
@@ -83,6 +71,72 @@ pub fn start_runtime(
         runtime,
         coordinator_gone,
     })
+}
+
+/// Joins the job over MPI (herald-mpi; a duplicate of MPI_COMM_WORLD, MPI
+/// initialised by herald unless mpi4py or the program did it first).
+#[cfg(feature = "mpi")]
+fn start_mpi(
+    config: HostConfig,
+    executor: Arc<PythonExecutor>,
+    coordinator_gone: crossbeam_channel::Sender<()>,
+) -> anyhow::Result<Runtime> {
+    let links = herald_host::MpiLinks::join(&config)?;
+    let (gate, events) = crossbeam_channel::unbounded();
+    let runtime =
+        Runtime::start_with_transport(links.transport, events, links.node, links.nodes, config)?;
+    runtime.register_executor(PYTHON_KIND, executor);
+    make_current(&runtime);
+    forward_events(links.events, gate, coordinator_gone)?;
+    // Frames wait in MPI until the executor and the runtime are in place.
+    links.opener.open();
+    tracing::info!(
+        "herald: rank {} of {}, over MPI ({} MPI)",
+        links.node,
+        links.nodes,
+        if links.initialised_mpi {
+            "herald initialised"
+        } else {
+            "the program initialised"
+        }
+    );
+    Ok(runtime)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn start_mpi(
+    _config: HostConfig,
+    _executor: Arc<PythonExecutor>,
+    _coordinator_gone: crossbeam_channel::Sender<()>,
+) -> anyhow::Result<Runtime> {
+    // `resolve` never chooses MPI in a build without it.
+    anyhow::bail!("this herald was built without MPI support")
+}
+
+/// Passes the transport's events on to the runtime, noting lost peers for the
+/// end of the job and signalling when rank 0's link goes.
+fn forward_events(
+    mesh_events: Receiver<MeshEvent>,
+    gate: crossbeam_channel::Sender<MeshEvent>,
+    coordinator_gone: crossbeam_channel::Sender<()>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("herald-python-events".into())
+        .spawn(move || {
+            for event in mesh_events {
+                if let MeshEvent::PeerDown { node, .. } = &event {
+                    spmd::note_peer_down(*node);
+                    if *node == 0 {
+                        let _ = coordinator_gone.try_send(());
+                    }
+                }
+                if gate.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the event forwarding thread")?;
+    Ok(())
 }
 
 /// The runtime's settings: the allowed library directories are the defaults

@@ -7,7 +7,9 @@
 //! starts the runtime; with no launcher in the environment the process is a job
 //! of one node. `herald_finalize` ends the job collectively
 //! ([`Runtime::finalize`]). A process joins one job: a second `herald_init`, or
-//! one after `herald_finalize`, is refused.
+//! one after `herald_finalize`, is refused. Under an MPI launcher, in a build
+//! with the `mpi` feature (or with `HERALD_TRANSPORT=mpi`), `herald_init` joins
+//! over MPI instead (see `herald_init_comm`).
 
 use std::ffi::{c_char, c_int};
 use std::sync::{Mutex, PoisonError};
@@ -15,7 +17,10 @@ use std::sync::{Mutex, PoisonError};
 use herald_tcp::{BootstrapError, Mesh, bootstrap_from_env};
 
 use super::{HERALD_ERR_INVALID, HERALD_ERR_NO_RUNTIME, LAST_ERROR, code_of};
-use crate::{HostConfig, HostError, Runtime, global, install_global, uninstall_global};
+use crate::{
+    HostConfig, HostError, Runtime, TransportChoice, TransportKind, global, install_global,
+    uninstall_global,
+};
 
 /// Environment variable choosing how much herald logs to standard error in a
 /// program started with `herald_init`: `error`, `warn` (default), `info`, `debug`.
@@ -42,21 +47,30 @@ static EMBEDDED: Mutex<Embedded> = Mutex::new(Embedded::Never);
 pub extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> c_int {
     // Taken for symmetry with MPI_Init; never dereferenced.
     let _ = (argc, argv);
+    init_with("herald_init", start)
+}
+
+/// Starts the runtime with `start` unless this process has one already, and
+/// installs it (herald_init and herald_init_comm).
+pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, HostError>) -> c_int {
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = match &*embedded {
         Embedded::Running(_) => Err((
             HERALD_ERR_INVALID,
-            "herald_init was already called in this process; call it once, at start".to_owned(),
+            format!(
+                "{name}: herald was already initialised in this process; initialise it once, at start"
+            ),
         )),
         Embedded::Finalized => Err((
             HERALD_ERR_INVALID,
-            "herald_init after herald_finalize: a process joins one job, once".to_owned(),
+            format!("{name} after herald_finalize: a process joins one job, once"),
         )),
         Embedded::Never if global().is_some() => Err((
             HERALD_ERR_INVALID,
-            "a herald runtime is already running in this process (its host started it: \
-             herald node, herald-python or a Rust program); do not call herald_init there"
-                .to_owned(),
+            format!(
+                "a herald runtime is already running in this process (its host started it: \
+                 herald node, herald-python or a Rust program); do not call {name} there"
+            ),
         )),
         Embedded::Never => start().map_err(|e| (code_of(&e), e.to_string())),
     };
@@ -66,7 +80,7 @@ pub extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> 
             super::HERALD_OK
         }
         Err((code, text)) => {
-            eprintln!("herald_init: {text}");
+            eprintln!("{name}: {text}");
             LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
             code
         }
@@ -117,6 +131,10 @@ pub extern "C" fn herald_finalize() -> c_int {
 /// installs its runtime for the C ABI.
 fn start() -> Result<Runtime, HostError> {
     init_logging();
+    // HERALD_TRANSPORT, or MPI under an MPI launcher in a build with MPI support.
+    if TransportChoice::from_env()?.resolve()? == TransportKind::Mpi {
+        return start_mpi();
+    }
     let config = HostConfig::default();
     let boot = match bootstrap_from_env(&|name| std::env::var(name).ok()) {
         Ok(boot) => boot,
@@ -180,9 +198,22 @@ pub fn log_level() -> tracing::Level {
     }
 }
 
+#[cfg(feature = "mpi")]
+fn start_mpi() -> Result<Runtime, HostError> {
+    super::init_mpi::start_mpi(None)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn start_mpi() -> Result<Runtime, HostError> {
+    // `resolve` never chooses MPI in a build without it.
+    Err(HostError::Start(
+        "this herald was built without MPI support".into(),
+    ))
+}
+
 /// Herald's warnings go to standard error (more with `HERALD_LOG`), unless the
 /// program installed a `tracing` subscriber of its own.
-fn init_logging() {
+pub(super) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(log_level())
         .with_writer(std::io::stderr)
