@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::dissemination::{Round, Waiters};
 use crate::launch::{HeldTask, SentLaunch};
 use crate::local::Entry;
+use crate::view::{Joining, MAX_NODES};
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
 use crate::{
     InvocationId, Key, LaunchId, Limits, Message, NodeId, Registration, RegistrationResult, Report,
-    RequestId, TaskOutcome, TaskRunId, Tree, cut_text,
+    RequestId, TaskOutcome, TaskRunId, Tree, View, cut_text,
 };
 
 /// Longest reason carried when a node is declared down.
-const MAX_REASON_BYTES: usize = 256;
+pub(crate) const MAX_REASON_BYTES: usize = 256;
 
 /// Static parameters of one node: who it is, how many nodes the job has, and the
 /// shape of the dissemination tree.
@@ -181,7 +182,14 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     pub(crate) config: Config,
+    /// Node ids assigned so far in this node's view: members are below it.
+    pub(crate) size: u32,
     pub(crate) dead: BTreeSet<NodeId>,
+    /// While joining: the replay of the admitter's log, before any task runs.
+    pub(crate) joining: Option<Joining>,
+    /// Joiners this node admitted: grafted below it in rounds whose root's view
+    /// predates them.
+    pub(crate) admitted: BTreeSet<NodeId>,
     /// Local invocation state per key: the at-most-once table.
     pub(crate) entries: BTreeMap<Key, Entry>,
     /// Invocations currently executing, for nesting and completion.
@@ -271,6 +279,22 @@ pub enum Output {
         launch: LaunchId,
         /// Its result bytes, or why there are none.
         outcome: TaskOutcome,
+    },
+    /// This node's view of the membership changed: a node joined (its id became
+    /// known here) or went down.
+    ViewChanged(View),
+    /// A joining node has replayed the log: it takes tasks from now on.
+    Admitted,
+    /// A joining node could not replay `registration`: it is not admitted, has told
+    /// every member it is down, and takes no further part. End the process with
+    /// this error.
+    JoinFailed {
+        /// The registration's key.
+        key: Key,
+        /// The registration that failed here.
+        registration: Registration,
+        /// Its error here.
+        error: String,
     },
 }
 
@@ -363,6 +387,13 @@ pub enum UsageError {
         /// Why.
         reason: String,
     },
+    /// `admit` on a node that is itself still joining.
+    #[error("this node is still joining the job; only an admitted node (node 0) admits others")]
+    NotAdmitted,
+    /// `admit` of an id already in this node's view: ids are never reused, so a
+    /// restarted process needs a fresh one from the transport.
+    #[error("{0} is already a member of this job; a joining process needs a fresh id")]
+    AlreadyMember(NodeId),
     /// `launch` to a node outside the job.
     #[error("{node} is not part of this job of {nodes} nodes")]
     NoSuchNode {
@@ -404,6 +435,12 @@ pub enum ProtocolError {
         /// The sender.
         from: NodeId,
     },
+    /// A welcome sent to a node that is not joining, or a second one.
+    #[error("{from} sent a welcome, but this node is not waiting for one")]
+    UnexpectedWelcome {
+        /// The sender.
+        from: NodeId,
+    },
     /// A registration whose key does not match its content.
     #[error("{from} sent a registration whose key {key:?} does not match its content")]
     KeyMismatch {
@@ -428,7 +465,10 @@ impl Node {
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            size: config.nodes,
             dead: BTreeSet::new(),
+            joining: None,
+            admitted: BTreeSet::new(),
             entries: BTreeMap::new(),
             invocations: BTreeMap::new(),
             rounds: BTreeMap::new(),
@@ -554,8 +594,9 @@ impl Node {
             Message::Disseminate {
                 key,
                 root,
+                view,
                 registration,
-            } => self.handle_disseminate(from, key, root, registration),
+            } => self.handle_disseminate(from, key, root, view, registration),
             Message::Ack { key, root, report } => self.handle_ack(from, key, root, report),
             Message::Complete { key, report } => self.handle_complete(from, key, report),
             Message::Launch {
@@ -575,6 +616,12 @@ impl Node {
                 self.handle_task_result(from, launch, outcome)
             }
             Message::Down { node, by, reason } => self.handle_down(from, node, by, reason),
+            Message::Welcome {
+                view,
+                down,
+                log,
+                more,
+            } => self.handle_welcome(from, view, down, log, more),
         }
         Ok(())
     }
@@ -588,24 +635,11 @@ impl Node {
     pub fn peer_down(&mut self, node: NodeId, reason: impl Into<String>) {
         let me = self.me();
         let reason = cut_text(&reason.into(), MAX_REASON_BYTES);
-        if !self.apply_down(node, me, &reason) {
+        // A transport only declares peers it knows; an id beyond this view is not one.
+        if node.0 >= self.size || !self.apply_down(node, me, &reason) {
             return;
         }
-        let everyone: Vec<NodeId> = (0..self.config.nodes)
-            .map(NodeId)
-            .filter(|n| *n != me && !self.dead.contains(n))
-            .chain([node])
-            .collect();
-        for to in everyone {
-            self.send_even_if_down(
-                to,
-                Message::Down {
-                    node,
-                    by: me,
-                    reason: reason.clone(),
-                },
-            );
-        }
+        self.flood_down(node, me, &reason, true);
         self.after_down(node);
     }
 
@@ -653,10 +687,10 @@ impl Node {
                 reason: reason.clone(),
             });
         }
-        if to.0 >= self.config.nodes {
+        if to.0 >= self.size {
             return Err(UsageError::NoSuchNode {
                 node: to,
-                nodes: self.config.nodes,
+                nodes: self.size,
             });
         }
         let enclosing = match parent {
@@ -781,7 +815,7 @@ impl Node {
 
     /// The largest registration or task payload that fits in a frame with room
     /// for the message around it.
-    fn max_payload_bytes(&self) -> usize {
+    pub(crate) fn max_payload_bytes(&self) -> usize {
         self.config.max_frame_bytes.saturating_sub(1024)
     }
 
@@ -792,6 +826,27 @@ impl Node {
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {
         if !self.dead.contains(&to) {
             self.send_even_if_down(to, message);
+        }
+    }
+
+    /// Sends `Down{node, by, reason}` to every node of this view not seen go down
+    /// (and to `node` itself when `tell_node`, so that it learns and stops).
+    pub(crate) fn flood_down(&mut self, node: NodeId, by: NodeId, reason: &str, tell_node: bool) {
+        let me = self.me();
+        let everyone: Vec<NodeId> = (0..self.size)
+            .map(NodeId)
+            .filter(|n| *n != me && !self.dead.contains(n))
+            .chain(tell_node.then_some(node))
+            .collect();
+        for to in everyone {
+            self.send_even_if_down(
+                to,
+                Message::Down {
+                    node,
+                    by,
+                    reason: reason.to_owned(),
+                },
+            );
         }
     }
 
@@ -830,6 +885,17 @@ impl Node {
         if !self.apply_down(node, by, &reason) {
             return;
         }
+        // Joiners admitted here may be newer than the declarer's view: pass it on.
+        let joiners: Vec<NodeId> = self
+            .admitted
+            .iter()
+            .copied()
+            .filter(|j| *j != node && *j != from && *j != by && !self.dead.contains(j))
+            .collect();
+        for joiner in joiners {
+            let reason = reason.clone();
+            self.send(joiner, Message::Down { node, by, reason });
+        }
         if from != node {
             self.send_even_if_down(node, Message::Down { node, by, reason });
         }
@@ -837,12 +903,12 @@ impl Node {
     }
 
     /// Marks `node` down, announcing it to the host; false if nothing changed.
-    fn apply_down(&mut self, node: NodeId, by: NodeId, reason: &str) -> bool {
-        if self.fenced.is_some()
-            || node == self.me()
-            || node.0 >= self.config.nodes
-            || !self.dead.insert(node)
-        {
+    pub(crate) fn apply_down(&mut self, node: NodeId, by: NodeId, reason: &str) -> bool {
+        if self.fenced.is_some() || node == self.me() || node.0 >= MAX_NODES {
+            return false;
+        }
+        self.learn_size(node.0 + 1);
+        if !self.dead.insert(node) {
             return false;
         }
         self.emit(Output::PeerDown {
@@ -850,11 +916,12 @@ impl Node {
             by,
             reason: reason.to_owned(),
         });
+        self.announce_view();
         true
     }
 
     /// What every part of the protocol does once `node` is down.
-    fn after_down(&mut self, node: NodeId) {
+    pub(crate) fn after_down(&mut self, node: NodeId) {
         self.disseminations_peer_down(node);
         self.launches_peer_down(node);
     }
@@ -873,31 +940,53 @@ impl Node {
         self.fenced = Some((by, reason));
     }
 
-    fn check_sender(&self, from: NodeId) -> Result<(), ProtocolError> {
-        if from.0 >= self.config.nodes || from == self.config.node {
+    /// The sender must be another node with an id the transport could assign; a
+    /// sender beyond this node's view joined since: the view grows to include it.
+    fn check_sender(&mut self, from: NodeId) -> Result<(), ProtocolError> {
+        if from.0 >= MAX_NODES || from == self.config.node {
             return Err(ProtocolError::BadSender {
                 from,
-                nodes: self.config.nodes,
+                nodes: self.size,
             });
+        }
+        if self.fenced.is_none() {
+            self.learn_size(from.0 + 1);
         }
         Ok(())
     }
 
     /// Checks that a message names only nodes of this job and that registrations
     /// match their keys.
+    /// Nodes a message names must lie inside the view it belongs to: the root's
+    /// view for a dissemination, the admitter's for a welcome, the largest view any
+    /// node can have otherwise (a node beyond this one's view joined since).
     fn check_message(&self, from: NodeId, message: &Message) -> Result<(), ProtocolError> {
-        let named: Vec<NodeId> = match message {
-            Message::Disseminate { root, .. } => vec![*root],
-            Message::Ack { root, report, .. } => report_nodes(report).chain([*root]).collect(),
-            Message::Complete { report, .. } => report_nodes(report).collect(),
-            Message::Down { node, by, .. } => vec![*node, *by],
-            _ => Vec::new(),
+        let (named, bound): (Vec<NodeId>, u32) = match message {
+            Message::Disseminate { root, view, .. } => (vec![*root], (*view).min(MAX_NODES)),
+            // A report may name joiners grafted below their admitter, beyond the
+            // round's view.
+            Message::Ack { root, report, .. } => {
+                (report_nodes(report).chain([*root]).collect(), MAX_NODES)
+            }
+            Message::Complete { report, .. } => (report_nodes(report).collect(), MAX_NODES),
+            Message::Down { node, by, .. } => (vec![*node, *by], MAX_NODES),
+            Message::Welcome { view, down, .. } => {
+                if self.joining.is_none() {
+                    return Err(ProtocolError::UnexpectedWelcome { from });
+                }
+                if !down.is_canonical() {
+                    return Err(ProtocolError::MalformedReport { from });
+                }
+                let named = down.max().into_iter().chain([self.me()]).collect();
+                (named, (*view).min(MAX_NODES))
+            }
+            _ => (Vec::new(), MAX_NODES),
         };
-        if let Some(node) = named.into_iter().find(|n| n.0 >= self.config.nodes) {
+        if let Some(node) = named.into_iter().find(|n| n.0 >= bound) {
             return Err(ProtocolError::NodeOutOfRange {
                 from,
                 node,
-                nodes: self.config.nodes,
+                nodes: bound,
             });
         }
         if let Message::Ack { report, .. } | Message::Complete { report, .. } = message {

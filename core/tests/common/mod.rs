@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use herald_core::{
     Config, Invocation, Key, LaunchId, Message, Node, NodeId, Output, Registration,
-    RegistrationResult, RequestId, TaskOutcome, TaskRequest, encode_frames,
+    RegistrationResult, RequestId, TaskOutcome, TaskRequest, View, encode_frames,
 };
 
 pub struct Cluster {
@@ -31,6 +31,15 @@ pub struct Cluster {
     pub fenced: Vec<(NodeId, NodeId)>,
     /// Links cut by the test, both directions: frames on them are lost.
     pub cut: Vec<(u32, u32)>,
+    /// Every ViewChanged output: (node, view).
+    pub views: Vec<(NodeId, View)>,
+    /// Joiners that replayed the log, in order.
+    pub admitted: Vec<NodeId>,
+    /// Joiners whose replay failed: (node, key, error).
+    pub join_failed: Vec<(NodeId, Key, String)>,
+    /// Every (node, event) in order: "invoke <key>" or "task <name>", to check
+    /// that a joiner replays before it runs a task.
+    pub history: Vec<(NodeId, String)>,
 }
 
 impl Cluster {
@@ -63,7 +72,29 @@ impl Cluster {
             downs: Vec::new(),
             fenced: Vec::new(),
             cut: Vec::new(),
+            views: Vec::new(),
+            admitted: Vec::new(),
+            join_failed: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    /// A fresh process joins with the next id; `admitter` admits it at once (its
+    /// transport authenticated it). Returns the joiner's id.
+    pub fn join(&mut self, admitter: u32) -> u32 {
+        let id = self.nodes.len() as u32;
+        let fanout = self.nodes[0].config().fanout();
+        let limit = self.nodes[0].config().max_frame_bytes();
+        let config = Config::new(NodeId(id), id + 1)
+            .and_then(|c| c.with_fanout(fanout))
+            .and_then(|c| c.with_max_frame_bytes(limit))
+            .expect("valid config");
+        self.nodes.push(Node::joining(config));
+        self.nodes[admitter as usize]
+            .admit(NodeId(id))
+            .expect("admit");
+        self.pump();
+        id
     }
 
     pub fn node(&mut self, i: u32) -> &mut Node {
@@ -108,18 +139,27 @@ impl Cluster {
                         self.in_flight.push_back((me, to, messages));
                     }
                     Output::Invoke(inv) => {
+                        self.history.push((me, format!("invoke {:?}", inv.key)));
                         self.invoked.push((me, inv.key));
                         self.running.push((me, inv));
                     }
                     Output::Completed { request, result } => {
                         self.completed.push((me, request, result))
                     }
-                    Output::RunTask(task) => self.tasks.push((me, task)),
+                    Output::RunTask(task) => {
+                        self.history.push((me, format!("task {}", task.task)));
+                        self.tasks.push((me, task))
+                    }
                     Output::TaskCompleted { launch, outcome } => {
                         self.task_results.push((me, launch, outcome))
                     }
                     Output::PeerDown { node, by, .. } => self.downs.push((me, node, by)),
                     Output::Fenced { by, .. } => self.fenced.push((me, by)),
+                    Output::ViewChanged(view) => self.views.push((me, view)),
+                    Output::Admitted => self.admitted.push(me),
+                    Output::JoinFailed { key, error, .. } => {
+                        self.join_failed.push((me, key, error))
+                    }
                 }
             }
         }
