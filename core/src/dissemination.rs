@@ -46,7 +46,7 @@ impl Node {
         registration: Registration,
         request: RequestId,
     ) {
-        if let Some(result) = self.completed.get(&key) {
+        if let Some((result, _)) = self.completed.get(&key) {
             let result = result.clone();
             self.emit(Output::Completed { request, result });
             return;
@@ -68,9 +68,9 @@ impl Node {
     }
 
     pub(crate) fn handle_request(&mut self, from: NodeId, key: Key, registration: Registration) {
-        if let Some(result) = self.completed.get(&key) {
-            let report = report_of(result, self.limits());
-            self.send(from, Message::Complete { key, report });
+        if let Some((result, view)) = self.completed.get(&key) {
+            let (report, view) = (report_of(result, self.limits()), *view);
+            self.send(from, Message::Complete { key, view, report });
             return;
         }
         self.requesters.entry(key).or_default().insert(from);
@@ -160,11 +160,11 @@ impl Node {
         self.check_round(key, root);
     }
 
-    pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, report: Report) {
+    pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, view: u32, report: Report) {
         if self.waiters.contains_key(&key) {
             let mut bounded = Report::default();
             bounded.merge(report, self.limits());
-            self.complete_globally(key, bounded.to_result(key));
+            self.complete_globally(key, bounded.to_result(key), view);
         }
     }
 
@@ -330,26 +330,27 @@ impl Node {
             round.report.add_failure(me, &error, limits);
         }
         let report = round.report.clone();
+        let view = round.view;
         match round.parent {
             Some(parent) => self.send(parent, Message::Ack { key, root, report }),
             None => {
                 for requester in self.requesters.remove(&key).unwrap_or_default() {
                     let report = report.clone();
-                    self.send(requester, Message::Complete { key, report });
+                    self.send(requester, Message::Complete { key, view, report });
                 }
-                self.complete_globally(key, report.to_result(key));
+                self.complete_globally(key, report.to_result(key), view);
             }
         }
     }
 
-    fn complete_globally(&mut self, key: Key, result: RegistrationResult) {
+    fn complete_globally(&mut self, key: Key, result: RegistrationResult, view: u32) {
         if let Some(waiters) = self.waiters.remove(&key) {
             for request in waiters.requests {
                 let result = result.clone();
                 self.emit(Output::Completed { request, result });
             }
         }
-        self.completed.insert(key, result);
+        self.completed.insert(key, (result, view));
     }
 }
 

@@ -65,9 +65,13 @@ impl Node {
                     .get(key)
                     .is_some_and(|e| matches!(e.outcome(), Some(Err(_))))
             })
+            // A result speaks for the nodes of its round's view: a joiner beyond it
+            // may not have run the key yet.
             .filter(|key| match self.completed.get(key) {
-                Some(result) => {
-                    result.failures.iter().any(|f| f.node == to) || result.unreachable.contains(&to)
+                Some((result, view)) => {
+                    to.0 >= *view
+                        || result.failures.iter().any(|f| f.node == to)
+                        || result.unreachable.contains(&to)
                 }
                 None => true,
             })

@@ -74,7 +74,7 @@ pub use outcome::{
 };
 pub use registration::{Key, Registration};
 pub use tree::Tree;
-pub use view::{MAX_NODES, Replay, View};
+pub use view::{JoinFailure, MAX_NODES, Replay, View};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, EncodeError, FrameError, Message, WIRE_VERSION, decode_frame,
     encode_frames,

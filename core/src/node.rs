@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::dissemination::{Round, Waiters};
 use crate::launch::{HeldTask, SentLaunch};
 use crate::local::Entry;
-use crate::view::{Joining, MAX_NODES};
+use crate::view::{JoinFailure, Joining, MAX_NODES};
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
 use crate::{
     InvocationId, Key, LaunchId, Limits, Message, NodeId, Registration, RegistrationResult, Report,
@@ -200,8 +200,9 @@ pub struct Node {
     pub(crate) requesters: BTreeMap<Key, BTreeSet<NodeId>>,
     /// As requester: local requests waiting for each key's job-wide completion.
     pub(crate) waiters: BTreeMap<Key, Waiters>,
-    /// Job-wide results known here (as coordinator or requester).
-    pub(crate) completed: BTreeMap<Key, RegistrationResult>,
+    /// Job-wide results known here (as coordinator or requester), with the view
+    /// of the round that produced each.
+    pub(crate) completed: BTreeMap<Key, (RegistrationResult, u32)>,
     /// Keys in the order they finished locally: what a late joiner would replay.
     pub(crate) log: Vec<Key>,
     /// Launches sent to other nodes and not yet answered.
@@ -285,17 +286,9 @@ pub enum Output {
     ViewChanged(View),
     /// A joining node has replayed the log: it takes tasks from now on.
     Admitted,
-    /// A joining node could not replay `registration`: it is not admitted, has told
-    /// every member it is down, and takes no further part. End the process with
-    /// this error.
-    JoinFailed {
-        /// The registration's key.
-        key: Key,
-        /// The registration that failed here.
-        registration: Registration,
-        /// Its error here.
-        error: String,
-    },
+    /// A joining node was not admitted: it has told every member it is down and
+    /// takes no further part. End the process with this error.
+    JoinFailed(JoinFailure),
 }
 
 /// A registration to execute locally.
@@ -598,7 +591,9 @@ impl Node {
                 registration,
             } => self.handle_disseminate(from, key, root, view, registration),
             Message::Ack { key, root, report } => self.handle_ack(from, key, root, report),
-            Message::Complete { key, report } => self.handle_complete(from, key, report),
+            Message::Complete { key, view, report } => {
+                self.handle_complete(from, key, view, report)
+            }
             Message::Launch {
                 launch,
                 task,
@@ -775,7 +770,7 @@ impl Node {
 
     /// The job-wide result of `key`, if this node has learned it.
     pub fn global_result(&self, key: &Key) -> Option<&RegistrationResult> {
-        self.completed.get(key)
+        self.completed.get(key).map(|(result, _)| result)
     }
 
     /// Keys in the order they finished on this node, with their registrations: the
@@ -917,6 +912,7 @@ impl Node {
             reason: reason.to_owned(),
         });
         self.announce_view();
+        self.joining_peer_down(node, reason);
         true
     }
 

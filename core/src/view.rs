@@ -60,9 +60,34 @@ pub struct Replay {
     pub failed_at_admitter: bool,
 }
 
+/// Why a joining node was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum JoinFailure {
+    /// A registration of the log failed here (and had not failed on the admitter).
+    #[error("registration {} failed on the joining node: {error}", key.short())]
+    Replay {
+        /// Its key.
+        key: Key,
+        /// The registration, for the host to name it.
+        registration: Registration,
+        /// Its error here.
+        error: String,
+    },
+    /// The admitter went down before its welcome arrived.
+    #[error("{admitter} went down before it admitted this node: {reason}")]
+    AdmitterDown {
+        /// The node that was to admit this one.
+        admitter: NodeId,
+        /// Why it is down.
+        reason: String,
+    },
+}
+
 /// A joiner's state until it has replayed the log: it takes no task before.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Joining {
+    /// The node that admits this one (node 0 for herald's hosts).
+    admitter: NodeId,
     /// Whether the whole welcome (every chunk) has arrived.
     welcomed: bool,
     /// Keys received before the welcome, whose invocation waits for the replay.
@@ -83,9 +108,17 @@ impl Node {
     /// admitter's [`Message::Welcome`] carries: [`Output::Admitted`] says it has, and
     /// [`Output::JoinFailed`] that a replayed registration failed here, after which
     /// the node has declared itself down and takes no further part.
-    pub fn joining(config: crate::Config) -> Self {
+    /// If `admitter` goes down before its welcome arrived, the join fails.
+    pub fn joining(config: crate::Config, admitter: NodeId) -> Self {
         let mut node = Self::new(config);
-        node.joining = Some(Joining::default());
+        node.joining = Some(Joining {
+            admitter,
+            welcomed: false,
+            deferred: Vec::new(),
+            queue: VecDeque::new(),
+            must_succeed: BTreeSet::new(),
+            current: None,
+        });
         node
     }
 
@@ -115,11 +148,9 @@ impl Node {
                 nodes: MAX_NODES,
             });
         }
-        let skipped = self.size..joiner.0;
+        let skipped: Vec<NodeId> = (self.size..joiner.0).map(NodeId).collect();
         self.learn_size(joiner.0 + 1);
-        for gap in skipped {
-            self.declare_absent(NodeId(gap));
-        }
+        self.declare_absent(&skipped);
         self.admitted.insert(joiner);
         self.send_welcome(joiner);
         Ok(())
@@ -240,7 +271,12 @@ impl Node {
                     None => return,
                     Some(Err(error)) if joining.must_succeed.contains(&key) => {
                         let error = error.clone();
-                        self.fail_join(key, error);
+                        let registration = self.entries[&key].registration.clone();
+                        self.fail_join(JoinFailure::Replay {
+                            key,
+                            registration,
+                            error,
+                        });
                         return;
                     }
                     Some(_) => {}
@@ -260,41 +296,52 @@ impl Node {
         }
     }
 
-    /// Declares a skipped id down for everyone (it never joined, so nothing is
-    /// sent to it).
-    fn declare_absent(&mut self, node: NodeId) {
+    /// Declares skipped ids down for everyone (they never joined, so nothing is
+    /// sent to them).
+    fn declare_absent(&mut self, skipped: &[NodeId]) {
         let me = self.me();
-        let reason = "was given an id but never joined".to_owned();
-        if !self.apply_down(node, me, &reason) {
-            return;
+        let reason = "was given an id but never joined";
+        let absent: Vec<NodeId> = skipped
+            .iter()
+            .copied()
+            .filter(|node| self.apply_down(*node, me, reason))
+            .collect();
+        for node in &absent {
+            self.flood_down(*node, me, reason, false);
         }
-        self.flood_down(node, me, &reason, false);
-        self.after_down(node);
+        for node in absent {
+            self.after_down(node);
+        }
     }
 
     /// A replayed registration failed here: refuse the join. The node tells every
     /// member it is down (rounds it was part of name it unreachable) and takes no
     /// further part.
-    fn fail_join(&mut self, key: Key, error: String) {
-        let registration = self.entries.get(&key).map(|e| e.registration.clone());
+    fn fail_join(&mut self, failure: JoinFailure) {
         self.joining = None;
         let me = self.me();
         let reason = crate::cut_text(
-            &format!(
-                "could not replay registration {} while joining: {error}",
-                key.short()
-            ),
+            &format!("not admitted: {failure}"),
             crate::node::MAX_REASON_BYTES,
         );
         self.flood_down(me, me, &reason, false);
-        if let Some(registration) = registration {
-            self.emit(Output::JoinFailed {
-                key,
-                registration,
-                error,
-            });
-        }
+        self.emit(Output::JoinFailed(failure));
         self.fenced = Some((me, reason));
+    }
+
+    /// A joiner whose admitter went down before the welcome will never be
+    /// admitted: it gives up.
+    pub(crate) fn joining_peer_down(&mut self, node: NodeId, reason: &str) {
+        let Some(joining) = &self.joining else {
+            return;
+        };
+        if joining.welcomed || joining.admitter != node {
+            return;
+        }
+        self.fail_join(JoinFailure::AdmitterDown {
+            admitter: node,
+            reason: reason.to_owned(),
+        });
     }
 
     fn send_welcome(&mut self, joiner: NodeId) {

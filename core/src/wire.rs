@@ -45,6 +45,9 @@ pub enum Message {
     Complete {
         /// The registration's key.
         key: Key,
+        /// The view of the round that completed it: the report speaks for the
+        /// nodes below it (and joiners it names).
+        view: u32,
         /// Failures and unreachable nodes of the whole job.
         report: Report,
     },
@@ -161,7 +164,7 @@ pub enum EncodeError {
 ///
 /// ```
 /// use herald_core::{decode_frame, encode_frames, Key, Message, Report, DEFAULT_MAX_FRAME_BYTES};
-/// let ack = Message::Complete { key: Key::default(), report: Report::default() };
+/// let ack = Message::Complete { key: Key::default(), view: 4, report: Report::default() };
 /// let frames = encode_frames(&[ack.clone(), ack.clone()], DEFAULT_MAX_FRAME_BYTES).unwrap();
 /// assert_eq!(frames.len(), 1, "both messages share one frame");
 /// assert_eq!(decode_frame(&frames[0], DEFAULT_MAX_FRAME_BYTES).unwrap(), vec![ack.clone(), ack]);

@@ -31,6 +31,7 @@ fn sample_messages() -> Vec<Message> {
         },
         Message::Complete {
             key: reg.key(),
+            view: 4,
             report,
         },
         Message::Launch {

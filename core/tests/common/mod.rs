@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use herald_core::{
-    Config, Invocation, Key, LaunchId, Message, Node, NodeId, Output, Registration,
+    Config, Invocation, JoinFailure, Key, LaunchId, Message, Node, NodeId, Output, Registration,
     RegistrationResult, RequestId, TaskOutcome, TaskRequest, View, encode_frames,
 };
 
@@ -35,8 +35,8 @@ pub struct Cluster {
     pub views: Vec<(NodeId, View)>,
     /// Joiners that replayed the log, in order.
     pub admitted: Vec<NodeId>,
-    /// Joiners whose replay failed: (node, key, error).
-    pub join_failed: Vec<(NodeId, Key, String)>,
+    /// Joiners that were not admitted, and why.
+    pub join_failed: Vec<(NodeId, JoinFailure)>,
     /// Every (node, event) in order: "invoke <key>" or "task <name>", to check
     /// that a joiner replays before it runs a task.
     pub history: Vec<(NodeId, String)>,
@@ -89,7 +89,7 @@ impl Cluster {
             .and_then(|c| c.with_fanout(fanout))
             .and_then(|c| c.with_max_frame_bytes(limit))
             .expect("valid config");
-        self.nodes.push(Node::joining(config));
+        self.nodes.push(Node::joining(config, NodeId(admitter)));
         self.nodes[admitter as usize]
             .admit(NodeId(id))
             .expect("admit");
@@ -157,9 +157,7 @@ impl Cluster {
                     Output::Fenced { by, .. } => self.fenced.push((me, by)),
                     Output::ViewChanged(view) => self.views.push((me, view)),
                     Output::Admitted => self.admitted.push(me),
-                    Output::JoinFailed { key, error, .. } => {
-                        self.join_failed.push((me, key, error))
-                    }
+                    Output::JoinFailed(failure) => self.join_failed.push((me, failure)),
                 }
             }
         }
@@ -171,7 +169,9 @@ impl Cluster {
         let Some((from, to, messages)) = self.in_flight.pop_front() else {
             return false;
         };
-        if self.crashed.contains(&from.0)
+        // A frame to an id no process took (a join that never happened) is lost.
+        if to.0 as usize >= self.nodes.len()
+            || self.crashed.contains(&from.0)
             || self.crashed.contains(&to.0)
             || self.is_cut(from.0, to.0)
         {
