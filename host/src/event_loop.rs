@@ -412,6 +412,17 @@ impl EventLoop {
                         .fence(format!("this node was declared down by {by}: {reason}"));
                     self.fenced = Some((by.0, reason));
                 }
+                Output::ViewChanged(view) => {
+                    tracing::debug!(epoch = view.epoch, size = view.size, "herald: view changed");
+                }
+                Output::Admitted => tracing::info!("herald: admitted into the job"),
+                Output::JoinFailed(failure) => {
+                    tracing::error!(%failure, "herald: this node was not admitted");
+                    let me = self.shared.node;
+                    let reason = format!("not admitted: {failure}");
+                    self.shared.arrivals.fence(reason.clone());
+                    self.fenced = Some((me.0, reason));
+                }
             }
         }
         // After the frames above: what was queued for a node declared down (the
