@@ -86,10 +86,30 @@ impl Node {
         view: u32,
         registration: Registration,
     ) {
-        if self.dead.contains(&root) || root == self.me() {
+        if root == self.me() {
             return;
         }
         self.learn_size(view);
+        if self.dead.contains(&root) {
+            // The round leads nowhere, but the sender holds the key and may launch
+            // tasks that require it here: run it, without taking part. Joiners
+            // grafted here would have had it from this round: pass it on.
+            self.ensure_invoked_global(key, &registration);
+            let grafted: Vec<NodeId> = self.admitted.range(NodeId(view)..).copied().collect();
+            for joiner in grafted {
+                let registration = registration.clone();
+                self.send(
+                    joiner,
+                    Message::Disseminate {
+                        key,
+                        root,
+                        view,
+                        registration,
+                    },
+                );
+            }
+            return;
+        }
         let me = self.me();
         let tree = self.tree(root, view);
         if let Some(round) = self.rounds.get_mut(&(key, root)) {

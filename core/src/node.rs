@@ -185,11 +185,16 @@ pub struct Node {
     /// Node ids assigned so far in this node's view: members are below it.
     pub(crate) size: u32,
     pub(crate) dead: BTreeSet<NodeId>,
+    /// Who declared each dead node down, and why: told to members learned later.
+    pub(crate) down_news: BTreeMap<NodeId, (NodeId, String)>,
     /// While joining: the replay of the admitter's log, before any task runs.
     pub(crate) joining: Option<Joining>,
     /// Joiners this node admitted: grafted below it in rounds whose root's view
     /// predates them.
     pub(crate) admitted: BTreeSet<NodeId>,
+    /// The node that admits (or admitted) this one, if it joined a running job: a
+    /// late copy of its welcome is ignored.
+    pub(crate) admitter: Option<NodeId>,
     /// Local invocation state per key: the at-most-once table.
     pub(crate) entries: BTreeMap<Key, Entry>,
     /// Invocations currently executing, for nesting and completion.
@@ -428,8 +433,8 @@ pub enum ProtocolError {
         /// The sender.
         from: NodeId,
     },
-    /// A welcome sent to a node that is not joining, or a second one.
-    #[error("{from} sent a welcome, but this node is not waiting for one")]
+    /// A welcome from a node other than this node's admitter.
+    #[error("{from} sent a welcome, but it is not this node's admitter")]
     UnexpectedWelcome {
         /// The sender.
         from: NodeId,
@@ -460,8 +465,10 @@ impl Node {
             config,
             size: config.nodes,
             dead: BTreeSet::new(),
+            down_news: BTreeMap::new(),
             joining: None,
             admitted: BTreeSet::new(),
+            admitter: None,
             entries: BTreeMap::new(),
             invocations: BTreeMap::new(),
             rounds: BTreeMap::new(),
@@ -630,8 +637,9 @@ impl Node {
     pub fn peer_down(&mut self, node: NodeId, reason: impl Into<String>) {
         let me = self.me();
         let reason = cut_text(&reason.into(), MAX_REASON_BYTES);
-        // A transport only declares peers it knows; an id beyond this view is not one.
-        if node.0 >= self.size || !self.apply_down(node, me, &reason) {
+        // A transport declares only peers it had a link with: one beyond this view
+        // joined since (and the ids below it were assigned too).
+        if !self.apply_down(node, me, &reason) {
             return;
         }
         self.flood_down(node, me, &reason, true);
@@ -845,6 +853,12 @@ impl Node {
         }
     }
 
+    /// Tells `node` it was declared down (by `by`, for `reason`).
+    pub(crate) fn send_down_to(&mut self, node: NodeId, by: NodeId, reason: &str) {
+        let reason = reason.to_owned();
+        self.send_even_if_down(node, Message::Down { node, by, reason });
+    }
+
     /// Queues a message for `to` even if it is down here: only the news that it is
     /// down goes this way, so that a node declared down learns it and stops.
     fn send_even_if_down(&mut self, to: NodeId, message: Message) {
@@ -906,6 +920,7 @@ impl Node {
         if !self.dead.insert(node) {
             return false;
         }
+        self.down_news.insert(node, (by, reason.to_owned()));
         self.emit(Output::PeerDown {
             node,
             by,
@@ -967,7 +982,7 @@ impl Node {
             Message::Complete { report, .. } => (report_nodes(report).collect(), MAX_NODES),
             Message::Down { node, by, .. } => (vec![*node, *by], MAX_NODES),
             Message::Welcome { view, down, .. } => {
-                if self.joining.is_none() {
+                if self.admitter != Some(from) {
                     return Err(ProtocolError::UnexpectedWelcome { from });
                 }
                 if !down.is_canonical() {

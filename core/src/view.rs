@@ -111,6 +111,7 @@ impl Node {
     /// If `admitter` goes down before its welcome arrived, the join fails.
     pub fn joining(config: crate::Config, admitter: NodeId) -> Self {
         let mut node = Self::new(config);
+        node.admitter = Some(admitter);
         node.joining = Some(Joining {
             admitter,
             welcomed: false,
@@ -172,10 +173,37 @@ impl Node {
     }
 
     /// Grows the view to `size` ids, announcing it; nothing if it is not larger.
+    /// A member learned of late may not have heard of nodes that went down
+    /// before (their declarers did not know it): it is told each, so that the
+    /// news reaches them through it too. Nothing is sent when nobody is down.
     pub(crate) fn learn_size(&mut self, size: u32) {
-        if size > self.size {
-            self.size = size;
-            self.announce_view();
+        if size <= self.size {
+            return;
+        }
+        let learned = self.size..size;
+        self.size = size;
+        self.announce_view();
+        if self.down_news.is_empty() || self.fenced.is_some() {
+            return;
+        }
+        let news: Vec<(NodeId, NodeId, String)> = (self.down_news.iter())
+            .map(|(node, (by, reason))| (*node, *by, reason.clone()))
+            .collect();
+        for member in learned.map(NodeId) {
+            if member == self.me() || self.dead.contains(&member) {
+                continue;
+            }
+            for (node, by, reason) in &news {
+                let reason = reason.clone();
+                self.send(
+                    member,
+                    Message::Down {
+                        node: *node,
+                        by: *by,
+                        reason,
+                    },
+                );
+            }
         }
     }
 
@@ -223,8 +251,13 @@ impl Node {
             return;
         }
         self.learn_size(view);
+        // Like any node that hears of a down, pass the news to the node itself:
+        // this node's links may be the only ones left to it.
+        let reason = "declared down before this node joined";
         for node in down.iter() {
-            if self.apply_down(node, from, "down before this node joined") {
+            if self.apply_down(node, from, reason) {
+                let by = from;
+                self.send_down_to(node, by, reason);
                 self.after_down(node);
             }
         }

@@ -495,3 +495,25 @@ fn a_launch_to_a_joiner_requires_what_completed_before_it_joined() {
     // The result (which does not name 3) spoke for the view before 3 joined.
     assert_eq!(required, [vec![reg.key()]]);
 }
+
+#[test]
+fn a_second_copy_of_the_welcome_is_ignored_and_a_stranger_s_refused() {
+    let mut c = Cluster::new(2, 2);
+    let reg = registration_homed_at(0, 2, "dup");
+    complete(&mut c, 0, &reg);
+    c.join(0);
+    let welcome = c.in_flight.front().cloned().expect("the welcome");
+    c.settle();
+    c.in_flight.push_back(welcome.clone());
+    c.settle();
+    assert_eq!(c.invocations_of(reg.key()), 3);
+    let (_, _, messages) = welcome;
+    let err = c
+        .node(2)
+        .handle_message(NodeId(1), messages[0].clone())
+        .expect_err("not from the admitter");
+    assert!(matches!(
+        err,
+        ProtocolError::UnexpectedWelcome { from: NodeId(1) }
+    ));
+}

@@ -84,6 +84,7 @@ impl<P: Protocol> World<P> {
                 Output::JoinFailed(failure) => {
                     // Not admitted: the node told everyone it is down; its host
                     // ends the process once that is sent.
+                    self.declared.insert(node);
                     self.trace.instant(
                         self.now_ns,
                         node,

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herald_core::{Key, LocalState, NodeId, Scope};
+use herald_core::{Key, LocalState, NodeId, RegistrationResult, Scope};
 
 use crate::world::World;
 use crate::{Chooser, Protocol, Violation};
@@ -16,7 +16,8 @@ use crate::{Chooser, Protocol, Violation};
 pub(crate) struct Joins {
     /// Per planned join: whether node 0 has admitted it.
     pub(crate) issued: Vec<bool>,
-    /// Per planned join: the keys that had a job-wide answer when it joined.
+    /// Per planned join: the keys that had a job-wide answer covering node 0
+    /// when it joined.
     replay_due: Vec<BTreeSet<Key>>,
     /// Per planned join: whether it reported that it replayed the log.
     admitted: Vec<bool>,
@@ -62,10 +63,29 @@ impl<P: Protocol> World<P> {
         if self.net.is_down(admitter) {
             return;
         }
-        self.net.absent[joiner.0 as usize] = false;
+        // The joiner's transport reaches node 0 (else it could not join): it
+        // comes up on node 0's side of any partition.
+        self.net.join_beside(joiner, admitter);
+        // Its transport notices, when it first tries them, the links to processes
+        // already gone or cut off; the processes cut off from it notice too.
+        for other in (0..self.scenario.slots()).map(NodeId) {
+            if other == joiner || self.net.absent[other.0 as usize] {
+                continue;
+            }
+            if self.net.is_down(other) || !self.net.connected(joiner, other) {
+                self.expect_detection(joiner, other, chooser);
+            }
+            if !self.net.is_down(other) && !self.net.connected(joiner, other) {
+                self.expect_detection(other, joiner, chooser);
+            }
+        }
         self.joins.replay_due[index] = (self.ledger.requests.iter())
             .filter_map(|r| r.answer.as_ref())
+            // A result that names node 0 unreachable completed in a view without
+            // it (across a partition, or after someone declared it down): the
+            // admitter's log need not hold it.
             .filter(|a| a.result.scope == Scope::Global)
+            .filter(|a| !a.result.unreachable.contains(&admitter))
             .map(|a| a.result.key)
             .collect();
         self.trace.instant(
@@ -116,15 +136,15 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// Whether a job-wide result for `key` must speak for `node`: one of the
-    /// job's own nodes, or a joiner that joined before the key was first
-    /// requested while its admitter is still up.
-    pub(crate) fn result_covers(&self, node: NodeId, key: Key) -> bool {
+    /// Whether a job-wide result must speak for `node`: one of the job's own
+    /// nodes, or a joiner that joined before the key was first requested, when
+    /// the round went through node 0 (which grafts joiners the root did not know).
+    pub(crate) fn result_covers(&self, node: NodeId, result: &RegistrationResult) -> bool {
         let Some(index) = self.join_index(node) else {
             return true;
         };
-        let joins_before = self.joins.key_joins.get(&key).copied().unwrap_or(0);
-        self.joins.issued[index] && index < joins_before && !self.net.is_down(NodeId(0))
+        let joins_before = self.joins.key_joins.get(&result.key).copied().unwrap_or(0);
+        self.joins.issued[index] && index < joins_before && !result.unreachable.contains(&NodeId(0))
     }
 
     /// End of run: a live joiner whose admitter is up was admitted, and has run

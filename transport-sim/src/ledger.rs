@@ -336,7 +336,7 @@ impl<P: Protocol> World<P> {
         verified.push(result.clone());
         for i in 0..self.scenario.slots() {
             let other = NodeId(i);
-            if !self.result_covers(other, result.key) {
+            if !self.result_covers(other, &result) {
                 continue;
             }
             if result.unreachable.binary_search(&other).is_err() {

@@ -98,6 +98,12 @@ impl Net {
         self.crashed[i] || self.exited[i] || self.absent[i]
     }
 
+    /// A joiner's process comes up, on the same side of every partition as `peer`.
+    pub(crate) fn join_beside(&mut self, joiner: NodeId, peer: NodeId) {
+        self.absent[joiner.0 as usize] = false;
+        self.side[joiner.0 as usize] = self.side[peer.0 as usize];
+    }
+
     pub(crate) fn is_paused(&self, node: NodeId) -> bool {
         self.paused[node.0 as usize]
     }

@@ -405,6 +405,11 @@ impl Scenario {
                 )));
             }
         }
+        if self.joins.windows(2).any(|w| w[0].at_ns > w[1].at_ns) {
+            return Err(SimError::Invalid(
+                "joins take node ids in order: list them by time".into(),
+            ));
+        }
         if self.network.latency_min_ns > self.network.latency_max_ns
             || self.network.detect_min_ns > self.network.detect_max_ns
         {
