@@ -49,7 +49,7 @@ fn library() -> Script {
 /// before anything else, the replay holds two registrations in order.
 #[test]
 fn a_join_during_a_registration() {
-    for (nodes, min) in [(2, 0), (3, 0)] {
+    for (nodes, min) in [(2, 809), (3, 2_927)] {
         let scenario = Scenario::new(nodes)
             .with_fanout(2)
             .with_request(NodeId(nodes - 1), 0, library())
@@ -62,7 +62,7 @@ fn a_join_during_a_registration() {
         .with_request(NodeId(1), 0, nested)
         .with_join(0)
         .with_launch(NodeId(0), NodeId(2), 0, "saxpy");
-    explore_all("a join while nested loads register", &scenario, 0);
+    explore_all("a join while nested loads register", &scenario, 1_864);
 }
 
 /// A join racing a crash of any node (the admitter, the joiner, the requester,
@@ -96,7 +96,7 @@ fn two_joins_at_once() {
         .with_join(0)
         .with_join(0)
         .with_launch(NodeId(0), NodeId(3), 0, "saxpy");
-    explore_all("two joins at once", &scenario, 0);
+    explore_all("two joins at once", &scenario, 5_632);
 }
 
 /// A replay that fails on the joiner (a load that fails there only) refuses the
@@ -107,7 +107,7 @@ fn a_replay_that_fails_on_the_joiner() {
     let scenario = Scenario::new(2)
         .with_request(NodeId(0), 0, failing)
         .with_join(0);
-    explore_all("a replay that fails on the joiner", &scenario, 0);
+    explore_all("a replay that fails on the joiner", &scenario, 601);
 }
 
 /// Random scenarios (the swarm's: every fault kind, nesting, failing loads,
