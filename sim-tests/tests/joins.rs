@@ -69,7 +69,7 @@ fn a_join_during_a_registration() {
 /// the coordinator), frames in flight lost with it.
 #[test]
 fn a_join_racing_a_crash() {
-    for (nodes, candidates, min) in [(2, vec![0, 1, 2], 0), (3, vec![3], 0)] {
+    for (nodes, candidates, min) in [(2, vec![0, 1, 2], 8_052), (3, vec![3], 142_941)] {
         let faults = Faults {
             crashes: 1,
             lose_in_flight: true,
