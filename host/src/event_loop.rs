@@ -18,6 +18,7 @@ use herald_tcp::MeshEvent;
 use crate::HostError;
 use crate::execute;
 use crate::handles::Completion;
+use crate::membership::Admission;
 use crate::pool::WorkerPool;
 use crate::runtime::JobEnd;
 use crate::shared::{Command, Flush, Shared};
@@ -222,6 +223,11 @@ impl EventLoop {
                 }
             }
             Command::Quiesce(done) => self.quiescing.push(done),
+            Command::Admit(joiner) => {
+                if let Err(error) = self.node.admit(NodeId(joiner)) {
+                    tracing::error!(joiner, %error, "herald: cannot admit node {joiner}");
+                }
+            }
             Command::BatchOpened | Command::Shutdown => {}
         }
     }
@@ -300,7 +306,7 @@ impl EventLoop {
         let now = Instant::now();
         self.shared.flush_batches(Flush::Due(now));
         let node = &self.node;
-        let nodes = self.shared.nodes;
+        let nodes = self.shared.nodes();
         self.watchdog
             .warn_due(now, |waiting, acks_due| match waiting {
                 Waiting::Registration(_, key) => {
@@ -414,14 +420,19 @@ impl EventLoop {
                 }
                 Output::ViewChanged(view) => {
                     tracing::debug!(epoch = view.epoch, size = view.size, "herald: view changed");
+                    self.shared.set_view(view);
                 }
-                Output::Admitted => tracing::info!("herald: admitted into the job"),
+                Output::Admitted => {
+                    tracing::info!("herald: admitted into the job");
+                    self.shared.set_admission(Admission::Admitted);
+                }
                 Output::JoinFailed(failure) => {
-                    tracing::error!(%failure, "herald: this node was not admitted");
-                    let me = self.shared.node;
-                    let reason = format!("not admitted: {failure}");
+                    let reason = crate::membership::describe_refusal(self.shared.node, &failure);
+                    tracing::error!("herald: {reason}");
                     self.shared.arrivals.fence(reason.clone());
-                    self.fenced = Some((me.0, reason));
+                    self.shared
+                        .set_admission(Admission::Refused(reason.clone()));
+                    self.fenced = Some((self.shared.node.0, reason));
                 }
             }
         }
