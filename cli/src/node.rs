@@ -25,6 +25,12 @@ pub struct NodeArgs {
     /// from HERALD_SECRET or HERALD_SECRET_FILE, never from the command line.
     #[arg(long, value_name = "HOST:PORT")]
     pub coordinator: Option<SocketAddr>,
+    /// Join a running job through its rank 0, listening at HOST:PORT (default:
+    /// HERALD_JOIN): this process gets a fresh rank, replays every registration
+    /// the job made, in order, then serves like any rank other than 0. It exits
+    /// non-zero, naming the registration, if one fails here.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["rank", "size", "coordinator"])]
+    pub join: Option<String>,
     /// Address this rank listens on (default: HERALD_BIND, else loopback).
     #[arg(long, value_name = "IP")]
     pub bind: Option<IpAddr>,
@@ -67,7 +73,16 @@ pub struct NodeArgs {
 /// Runs one node until the job ends.
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     herald_host::keep_c_abi();
-    let boot = bootstrap(&args)?;
+    let join = args.join.clone().or_else(|| {
+        std::env::var(herald_host::JOIN_ENV)
+            .ok()
+            .filter(|address| !address.trim().is_empty())
+    });
+    let boot = match &join {
+        Some(address) => herald_host::join_bootstrap(address, &|name| std::env::var(name).ok())
+            .context("herald node --join: incomplete bootstrap")?,
+        None => bootstrap(&args)?,
+    };
     let mut mesh_config = boot
         .mesh_config()
         .context("herald node: incomplete bootstrap")?;
@@ -95,12 +110,48 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .library_dirs
         .extend(args.library_path.iter().cloned());
     config.agree_on(&mut mesh_config);
-    let (rank, size) = (boot.rank, boot.size);
-    let (mesh, mesh_events) = Mesh::establish(mesh_config)
-        .with_context(|| format!("rank {rank} of {size}: the job did not form"))?;
+    let (mesh, mesh_events) = match &join {
+        Some(address) => Mesh::join(mesh_config)
+            .with_context(|| format!("herald node: cannot join the job through {address}"))?,
+        None => Mesh::establish(mesh_config).with_context(|| {
+            format!("rank {} of {}: the job did not form", boot.rank, boot.size)
+        })?,
+    };
+    let (rank, size) = (mesh.rank(), mesh.size());
     let (events, coordinator_gone) = watch_coordinator(mesh_events)?;
-    let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
-    herald_host::install_global(&runtime);
+    let runtime = match join {
+        Some(_) => {
+            // The log's libraries call the C ABI from their constructors: frames
+            // wait in this channel until the runtime is installed for it.
+            let (gate, gated) = crossbeam_channel::unbounded();
+            let runtime = Runtime::start_joining(mesh, gated, config, Vec::new())
+                .context("starting the runtime")?;
+            herald_host::install_global(&runtime);
+            std::thread::Builder::new()
+                .name("herald-node-join-events".into())
+                .spawn(move || {
+                    for event in events {
+                        if gate.send(event).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .context("cannot start the event forwarding thread")?;
+            runtime
+        }
+        None => {
+            let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
+            herald_host::install_global(&runtime);
+            runtime
+        }
+    };
+    // A joiner replays the job's registrations (its libraries' constructors call
+    // the C ABI, installed just above) before it serves.
+    if let Err(error) = runtime.wait_admitted() {
+        eprintln!("herald node: {error}");
+        herald_host::uninstall_global();
+        return Ok(ExitCode::from(1));
+    }
     tracing::info!(
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source

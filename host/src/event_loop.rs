@@ -260,14 +260,13 @@ impl EventLoop {
                 }
             }
             MeshEvent::Joined { node } => {
-                // The core's membership is fixed at start: a process that joins
-                // a running job is not admitted into it (yet), so its link closes.
-                tracing::warn!(
-                    node,
-                    "herald: a process joined the job's transport, but this runtime does \
-                     not admit late joiners; closing its link"
-                );
-                self.transport.close_peer(node);
+                // The transport authenticated a newcomer with a fresh rank (only on
+                // node 0): admit it into a new view and send it the log.
+                tracing::info!(node, "herald: node {node} joined the job; admitting it");
+                if let Err(error) = self.node.admit(NodeId(node)) {
+                    tracing::error!(node, %error, "herald: cannot admit node {node}");
+                    self.transport.close_peer(node);
+                }
             }
             MeshEvent::PeerDown { node, reason } => {
                 if self.left_after_end(node) {

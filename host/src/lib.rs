@@ -74,7 +74,7 @@ pub use executor::Executor;
 pub use ffi::keep_c_abi;
 pub use global::{global, install_global, uninstall_global};
 pub use handle::{RegistrationHandle, TaskHandle};
-pub use membership::{LocalCluster, ViewHook};
+pub use membership::{JOIN_ENV, LocalCluster, ViewHook, join_bootstrap};
 pub use runtime::{JobEnd, LoadReport, Runtime};
 pub use stats::RuntimeStats;
 pub use transport::Transport;

@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 use herald_core::{JoinFailure, NodeId, View};
-use herald_tcp::{Mesh, MeshEvent};
+use herald_tcp::{Bootstrap, BootstrapError, Mesh, MeshEvent, bootstrap_from_env};
 
 use crate::code::describe_registration;
 use crate::shared::Command;
@@ -41,8 +41,11 @@ impl Runtime {
     /// Joins a running job on `mesh`, a herald-tcp mesh that joined it (its rank
     /// is the fresh id the transport assigned, its size the ids assigned so far):
     /// node 0 admits this node and sends it the job's registration log, which it
-    /// replays in order. Returns once that is done, before any task runs here;
-    /// fails (and stops) if a replayed registration fails here, naming it.
+    /// replays in order, before any task runs here. Returns at once: call
+    /// [`wait_admitted`](Self::wait_admitted) (once whatever the replay needs is
+    /// in place, e.g. the runtime installed for the C ABI) to learn that the
+    /// replay is done, or that a replayed registration failed here (the node is
+    /// then not admitted, and stops).
     ///
     /// `executors` (kinds of code of your own, see
     /// [`register_executor`](Runtime::register_executor)) are in place before
@@ -71,10 +74,7 @@ impl Runtime {
         config: HostConfig,
         executors: Vec<(String, Arc<dyn Executor>)>,
     ) -> Result<Runtime, HostError> {
-        let runtime =
-            Runtime::start_node(transport, events, node, nodes, config, Some(0), executors)?;
-        runtime.wait_until_admitted()?;
-        Ok(runtime)
+        Runtime::start_node(transport, events, node, nodes, config, Some(0), executors)
     }
 
     /// Calls `hook` on every later change of this node's view (a node joined or
@@ -93,9 +93,11 @@ impl Runtime {
         let _ = self.shared().commands.send(Command::Admit(node));
     }
 
-    /// Waits until this joining node has replayed the log (or was refused, or
-    /// stopped).
-    fn wait_until_admitted(&self) -> Result<(), HostError> {
+    /// Waits until this joining node has replayed the job's log; at once for a
+    /// node that started as a member. Fails with [`HostError::NotAdmitted`]
+    /// (naming this node and the registration) if it was refused; the runtime has
+    /// then stopped.
+    pub fn wait_admitted(&self) -> Result<(), HostError> {
         let shared = self.shared();
         let mut admission = shared
             .admission
@@ -125,6 +127,29 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The variable that makes `herald_init`, herald-python and the `herald` Python
+/// package join a running job through rank 0's address (`HOST:PORT`), like
+/// `herald node --join`.
+pub const JOIN_ENV: &str = "HERALD_JOIN";
+
+/// The bootstrap of a process joining a running job through rank 0 at
+/// `address`: herald's own variables from `env` (secret, bind address,
+/// heartbeat and timeout), rank 0's address as the coordinator. The rank and
+/// size are placeholders (`Mesh::join` ignores them: rank 0 assigns a fresh
+/// rank); launcher variables (MPI, Slurm) are not read.
+pub fn join_bootstrap(
+    address: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bootstrap, BootstrapError> {
+    bootstrap_from_env(&|name| match name {
+        "HERALD_COORDINATOR" => Some(address.to_owned()),
+        "HERALD_RANK" => Some("1".to_owned()),
+        "HERALD_SIZE" => Some("2".to_owned()),
+        other if other.starts_with("HERALD_") => env(other),
+        _ => None,
+    })
 }
 
 /// Why a joining node was not admitted, naming it and the registration.
@@ -212,7 +237,7 @@ impl LocalCluster {
         )?;
         // What node 0 does when herald-tcp reports that a newcomer authenticated.
         self.runtimes[0].admit(node);
-        joining.wait_until_admitted()?;
+        joining.wait_admitted()?;
         self.runtimes.push(joining);
         Ok(&self.runtimes[self.runtimes.len() - 1])
     }
