@@ -91,7 +91,8 @@ impl Config {
         self.node
     }
 
-    /// Number of nodes in the job.
+    /// Node ids assigned when this node started (the job's size, or for a
+    /// joiner its own id plus one); the view grows from there ([`Node::view`]).
     pub fn nodes(&self) -> u32 {
         self.nodes
     }
