@@ -174,8 +174,21 @@ void herald_set_error(const char *message);
 /* This node's id (0 .. count-1), or UINT32_MAX outside herald. */
 uint32_t herald_node_id(void);
 
-/* Number of nodes in the job, or 0 outside herald. */
+/* Number of node ids in this node's current view of the job (nodes that joined
+ * since the start included, nodes down too: every member's id is below it), or
+ * 0 outside herald. */
 uint32_t herald_node_count(void);
+
+/* Called on every change of this node's view of the job: a node joined (its id
+ * became known here) or went down. epoch counts the changes known here, nodes is
+ * what herald_node_count() now returns, members those not down. It runs on
+ * herald's event loop: return quickly, and call no herald_wait there. */
+typedef void (*herald_view_fn)(uint64_t epoch, uint32_t nodes, uint32_t members,
+                               void *context);
+
+/* Calls fn(…, context) on every later view change. HERALD_OK, HERALD_ERR_INVALID
+ * for a NULL fn, or HERALD_ERR_NO_RUNTIME outside herald. */
+int herald_on_view_change(herald_view_fn fn, void *context);
 
 /* Loads a library on this node; its constructors' global registrations are
  * awaited before this returns. Called from a constructor (during another load)

@@ -25,6 +25,12 @@ pub struct NodeArgs {
     /// from HERALD_SECRET or HERALD_SECRET_FILE, never from the command line.
     #[arg(long, value_name = "HOST:PORT")]
     pub coordinator: Option<SocketAddr>,
+    /// Join a running job through its rank 0, listening at HOST:PORT (default:
+    /// HERALD_JOIN): this process gets a fresh rank, replays every registration
+    /// the job made, in order, then serves like any rank other than 0. It exits
+    /// non-zero, naming the registration, if one fails here.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["rank", "size", "coordinator"])]
+    pub join: Option<String>,
     /// Address this rank listens on (default: HERALD_BIND, else loopback).
     #[arg(long, value_name = "IP")]
     pub bind: Option<IpAddr>,
@@ -77,18 +83,32 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(choice) => choice,
         None => TransportChoice::from_env()?,
     };
-    let (runtime, rank, size, coordinator_gone) = match choice.resolve()? {
+    let started = match choice.resolve()? {
         TransportKind::Tcp => start_tcp(&args)?,
         TransportKind::Mpi => start_mpi(&args)?,
+    };
+    let Some((runtime, rank, size, coordinator_gone)) = started else {
+        // A joiner that was not admitted (it said why).
+        return Ok(ExitCode::from(1));
     };
     tracing::debug!("herald node: rank {rank} of {size} serving");
     serve(runtime, &args, rank, coordinator_gone)
 }
 
-/// Joins the job over herald's TCP mesh, starts the runtime and installs it for
-/// the C ABI.
-fn start_tcp(args: &NodeArgs) -> anyhow::Result<Started> {
-    let boot = bootstrap(args)?;
+/// Joins the job over herald's TCP mesh (or a running job, with --join or
+/// HERALD_JOIN), starts the runtime and installs it for the C ABI. `None`: a
+/// joiner that was not admitted.
+fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
+    let join = args.join.clone().or_else(|| {
+        std::env::var(herald_host::JOIN_ENV)
+            .ok()
+            .filter(|address| !address.trim().is_empty())
+    });
+    let boot = match &join {
+        Some(address) => herald_host::join_bootstrap(address, &|name| std::env::var(name).ok())
+            .context("herald node --join: incomplete bootstrap")?,
+        None => bootstrap(args)?,
+    };
     let mut mesh_config = boot
         .mesh_config()
         .context("herald node: incomplete bootstrap")?;
@@ -109,17 +129,53 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Started> {
         config.slow_warning = mesh_config.peer_timeout / 2;
     }
     config.agree_on(&mut mesh_config);
-    let (rank, size) = (boot.rank, boot.size);
-    let (mesh, mesh_events) = Mesh::establish(mesh_config)
-        .with_context(|| format!("rank {rank} of {size}: the job did not form"))?;
+    let (mesh, mesh_events) = match &join {
+        Some(address) => Mesh::join(mesh_config)
+            .with_context(|| format!("herald node: cannot join the job through {address}"))?,
+        None => Mesh::establish(mesh_config).with_context(|| {
+            format!("rank {} of {}: the job did not form", boot.rank, boot.size)
+        })?,
+    };
+    let (rank, size) = (mesh.rank(), mesh.size());
     let (events, coordinator_gone) = watch_coordinator(mesh_events)?;
-    let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
-    herald_host::install_global(&runtime);
+    let runtime = match join {
+        Some(_) => {
+            // The log's libraries call the C ABI from their constructors: frames
+            // wait in this channel until the runtime is installed for it.
+            let (gate, gated) = crossbeam_channel::unbounded();
+            let runtime = Runtime::start_joining(mesh, gated, config, Vec::new())
+                .context("starting the runtime")?;
+            herald_host::install_global(&runtime);
+            std::thread::Builder::new()
+                .name("herald-node-join-events".into())
+                .spawn(move || {
+                    for event in events {
+                        if gate.send(event).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .context("cannot start the event forwarding thread")?;
+            runtime
+        }
+        None => {
+            let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
+            herald_host::install_global(&runtime);
+            runtime
+        }
+    };
+    // A joiner replays the job's registrations (its libraries' constructors call
+    // the C ABI, installed just above) before it serves.
+    if let Err(error) = runtime.wait_admitted() {
+        eprintln!("herald node: {error}");
+        herald_host::uninstall_global();
+        return Ok(None);
+    }
     tracing::info!(
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source
     );
-    Ok((runtime, rank, size, coordinator_gone))
+    Ok(Some((runtime, rank, size, coordinator_gone)))
 }
 
 /// A started runtime, its rank and job size, and what signals rank 0's leaving.
@@ -144,7 +200,7 @@ fn host_config(args: &NodeArgs) -> HostConfig {
 /// (Open MPI ends the job when a rank dies), so --heartbeat-ms and
 /// --peer-timeout-ms do not apply.
 #[cfg(feature = "mpi")]
-fn start_mpi(args: &NodeArgs) -> anyhow::Result<Started> {
+fn start_mpi(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
     let config = host_config(args);
     let links = herald_host::MpiLinks::join(&config)?;
     let (rank, size) = (links.node, links.nodes);
@@ -163,11 +219,11 @@ fn start_mpi(args: &NodeArgs) -> anyhow::Result<Started> {
             "the program initialised"
         }
     );
-    Ok((runtime, rank, size, coordinator_gone))
+    Ok(Some((runtime, rank, size, coordinator_gone)))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn start_mpi(_args: &NodeArgs) -> anyhow::Result<Started> {
+fn start_mpi(_args: &NodeArgs) -> anyhow::Result<Option<Started>> {
     // `resolve` refuses MPI in a build without it, saying how to get it.
     bail!("this herald was built without MPI support")
 }

@@ -363,6 +363,10 @@ impl HeraldCore {
                         outcome,
                     });
                 }
+                // The C API has no joins yet: a core made with herald_core_new
+                // is a member from the start, and its view changes also come as
+                // HERALD_CORE_PEER_DOWN.
+                Output::ViewChanged(_) | Output::Admitted | Output::JoinFailed(_) => {}
                 output => return Some(Staged::Output(output)),
             }
         }
@@ -424,7 +428,9 @@ fn usage(error: UsageError) -> Failure {
             HERALD_CORE_ERR_TOO_LARGE
         }
         UsageError::Fenced { .. } => HERALD_CORE_ERR_FENCED,
-        UsageError::NoSuchNode { .. } => HERALD_CORE_ERR_INVALID,
+        UsageError::NoSuchNode { .. } | UsageError::NotAdmitted | UsageError::AlreadyMember(_) => {
+            HERALD_CORE_ERR_INVALID
+        }
     };
     (code, error.to_string())
 }

@@ -224,9 +224,11 @@ impl Lent {
     fn lend_output(&mut self, out: Output) -> herald_core_output {
         match out {
             // Encoded into frames, and given their target, before they get here.
-            Output::Transmit { .. } | Output::TaskCompleted { .. } => {
-                output(HERALD_CORE_NONE, empty())
-            }
+            Output::Transmit { .. }
+            | Output::TaskCompleted { .. }
+            | Output::ViewChanged(_)
+            | Output::Admitted
+            | Output::JoinFailed(_) => output(HERALD_CORE_NONE, empty()),
             Output::Invoke(invocation) => {
                 let registration = invocation.registration;
                 self.key = invocation.key.0;

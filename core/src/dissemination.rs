@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::node::Output;
 use crate::{
-    Key, Limits, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId,
+    Key, Limits, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId, Tree,
 };
 
 /// This node's part in disseminating one key down the tree rooted at one coordinator.
@@ -21,6 +21,8 @@ pub(crate) struct Round {
     /// Whether this subtree's acknowledgement has been sent (or, at the root, the
     /// registration completed).
     acknowledged: bool,
+    /// The root's view size when it started the round: the tree spans `0..view`.
+    view: u32,
 }
 
 impl Round {
@@ -44,7 +46,7 @@ impl Node {
         registration: Registration,
         request: RequestId,
     ) {
-        if let Some(result) = self.completed.get(&key) {
+        if let Some((result, _)) = self.completed.get(&key) {
             let result = result.clone();
             self.emit(Output::Completed { request, result });
             return;
@@ -66,9 +68,9 @@ impl Node {
     }
 
     pub(crate) fn handle_request(&mut self, from: NodeId, key: Key, registration: Registration) {
-        if let Some(result) = self.completed.get(&key) {
-            let report = report_of(result, self.limits());
-            self.send(from, Message::Complete { key, report });
+        if let Some((result, view)) = self.completed.get(&key) {
+            let (report, view) = (report_of(result, self.limits()), *view);
+            self.send(from, Message::Complete { key, view, report });
             return;
         }
         self.requesters.entry(key).or_default().insert(from);
@@ -81,18 +83,48 @@ impl Node {
         from: NodeId,
         key: Key,
         root: NodeId,
+        view: u32,
         registration: Registration,
     ) {
-        if self.dead.contains(&root) || root == self.me() {
+        if root == self.me() {
             return;
         }
-        let tree = self.config.tree(root);
+        self.learn_size(view);
+        if self.dead.contains(&root) {
+            // The round leads nowhere, but the sender holds the key and may launch
+            // tasks that require it here: run it, without taking part. Joiners
+            // grafted here would have had it from this round: pass it on.
+            self.ensure_invoked_global(key, &registration);
+            let grafted: Vec<NodeId> = self.admitted.range(NodeId(view)..).copied().collect();
+            for joiner in grafted {
+                let registration = registration.clone();
+                self.send(
+                    joiner,
+                    Message::Disseminate {
+                        key,
+                        root,
+                        view,
+                        registration,
+                    },
+                );
+            }
+            return;
+        }
+        let me = self.me();
+        let tree = self.tree(root, view);
         if let Some(round) = self.rounds.get_mut(&(key, root)) {
             // A second copy comes from an ancestor adopting this subtree after our
             // parent went down: acknowledge to it from now on. A late copy from the
             // dead parent itself is not an ancestor of the adopter and is ignored.
+            // A joiner grafted below its admitter is in no tree: nobody adopts it.
+            let in_tree = |n: NodeId| n.0 < round.view;
             if let Some(parent) = round.parent {
-                if parent != from && tree.is_ancestor(from, parent) {
+                if parent != from
+                    && in_tree(me)
+                    && in_tree(from)
+                    && in_tree(parent)
+                    && tree.is_ancestor(from, parent)
+                {
                     round.parent = Some(from);
                     if round.acknowledged {
                         let report = round.report.clone();
@@ -110,11 +142,28 @@ impl Node {
                 pending: BTreeSet::new(),
                 report: Report::default(),
                 acknowledged: false,
+                view,
             },
         );
-        let me = self.me();
-        self.spread(key, root, tree.children(me).collect());
+        let mut children: Vec<NodeId> = if me.0 < view {
+            tree.children(me).collect()
+        } else {
+            Vec::new()
+        };
+        // Joiners admitted here that the root did not know of hang below this node.
+        children.extend(self.admitted.range(NodeId(view)..).copied());
+        self.spread(key, root, children);
         self.check_round(key, root);
+    }
+
+    /// The view of this node's round for (`key`, `root`), if it takes part in one.
+    pub(crate) fn round_view(&self, key: Key, root: NodeId) -> Option<u32> {
+        self.rounds.get(&(key, root)).map(|round| round.view)
+    }
+
+    /// The dissemination tree rooted at `root` over the view `0..view`.
+    pub(crate) fn tree(&self, root: NodeId, view: u32) -> Tree {
+        Tree::new(view, self.config.fanout(), root)
     }
 
     pub(crate) fn handle_ack(&mut self, from: NodeId, key: Key, root: NodeId, report: Report) {
@@ -131,11 +180,11 @@ impl Node {
         self.check_round(key, root);
     }
 
-    pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, report: Report) {
+    pub(crate) fn handle_complete(&mut self, _from: NodeId, key: Key, view: u32, report: Report) {
         if self.waiters.contains_key(&key) {
             let mut bounded = Report::default();
             bounded.merge(report, self.limits());
-            self.complete_globally(key, bounded.to_result(key));
+            self.complete_globally(key, bounded.to_result(key), view);
         }
     }
 
@@ -162,11 +211,17 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for (key, root) in adopting {
+            let mut view = 0;
             if let Some(round) = self.rounds.get_mut(&(key, root)) {
                 round.pending.remove(&dead);
                 round.report.unreachable.insert(dead);
+                view = round.view;
             }
-            let orphans = self.config.tree(root).children(dead).collect();
+            let orphans = if dead.0 < view {
+                self.tree(root, view).children(dead).collect()
+            } else {
+                Vec::new()
+            };
             self.spread(key, root, orphans);
             self.check_round(key, root);
         }
@@ -194,7 +249,7 @@ impl Node {
     /// The first live node at or after the key's home: its coordinator in this
     /// node's view. Views converge because every node learns of every crash.
     fn coordinator_for(&self, key: Key) -> NodeId {
-        let nodes = self.config.nodes();
+        let nodes = self.size;
         let home = key.home(nodes).0;
         (0..nodes)
             .map(|i| NodeId((home + i) % nodes))
@@ -224,9 +279,10 @@ impl Node {
                 pending: BTreeSet::new(),
                 report: Report::default(),
                 acknowledged: false,
+                view: self.size,
             },
         );
-        let children = self.config.tree(me).children(me).collect();
+        let children = self.tree(me, self.size).children(me).collect();
         self.spread(key, me, children);
         self.check_round(key, me);
     }
@@ -237,7 +293,10 @@ impl Node {
         let Some(registration) = self.entries.get(&key).map(|e| e.registration.clone()) else {
             return;
         };
-        let tree = self.config.tree(root);
+        let Some(view) = self.round_view(key, root) else {
+            return;
+        };
+        let tree = self.tree(root, view);
         let mut live = Vec::with_capacity(targets.len());
         let mut unreachable = Vec::new();
         let mut stack = targets;
@@ -245,6 +304,9 @@ impl Node {
         while let Some(target) = stack.pop() {
             if self.dead.contains(&target) {
                 unreachable.push(target);
+                if target.0 >= view {
+                    continue; // a grafted joiner: no subtree
+                }
                 let mut orphans: Vec<NodeId> = tree.children(target).collect();
                 orphans.reverse();
                 stack.extend(orphans);
@@ -264,6 +326,7 @@ impl Node {
                 Message::Disseminate {
                     key,
                     root,
+                    view,
                     registration,
                 },
             );
@@ -287,26 +350,27 @@ impl Node {
             round.report.add_failure(me, &error, limits);
         }
         let report = round.report.clone();
+        let view = round.view;
         match round.parent {
             Some(parent) => self.send(parent, Message::Ack { key, root, report }),
             None => {
                 for requester in self.requesters.remove(&key).unwrap_or_default() {
                     let report = report.clone();
-                    self.send(requester, Message::Complete { key, report });
+                    self.send(requester, Message::Complete { key, view, report });
                 }
-                self.complete_globally(key, report.to_result(key));
+                self.complete_globally(key, report.to_result(key), view);
             }
         }
     }
 
-    fn complete_globally(&mut self, key: Key, result: RegistrationResult) {
+    fn complete_globally(&mut self, key: Key, result: RegistrationResult, view: u32) {
         if let Some(waiters) = self.waiters.remove(&key) {
             for request in waiters.requests {
                 let result = result.clone();
                 self.emit(Output::Completed { request, result });
             }
         }
-        self.completed.insert(key, result);
+        self.completed.insert(key, (result, view));
     }
 }
 

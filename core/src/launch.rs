@@ -65,9 +65,13 @@ impl Node {
                     .get(key)
                     .is_some_and(|e| matches!(e.outcome(), Some(Err(_))))
             })
+            // A result speaks for the nodes of its round's view: a joiner beyond it
+            // may not have run the key yet.
             .filter(|key| match self.completed.get(key) {
-                Some(result) => {
-                    result.failures.iter().any(|f| f.node == to) || result.unreachable.contains(&to)
+                Some((result, view)) => {
+                    to.0 >= *view
+                        || result.failures.iter().any(|f| f.node == to)
+                        || result.unreachable.contains(&to)
                 }
                 None => true,
             })
@@ -135,20 +139,37 @@ impl Node {
             .filter(|key| !self.entries.get(key).is_some_and(|e| e.is_done()))
             .copied()
             .collect();
-        if held.missing.is_empty() {
+        // A joiner holds every task until it has replayed the log.
+        if held.missing.is_empty() && self.is_admitted() {
             self.start_task(run, held);
         } else {
             self.held.insert(run, held);
         }
     }
 
+    /// A joiner finished replaying the log: start the tasks that waited only for it.
+    pub(crate) fn release_admitted(&mut self) {
+        let ready: Vec<TaskRunId> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.missing.is_empty())
+            .map(|(run, _)| *run)
+            .collect();
+        for run in ready {
+            if let Some(held) = self.held.remove(&run) {
+                self.start_task(run, held);
+            }
+        }
+    }
+
     /// `key` finished locally: start the held tasks that waited only for it.
     pub(crate) fn release_tasks(&mut self, key: Key) {
+        let admitted = self.is_admitted();
         let ready: Vec<TaskRunId> = self
             .held
             .iter_mut()
             .filter_map(|(run, held)| {
-                (held.missing.remove(&key) && held.missing.is_empty()).then_some(*run)
+                (held.missing.remove(&key) && held.missing.is_empty() && admitted).then_some(*run)
             })
             .collect();
         for run in ready {

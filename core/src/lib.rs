@@ -59,6 +59,7 @@ mod node_set;
 mod outcome;
 mod registration;
 mod tree;
+mod view;
 mod wire;
 
 pub use ids::{InvocationId, LaunchId, NodeId, RequestId, TaskRunId};
@@ -73,6 +74,7 @@ pub use outcome::{
 };
 pub use registration::{Key, Registration};
 pub use tree::Tree;
+pub use view::{JoinFailure, MAX_NODES, Replay, View};
 pub use wire::{
     DEFAULT_MAX_FRAME_BYTES, EncodeError, FrameError, Message, WIRE_VERSION, decode_frame,
     encode_frames,

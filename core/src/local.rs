@@ -27,6 +27,9 @@ pub(crate) struct Entry {
     global: bool,
     /// Nested requests answered when this entry finishes.
     requests: Vec<RequestId>,
+    /// Whether its invocation has been handed to the host (a joiner defers those
+    /// of keys it receives until it has replayed the log).
+    started: bool,
 }
 
 impl Entry {
@@ -47,7 +50,8 @@ impl Entry {
 }
 
 impl Node {
-    /// Starts the local invocation of `key` unless it already has one.
+    /// Starts the local invocation of `key` unless it already has one (or, on a
+    /// joiner still replaying the log, queues it after the log).
     pub(crate) fn ensure_invoked(
         &mut self,
         key: Key,
@@ -57,8 +61,6 @@ impl Node {
         if self.entries.contains_key(&key) {
             return;
         }
-        let id = self.next_invocation_id();
-        self.invocations.insert(id, key);
         self.entries.insert(
             key,
             Entry {
@@ -70,12 +72,32 @@ impl Node {
                 dependents: BTreeSet::new(),
                 global: false,
                 requests: Vec::new(),
+                started: false,
             },
         );
+        if parent.is_none() && self.defers_invocations() {
+            self.defer(key);
+        } else {
+            self.start_invocation(key, parent);
+        }
+    }
+
+    /// Hands `key`'s invocation to the host, once.
+    pub(crate) fn start_invocation(&mut self, key: Key, parent: Option<InvocationId>) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if entry.started {
+            return;
+        }
+        entry.started = true;
+        let registration = entry.registration.clone();
+        let id = self.next_invocation_id();
+        self.invocations.insert(id, key);
         self.emit(Output::Invoke(Invocation {
             id,
             key,
-            registration: registration.clone(),
+            registration,
             parent,
         }));
     }
@@ -102,6 +124,11 @@ impl Node {
         request: RequestId,
     ) {
         self.ensure_invoked(key, &registration, Some(parent));
+        // A key a joiner deferred runs now: its enclosing invocation waits for it.
+        if self.entries.get(&key).is_some_and(|e| !e.started) {
+            self.undefer(key);
+            self.start_invocation(key, Some(parent));
+        }
         let child_outcome = self.entries.get(&key).and_then(|e| e.outcome().cloned());
         match child_outcome {
             Some(outcome) => {
@@ -201,6 +228,9 @@ impl Node {
             }
             self.local_done(key);
             self.release_tasks(key);
+        }
+        if self.joining.is_some() {
+            self.advance_replay();
         }
     }
 

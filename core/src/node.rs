@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::dissemination::{Round, Waiters};
 use crate::launch::{HeldTask, SentLaunch};
 use crate::local::Entry;
+use crate::view::{JoinFailure, Joining, MAX_NODES};
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
 use crate::{
     InvocationId, Key, LaunchId, Limits, Message, NodeId, Registration, RegistrationResult, Report,
-    RequestId, TaskOutcome, TaskRunId, Tree, cut_text,
+    RequestId, TaskOutcome, TaskRunId, Tree, View, cut_text,
 };
 
 /// Longest reason carried when a node is declared down.
-const MAX_REASON_BYTES: usize = 256;
+pub(crate) const MAX_REASON_BYTES: usize = 256;
 
 /// Static parameters of one node: who it is, how many nodes the job has, and the
 /// shape of the dissemination tree.
@@ -90,7 +91,8 @@ impl Config {
         self.node
     }
 
-    /// Number of nodes in the job.
+    /// Node ids assigned when this node started (the job's size, or for a
+    /// joiner its own id plus one); the view grows from there ([`Node::view`]).
     pub fn nodes(&self) -> u32 {
         self.nodes
     }
@@ -181,7 +183,19 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     pub(crate) config: Config,
+    /// Node ids assigned so far in this node's view: members are below it.
+    pub(crate) size: u32,
     pub(crate) dead: BTreeSet<NodeId>,
+    /// Who declared each dead node down, and why: told to members learned later.
+    pub(crate) down_news: BTreeMap<NodeId, (NodeId, String)>,
+    /// While joining: the replay of the admitter's log, before any task runs.
+    pub(crate) joining: Option<Joining>,
+    /// Joiners this node admitted: grafted below it in rounds whose root's view
+    /// predates them.
+    pub(crate) admitted: BTreeSet<NodeId>,
+    /// The node that admits (or admitted) this one, if it joined a running job: a
+    /// late copy of its welcome is ignored.
+    pub(crate) admitter: Option<NodeId>,
     /// Local invocation state per key: the at-most-once table.
     pub(crate) entries: BTreeMap<Key, Entry>,
     /// Invocations currently executing, for nesting and completion.
@@ -192,8 +206,9 @@ pub struct Node {
     pub(crate) requesters: BTreeMap<Key, BTreeSet<NodeId>>,
     /// As requester: local requests waiting for each key's job-wide completion.
     pub(crate) waiters: BTreeMap<Key, Waiters>,
-    /// Job-wide results known here (as coordinator or requester).
-    pub(crate) completed: BTreeMap<Key, RegistrationResult>,
+    /// Job-wide results known here (as coordinator or requester), with the view
+    /// of the round that produced each.
+    pub(crate) completed: BTreeMap<Key, (RegistrationResult, u32)>,
     /// Keys in the order they finished locally: what a late joiner would replay.
     pub(crate) log: Vec<Key>,
     /// Launches sent to other nodes and not yet answered.
@@ -272,6 +287,14 @@ pub enum Output {
         /// Its result bytes, or why there are none.
         outcome: TaskOutcome,
     },
+    /// This node's view of the membership changed: a node joined (its id became
+    /// known here) or went down.
+    ViewChanged(View),
+    /// A joining node has replayed the log: it takes tasks from now on.
+    Admitted,
+    /// A joining node was not admitted: it has told every member it is down and
+    /// takes no further part. End the process with this error.
+    JoinFailed(JoinFailure),
 }
 
 /// A registration to execute locally.
@@ -363,6 +386,13 @@ pub enum UsageError {
         /// Why.
         reason: String,
     },
+    /// `admit` on a node that is itself still joining.
+    #[error("this node is still joining the job; only an admitted node (node 0) admits others")]
+    NotAdmitted,
+    /// `admit` of an id already in this node's view: ids are never reused, so a
+    /// restarted process needs a fresh one from the transport.
+    #[error("{0} is already a member of this job; a joining process needs a fresh id")]
+    AlreadyMember(NodeId),
     /// `launch` to a node outside the job.
     #[error("{node} is not part of this job of {nodes} nodes")]
     NoSuchNode {
@@ -404,6 +434,12 @@ pub enum ProtocolError {
         /// The sender.
         from: NodeId,
     },
+    /// A welcome from a node other than this node's admitter.
+    #[error("{from} sent a welcome, but it is not this node's admitter")]
+    UnexpectedWelcome {
+        /// The sender.
+        from: NodeId,
+    },
     /// A registration whose key does not match its content.
     #[error("{from} sent a registration whose key {key:?} does not match its content")]
     KeyMismatch {
@@ -428,7 +464,12 @@ impl Node {
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            size: config.nodes,
             dead: BTreeSet::new(),
+            down_news: BTreeMap::new(),
+            joining: None,
+            admitted: BTreeSet::new(),
+            admitter: None,
             entries: BTreeMap::new(),
             invocations: BTreeMap::new(),
             rounds: BTreeMap::new(),
@@ -554,10 +595,13 @@ impl Node {
             Message::Disseminate {
                 key,
                 root,
+                view,
                 registration,
-            } => self.handle_disseminate(from, key, root, registration),
+            } => self.handle_disseminate(from, key, root, view, registration),
             Message::Ack { key, root, report } => self.handle_ack(from, key, root, report),
-            Message::Complete { key, report } => self.handle_complete(from, key, report),
+            Message::Complete { key, view, report } => {
+                self.handle_complete(from, key, view, report)
+            }
             Message::Launch {
                 launch,
                 task,
@@ -575,6 +619,12 @@ impl Node {
                 self.handle_task_result(from, launch, outcome)
             }
             Message::Down { node, by, reason } => self.handle_down(from, node, by, reason),
+            Message::Welcome {
+                view,
+                down,
+                log,
+                more,
+            } => self.handle_welcome(from, view, down, log, more),
         }
         Ok(())
     }
@@ -588,24 +638,12 @@ impl Node {
     pub fn peer_down(&mut self, node: NodeId, reason: impl Into<String>) {
         let me = self.me();
         let reason = cut_text(&reason.into(), MAX_REASON_BYTES);
+        // A transport declares only peers it had a link with: one beyond this view
+        // joined since (and the ids below it were assigned too).
         if !self.apply_down(node, me, &reason) {
             return;
         }
-        let everyone: Vec<NodeId> = (0..self.config.nodes)
-            .map(NodeId)
-            .filter(|n| *n != me && !self.dead.contains(n))
-            .chain([node])
-            .collect();
-        for to in everyone {
-            self.send_even_if_down(
-                to,
-                Message::Down {
-                    node,
-                    by: me,
-                    reason: reason.clone(),
-                },
-            );
-        }
+        self.flood_down(node, me, &reason, true);
         self.after_down(node);
     }
 
@@ -653,10 +691,10 @@ impl Node {
                 reason: reason.clone(),
             });
         }
-        if to.0 >= self.config.nodes {
+        if to.0 >= self.size {
             return Err(UsageError::NoSuchNode {
                 node: to,
-                nodes: self.config.nodes,
+                nodes: self.size,
             });
         }
         let enclosing = match parent {
@@ -741,7 +779,7 @@ impl Node {
 
     /// The job-wide result of `key`, if this node has learned it.
     pub fn global_result(&self, key: &Key) -> Option<&RegistrationResult> {
-        self.completed.get(key)
+        self.completed.get(key).map(|(result, _)| result)
     }
 
     /// Keys in the order they finished on this node, with their registrations: the
@@ -781,7 +819,7 @@ impl Node {
 
     /// The largest registration or task payload that fits in a frame with room
     /// for the message around it.
-    fn max_payload_bytes(&self) -> usize {
+    pub(crate) fn max_payload_bytes(&self) -> usize {
         self.config.max_frame_bytes.saturating_sub(1024)
     }
 
@@ -793,6 +831,33 @@ impl Node {
         if !self.dead.contains(&to) {
             self.send_even_if_down(to, message);
         }
+    }
+
+    /// Sends `Down{node, by, reason}` to every node of this view not seen go down
+    /// (and to `node` itself when `tell_node`, so that it learns and stops).
+    pub(crate) fn flood_down(&mut self, node: NodeId, by: NodeId, reason: &str, tell_node: bool) {
+        let me = self.me();
+        let everyone: Vec<NodeId> = (0..self.size)
+            .map(NodeId)
+            .filter(|n| *n != me && !self.dead.contains(n))
+            .chain(tell_node.then_some(node))
+            .collect();
+        for to in everyone {
+            self.send_even_if_down(
+                to,
+                Message::Down {
+                    node,
+                    by,
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Tells `node` it was declared down (by `by`, for `reason`).
+    pub(crate) fn send_down_to(&mut self, node: NodeId, by: NodeId, reason: &str) {
+        let reason = reason.to_owned();
+        self.send_even_if_down(node, Message::Down { node, by, reason });
     }
 
     /// Queues a message for `to` even if it is down here: only the news that it is
@@ -830,6 +895,17 @@ impl Node {
         if !self.apply_down(node, by, &reason) {
             return;
         }
+        // Joiners admitted here may be newer than the declarer's view: pass it on.
+        let joiners: Vec<NodeId> = self
+            .admitted
+            .iter()
+            .copied()
+            .filter(|j| *j != node && *j != from && *j != by && !self.dead.contains(j))
+            .collect();
+        for joiner in joiners {
+            let reason = reason.clone();
+            self.send(joiner, Message::Down { node, by, reason });
+        }
         if from != node {
             self.send_even_if_down(node, Message::Down { node, by, reason });
         }
@@ -837,24 +913,27 @@ impl Node {
     }
 
     /// Marks `node` down, announcing it to the host; false if nothing changed.
-    fn apply_down(&mut self, node: NodeId, by: NodeId, reason: &str) -> bool {
-        if self.fenced.is_some()
-            || node == self.me()
-            || node.0 >= self.config.nodes
-            || !self.dead.insert(node)
-        {
+    pub(crate) fn apply_down(&mut self, node: NodeId, by: NodeId, reason: &str) -> bool {
+        if self.fenced.is_some() || node == self.me() || node.0 >= MAX_NODES {
             return false;
         }
+        self.learn_size(node.0 + 1);
+        if !self.dead.insert(node) {
+            return false;
+        }
+        self.down_news.insert(node, (by, reason.to_owned()));
         self.emit(Output::PeerDown {
             node,
             by,
             reason: reason.to_owned(),
         });
+        self.announce_view();
+        self.joining_peer_down(node, reason);
         true
     }
 
     /// What every part of the protocol does once `node` is down.
-    fn after_down(&mut self, node: NodeId) {
+    pub(crate) fn after_down(&mut self, node: NodeId) {
         self.disseminations_peer_down(node);
         self.launches_peer_down(node);
     }
@@ -873,31 +952,53 @@ impl Node {
         self.fenced = Some((by, reason));
     }
 
-    fn check_sender(&self, from: NodeId) -> Result<(), ProtocolError> {
-        if from.0 >= self.config.nodes || from == self.config.node {
+    /// The sender must be another node with an id the transport could assign; a
+    /// sender beyond this node's view joined since: the view grows to include it.
+    fn check_sender(&mut self, from: NodeId) -> Result<(), ProtocolError> {
+        if from.0 >= MAX_NODES || from == self.config.node {
             return Err(ProtocolError::BadSender {
                 from,
-                nodes: self.config.nodes,
+                nodes: self.size,
             });
+        }
+        if self.fenced.is_none() {
+            self.learn_size(from.0 + 1);
         }
         Ok(())
     }
 
     /// Checks that a message names only nodes of this job and that registrations
     /// match their keys.
+    /// Nodes a message names must lie inside the view it belongs to: the root's
+    /// view for a dissemination, the admitter's for a welcome, the largest view any
+    /// node can have otherwise (a node beyond this one's view joined since).
     fn check_message(&self, from: NodeId, message: &Message) -> Result<(), ProtocolError> {
-        let named: Vec<NodeId> = match message {
-            Message::Disseminate { root, .. } => vec![*root],
-            Message::Ack { root, report, .. } => report_nodes(report).chain([*root]).collect(),
-            Message::Complete { report, .. } => report_nodes(report).collect(),
-            Message::Down { node, by, .. } => vec![*node, *by],
-            _ => Vec::new(),
+        let (named, bound): (Vec<NodeId>, u32) = match message {
+            Message::Disseminate { root, view, .. } => (vec![*root], (*view).min(MAX_NODES)),
+            // A report may name joiners grafted below their admitter, beyond the
+            // round's view.
+            Message::Ack { root, report, .. } => {
+                (report_nodes(report).chain([*root]).collect(), MAX_NODES)
+            }
+            Message::Complete { report, .. } => (report_nodes(report).collect(), MAX_NODES),
+            Message::Down { node, by, .. } => (vec![*node, *by], MAX_NODES),
+            Message::Welcome { view, down, .. } => {
+                if self.admitter != Some(from) {
+                    return Err(ProtocolError::UnexpectedWelcome { from });
+                }
+                if !down.is_canonical() {
+                    return Err(ProtocolError::MalformedReport { from });
+                }
+                let named = down.max().into_iter().chain([self.me()]).collect();
+                (named, (*view).min(MAX_NODES))
+            }
+            _ => (Vec::new(), MAX_NODES),
         };
-        if let Some(node) = named.into_iter().find(|n| n.0 >= self.config.nodes) {
+        if let Some(node) = named.into_iter().find(|n| n.0 >= bound) {
             return Err(ProtocolError::NodeOutOfRange {
                 from,
                 node,
-                nodes: self.config.nodes,
+                nodes: bound,
             });
         }
         if let Message::Ack { report, .. } | Message::Complete { report, .. } = message {

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Key, LaunchId, NodeId, Registration, Report, TaskOutcome};
+use crate::{Key, LaunchId, NodeId, NodeSet, Registration, Replay, Report, TaskOutcome};
 
 /// Version of the frame format; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// Default upper bound on an encoded frame, version byte included.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
@@ -26,6 +26,9 @@ pub enum Message {
         key: Key,
         /// The coordinator whose tree this travels down.
         root: NodeId,
+        /// The size of the root's view when it started the round: the tree is over
+        /// node ids `0..view`.
+        view: u32,
         /// The registration to run.
         registration: Registration,
     },
@@ -42,6 +45,9 @@ pub enum Message {
     Complete {
         /// The registration's key.
         key: Key,
+        /// The view of the round that completed it: the report speaks for the
+        /// nodes below it (and joiners it names).
+        view: u32,
         /// Failures and unreachable nodes of the whole job.
         report: Report,
     },
@@ -77,6 +83,18 @@ pub enum Message {
         /// Why (cut to 256 bytes).
         reason: String,
     },
+    /// Admitter to a joining node: the view it joins and (one chunk of) the log of
+    /// registrations to replay, in order, before it takes any task.
+    Welcome {
+        /// The admitter's view size, the joiner included.
+        view: u32,
+        /// The nodes down in the admitter's view.
+        down: NodeSet,
+        /// Registrations that became global on the admitter, in order.
+        log: Vec<Replay>,
+        /// More chunks follow (a log larger than one frame is split).
+        more: bool,
+    },
 }
 
 impl Message {
@@ -90,6 +108,7 @@ impl Message {
             Message::Launch { .. } => "launch",
             Message::TaskResult { .. } => "task_result",
             Message::Down { .. } => "down",
+            Message::Welcome { .. } => "welcome",
         }
     }
 }
@@ -145,7 +164,7 @@ pub enum EncodeError {
 ///
 /// ```
 /// use herald_core::{decode_frame, encode_frames, Key, Message, Report, DEFAULT_MAX_FRAME_BYTES};
-/// let ack = Message::Complete { key: Key::default(), report: Report::default() };
+/// let ack = Message::Complete { key: Key::default(), view: 4, report: Report::default() };
 /// let frames = encode_frames(&[ack.clone(), ack.clone()], DEFAULT_MAX_FRAME_BYTES).unwrap();
 /// assert_eq!(frames.len(), 1, "both messages share one frame");
 /// assert_eq!(decode_frame(&frames[0], DEFAULT_MAX_FRAME_BYTES).unwrap(), vec![ack.clone(), ack]);

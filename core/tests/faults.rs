@@ -178,9 +178,15 @@ fn messages_from_a_node_reported_down_are_ignored() {
 fn peer_down_is_idempotent_and_ignores_self_and_strangers() {
     let mut c = Cluster::new(3, 2);
     c.node(0).peer_down(NodeId(0), "connection lost");
-    c.node(0).peer_down(NodeId(9), "connection lost");
+    c.node(0)
+        .peer_down(NodeId(herald_core::MAX_NODES), "connection lost");
     c.node(0).peer_down(NodeId(1), "connection lost");
     c.node(0).peer_down(NodeId(1), "connection lost");
     let dead: Vec<u32> = c.node(0).dead_nodes().iter().map(|n| n.0).collect();
     assert_eq!(dead, [1]);
+    // A peer beyond the view joined since: the view grows to include it.
+    c.node(0).peer_down(NodeId(4), "connection lost");
+    let dead: Vec<u32> = c.node(0).dead_nodes().iter().map(|n| n.0).collect();
+    assert_eq!(dead, [1, 4]);
+    assert_eq!(c.node(0).view().size, 5);
 }

@@ -133,8 +133,9 @@ fn a_node_that_hears_of_a_down_applies_it_once_and_announces_it_to_its_host() {
     assert!(
         matches!(&outputs[..], [
             Output::PeerDown { node: NodeId(2), by: NodeId(0), reason },
+            Output::ViewChanged(view),
             Output::Transmit { to: NodeId(2), messages },
-        ] if reason.len() <= 256 && reason.ends_with("bytes cut]") && messages.len() == 1),
+        ] if view.members() == 2 && view.epoch == 4 && reason.len() <= 256 && reason.ends_with("bytes cut]") && messages.len() == 1),
         "{outputs:?}"
     );
 }

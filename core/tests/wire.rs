@@ -21,6 +21,7 @@ fn sample_messages() -> Vec<Message> {
         Message::Disseminate {
             key: reg.key(),
             root: NodeId(2),
+            view: 4,
             registration: reg.clone(),
         },
         Message::Ack {
@@ -30,6 +31,7 @@ fn sample_messages() -> Vec<Message> {
         },
         Message::Complete {
             key: reg.key(),
+            view: 4,
             report,
         },
         Message::Launch {
@@ -126,7 +128,7 @@ fn node_rejects_bad_senders_and_forged_keys() {
         Err(ProtocolError::BadSender { .. })
     ));
     assert!(matches!(
-        node.handle_message(NodeId(5), request),
+        node.handle_message(NodeId(herald_core::MAX_NODES), request),
         Err(ProtocolError::BadSender { .. })
     ));
     assert!(
@@ -141,6 +143,7 @@ fn node_rejects_bad_senders_and_forged_keys() {
     let stray = Message::Disseminate {
         key: reg.key(),
         root: NodeId(9),
+        view: 4,
         registration: reg.clone(),
     };
     for (message, expected) in [(forged, "does not match"), (stray, "not part of this job")] {
@@ -165,6 +168,7 @@ fn assert_sender_declared_down(node: &mut Node) {
     assert!(
         matches!(&outputs[..], [
             Output::PeerDown { node: NodeId(1), by: NodeId(0), reason },
+            Output::ViewChanged(_),
             Output::Transmit { to: NodeId(1), messages },
         ] if reason.contains("invalid") && matches!(messages[..], [Message::Down { node: NodeId(1), .. }])),
         "{outputs:?}"

@@ -48,6 +48,14 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// This node joined a running job but was not admitted: a registration of
+    /// the job's log failed here (the reason names it and this node), or its
+    /// admitter went down first. It takes no part in the job.
+    #[error("{reason}; check that this node can load what the rest of the job loaded")]
+    NotAdmitted {
+        /// Why, naming this node and the registration.
+        reason: String,
+    },
     /// The C ABI was called in a process with no runtime installed.
     #[error(
         "no herald runtime is running in this process: call herald_init first (it is not \

@@ -18,6 +18,7 @@ use herald_tcp::MeshEvent;
 use crate::HostError;
 use crate::execute;
 use crate::handles::Completion;
+use crate::membership::Admission;
 use crate::pool::WorkerPool;
 use crate::runtime::JobEnd;
 use crate::shared::{Command, Flush, Shared};
@@ -222,6 +223,11 @@ impl EventLoop {
                 }
             }
             Command::Quiesce(done) => self.quiescing.push(done),
+            Command::Admit(joiner) => {
+                if let Err(error) = self.node.admit(NodeId(joiner)) {
+                    tracing::error!(joiner, %error, "herald: cannot admit node {joiner}");
+                }
+            }
             Command::BatchOpened | Command::Shutdown => {}
         }
     }
@@ -254,14 +260,13 @@ impl EventLoop {
                 }
             }
             MeshEvent::Joined { node } => {
-                // The core's membership is fixed at start: a process that joins
-                // a running job is not admitted into it (yet), so its link closes.
-                tracing::warn!(
-                    node,
-                    "herald: a process joined the job's transport, but this runtime does \
-                     not admit late joiners; closing its link"
-                );
-                self.transport.close_peer(node);
+                // The transport authenticated a newcomer with a fresh rank (only on
+                // node 0): admit it into a new view and send it the log.
+                tracing::info!(node, "herald: node {node} joined the job; admitting it");
+                if let Err(error) = self.node.admit(NodeId(node)) {
+                    tracing::error!(node, %error, "herald: cannot admit node {node}");
+                    self.transport.close_peer(node);
+                }
             }
             MeshEvent::PeerDown { node, reason } => {
                 if self.left_after_end(node) {
@@ -300,7 +305,7 @@ impl EventLoop {
         let now = Instant::now();
         self.shared.flush_batches(Flush::Due(now));
         let node = &self.node;
-        let nodes = self.shared.nodes;
+        let nodes = self.shared.nodes();
         self.watchdog
             .warn_due(now, |waiting, acks_due| match waiting {
                 Waiting::Registration(_, key) => {
@@ -411,6 +416,22 @@ impl EventLoop {
                         .arrivals
                         .fence(format!("this node was declared down by {by}: {reason}"));
                     self.fenced = Some((by.0, reason));
+                }
+                Output::ViewChanged(view) => {
+                    tracing::debug!(epoch = view.epoch, size = view.size, "herald: view changed");
+                    self.shared.set_view(view);
+                }
+                Output::Admitted => {
+                    tracing::info!("herald: admitted into the job");
+                    self.shared.set_admission(Admission::Admitted);
+                }
+                Output::JoinFailed(failure) => {
+                    let reason = crate::membership::describe_refusal(self.shared.node, &failure);
+                    tracing::error!("herald: {reason}");
+                    self.shared.arrivals.fence(reason.clone());
+                    self.shared
+                        .set_admission(Admission::Refused(reason.clone()));
+                    self.fenced = Some((self.shared.node.0, reason));
                 }
             }
         }

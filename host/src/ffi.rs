@@ -338,10 +338,46 @@ pub extern "C" fn herald_node_id() -> u32 {
     global().map_or(u32::MAX, |rt| rt.node_id())
 }
 
-/// Number of nodes in the job, or 0 with no runtime.
+/// Number of node ids in this node's current view, or 0 with no runtime.
 #[unsafe(no_mangle)]
 pub extern "C" fn herald_node_count() -> u32 {
     global().map_or(0, |rt| rt.num_nodes())
+}
+
+/// A view-change callback of the C ABI:
+/// `void fn(uint64_t epoch, uint32_t nodes, uint32_t members, void *context)`.
+pub type HeraldViewFn = unsafe extern "C" fn(u64, u32, u32, *mut c_void);
+
+/// Calls `function(epoch, nodes, members, context)` on every later change of
+/// this node's view. `HERALD_OK`, `HERALD_ERR_INVALID` for a null function, or
+/// `HERALD_ERR_NO_RUNTIME`.
+#[unsafe(no_mangle)]
+pub extern "C" fn herald_on_view_change(
+    function: Option<HeraldViewFn>,
+    context: *mut c_void,
+) -> c_int {
+    let Some(function) = function else {
+        return HERALD_ERR_INVALID;
+    };
+    let Some(runtime) = global() else {
+        return HERALD_ERR_NO_RUNTIME;
+    };
+    // The caller owns `context` and keeps it valid while the runtime runs; it
+    // travels as an address so the hook is Send.
+    let context = context as usize;
+    runtime.on_view_change(Arc::new(move |view| {
+        // SAFETY: `function` is the caller's C function with this signature, and
+        // `context` is what the caller asked to be passed back.
+        unsafe {
+            function(
+                view.epoch,
+                view.size,
+                view.members(),
+                context as *mut c_void,
+            )
+        }
+    }));
+    HERALD_OK
 }
 
 /// Loads a library on this node (from the allowed directories); its constructors'
@@ -372,7 +408,7 @@ pub unsafe extern "C" fn herald_load_library(
 /// crate: call it from `main` (an unreferenced rlib function may be dropped by the
 /// linker, and then plugins cannot find it).
 pub fn keep_c_abi() -> usize {
-    let exports: [*const (); 19] = [
+    let exports: [*const (); 20] = [
         herald_init as *const (),
         herald_finalize as *const (),
         herald_register_global as *const (),
@@ -390,6 +426,7 @@ pub fn keep_c_abi() -> usize {
         herald_set_error as *const (),
         herald_node_id as *const (),
         herald_node_count as *const (),
+        herald_on_view_change as *const (),
         herald_load_library as *const (),
         keep_c_abi as *const (),
     ];

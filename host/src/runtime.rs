@@ -152,13 +152,39 @@ impl Runtime {
         nodes: u32,
         config: HostConfig,
     ) -> Result<Runtime, HostError> {
+        Runtime::start_node(transport, events, node, nodes, config, None, Vec::new())
+    }
+
+    /// Starts node `node`, a member (`admitter: None`) or joining the running job
+    /// through `admitter`, with `executors` in place before anything runs.
+    pub(crate) fn start_node(
+        transport: Box<dyn Transport>,
+        events: Receiver<MeshEvent>,
+        node: u32,
+        nodes: u32,
+        config: HostConfig,
+        admitter: Option<u32>,
+        executors: Vec<(String, Arc<dyn Executor>)>,
+    ) -> Result<Runtime, HostError> {
         let core_config = Config::new(NodeId(node), nodes)
             .and_then(|c| c.with_fanout(config.fanout))
             .and_then(|c| c.with_max_frame_bytes(config.max_frame_bytes))
             .map_err(|e| HostError::Start(e.to_string()))?;
         let (commands, command_receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::new(NodeId(node), nodes, config, commands));
-        let event_loop = EventLoop::new(Node::new(core_config), Arc::clone(&shared), transport);
+        shared
+            .executors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(executors);
+        let core = match admitter {
+            Some(admitter) => {
+                shared.set_admission(crate::membership::Admission::Joining);
+                Node::joining(core_config, NodeId(admitter))
+            }
+            None => Node::new(core_config),
+        };
+        let event_loop = EventLoop::new(core, Arc::clone(&shared), transport);
         let thread = std::thread::Builder::new()
             .name(format!("herald-event-loop-{node}"))
             .spawn(move || event_loop.run(command_receiver, events))
@@ -201,9 +227,11 @@ impl Runtime {
         self.shared.node.0
     }
 
-    /// Number of nodes in the job.
+    /// Number of node ids in this node's current view of the job (nodes that
+    /// joined since the start included, nodes down too): every member's id is
+    /// below it. [`on_view_change`](Self::on_view_change) tells when it changes.
     pub fn num_nodes(&self) -> u32 {
-        self.shared.nodes
+        self.shared.nodes()
     }
 
     /// Registers `code` to run once on every node, with `args`; `tag` (if any)
@@ -602,7 +630,7 @@ impl Runtime {
         let mut stats = self
             .shared
             .counters
-            .snapshot(self.shared.node.0, self.shared.nodes);
+            .snapshot(self.shared.node.0, self.shared.nodes());
         stats.invocations_waiting = self.shared.waits_in_invocations() as u64;
         stats
     }
@@ -644,7 +672,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("node", &self.shared.node.0)
-            .field("nodes", &self.shared.nodes)
+            .field("nodes", &self.shared.nodes())
             .finish_non_exhaustive()
     }
 }

@@ -3,12 +3,12 @@
 //! create a pending handle, send a command, and return.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use herald_core::{InvocationId, Key, NodeId, Registration, RegistrationResult, TaskRunId};
+use herald_core::{InvocationId, Key, NodeId, Registration, RegistrationResult, TaskRunId, View};
 
 use crate::code::{TaskBatch, TaskVariant, WireCode, describe_registration};
 use crate::config::HostConfig;
@@ -17,6 +17,7 @@ use crate::error::HostError;
 use crate::executor::Executor;
 use crate::finalize::Arrivals;
 use crate::handles::{Completion, HandleTable, WaitOutcome};
+use crate::membership::{Admission, ViewHook};
 use crate::native::Policy;
 use crate::runtime::JobEnd;
 use crate::stats::Counters;
@@ -61,6 +62,8 @@ pub(crate) enum Command {
     /// Answer on the channel once every registration requested and every task
     /// launched on this node so far has its answer.
     Quiesce(Sender<()>),
+    /// Admit a node the transport has just authenticated with a fresh id.
+    Admit(u32),
     Shutdown,
 }
 
@@ -69,7 +72,13 @@ pub(crate) struct Shared {
     /// Distinguishes runtimes of one process in the per-thread context.
     pub(crate) id: u64,
     pub(crate) node: NodeId,
-    pub(crate) nodes: u32,
+    /// Node ids in this node's current view (see [`Shared::nodes`]).
+    nodes: AtomicU32,
+    /// Called on every change of this node's view.
+    pub(crate) view_hooks: Mutex<Vec<ViewHook>>,
+    /// Whether this node is a member, or where its join stands.
+    pub(crate) admission: Mutex<Admission>,
+    pub(crate) admission_changed: Condvar,
     pub(crate) config: HostConfig,
     /// Where libraries may be loaded from (`config.library_dirs`, canonicalised).
     pub(crate) policy: Policy,
@@ -128,7 +137,10 @@ impl Shared {
         Self {
             id: RUNTIMES.fetch_add(1, Ordering::Relaxed),
             node,
-            nodes,
+            nodes: AtomicU32::new(nodes),
+            view_hooks: Mutex::new(Vec::new()),
+            admission: Mutex::new(Admission::Member),
+            admission_changed: Condvar::new(),
             policy: Policy::new(&config.library_dirs),
             config,
             commands,
@@ -148,6 +160,33 @@ impl Shared {
             arrivals: Arrivals::default(),
             stopped: AtomicBool::new(false),
         }
+    }
+
+    /// Node ids in this node's current view: every member's id is below it.
+    pub(crate) fn nodes(&self) -> u32 {
+        self.nodes.load(Ordering::Acquire)
+    }
+
+    /// The core's view changed: record it, then tell every hook.
+    pub(crate) fn set_view(&self, view: View) {
+        self.nodes.store(view.size, Ordering::Release);
+        let hooks: Vec<ViewHook> = self
+            .view_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for hook in hooks {
+            hook(view);
+        }
+    }
+
+    /// Where this node's join stands now.
+    pub(crate) fn set_admission(&self, admission: Admission) {
+        *self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = admission;
+        self.admission_changed.notify_all();
     }
 
     /// A fresh handle id (never 0, which the C ABI uses for "no handle").

@@ -1,7 +1,8 @@
 //! How the event loop reaches other nodes: herald-tcp's [`Mesh`], or channels
 //! between runtimes of one process (for tests and embedding).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 use herald_tcp::{Mesh, MeshEvent};
@@ -48,24 +49,41 @@ impl Transport for NoTransport {
     }
 }
 
-/// Channels to the other runtimes of this process.
+/// Channels to the other runtimes of this process; the list grows as runtimes
+/// join.
 pub(crate) struct LocalTransport {
-    pub(crate) me: u32,
-    pub(crate) peers: Vec<Sender<MeshEvent>>,
-    /// Links closed for good, by node.
-    pub(crate) closed: Vec<AtomicBool>,
+    me: u32,
+    peers: Arc<RwLock<Vec<Sender<MeshEvent>>>>,
+    /// Links closed for good.
+    closed: Mutex<BTreeSet<u32>>,
+}
+
+impl LocalTransport {
+    pub(crate) fn new(me: u32, peers: Arc<RwLock<Vec<Sender<MeshEvent>>>>) -> Self {
+        Self {
+            me,
+            peers,
+            closed: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn peer(&self, to: u32) -> Option<Sender<MeshEvent>> {
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers.get(to as usize).cloned()
+    }
+
+    fn is_closed(&self, to: u32) -> bool {
+        let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+        closed.contains(&to)
+    }
 }
 
 impl Transport for LocalTransport {
     fn send(&self, to: u32, frame: Vec<u8>) {
-        if self
-            .closed
-            .get(to as usize)
-            .is_some_and(|c| c.load(Ordering::Acquire))
-        {
+        if self.is_closed(to) {
             return;
         }
-        if let Some(peer) = self.peers.get(to as usize) {
+        if let Some(peer) = self.peer(to) {
             let _ = peer.send(MeshEvent::Frame {
                 from: self.me,
                 bytes: frame,
@@ -74,12 +92,13 @@ impl Transport for LocalTransport {
     }
 
     fn close_peer(&self, to: u32) {
-        let Some(closed) = self.closed.get(to as usize) else {
-            return;
+        let newly = {
+            let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            closed.insert(to)
         };
         // Like a TCP close: the peer sees the link go after what was sent before.
-        if !closed.swap(true, Ordering::AcqRel) {
-            if let Some(peer) = self.peers.get(to as usize) {
+        if newly {
+            if let Some(peer) = self.peer(to) {
                 let _ = peer.send(MeshEvent::PeerDown {
                     node: self.me,
                     reason: format!("node {} closed the link", self.me),
@@ -89,8 +108,14 @@ impl Transport for LocalTransport {
     }
 
     fn shutdown(self: Box<Self>) {
-        for (node, peer) in self.peers.iter().enumerate() {
-            if node as u32 != self.me && !self.closed[node].load(Ordering::Acquire) {
+        let peers = self
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (node, peer) in peers.iter().enumerate() {
+            let node = node as u32;
+            if node != self.me && !self.is_closed(node) {
                 let _ = peer.send(MeshEvent::PeerDown {
                     node: self.me,
                     reason: "the runtime shut down".into(),
@@ -104,16 +129,10 @@ impl Transport for LocalTransport {
 pub(crate) fn local_mesh(nodes: u32) -> Vec<(LocalTransport, Receiver<MeshEvent>)> {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..nodes).map(|_| crossbeam_channel::unbounded()).unzip();
+    let peers = Arc::new(RwLock::new(senders));
     receivers
         .into_iter()
         .enumerate()
-        .map(|(me, events)| {
-            let transport = LocalTransport {
-                me: me as u32,
-                peers: senders.clone(),
-                closed: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
-            };
-            (transport, events)
-        })
+        .map(|(me, events)| (LocalTransport::new(me as u32, Arc::clone(&peers)), events))
         .collect()
 }

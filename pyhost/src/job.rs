@@ -20,7 +20,12 @@ pub const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
 /// Where this process stands: in a job a launcher described in the environment,
 /// or alone (a job of one node).
 pub fn bootstrap() -> anyhow::Result<Option<Bootstrap>> {
-    match bootstrap_from_env(&|name| std::env::var(name).ok()) {
+    let env = |name: &str| std::env::var(name).ok();
+    let booted = match joining() {
+        Some(address) => herald_host::join_bootstrap(&address, &env),
+        None => bootstrap_from_env(&env),
+    };
+    match booted {
         Ok(bootstrap) => Ok(Some(bootstrap)),
         Err(BootstrapError::NoRank) => Ok(None),
         Err(error) => Err(error).context("cannot tell which job this process belongs to"),
@@ -52,14 +57,30 @@ pub fn start_runtime(
             // Every rank checks, link by link, that the others use the same
             // protocol version, fan-out and frame limit.
             config.agree_on(&mut mesh_config);
-            let (mesh, mesh_events) =
-                Mesh::establish(mesh_config).context("cannot join the job")?;
+            let join = joining();
+            let (mesh, mesh_events) = match &join {
+                Some(address) => Mesh::join(mesh_config)
+                    .with_context(|| format!("cannot join the running job through {address}"))?,
+                None => Mesh::establish(mesh_config).context("cannot join the job")?,
+            };
             // Another node may send Python work as soon as the mesh is up, before
             // the executor is registered here; its frames wait in this channel
             // until then, instead of failing with "no executor".
             let (gate, events) = crossbeam_channel::unbounded();
-            let runtime = Runtime::start(mesh, events, config)?;
-            runtime.register_executor(PYTHON_KIND, executor);
+            let runtime = match join {
+                // The executor is in place before the log's Python registrations
+                // are replayed.
+                Some(_) => {
+                    let executors: Vec<(String, Arc<dyn herald_host::Executor>)> =
+                        vec![(PYTHON_KIND.to_owned(), executor)];
+                    Runtime::start_joining(mesh, events, config, executors)?
+                }
+                None => {
+                    let runtime = Runtime::start(mesh, events, config)?;
+                    runtime.register_executor(PYTHON_KIND, executor);
+                    runtime
+                }
+            };
             // Before any work arrives: a library loaded for another node calls the
             // C ABI from its constructor, which needs the runtime installed.
             make_current(&runtime);
@@ -67,6 +88,8 @@ pub fn start_runtime(
             runtime
         }
     };
+    // A joiner replays the job's log before the program goes on.
+    runtime.wait_admitted()?;
     Ok(Node {
         runtime,
         coordinator_gone,
@@ -137,6 +160,13 @@ fn forward_events(
         })
         .context("cannot start the event forwarding thread")?;
     Ok(())
+}
+
+/// Rank 0's address when this process joins a running job (`HERALD_JOIN`).
+fn joining() -> Option<String> {
+    std::env::var(herald_host::JOIN_ENV)
+        .ok()
+        .filter(|address| !address.trim().is_empty())
 }
 
 /// The runtime's settings: the allowed library directories are the defaults

@@ -191,10 +191,37 @@ fn node_id() -> PyResult<u32> {
     Ok(runtime()?.node_id())
 }
 
-/// Number of nodes in the job.
+/// Number of node ids in this node's current view of the job (nodes that joined
+/// since the start included, nodes down too).
 #[pyfunction]
 fn num_nodes() -> PyResult<u32> {
     Ok(runtime()?.num_nodes())
+}
+
+/// Calls `callback(epoch, nodes, members)` on every later change of this node's
+/// view (a node joined or went down), from a thread of its own: the event loop
+/// never waits for Python.
+#[pyfunction]
+fn on_view_change(callback: Py<PyAny>) -> PyResult<()> {
+    let runtime = runtime()?;
+    let (views, received) = crossbeam_channel::unbounded::<herald_core::View>();
+    std::thread::Builder::new()
+        .name("herald-view-hooks".into())
+        .spawn(move || {
+            for view in received {
+                Python::attach(|py| {
+                    let args = (view.epoch, view.size, view.members());
+                    if let Err(error) = callback.call1(py, args) {
+                        error.print(py);
+                    }
+                });
+            }
+        })
+        .map_err(|e| HeraldError::new_err(format!("cannot start the view hook thread: {e}")))?;
+    runtime.on_view_change(std::sync::Arc::new(move |view| {
+        let _ = views.send(view);
+    }));
+    Ok(())
 }
 
 /// Starts a global registration of Python code (`payload` for herald._remote,
@@ -305,7 +332,7 @@ pub mod _herald {
     #[pymodule_export]
     use super::{
         HeraldError, PyRegistration, PyTask, TaskFailed, embedded, launch, load_library,
-        native_pending_count, node_id, num_nodes, register, settle_native, stats,
+        native_pending_count, node_id, num_nodes, on_view_change, register, settle_native, stats,
     };
 
     #[pymodule_export]

@@ -67,6 +67,21 @@ impl<T: Tamper> Protocol for Tampered<T> {
         }
     }
 
+    fn join(config: Config, admitter: NodeId) -> Self {
+        let mut tamper = T::default();
+        let mut node = Node::joining(tamper.config(config), admitter);
+        tamper.start(&mut node);
+        Self {
+            node,
+            tamper,
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn admit(&mut self, joiner: NodeId) -> Result<(), UsageError> {
+        self.node.admit(joiner)
+    }
+
     fn register(
         &mut self,
         registration: Registration,

@@ -122,6 +122,7 @@ fn interior_receiving_disseminates(framed: bool) -> (u64, Duration) {
         .map(|registration| Message::Disseminate {
             key: registration.key(),
             root: NodeId(0),
+            view: nodes,
             registration,
         })
         .collect();
@@ -173,6 +174,7 @@ fn interior_whole_rounds() -> (u64, Duration) {
             let disseminate = Message::Disseminate {
                 key,
                 root: NodeId(0),
+                view: node.view().size,
                 registration,
             };
             (disseminate, acks)

@@ -77,7 +77,7 @@ impl<P: Protocol> World<P> {
         } else {
             0
         };
-        let observers: Vec<NodeId> = (0..scenario.nodes)
+        let observers: Vec<NodeId> = (0..scenario.slots())
             .map(NodeId)
             .filter(|o| *o != node && !self.net.is_down(*o))
             .collect();

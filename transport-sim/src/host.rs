@@ -81,6 +81,26 @@ impl<P: Protocol> World<P> {
                     self.exit(node, by, chooser);
                     return;
                 }
+                Output::JoinFailed(failure) => {
+                    // Not admitted: the node told everyone it is down; its host
+                    // ends the process once that is sent.
+                    self.declared.insert(node);
+                    self.trace.instant(
+                        self.now_ns,
+                        node,
+                        "join failed",
+                        serde_json::json!({ "error": failure.to_string() }),
+                    );
+                    while let Some(output) = self.nodes[node.0 as usize].poll_output() {
+                        if let Output::Transmit { to, messages } = output {
+                            self.transmit(node, to, messages, chooser);
+                        }
+                    }
+                    self.exit(node, node, chooser);
+                    return;
+                }
+                Output::Admitted => self.joiner_admitted(node),
+                Output::ViewChanged(_) => {}
             }
         }
     }
@@ -105,6 +125,7 @@ impl<P: Protocol> World<P> {
         match self.nodes[node.0 as usize].register(registration, None) {
             Ok(request) => {
                 self.views.top_level(node, key);
+                self.joins.requested(key);
                 self.ledger
                     .add_request(node, request, key, &script.name, false, self.now_ns)
             }
@@ -216,6 +237,7 @@ impl<P: Protocol> World<P> {
         if P::CAUSAL_LAUNCHES {
             let requires = self.ledger.launch_requires(run.origin, run.launch);
             self.check_causality(node, &task, &requires);
+            self.check_replayed(node, &task);
         }
         let outcome = if self.hosts[node.0 as usize].tasks.contains(&task) {
             Ok(args)

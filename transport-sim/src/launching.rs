@@ -42,6 +42,15 @@ impl<P: Protocol> World<P> {
     /// Whether the answer launch `index` waits for (if any) has arrived.
     pub(crate) fn awaited_answer_arrived(&self, index: usize) -> bool {
         let plan = &self.scenario.launches[index];
+        // A launch to a joiner waits until it has joined.
+        let joined = plan
+            .to
+            .0
+            .checked_sub(self.scenario.nodes)
+            .is_none_or(|i| self.joins.issued.get(i as usize).copied().unwrap_or(false));
+        if !joined {
+            return false;
+        }
         match plan.after {
             None => true,
             Some(After::Answer(r)) => {

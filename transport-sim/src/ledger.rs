@@ -265,6 +265,7 @@ impl<P: Protocol> World<P> {
             }
         }
         found.into_iter().for_each(|v| self.violate(v));
+        self.join_final_checks();
         self.check_message_bound();
     }
 
@@ -277,7 +278,7 @@ impl<P: Protocol> World<P> {
         }
         // The agreed view: each node that notices a failure tells every node once,
         // and each receiver tells the failed node once.
-        let n = u64::from(self.scenario.nodes);
+        let n = u64::from(self.scenario.slots());
         let cut = if self.net.partitioned() { n } else { 0 };
         let noticed = (self.declared.len() as u64).max(self.net.crashed_nodes().len() as u64) + cut;
         let bound = noticed * n * (n + 1);
@@ -333,8 +334,11 @@ impl<P: Protocol> World<P> {
             return;
         }
         verified.push(result.clone());
-        for i in 0..self.scenario.nodes {
+        for i in 0..self.scenario.slots() {
             let other = NodeId(i);
+            if !self.result_covers(other, &result) {
+                continue;
+            }
             if result.unreachable.binary_search(&other).is_err() {
                 self.check_outcome(node, other, &result);
             }

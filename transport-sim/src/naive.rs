@@ -325,7 +325,10 @@ impl NaiveNode {
                         .push_back(Output::TaskCompleted { launch, outcome });
                 }
             }
-            Message::Request { .. } | Message::Complete { .. } | Message::Down { .. } => {}
+            Message::Request { .. }
+            | Message::Complete { .. }
+            | Message::Down { .. }
+            | Message::Welcome { .. } => {}
         }
     }
 
@@ -342,6 +345,7 @@ impl NaiveNode {
                 Message::Disseminate {
                     key,
                     root: me,
+                    view: self.config.nodes(),
                     registration,
                 },
             );

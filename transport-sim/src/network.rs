@@ -20,6 +20,8 @@ pub(crate) struct Net {
     pub(crate) exited: Vec<bool>,
     /// Processes that are stopped for now and will resume.
     pub(crate) paused: Vec<bool>,
+    /// Slots of joins that have not happened (yet): no process, no links.
+    pub(crate) absent: Vec<bool>,
     /// Single broken links, as (lower id, higher id).
     pub(crate) broken: BTreeSet<(NodeId, NodeId)>,
     /// Peers that will time out on a paused node unless it resumes first, as
@@ -74,6 +76,7 @@ impl Net {
             crashed: vec![false; n],
             exited: vec![false; n],
             paused: vec![false; n],
+            absent: vec![false; n],
             broken: BTreeSet::new(),
             pending_timeouts: BTreeSet::new(),
             side: vec![0; n],
@@ -91,7 +94,14 @@ impl Net {
 
     /// Whether the process is gone: crashed, or ended after being fenced.
     pub(crate) fn is_down(&self, node: NodeId) -> bool {
-        self.crashed[node.0 as usize] || self.exited[node.0 as usize]
+        let i = node.0 as usize;
+        self.crashed[i] || self.exited[i] || self.absent[i]
+    }
+
+    /// A joiner's process comes up, on the same side of every partition as `peer`.
+    pub(crate) fn join_beside(&mut self, joiner: NodeId, peer: NodeId) {
+        self.absent[joiner.0 as usize] = false;
+        self.side[joiner.0 as usize] = self.side[peer.0 as usize];
     }
 
     pub(crate) fn is_paused(&self, node: NodeId) -> bool {
@@ -223,6 +233,7 @@ impl Hash for Net {
         self.crashed.hash(state);
         self.exited.hash(state);
         self.paused.hash(state);
+        self.absent.hash(state);
         self.broken.hash(state);
         self.pending_timeouts.hash(state);
         self.side.hash(state);
@@ -254,6 +265,16 @@ impl<P: Protocol> World<P> {
                 Message::Disseminate { key, root, .. } => Some((*key, Some(*root))),
                 _ => None,
             })
+            // The log a joiner replays makes its keys global there.
+            .chain(messages.iter().flat_map(|m| {
+                match m {
+                    Message::Welcome { log, .. } => log
+                        .iter()
+                        .map(|replay| (replay.registration.key(), None))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }))
             .collect();
         let frames = match encode_frames(&messages, self.scenario.max_frame_bytes) {
             Ok(frames) => frames,
@@ -400,13 +421,14 @@ impl<P: Protocol> World<P> {
         self.net
             .late_detections
             .retain(|(o, f)| *o != node && *f != node);
-        let inbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
+        let slots = self.scenario.slots();
+        let inbound: Vec<NodeId> = (0..slots).map(NodeId).collect();
         for from in inbound {
             self.net.keep_first(from, node, 0);
         }
-        let outbound: Vec<NodeId> = (0..self.scenario.nodes).map(NodeId).collect();
+        let outbound: Vec<NodeId> = (0..slots).map(NodeId).collect();
         self.lose_in_flight(node, &outbound, chooser);
-        let mut observers: Vec<NodeId> = (0..self.scenario.nodes)
+        let mut observers: Vec<NodeId> = (0..slots)
             .map(NodeId)
             .filter(|o| *o != node && !self.net.is_down(*o))
             .collect();
@@ -418,7 +440,7 @@ impl<P: Protocol> World<P> {
                 self.expect_late_detection(late, node);
             }
             for failed in orphaned {
-                let next = (0..self.scenario.nodes)
+                let next = (0..slots)
                     .map(NodeId)
                     .find(|o| *o != failed && !self.net.is_down(*o));
                 if let Some(next) = next.filter(|_| self.net.is_down(failed)) {
@@ -433,7 +455,7 @@ impl<P: Protocol> World<P> {
 
     /// Cuts every link between `side` and the rest, for good; both sides notice.
     pub(crate) fn partition(&mut self, side: &[NodeId], chooser: &mut dyn Chooser) {
-        let n = self.scenario.nodes as usize;
+        let n = self.scenario.slots() as usize;
         let mut inside = vec![false; n];
         for node in side {
             inside[node.0 as usize] = true;

@@ -21,6 +21,19 @@ pub trait Protocol: Clone + Hash {
     /// A fresh node.
     fn start(config: Config) -> Self;
 
+    /// A fresh node joining a running job (see [`Node::joining`]). Protocols
+    /// without joins start it as a member.
+    fn join(config: Config, admitter: NodeId) -> Self {
+        let _ = admitter;
+        Self::start(config)
+    }
+
+    /// See [`Node::admit`]. Protocols without joins refuse.
+    fn admit(&mut self, joiner: NodeId) -> Result<(), UsageError> {
+        let _ = joiner;
+        Err(UsageError::NotAdmitted)
+    }
+
     /// See [`Node::register`].
     fn register(
         &mut self,
@@ -73,6 +86,14 @@ impl Protocol for Node {
 
     fn start(config: Config) -> Self {
         Node::new(config)
+    }
+
+    fn join(config: Config, admitter: NodeId) -> Self {
+        Node::joining(config, admitter)
+    }
+
+    fn admit(&mut self, joiner: NodeId) -> Result<(), UsageError> {
+        Node::admit(self, joiner)
     }
 
     fn register(

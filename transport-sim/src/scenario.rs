@@ -40,6 +40,17 @@ pub struct Scenario {
     /// Failed loads report error texts at least this long (padded), to test that
     /// reports stay within the frame limit; 0 keeps the natural text.
     pub error_bytes: usize,
+    /// Processes that join the running job, in order: join `i` gets node id
+    /// `nodes + i` and is admitted by node 0.
+    #[serde(default)]
+    pub joins: Vec<JoinPlan>,
+}
+
+/// A process that joins the running job.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JoinPlan {
+    /// When its transport has authenticated it and node 0 admits it (virtual ns).
+    pub at_ns: u64,
 }
 
 /// Timing of the simulated network and hosts, in virtual nanoseconds.
@@ -208,7 +219,20 @@ impl Scenario {
             faults: Faults::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             error_bytes: 0,
+            joins: Vec::new(),
         }
+    }
+
+    /// Adds a process that joins at `at_ns` (node 0 admits it): it gets the next
+    /// node id after the job's nodes and the joins before it.
+    pub fn with_join(mut self, at_ns: u64) -> Self {
+        self.joins.push(JoinPlan { at_ns });
+        self
+    }
+
+    /// Node ids the run may use: the job's nodes, then one per join.
+    pub fn slots(&self) -> u32 {
+        self.nodes + self.joins.len() as u32
     }
 
     /// The same scenario with another frame limit on every node.
@@ -313,12 +337,36 @@ impl Scenario {
         if self.fanout == 0 {
             return Err(SimError::Invalid("fan-out must be at least 1".into()));
         }
-        let named = self
+        // Requests and launches start on the job's own nodes; a launch may target
+        // a joiner (from node 0, which admits it); faults may hit joiners.
+        for launch in &self.launches {
+            if launch.to.0 >= self.nodes
+                && (launch.from != NodeId(0) || launch.to.0 >= self.slots())
+            {
+                return Err(SimError::Invalid(format!(
+                    "a launch to {} must come from node 0 and name a planned join",
+                    launch.to
+                )));
+            }
+        }
+        let own = self
             .requests
             .iter()
             .map(|r| r.node)
-            .chain(self.launches.iter().flat_map(|l| [l.from, l.to]))
-            .chain(self.faults.crash_candidates.iter().copied())
+            .chain(self.launches.iter().map(|l| l.from));
+        for node in own {
+            if node.0 >= self.nodes {
+                return Err(SimError::Invalid(format!(
+                    "{node} is outside the job of {} nodes",
+                    self.nodes
+                )));
+            }
+        }
+        let named = self
+            .faults
+            .crash_candidates
+            .iter()
+            .copied()
             .chain(self.faults.partition_side.iter().copied())
             .chain(self.faults.pause_candidates.iter().copied())
             .chain(
@@ -327,10 +375,11 @@ impl Scenario {
                     .flat_map(|(a, b)| [*a, *b]),
             );
         for node in named {
-            if node.0 >= self.nodes {
+            if node.0 >= self.slots() {
                 return Err(SimError::Invalid(format!(
-                    "{node} is outside the job of {} nodes",
-                    self.nodes
+                    "{node} is outside the job of {} nodes and {} joins",
+                    self.nodes,
+                    self.joins.len()
                 )));
             }
         }
@@ -355,6 +404,11 @@ impl Scenario {
                     "launch {i} waits for an answer that is not an earlier request or launch"
                 )));
             }
+        }
+        if self.joins.windows(2).any(|w| w[0].at_ns > w[1].at_ns) {
+            return Err(SimError::Invalid(
+                "joins take node ids in order: list them by time".into(),
+            ));
         }
         if self.network.latency_min_ns > self.network.latency_max_ns
             || self.network.detect_min_ns > self.network.detect_max_ns
@@ -386,7 +440,19 @@ impl Scenario {
             .filter(|(key, node)| key.home(self.nodes) != *node)
             .count() as u64
             * 2;
-        disseminations + requests + 2 * self.remote_launches()
+        let fixed = disseminations + requests + 2 * self.remote_launches();
+        if self.joins.is_empty() {
+            return fixed;
+        }
+        // With joins: each key's round spans every joiner too (grafted or in the
+        // tree), a requester's coordinator may move once per view it learns (a new
+        // round), and each join costs one welcome per chunk of the log.
+        let joins = self.joins.len() as u64;
+        let slots = u64::from(self.slots());
+        let rounds = keys.len() as u64 * 2 * slots.saturating_sub(1) * (1 + joins);
+        let requests = per_key.len() as u64 * 2 * (1 + joins);
+        let welcomes = joins * (1 + keys.len() as u64);
+        rounds + requests + welcomes + 2 * self.remote_launches()
     }
 
     /// The most messages the naive baseline may send: every requester of every key

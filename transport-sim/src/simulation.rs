@@ -355,13 +355,15 @@ impl<P: Protocol> Simulation<P> {
     fn set_limits(&mut self, faults: u64) {
         let scenario = &self.world.scenario;
         let network = &scenario.network;
-        let depth = u64::from(ceil_log(scenario.nodes, scenario.fanout)) + 1;
+        let depth = u64::from(ceil_log(scenario.slots(), scenario.fanout)) + 1;
         let bound = scenario.message_bound().max(scenario.naive_message_bound());
+        // A joiner replays every load, one after another.
         let loads: u64 = scenario
             .requests
             .iter()
             .map(|r| r.script.longest_load_chain_ns())
-            .sum();
+            .sum::<u64>()
+            * (1 + scenario.joins.len() as u64);
         let tasks = network.task_ns * scenario.launches.len() as u64;
         let round =
             (2 * depth + 4) * network.latency_max_ns + bound * network.send_gap_ns + loads + tasks;
@@ -370,6 +372,7 @@ impl<P: Protocol> Simulation<P> {
             .iter()
             .map(|r| r.at_ns)
             .chain(scenario.launches.iter().map(|l| l.at_ns))
+            .chain(scenario.joins.iter().map(|j| j.at_ns))
             .max()
             .unwrap_or(0);
         let start = last_request.max(if faults > 0 {

@@ -109,6 +109,26 @@ pub enum Violation {
         /// The node.
         node: NodeId,
     },
+    /// A joiner ran a task before it had run a registration completed in the job
+    /// before it joined.
+    #[error("joiner {node} ran task '{task}' before replaying registration {key:?}")]
+    TaskBeforeReplay {
+        /// The joiner.
+        node: NodeId,
+        /// The task.
+        task: String,
+        /// A registration completed before the join and not done there.
+        key: Key,
+    },
+    /// A live joiner whose admitter is up was never admitted, or was admitted
+    /// without having run what completed before it joined.
+    #[error("joiner {node} {problem}")]
+    JoinIncomplete {
+        /// The joiner.
+        node: NodeId,
+        /// What went wrong.
+        problem: String,
+    },
     /// Invariant 4: more messages than the bound allows.
     #[error("{messages} messages exceed the bound of {bound}")]
     TooManyMessages {

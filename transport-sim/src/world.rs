@@ -10,6 +10,7 @@ use herald_core::{Config, InvocationId, Limits, NodeId, TaskRunId};
 
 use crate::causality::Views;
 use crate::host::Host;
+use crate::joins::Joins;
 use crate::ledger::Ledger;
 use crate::network::Net;
 use crate::trace::{Trace, TraceMode};
@@ -99,6 +100,8 @@ pub enum Action {
         /// Receiver.
         to: NodeId,
     },
+    /// The scenario's join with this index happens: node 0 admits the process.
+    Join(usize),
 }
 
 impl Action {
@@ -108,6 +111,7 @@ impl Action {
         match self {
             Action::Request(i) => Some(scenario.requests[*i].node),
             Action::Launch(i) => Some(scenario.launches[*i].from),
+            Action::Join(_) => Some(NodeId(0)),
             Action::Deliver { to, .. } => Some(*to),
             Action::FinishInvocation { node, .. } | Action::FinishTask { node, .. } => Some(*node),
             Action::Detect { observer, .. }
@@ -153,6 +157,8 @@ pub(crate) struct World<P> {
     pub(crate) parked: BTreeSet<usize>,
     /// How much of a failure report travels with the scenario's frame limit.
     pub(crate) limits: Limits,
+    /// The scenario's joins so far.
+    pub(crate) joins: Joins,
 }
 
 impl<P: Protocol> World<P> {
@@ -164,24 +170,39 @@ impl<P: Protocol> World<P> {
         trace: TraceMode,
     ) -> Result<Self, SimError> {
         scenario.validate()?;
-        let n = scenario.nodes;
+        let members = scenario.nodes;
+        let n = scenario.slots();
+        // A joiner's process starts knowing its own id and those before it.
         let configs = (0..n)
             .map(|i| {
-                Config::new(NodeId(i), n)
+                Config::new(NodeId(i), members.max(i + 1))
                     .and_then(|c| c.with_fanout(scenario.fanout))
                     .and_then(|c| c.with_max_frame_bytes(scenario.max_frame_bytes))
                     .map_err(|e| SimError::Invalid(e.to_string()))
             })
             .collect::<Result<Vec<Config>, SimError>>()?;
         let limits = configs[0].limits();
-        let nodes: Vec<P> = configs.into_iter().map(P::start).collect();
+        let nodes: Vec<P> = configs
+            .into_iter()
+            .map(|config| {
+                if config.node().0 < members {
+                    P::start(config)
+                } else {
+                    P::join(config, NodeId(0))
+                }
+            })
+            .collect();
+        let mut net = Net::new(n);
+        for joiner in members..n {
+            net.absent[joiner as usize] = true;
+        }
         let faults = &scenario.faults;
         let mut world = Self {
             timed,
             now_ns: 0,
             nodes,
             hosts: vec![Host::default(); n as usize],
-            net: Net::new(n),
+            net,
             ledger: Ledger::default(),
             trace: Trace::new(trace, n, P::NAME),
             agenda: BinaryHeap::new(),
@@ -203,6 +224,7 @@ impl<P: Protocol> World<P> {
             deferred: vec![Vec::new(); n as usize],
             parked: BTreeSet::new(),
             limits,
+            joins: Joins::new(scenario.joins.len()),
             scenario: scenario.clone(),
         };
         if timed {
@@ -213,6 +235,9 @@ impl<P: Protocol> World<P> {
                 if launch.inside.is_none() {
                     world.schedule(launch.at_ns, Action::Launch(i));
                 }
+            }
+            for (i, join) in world.scenario.clone().joins.iter().enumerate() {
+                world.schedule(join.at_ns, Action::Join(i));
             }
         }
         Ok(world)
@@ -243,6 +268,7 @@ impl<P: Protocol> World<P> {
             Action::Resume(node) => self.resume(node),
             Action::Timeout { observer, paused } => self.timeout(observer, paused, chooser),
             Action::Duplicate { from, to } => self.duplicate(from, to),
+            Action::Join(i) => self.issue_join(i, chooser),
         }
     }
 
@@ -300,6 +326,11 @@ impl<P: Protocol> World<P> {
                 actions.push(Action::Launch(i));
             }
         }
+        if let Some(i) = self.joins.next() {
+            if idle(NodeId(0)) {
+                actions.push(Action::Join(i));
+            }
+        }
         self.net
             .enabled_deliveries(self.lose_in_flight, &mut actions);
         for (i, host) in self.hosts.iter().enumerate() {
@@ -318,7 +349,7 @@ impl<P: Protocol> World<P> {
         }
         if self.crashes_left > 0 {
             let candidates = &scenario.faults.crash_candidates;
-            for i in 0..scenario.nodes {
+            for i in 0..scenario.slots() {
                 let node = NodeId(i);
                 if !self.net.is_down(node) && (candidates.is_empty() || candidates.contains(&node))
                 {
@@ -351,7 +382,7 @@ impl<P: Protocol> World<P> {
     /// duplicates possible now.
     fn enabled_faults(&self, actions: &mut Vec<Action>) {
         let faults = &self.scenario.faults;
-        let n = self.scenario.nodes;
+        let n = self.scenario.slots();
         let up = |node: NodeId| !self.net.is_down(node);
         let pairs = |listed: &[(NodeId, NodeId)]| -> Vec<(NodeId, NodeId)> {
             if listed.is_empty() {
@@ -430,6 +461,7 @@ impl<P: Protocol> World<P> {
         (self.suspicions_left, self.pauses_left, self.duplicates_left).hash(&mut hasher);
         self.views.hash(&mut hasher);
         self.declared.hash(&mut hasher);
+        self.joins.hash(&mut hasher);
         hasher.finish()
     }
 

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use herald_core::{
-    Config, Invocation, Key, LaunchId, Message, Node, NodeId, Output, Registration,
-    RegistrationResult, RequestId, TaskOutcome, TaskRequest, encode_frames,
+    Config, Invocation, JoinFailure, Key, LaunchId, Message, Node, NodeId, Output, Registration,
+    RegistrationResult, RequestId, TaskOutcome, TaskRequest, View, encode_frames,
 };
 
 pub struct Cluster {
@@ -31,6 +31,15 @@ pub struct Cluster {
     pub fenced: Vec<(NodeId, NodeId)>,
     /// Links cut by the test, both directions: frames on them are lost.
     pub cut: Vec<(u32, u32)>,
+    /// Every ViewChanged output: (node, view).
+    pub views: Vec<(NodeId, View)>,
+    /// Joiners that replayed the log, in order.
+    pub admitted: Vec<NodeId>,
+    /// Joiners that were not admitted, and why.
+    pub join_failed: Vec<(NodeId, JoinFailure)>,
+    /// Every (node, event) in order: "invoke <key>" or "task <name>", to check
+    /// that a joiner replays before it runs a task.
+    pub history: Vec<(NodeId, String)>,
 }
 
 impl Cluster {
@@ -63,7 +72,29 @@ impl Cluster {
             downs: Vec::new(),
             fenced: Vec::new(),
             cut: Vec::new(),
+            views: Vec::new(),
+            admitted: Vec::new(),
+            join_failed: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    /// A fresh process joins with the next id; `admitter` admits it at once (its
+    /// transport authenticated it). Returns the joiner's id.
+    pub fn join(&mut self, admitter: u32) -> u32 {
+        let id = self.nodes.len() as u32;
+        let fanout = self.nodes[0].config().fanout();
+        let limit = self.nodes[0].config().max_frame_bytes();
+        let config = Config::new(NodeId(id), id + 1)
+            .and_then(|c| c.with_fanout(fanout))
+            .and_then(|c| c.with_max_frame_bytes(limit))
+            .expect("valid config");
+        self.nodes.push(Node::joining(config, NodeId(admitter)));
+        self.nodes[admitter as usize]
+            .admit(NodeId(id))
+            .expect("admit");
+        self.pump();
+        id
     }
 
     pub fn node(&mut self, i: u32) -> &mut Node {
@@ -108,18 +139,25 @@ impl Cluster {
                         self.in_flight.push_back((me, to, messages));
                     }
                     Output::Invoke(inv) => {
+                        self.history.push((me, format!("invoke {:?}", inv.key)));
                         self.invoked.push((me, inv.key));
                         self.running.push((me, inv));
                     }
                     Output::Completed { request, result } => {
                         self.completed.push((me, request, result))
                     }
-                    Output::RunTask(task) => self.tasks.push((me, task)),
+                    Output::RunTask(task) => {
+                        self.history.push((me, format!("task {}", task.task)));
+                        self.tasks.push((me, task))
+                    }
                     Output::TaskCompleted { launch, outcome } => {
                         self.task_results.push((me, launch, outcome))
                     }
                     Output::PeerDown { node, by, .. } => self.downs.push((me, node, by)),
                     Output::Fenced { by, .. } => self.fenced.push((me, by)),
+                    Output::ViewChanged(view) => self.views.push((me, view)),
+                    Output::Admitted => self.admitted.push(me),
+                    Output::JoinFailed(failure) => self.join_failed.push((me, failure)),
                 }
             }
         }
@@ -131,7 +169,9 @@ impl Cluster {
         let Some((from, to, messages)) = self.in_flight.pop_front() else {
             return false;
         };
-        if self.crashed.contains(&from.0)
+        // A frame to an id no process took (a join that never happened) is lost.
+        if to.0 as usize >= self.nodes.len()
+            || self.crashed.contains(&from.0)
             || self.crashed.contains(&to.0)
             || self.is_cut(from.0, to.0)
         {

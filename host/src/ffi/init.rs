@@ -136,7 +136,15 @@ fn start() -> Result<Runtime, HostError> {
         return start_mpi();
     }
     let config = HostConfig::default();
-    let boot = match bootstrap_from_env(&|name| std::env::var(name).ok()) {
+    let join = std::env::var(crate::JOIN_ENV)
+        .ok()
+        .filter(|address| !address.trim().is_empty());
+    let env = |name: &str| std::env::var(name).ok();
+    let booted = match &join {
+        Some(address) => crate::join_bootstrap(address, &env),
+        None => bootstrap_from_env(&env),
+    };
+    let boot = match booted {
         Ok(boot) => boot,
         Err(BootstrapError::NoRank) => {
             let runtime = Runtime::single_process(config)?;
@@ -151,17 +159,25 @@ fn start() -> Result<Runtime, HostError> {
     // Every link checks that both ends use the same protocol version, fan-out
     // and frame limit.
     config.agree_on(&mut mesh_config);
-    let (mesh, events) = Mesh::establish(mesh_config).map_err(|e| {
-        HostError::Start(format!(
-            "rank {} of {}: the job did not form: {e}",
-            boot.rank, boot.size
-        ))
-    })?;
+    let formed = match &join {
+        Some(address) => Mesh::join(mesh_config)
+            .map_err(|e| HostError::Start(format!("cannot join the job through {address}: {e}"))),
+        None => Mesh::establish(mesh_config).map_err(|e| {
+            HostError::Start(format!(
+                "rank {} of {}: the job did not form: {e}",
+                boot.rank, boot.size
+            ))
+        }),
+    };
+    let (mesh, events) = formed?;
     // Another node may send work as soon as the links are up; a library it makes
     // this node load calls the C ABI from its constructor, which needs the runtime
     // installed. So the frames wait in this channel until it is.
     let (gate, gated) = crossbeam_channel::unbounded();
-    let runtime = Runtime::start(mesh, gated, config)?;
+    let runtime = match join {
+        Some(_) => Runtime::start_joining(mesh, gated, config, Vec::new())?,
+        None => Runtime::start(mesh, gated, config)?,
+    };
     install_global(&runtime);
     std::thread::Builder::new()
         .name("herald-init-events".into())
@@ -177,10 +193,16 @@ fn start() -> Result<Runtime, HostError> {
             runtime.shutdown();
             HostError::Start(format!("cannot start the event forwarding thread: {e}"))
         })?;
+    // A joiner replays the job's log (the runtime installed: constructors of the
+    // libraries it loads call the C ABI) before herald_init returns.
+    if let Err(error) = runtime.wait_admitted() {
+        uninstall_global();
+        return Err(error);
+    }
     tracing::info!(
         "herald_init: rank {} of {}, bootstrap from {:?}",
-        boot.rank,
-        boot.size,
+        runtime.node_id(),
+        runtime.num_nodes(),
         boot.source
     );
     Ok(runtime)

@@ -75,6 +75,7 @@ __all__ = [
     "load_library",
     "node_id",
     "num_nodes",
+    "on_view_change",
     "register_global",
     "serve",
     "stats",
@@ -89,8 +90,18 @@ def node_id():
 
 
 def num_nodes():
-    """Number of nodes in the job."""
+    """Number of node ids in this node's current view of the job: nodes that
+    joined since the start are counted, nodes down too (every member's id is
+    below it)."""
     return _herald.num_nodes()
+
+
+def on_view_change(callback):
+    """Calls ``callback(epoch, nodes, members)`` on every later change of this
+    node's view: a node joined (its id became known here) or went down.
+    ``nodes`` is what :func:`num_nodes` now returns, ``members`` those not
+    down. It runs on a thread of its own."""
+    _herald.on_view_change(callback)
 
 
 def load_library(path):

@@ -72,7 +72,11 @@ def node_id() -> int:
     """This node's id (its rank): 0 for the node that runs the program."""
 
 def num_nodes() -> int:
-    """Number of nodes in the job."""
+    """Number of node ids in this node's current view (joined nodes and nodes
+    down included)."""
+
+def on_view_change(callback: Callable[[int, int, int], object]) -> None:
+    """Calls ``callback(epoch, nodes, members)`` on every later view change."""
 
 def import_global(name: str | ModuleType, package: str | None = None) -> ModuleType:
     """Imports a module in every interpreter of the job and returns it."""

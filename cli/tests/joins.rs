@@ -1,0 +1,86 @@
+//! Late joiners on real processes over TCP: a 4th `herald node --join` process
+//! joins a running 3-rank job whose plugin registered a task globally, replays
+//! the registration, and runs the task rank 0 launches on it; a joiner that lacks
+//! the library is not admitted, and says which node and which file.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::thread::JoinHandle;
+
+use common::{Job, RankSetup, args, build_c};
+
+/// Starts the 3-rank job: rank 0 loads the plugin and runs `join_main`.
+fn start_job(dir: &Path, plugin: &Path, secret: &str, expect: &str) -> Job {
+    let main = format!("{}:join_main", plugin.display());
+    let setup = |_| RankSetup {
+        args: args([
+            &"--load",
+            &plugin,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir,
+        ]),
+        env: vec![("JOIN_EXPECT".into(), expect.into())],
+    };
+    Job::start_with(3, common::free_port(), secret, |_| Vec::new(), setup)
+}
+
+/// Starts `herald node --join` against the job, collecting its output.
+fn start_joiner(job: &Job, dir: &Path, secret: &str) -> JoinHandle<Output> {
+    let mut command = Command::new(common::herald());
+    command
+        .args(["node", "--join"])
+        .arg(job.coordinator.to_string())
+        .arg("--library-path")
+        .arg(dir)
+        .env("HERALD_SECRET", secret)
+        .env_remove("HERALD_SECRET_FILE")
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env_remove("HERALD_COORDINATOR")
+        .env_remove("HERALD_LIBRARY_PATH");
+    std::thread::spawn(move || command.output().expect("run the joiner"))
+}
+
+#[test]
+fn a_fourth_process_joins_replays_the_plugin_and_runs_its_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = build_c(dir.path(), "join", "join", "");
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = start_job(dir.path(), &plugin, &secret, "run");
+    job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for a joiner"));
+    let joiner = start_joiner(&job, dir.path(), &secret);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("7 squared on node 3 is 49"));
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+    let output = joiner.join().expect("joiner thread");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_joiner_that_lacks_the_library_is_not_admitted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = build_c(dir.path(), "join", "join", "");
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = start_job(dir.path(), &plugin, &secret, "refused");
+    job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for a joiner"));
+    // The ranks have it loaded; the process that joins now cannot find it.
+    std::fs::remove_file(&plugin).expect("remove the plugin");
+    let joiner = start_joiner(&job, dir.path(), &secret);
+    let output = joiner.join().expect("joiner thread");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("node 3 was not admitted"), "{stderr}");
+    assert!(stderr.contains(&plugin.display().to_string()), "{stderr}");
+    job.expect_line(|l| l.rank == 0 && l.text.contains("launch to node 3 failed"));
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+}
