@@ -53,9 +53,10 @@ echo "mpi.sh: lints and tests of the MPI builds"
 cargo clippy -q -p herald-mpi -p herald-host -p herald -p herald-c -p herald-python \
     --all-targets --features "$FEATURES" -- -D warnings
 cargo test -q -p herald-mpi --features herald-mpi/mpi
-# Also builds target/debug/libherald.so (a dev-dependency of the CLI's tests)
-# with MPI support, which the C programs below link: no release build needed.
 cargo test -q -p herald --features herald/mpi --test mpi
+# target/debug/libherald.so with MPI support, which the C programs below link
+# (as a test's dependency it stays under deps/; built on its own it is put here).
+cargo build -q -p herald-c --features herald-c/mpi
 
 echo "mpi.sh: C programs over MPI"
 export PKG_CONFIG_PATH="$TARGET_DIR/debug/pkgconfig"
