@@ -82,6 +82,11 @@ pub(crate) struct Route {
     /// Frames for the peer handed to the I/O thread and not yet sent by it: while
     /// any are, later frames follow them through the I/O thread (order).
     in_flight: u32,
+    /// Their bytes: they count against `max_queued_bytes` like queued ones, so a
+    /// sender faster than the I/O thread cannot grow memory without bound either.
+    in_flight_bytes: usize,
+    /// The I/O thread was told the bound was passed: later frames are dropped.
+    overflowed: bool,
 }
 
 impl Shared {
@@ -111,7 +116,21 @@ impl Shared {
                     return;
                 }
             }
+            if route.overflowed {
+                return;
+            }
+            let pending = route.in_flight_bytes + frame.len();
+            if pending > self.max_queued_bytes {
+                route.overflowed = true;
+                drop(route);
+                drop(routes);
+                return self.command(Command::Overflow {
+                    to,
+                    queued: pending,
+                });
+            }
             route.in_flight += 1;
+            route.in_flight_bytes = pending;
         }
         drop(routes);
         self.command(Command::Send { to, frame });
@@ -484,8 +503,10 @@ impl Reactor {
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Send { to, frame } => {
+                let len = frame.len();
                 self.with_route(to, |route| {
-                    route.in_flight = route.in_flight.saturating_sub(1)
+                    route.in_flight = route.in_flight.saturating_sub(1);
+                    route.in_flight_bytes = route.in_flight_bytes.saturating_sub(len);
                 });
                 self.send_frame(to, frame, now);
                 self.publish_route(to);
