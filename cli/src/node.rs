@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_host::{HostConfig, JobEnd, Runtime, RuntimeStats, TransportChoice, TransportKind};
-use herald_tcp::{Bootstrap, Mesh, MeshEvent, bootstrap_from_env};
+use herald_tcp::{Bootstrap, Mesh, bootstrap_from_env};
 
 /// Flags of `herald node`.
 #[derive(Debug, clap::Args)]
@@ -137,33 +137,17 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
         })?,
     };
     let (rank, size) = (mesh.rank(), mesh.size());
-    let (events, coordinator_gone) = watch_coordinator(mesh_events)?;
+    // Frames wait until the runtime is installed for the C ABI: a library loaded
+    // for another node (or replayed by a joiner) calls it from its constructor.
+    config.hold_events = true;
     let runtime = match join {
-        Some(_) => {
-            // The log's libraries call the C ABI from their constructors: frames
-            // wait in this channel until the runtime is installed for it.
-            let (gate, gated) = crossbeam_channel::unbounded();
-            let runtime = Runtime::start_joining(mesh, gated, config, Vec::new())
-                .context("starting the runtime")?;
-            herald_host::install_global(&runtime);
-            std::thread::Builder::new()
-                .name("herald-node-join-events".into())
-                .spawn(move || {
-                    for event in events {
-                        if gate.send(event).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .context("cannot start the event forwarding thread")?;
-            runtime
-        }
-        None => {
-            let runtime = Runtime::start(mesh, events, config).context("starting the runtime")?;
-            herald_host::install_global(&runtime);
-            runtime
-        }
-    };
+        Some(_) => Runtime::start_joining(mesh, mesh_events, config, Vec::new()),
+        None => Runtime::start(mesh, mesh_events, config),
+    }
+    .context("starting the runtime")?;
+    herald_host::install_global(&runtime);
+    let coordinator_gone = watch_coordinator(&runtime);
+    runtime.open_events();
     // A joiner replays the job's registrations (its libraries' constructors call
     // the C ABI, installed just above) before it serves.
     if let Err(error) = runtime.wait_admitted() {
@@ -204,12 +188,12 @@ fn start_mpi(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
     let config = host_config(args);
     let links = herald_host::MpiLinks::join(&config)?;
     let (rank, size) = (links.node, links.nodes);
-    let (events, coordinator_gone) = watch_coordinator(links.events)?;
-    let runtime = Runtime::start_with_transport(links.transport, events, rank, size, config)
+    let runtime = Runtime::start_with_transport(links.transport, links.events, rank, size, config)
         .context("starting the runtime")?;
     // Frames start flowing once the runtime is installed for the C ABI (a
     // library loaded for another node calls it from its constructor).
     herald_host::install_global(&runtime);
+    let coordinator_gone = watch_coordinator(&runtime);
     links.opener.open();
     tracing::info!(
         "herald node: rank {rank} of {size}, over MPI ({} MPI)",
@@ -281,30 +265,16 @@ fn serve(
 /// Longest a rank waits, after the end of the job, for rank 0 to close its links.
 const COORDINATOR_LINGER: Duration = Duration::from_secs(10);
 
-/// Passes the mesh's events on to the runtime, signalling on the returned
-/// receiver when the link to rank 0 goes.
-fn watch_coordinator(
-    mesh_events: crossbeam_channel::Receiver<MeshEvent>,
-) -> anyhow::Result<(
-    crossbeam_channel::Receiver<MeshEvent>,
-    crossbeam_channel::Receiver<()>,
-)> {
+/// Signals once node 0 is gone: down in the job's view, or its links closed
+/// after the end of the job (which a node other than 0 waits for before leaving).
+fn watch_coordinator(runtime: &Runtime) -> crossbeam_channel::Receiver<()> {
     let (gone_tx, gone) = crossbeam_channel::bounded(1);
-    let (gate, events) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("herald-node-events".into())
-        .spawn(move || {
-            for event in mesh_events {
-                if matches!(event, MeshEvent::PeerDown { node: 0, .. }) {
-                    let _ = gone_tx.try_send(());
-                }
-                if gate.send(event).is_err() {
-                    break;
-                }
-            }
-        })
-        .context("cannot start the event forwarding thread")?;
-    Ok((events, gone))
+    runtime.on_node_down(std::sync::Arc::new(move |node| {
+        if node == 0 {
+            let _ = gone_tx.try_send(());
+        }
+    }));
+    gone
 }
 
 /// Exit code of a rank that another node declared down (`herald run` lets the

@@ -48,6 +48,11 @@ pub struct HostConfig {
     /// warning naming what it waits for (again each time the wait doubles); zero:
     /// never. `herald node` sets it to the peer timeout.
     pub slow_warning: Duration,
+    /// The runtime handles no frame from other nodes until
+    /// [`Runtime::open_events`](crate::Runtime::open_events): for a program that
+    /// must put executors, hooks or the C ABI's runtime in place before work from
+    /// other nodes arrives. Frames wait in the transport's channel meanwhile.
+    pub hold_events: bool,
 }
 
 impl Default for HostConfig {
@@ -61,6 +66,7 @@ impl Default for HostConfig {
             batch_max_bytes: 8 << 20,
             worker_idle_timeout: Duration::from_secs(30),
             slow_warning: Duration::from_secs(10),
+            hold_events: false,
         }
     }
 }

@@ -91,6 +91,12 @@ impl EventLoop {
     /// this node is declared down (fenced), then closes the transport and wakes
     /// every waiter (with [`HostError::Fenced`] if it was fenced).
     pub(crate) fn run(mut self, commands: Receiver<Command>, mut events: Receiver<MeshEvent>) {
+        // Frames wait in their channel until the owner opens them (hold_events).
+        let mut held = self
+            .shared
+            .config
+            .hold_events
+            .then(|| std::mem::replace(&mut events, crossbeam_channel::never()));
         loop {
             let due = [self.shared.next_batch_deadline(), self.watchdog.next_due()]
                 .into_iter()
@@ -107,6 +113,11 @@ impl EventLoop {
             select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Shutdown) | Err(_) => break,
+                    Ok(Command::OpenEvents) => {
+                        if let Some(opened) = held.take() {
+                            events = opened;
+                        }
+                    }
                     Ok(command) => self.handle_command(command),
                 },
                 recv(events) -> event => match event {
@@ -228,7 +239,7 @@ impl EventLoop {
                     tracing::error!(joiner, %error, "herald: cannot admit node {joiner}");
                 }
             }
-            Command::BatchOpened | Command::Shutdown => {}
+            Command::BatchOpened | Command::Shutdown | Command::OpenEvents => {}
         }
     }
 
@@ -273,7 +284,7 @@ impl EventLoop {
                     // Expected: telling every node would cost O(N) messages per
                     // leaving node, O(N²) for the end of every job.
                     tracing::debug!(node, %reason, "herald: node left after the end of the job");
-                    self.shared.arrivals.down(node);
+                    self.shared.node_gone(node);
                     return;
                 }
                 tracing::warn!(node, %reason, "herald: link to node {node} lost");
@@ -398,7 +409,7 @@ impl EventLoop {
                     }
                     self.to_close.push(node.0);
                     self.watchdog.node_down(node);
-                    self.shared.arrivals.down(node.0);
+                    self.shared.node_gone(node.0);
                     if node == NodeId(0) && self.shared.node != NodeId(0) {
                         self.shared.set_job_end(JobEnd::CoordinatorLost {
                             reason: format!("declared down by {by}: {reason}"),

@@ -77,7 +77,7 @@ pub use executor::Executor;
 pub use ffi::keep_c_abi;
 pub use global::{global, install_global, uninstall_global};
 pub use handle::{RegistrationHandle, TaskHandle};
-pub use membership::{JOIN_ENV, LocalCluster, ViewHook, join_bootstrap};
+pub use membership::{JOIN_ENV, LocalCluster, NodeDownHook, ViewHook, join_bootstrap};
 #[cfg(feature = "mpi")]
 pub use mpi_links::{MPI_Comm, MpiLinks, MpiOpener};
 pub use runtime::{JobEnd, LoadReport, Runtime};

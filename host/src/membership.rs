@@ -24,6 +24,11 @@ use crate::{Executor, HostConfig, HostError, Runtime};
 /// runtime's event loop: it must return quickly and must not wait on herald.
 pub type ViewHook = Arc<dyn Fn(View) + Send + Sync>;
 
+/// Called with a node that went down in the job's view, or that left after the
+/// end of the job, from the runtime's event loop: it must return quickly and
+/// must not wait on herald.
+pub type NodeDownHook = Arc<dyn Fn(u32) + Send + Sync>;
+
 /// Where a node's membership stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -85,6 +90,23 @@ impl Runtime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(hook);
+    }
+
+    /// Calls `hook` with every node that later goes down in the job's view or
+    /// leaves after the end of the job (rank 0 closing its links once the job
+    /// ended, for example), from the event loop: it must return quickly.
+    pub fn on_node_down(&self, hook: NodeDownHook) {
+        self.shared()
+            .down_hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
+    }
+
+    /// Starts handling frames from other nodes, for a runtime started with
+    /// [`HostConfig::hold_events`](crate::HostConfig::hold_events).
+    pub fn open_events(&self) {
+        let _ = self.shared().commands.send(Command::OpenEvents);
     }
 
     /// Admits `node`, which the transport has just authenticated with a fresh id

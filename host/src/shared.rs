@@ -17,7 +17,7 @@ use crate::error::HostError;
 use crate::executor::Executor;
 use crate::finalize::Arrivals;
 use crate::handles::{Completion, HandleTable, WaitOutcome};
-use crate::membership::{Admission, ViewHook};
+use crate::membership::{Admission, NodeDownHook, ViewHook};
 use crate::native::Policy;
 use crate::runtime::JobEnd;
 use crate::stats::Counters;
@@ -64,6 +64,8 @@ pub(crate) enum Command {
     Quiesce(Sender<()>),
     /// Admit a node the transport has just authenticated with a fresh id.
     Admit(u32),
+    /// Start handling frames from other nodes (held until now).
+    OpenEvents,
     Shutdown,
 }
 
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
     nodes: AtomicU32,
     /// Called on every change of this node's view.
     pub(crate) view_hooks: Mutex<Vec<ViewHook>>,
+    /// Called with each node that went down or left (see `Runtime::on_node_down`).
+    pub(crate) down_hooks: Mutex<Vec<NodeDownHook>>,
     /// Whether this node is a member, or where its join stands.
     pub(crate) admission: Mutex<Admission>,
     pub(crate) admission_changed: Condvar,
@@ -139,6 +143,7 @@ impl Shared {
             node,
             nodes: AtomicU32::new(nodes),
             view_hooks: Mutex::new(Vec::new()),
+            down_hooks: Mutex::new(Vec::new()),
             admission: Mutex::new(Admission::Member),
             admission_changed: Condvar::new(),
             policy: Policy::new(&config.library_dirs),
@@ -165,6 +170,21 @@ impl Shared {
     /// Node ids in this node's current view: every member's id is below it.
     pub(crate) fn nodes(&self) -> u32 {
         self.nodes.load(Ordering::Acquire)
+    }
+
+    /// `node` went down in the job's view, or left after the end of the job:
+    /// it no longer takes part (end-of-job arrivals stop waiting for it), and
+    /// every hook hears of it.
+    pub(crate) fn node_gone(&self, node: u32) {
+        self.arrivals.down(node);
+        let hooks: Vec<NodeDownHook> = self
+            .down_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for hook in hooks {
+            hook(node);
+        }
     }
 
     /// The core's view changed: record it, then tell every hook.

@@ -73,7 +73,11 @@ fn custom(payload: &str) -> CodeRef {
 }
 
 fn cluster(nodes: u32) -> (Vec<Runtime>, Vec<Arc<Recorder>>) {
-    let runtimes = Runtime::local_cluster(nodes, HostConfig::default()).expect("cluster");
+    cluster_with(nodes, HostConfig::default())
+}
+
+fn cluster_with(nodes: u32, config: HostConfig) -> (Vec<Runtime>, Vec<Arc<Recorder>>) {
+    let runtimes = Runtime::local_cluster(nodes, config).expect("cluster");
     let recorders = runtimes
         .iter()
         .map(|runtime| {
@@ -651,4 +655,45 @@ fn a_fenced_node_stops_and_its_waiters_learn_who_and_why() {
             .expect_err("nothing runs after the fence"),
     );
     runtime.shutdown();
+}
+
+/// A runtime started with `hold_events` handles no frame from another node until
+/// `open_events`: the registration cannot complete before, and does after.
+#[test]
+fn held_events_wait_for_open_events() {
+    let config = HostConfig {
+        hold_events: true,
+        ..HostConfig::default()
+    };
+    let (nodes, recorders) = cluster_with(2, config);
+    let handle = nodes[0].register_global(custom("held"), b"x".to_vec(), None);
+    // A bounded look for something that must not happen, not a synchronisation.
+    assert!(
+        handle.wait_timeout(Duration::from_millis(300)).is_err(),
+        "completed while node 1 held its frames"
+    );
+    assert_eq!(count(&recorders[1], "held"), 0, "node 1 ran it while held");
+    for node in &nodes {
+        node.open_events();
+    }
+    handle.wait().expect("completes once the frames flow");
+    assert_eq!(count(&recorders[1], "held"), 1);
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
+/// Node-down hooks hear of every node that goes down in the job's view.
+#[test]
+fn node_down_hooks_hear_of_a_node_going_down() {
+    let (nodes, _recorders) = cluster(3);
+    let (down_tx, down) = crossbeam_channel::unbounded();
+    nodes[0].on_node_down(Arc::new(move |node| {
+        let _ = down_tx.send(node);
+    }));
+    nodes[2].shutdown();
+    assert_eq!(down.recv_timeout(GUARD).expect("the hook ran"), 2);
+    for node in &nodes[..2] {
+        node.shutdown();
+    }
 }

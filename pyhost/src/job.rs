@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossbeam_channel::Receiver;
 use herald_host::{HostConfig, Runtime, TransportChoice, TransportKind};
-use herald_tcp::{Bootstrap, BootstrapError, Mesh, MeshEvent, bootstrap_from_env};
+use herald_tcp::{Bootstrap, BootstrapError, Mesh, bootstrap_from_env};
 
 use crate::executor::{PYTHON_KIND, PythonExecutor};
 use crate::{module, spmd};
@@ -39,7 +39,7 @@ pub fn start_runtime(
     bootstrap: Option<Bootstrap>,
     library_paths: &[PathBuf],
 ) -> anyhow::Result<Node> {
-    let config = host_config(library_paths)?;
+    let mut config = host_config(library_paths)?;
     let executor = Arc::new(PythonExecutor);
     let (coordinator_gone_tx, coordinator_gone) = crossbeam_channel::bounded(1);
     // HERALD_TRANSPORT, or MPI under an MPI launcher in a build with MPI support.
@@ -64,9 +64,10 @@ pub fn start_runtime(
                 None => Mesh::establish(mesh_config).context("cannot join the job")?,
             };
             // Another node may send Python work as soon as the mesh is up, before
-            // the executor is registered here; its frames wait in this channel
-            // until then, instead of failing with "no executor".
-            let (gate, events) = crossbeam_channel::unbounded();
+            // the executor is registered here; its frames wait in the mesh's
+            // channel until then, instead of failing with "no executor".
+            config.hold_events = true;
+            let events = mesh_events;
             let runtime = match join {
                 // The executor is in place before the log's Python registrations
                 // are replayed.
@@ -84,7 +85,8 @@ pub fn start_runtime(
             // Before any work arrives: a library loaded for another node calls the
             // C ABI from its constructor, which needs the runtime installed.
             make_current(&runtime);
-            forward_events(mesh_events, gate, coordinator_gone_tx)?;
+            watch_ends(&runtime, coordinator_gone_tx);
+            runtime.open_events();
             runtime
         }
     };
@@ -105,12 +107,16 @@ fn start_mpi(
     coordinator_gone: crossbeam_channel::Sender<()>,
 ) -> anyhow::Result<Runtime> {
     let links = herald_host::MpiLinks::join(&config)?;
-    let (gate, events) = crossbeam_channel::unbounded();
-    let runtime =
-        Runtime::start_with_transport(links.transport, events, links.node, links.nodes, config)?;
+    let runtime = Runtime::start_with_transport(
+        links.transport,
+        links.events,
+        links.node,
+        links.nodes,
+        config,
+    )?;
     runtime.register_executor(PYTHON_KIND, executor);
     make_current(&runtime);
-    forward_events(links.events, gate, coordinator_gone)?;
+    watch_ends(&runtime, coordinator_gone);
     // Frames wait in MPI until the executor and the runtime are in place.
     links.opener.open();
     tracing::info!(
@@ -136,30 +142,16 @@ fn start_mpi(
     anyhow::bail!("this herald was built without MPI support")
 }
 
-/// Passes the transport's events on to the runtime, noting lost peers for the
-/// end of the job and signalling when rank 0's link goes.
-fn forward_events(
-    mesh_events: Receiver<MeshEvent>,
-    gate: crossbeam_channel::Sender<MeshEvent>,
-    coordinator_gone: crossbeam_channel::Sender<()>,
-) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("herald-python-events".into())
-        .spawn(move || {
-            for event in mesh_events {
-                if let MeshEvent::PeerDown { node, .. } = &event {
-                    spmd::note_peer_down(*node);
-                    if *node == 0 {
-                        let _ = coordinator_gone.try_send(());
-                    }
-                }
-                if gate.send(event).is_err() {
-                    break;
-                }
-            }
-        })
-        .context("cannot start the event forwarding thread")?;
-    Ok(())
+/// Notes nodes that go down in the job's view (rank 0 stops waiting for them at
+/// the end of the program) and signals when node 0 is gone (also when it closes
+/// its links after the end of the job).
+fn watch_ends(runtime: &Runtime, coordinator_gone: crossbeam_channel::Sender<()>) {
+    runtime.on_node_down(Arc::new(move |node| {
+        spmd::note_peer_down(node);
+        if node == 0 {
+            let _ = coordinator_gone.try_send(());
+        }
+    }));
 }
 
 /// Rank 0's address when this process joins a running job (`HERALD_JOIN`).
