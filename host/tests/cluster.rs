@@ -676,7 +676,11 @@ fn held_events_wait_for_open_events() {
     for node in &nodes {
         node.open_events();
     }
-    handle.wait().expect("completes once the frames flow");
+    let result = handle.wait().expect("completes once the frames flow");
+    assert!(
+        result.failures.is_empty() && result.unreachable.is_empty(),
+        "{result:?}"
+    );
     assert_eq!(count(&recorders[1], "held"), 1);
     for node in nodes {
         node.shutdown();
