@@ -55,13 +55,17 @@ pub(crate) struct EventLoop {
     end_launches: HashMap<LaunchId, u32>,
     /// Nodes that acknowledged the end of the job this node announced.
     ended: HashSet<u32>,
+    /// How long the loop polls after activity before it parks.
+    poll_window: Duration,
 }
 
 impl EventLoop {
     pub(crate) fn new(node: Node, shared: Arc<Shared>, transport: Box<dyn Transport>) -> Self {
         let counted = Arc::clone(&shared);
+        let poll_window = shared.config.poll_window;
         let pool = WorkerPool::new(
             shared.config.worker_idle_timeout,
+            poll_window,
             Box::new(move |n| {
                 counted
                     .counters
@@ -84,6 +88,7 @@ impl EventLoop {
             watchdog,
             end_launches: HashMap::new(),
             ended: HashSet::new(),
+            poll_window,
         }
     }
 
@@ -91,6 +96,7 @@ impl EventLoop {
     /// this node is declared down (fenced), then closes the transport and wakes
     /// every waiter (with [`HostError::Fenced`] if it was fenced).
     pub(crate) fn run(mut self, commands: Receiver<Command>, mut events: Receiver<MeshEvent>) {
+        let mut last_active = Instant::now();
         // Frames wait in their channel until the owner opens them (hold_events).
         let mut held = self
             .shared
@@ -110,6 +116,12 @@ impl EventLoop {
                 // (then the `default` arm below would never be taken).
                 self.on_timer();
             }
+            // After activity the loop polls for a while (yielding the core to any
+            // thread that has work) instead of parking: a reply that comes back
+            // within the window costs no wake-up.
+            let polling = last_active.elapsed() < self.poll_window;
+            let wait = if polling { Duration::ZERO } else { wake };
+            let mut active = true;
             select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Shutdown) | Err(_) => break,
@@ -127,7 +139,17 @@ impl EventLoop {
                         events = crossbeam_channel::never();
                     }
                 },
-                default(wake) => self.on_timer(),
+                default(wait) => {
+                    active = false;
+                    if polling {
+                        std::thread::yield_now();
+                    } else {
+                        self.on_timer();
+                    }
+                }
+            }
+            if active {
+                last_active = Instant::now();
             }
             self.drain_outputs();
             // Settled: nothing asked here is unanswered, or nothing ever will be

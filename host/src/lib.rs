@@ -71,7 +71,9 @@ mod waits;
 mod watchdog;
 
 pub use code::{CodeRef, DependencyRef, Digest, LibraryRef, TaskCode, TaskVariant};
-pub use config::{HostConfig, LIBRARY_PATH_ENV, default_library_dirs, implicit_dir_problem};
+pub use config::{
+    DEFAULT_POLL_WINDOW, HostConfig, LIBRARY_PATH_ENV, default_library_dirs, implicit_dir_problem,
+};
 pub use error::{HostError, LoadError};
 pub use executor::Executor;
 pub use ffi::keep_c_abi;

@@ -24,6 +24,8 @@ struct PoolState {
     jobs: Receiver<Job>,
     counts: Mutex<Counts>,
     idle_timeout: Duration,
+    /// How long a worker polls for the next job after one before it parks.
+    poll_window: Duration,
     /// Called with the number of live workers whenever it changes.
     on_count: Box<dyn Fn(u64) + Send + Sync>,
 }
@@ -37,7 +39,11 @@ struct Counts {
 }
 
 impl WorkerPool {
-    pub(crate) fn new(idle_timeout: Duration, on_count: Box<dyn Fn(u64) + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        poll_window: Duration,
+        on_count: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Self {
         let (jobs, receiver) = crossbeam_channel::unbounded();
         Self {
             jobs,
@@ -45,6 +51,7 @@ impl WorkerPool {
                 jobs: receiver,
                 counts: Mutex::new(Counts::default()),
                 idle_timeout,
+                poll_window,
                 on_count,
             }),
         }
@@ -87,11 +94,27 @@ impl PoolState {
     }
 
     fn work(self: Arc<Self>) {
+        let mut last_job = std::time::Instant::now();
         loop {
+            // After a job the worker polls for a while (yielding the core to any
+            // thread that has work) before it parks: the next job of a burst
+            // costs no wake-up.
+            if last_job.elapsed() < self.poll_window {
+                match self.jobs.try_recv() {
+                    Ok(job) => {
+                        job();
+                        self.lock().idle += 1;
+                        last_job = std::time::Instant::now();
+                    }
+                    Err(_) => std::thread::yield_now(),
+                }
+                continue;
+            }
             match self.jobs.recv_timeout(self.idle_timeout) {
                 Ok(job) => {
                     job();
                     self.lock().idle += 1;
+                    last_job = std::time::Instant::now();
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let mut counts = self.lock();

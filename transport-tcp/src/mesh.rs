@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -245,7 +246,10 @@ fn start(
         heartbeat: config.heartbeat,
         peer_timeout: config.peer_timeout,
         establish_timeout: config.establish_timeout,
-        spin: config.spin,
+        spin: std::env::var("HERALD_POLL_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(config.spin, Duration::from_micros),
         coordinator: config.coordinator,
         join,
     };

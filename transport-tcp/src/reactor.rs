@@ -357,6 +357,8 @@ impl Reactor {
             let now = Instant::now();
             let spinning = now.duration_since(last_busy) < self.settings.spin;
             let timeout = if spinning {
+                // Polling, but a thread that has work gets the core first.
+                std::thread::yield_now();
                 Duration::ZERO
             } else {
                 self.shared.parked.store(true, Ordering::SeqCst);
