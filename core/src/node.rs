@@ -582,7 +582,12 @@ impl Node {
     /// down (see [`handle_frame`](Self::handle_frame)).
     pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), ProtocolError> {
         self.check_sender(from)?;
-        if self.dead.contains(&from) || self.fenced.is_some() {
+        // Messages from a node this one holds down are ignored, except the news
+        // that this node itself is down: it declared the sender down too (a false
+        // suspicion, a pause), but the others may already have applied the
+        // sender's declaration, so this node must stop rather than go on alone.
+        let about_me = matches!(&message, Message::Down { node, .. } if *node == self.me());
+        if (self.dead.contains(&from) && !about_me) || self.fenced.is_some() {
             return Ok(());
         }
         let result = self.check_message(from, &message);

@@ -87,6 +87,26 @@ fn a_one_sided_down_reaches_the_declared_node_which_is_fenced() {
     );
 }
 
+/// Two nodes declare each other down at once (a pause and a false suspicion) while
+/// their link still works: the news about itself still fences the node, although
+/// it already holds its declarer down (found by the simulator: node 0 went on
+/// alone while the others named it unreachable).
+#[test]
+fn a_node_is_fenced_by_news_of_itself_from_a_node_it_holds_down() {
+    let mut c = Cluster::new(3, 2);
+    // Only 2 can tell 0: the link from 1 is gone.
+    c.cut_link(0, 1);
+    c.node(2).peer_down(NodeId(0), "silent for too long");
+    c.node(0).peer_down(NodeId(2), "suspected");
+    c.pump();
+    c.deliver_all();
+    assert!(
+        c.fenced.contains(&(NodeId(0), NodeId(2))),
+        "node 0 was not fenced: {:?}",
+        c.fenced
+    );
+}
+
 #[test]
 fn the_news_reaches_a_declared_node_through_others_when_its_link_to_the_declarer_broke() {
     let mut c = Cluster::new(4, 2);
