@@ -812,14 +812,19 @@ impl Reactor {
             if writable {
                 result = slot.conn.on_writable(&mut slot.handshake, &self.me, now);
             }
-            if readable && result.is_ok() {
-                result = slot.conn.on_readable(
+            // A failed write does not stop the read: what the peer sent before
+            // it closed (the news that this rank was declared down) comes first.
+            if readable {
+                let read = slot.conn.on_readable(
                     &mut slot.handshake,
                     &self.me,
                     max_record,
                     now,
                     &mut received,
                 );
+                if result.is_ok() {
+                    result = read;
+                }
             }
             if slot.closing.is_some() {
                 // A closing connection: nothing it says matters any more.
@@ -1092,6 +1097,11 @@ impl Reactor {
 
     /// A connection failed or closed.
     fn conn_failed(&mut self, index: usize, err: ConnError, now: Instant) {
+        if matches!(err, ConnError::Io(_)) {
+            // A write failed: deliver what the peer sent before it went (it may
+            // be the news that this rank was declared down), then let it go.
+            self.drain(index, now);
+        }
         let Some(slot) = self.conns[index].as_ref() else {
             return;
         };
@@ -1118,6 +1128,33 @@ impl Reactor {
             // Authenticated but never used: whoever opened it gave up on it.
             (_, Some(_)) => {}
             (_, None) => self.refusals.note(remote, &err.to_string(), now),
+        }
+    }
+
+    /// Reads and handles what is left on `index`, ignoring how the read ends.
+    fn drain(&mut self, index: usize, now: Instant) {
+        let max_record = self.settings.max_frame_bytes.max(CONTROL_LIMIT) + RECORD_OVERHEAD;
+        let mut received = Vec::new();
+        {
+            let Some(slot) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                return;
+            };
+            if !slot.conn.is_open() || slot.closing.is_some() {
+                return;
+            }
+            let _ = slot.conn.on_readable(
+                &mut slot.handshake,
+                &self.me,
+                max_record,
+                now,
+                &mut received,
+            );
+        }
+        for item in received {
+            if self.conns[index].is_none() {
+                return;
+            }
+            self.on_received(index, item, now);
         }
     }
 
@@ -1585,8 +1622,19 @@ impl Reactor {
         if timeout.is_zero() || now.duration_since(last_woke) <= timeout / 2 {
             return;
         }
+        // Dials and handshakes under way get the time back too: peers that
+        // closed them meanwhile are tried again rather than given up.
+        let paused = now.duration_since(last_woke);
         for slot in self.conns.iter_mut().flatten() {
             slot.conn.last_heard = now;
+            if !slot.conn.is_open() {
+                slot.conn.opened_at = now;
+            }
+        }
+        for peer in &mut self.peers {
+            if let Some(dial) = peer.dial.as_mut() {
+                dial.deadline += paused;
+            }
         }
     }
 
