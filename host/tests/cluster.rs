@@ -396,22 +396,7 @@ impl herald_host::Transport for Silent {
 /// registration completes naming it, instead of waiting for it forever.
 #[test]
 fn a_peer_sending_garbage_is_named_unreachable_not_waited_for() {
-    let (events, event_receiver) = crossbeam_channel::unbounded();
-    let runtime = Runtime::start_with_transport(
-        Box::new(Silent),
-        event_receiver,
-        0,
-        2,
-        HostConfig::default(),
-    )
-    .expect("start");
-    struct Accept;
-    impl Executor for Accept {
-        fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
-            Ok(())
-        }
-    }
-    runtime.register_executor("rec", Arc::new(Accept));
+    let (events, runtime) = silent_node(0);
     let handle = runtime.register_global(custom("garbage-peer"), vec![], None);
     events
         .send(herald_tcp::MeshEvent::Frame {
@@ -477,16 +462,7 @@ fn finalize_waits_for_released_launches_then_ends_the_job_on_every_node() {
 /// with the reason, instead of waiting for answers that will never come.
 #[test]
 fn a_fenced_node_leaves_finalize_with_the_reason() {
-    let (events, event_receiver) = crossbeam_channel::unbounded();
-    let runtime = Runtime::start_with_transport(
-        Box::new(Silent),
-        event_receiver,
-        1,
-        2,
-        HostConfig::default(),
-    )
-    .expect("start");
-    runtime.register_executor("rec", Arc::new(Accepting));
+    let (events, runtime) = silent_node(1);
     // Never answered: node 0 is silent.
     let _pending = runtime.register_global(custom("never-answered"), vec![], None);
     let down = herald_core::Message::Down {
@@ -518,6 +494,22 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
         other => panic!("expected the fence's reason, got {other:?}"),
     }
     assert!(runtime.is_stopped());
+}
+
+/// Node `node` of a two-node job whose other node never sends anything (frames
+/// are injected through the returned sender), accepting every "rec" invocation.
+fn silent_node(node: u32) -> (crossbeam_channel::Sender<herald_tcp::MeshEvent>, Runtime) {
+    let (events, event_receiver) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start_with_transport(
+        Box::new(Silent),
+        event_receiver,
+        node,
+        2,
+        HostConfig::default(),
+    )
+    .expect("start");
+    runtime.register_executor("rec", Arc::new(Accepting));
+    (events, runtime)
 }
 
 struct Accepting;
@@ -600,22 +592,7 @@ fn a_lost_link_is_announced_to_everyone_before_the_link_closes() {
 /// error naming who declared it down and why, and the job end says so.
 #[test]
 fn a_fenced_node_stops_and_its_waiters_learn_who_and_why() {
-    let (events, event_receiver) = crossbeam_channel::unbounded();
-    let runtime = Runtime::start_with_transport(
-        Box::new(Silent),
-        event_receiver,
-        1,
-        2,
-        HostConfig::default(),
-    )
-    .expect("start");
-    struct Never;
-    impl Executor for Never {
-        fn invoke(&self, _payload: &[u8], _args: &[u8]) -> Result<(), String> {
-            Ok(())
-        }
-    }
-    runtime.register_executor("rec", Arc::new(Never));
+    let (events, runtime) = silent_node(1);
     let handle = runtime.register_global(custom("fenced"), vec![], None);
     let task = runtime.launch(0, "anything", vec![]);
     let down = herald_core::Message::Down {
