@@ -76,10 +76,7 @@ impl Default for HostConfig {
             worker_idle_timeout: Duration::from_secs(30),
             slow_warning: Duration::from_secs(10),
             hold_events: false,
-            poll_window: std::env::var("HERALD_POLL_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(DEFAULT_POLL_WINDOW, Duration::from_micros),
+            poll_window: herald_tcp::poll_from_env().unwrap_or(DEFAULT_POLL_WINDOW),
         }
     }
 }

@@ -24,6 +24,19 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
 /// after activity before it sleeps: 100 µs. A reply within it costs no wake-up,
 /// which on an idle machine is worth ~25 µs; an idle rank sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
+/// Environment variable that sets how long herald's threads poll after activity
+/// before they sleep, in microseconds ([`MeshConfig::spin`] and the host's
+/// poll window); 0 turns polling off.
+pub const POLL_ENV: &str = "HERALD_POLL_US";
+
+/// The poll time [`POLL_ENV`] asks for, if it is set to a number.
+pub fn poll_from_env() -> Option<Duration> {
+    std::env::var(POLL_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_micros)
+}
+
 /// Most values a job can agree on at link set-up ([`MeshConfig::agreed`]).
 pub const MAX_AGREED_VALUES: usize = 16;
 /// Longest name of an agreed value, in bytes.

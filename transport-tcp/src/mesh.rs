@@ -3,7 +3,6 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -246,10 +245,7 @@ fn start(
         heartbeat: config.heartbeat,
         peer_timeout: config.peer_timeout,
         establish_timeout: config.establish_timeout,
-        spin: std::env::var("HERALD_POLL_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(config.spin, Duration::from_micros),
+        spin: crate::config::poll_from_env().unwrap_or(config.spin),
         coordinator: config.coordinator,
         join,
     };

@@ -525,11 +525,8 @@ impl Reactor {
 
     /// Sends a record to `to` on its connection, making one if there is none.
     fn transmit(&mut self, to: u32, kind: Kind, payload: Vec<u8>, now: Instant) {
-        let known = self.peers.len();
-        if to as usize >= known && self.me.rank != 0 && (to as usize) < known + MAX_UNKNOWN_RANKS {
-            // A rank that joined after our table: rank 0 will say where it is.
-            self.peers.resize_with(to as usize + 1, Peer::default);
-        }
+        // A rank that joined after our table: rank 0 will say where it is.
+        self.learn_rank(to);
         let Some(peer) = self.peers.get_mut(to as usize) else {
             tracing::warn!(
                 to,
@@ -571,6 +568,17 @@ impl Reactor {
         match sent {
             Ok(queued) => self.check_queue(to, queued, now),
             Err(err) => self.conn_failed(conn, ConnError::Io(err), now),
+        }
+    }
+
+    /// Makes room for `rank` if it is above the ranks this one knows: one that
+    /// joined after the table (rank 0, which admits joiners, knows them all).
+    /// Bounded, so a stray rank number cannot grow the table without end.
+    fn learn_rank(&mut self, rank: u32) {
+        let known = self.peers.len();
+        let rank = rank as usize;
+        if rank >= known && self.me.rank != 0 && rank < known + MAX_UNKNOWN_RANKS {
+            self.peers.resize_with(rank + 1, Peer::default);
         }
     }
 
@@ -803,7 +811,7 @@ impl Reactor {
 
     fn on_conn_event(&mut self, index: usize, readable: bool, writable: bool, now: Instant) {
         let mut received = Vec::new();
-        let max_record = self.settings.max_frame_bytes.max(CONTROL_LIMIT) + RECORD_OVERHEAD;
+        let max_record = self.max_record();
         let result = {
             let Some(slot) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 return;
@@ -845,12 +853,7 @@ impl Reactor {
             }
             result
         };
-        for item in received {
-            if self.conns[index].is_none() {
-                return;
-            }
-            self.on_received(index, item, now);
-        }
+        self.deliver(index, received, now);
         if let Err(err) = result {
             self.conn_failed(index, err, now);
         }
@@ -894,14 +897,9 @@ impl Reactor {
                 if expect == Expect::Joiner {
                     return self.accept_joiner(index, now);
                 }
-                let known = self.peers.len();
-                if rank as usize >= known
-                    && !self.forming()
-                    && self.me.rank != 0
-                    && (rank as usize) < known + MAX_UNKNOWN_RANKS
-                {
+                if !self.forming() {
                     // A rank that joined after our table (rank 0 admitted it).
-                    self.peers.resize_with(rank as usize + 1, Peer::default);
+                    self.learn_rank(rank);
                 }
                 let Some(peer) = self.peers.get_mut(rank as usize) else {
                     return self.hello_refused(
@@ -1133,7 +1131,7 @@ impl Reactor {
 
     /// Reads and handles what is left on `index`, ignoring how the read ends.
     fn drain(&mut self, index: usize, now: Instant) {
-        let max_record = self.settings.max_frame_bytes.max(CONTROL_LIMIT) + RECORD_OVERHEAD;
+        let max_record = self.max_record();
         let mut received = Vec::new();
         {
             let Some(slot) = self.conns.get_mut(index).and_then(Option::as_mut) else {
@@ -1150,6 +1148,17 @@ impl Reactor {
                 &mut received,
             );
         }
+        self.deliver(index, received, now);
+    }
+
+    /// Largest record a connection accepts: the frame limit, or more for control
+    /// messages (address tables), plus the record's overhead.
+    fn max_record(&self) -> usize {
+        self.settings.max_frame_bytes.max(CONTROL_LIMIT) + RECORD_OVERHEAD
+    }
+
+    /// Handles what `index` received, in order, until the connection goes.
+    fn deliver(&mut self, index: usize, received: Vec<Received>, now: Instant) {
         for item in received {
             if self.conns[index].is_none() {
                 return;
