@@ -287,26 +287,7 @@ fn a_rank_cut_off_by_its_network_is_named_and_stops() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = build_c(dir.path(), "faults", "faults", "");
-    let coordinator = SocketAddr::from((Netns::addr(0), 7700));
-    let mut job = Job::start_with(
-        3,
-        coordinator,
-        &Secret::random().to_hex(),
-        |rank| net.wrap(rank),
-        |rank| {
-            let mut all = main_args(dir.path(), &faults, "main_stall");
-            all.extend(args([
-                &"--bind",
-                &Netns::addr(rank).to_string(),
-                &"--coordinator",
-                &coordinator.to_string(),
-            ]));
-            RankSetup {
-                args: all,
-                env: vec![],
-            }
-        },
-    );
+    let mut job = start_in_namespaces(&net, 3, dir.path(), &faults, "main_stall", &[]);
     job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: stalling"));
     net.cut(2);
     let statuses = job.wait();
@@ -351,7 +332,7 @@ fn netns_four_hosts() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let global = build_c(dir.path(), "global", "global", "");
-    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, &[]);
+    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, "global_main", &[]);
     let statuses = job.wait();
     let transcript = job.transcript();
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
@@ -386,7 +367,7 @@ fn netns_four_hosts_one_link_cut() {
         ("HERALD_TEST_STALL_NODE", "2".to_owned()),
         ("HERALD_TEST_STALL_FILE", go.display().to_string()),
     ];
-    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, &env);
+    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, "global_main", &env);
     job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
     net.cut_direct(1, 2);
     std::fs::write(&go, b"").expect("open the gate");
@@ -442,14 +423,15 @@ fn netns_four_hosts_one_link_cut() {
     drop(net);
 }
 
-/// Starts `nodes` ranks of `global_main` (cli/tests/c/global.c), one per
-/// namespace of `net`, each bound to its own address, rank 0's as the
-/// coordinator, with the short liveness timing and `env`.
+/// Starts `nodes` ranks of `main` from `library` (e.g. `global_main` of
+/// cli/tests/c/global.c), one per namespace of `net`, each bound to its own
+/// address, rank 0's as the coordinator, with the short liveness timing and `env`.
 fn start_in_namespaces(
     net: &Netns,
     nodes: u32,
     dir: &Path,
-    global: &Path,
+    library: &Path,
+    main: &str,
     env: &[(&str, String)],
 ) -> Job {
     let coordinator = SocketAddr::from((Netns::addr(0), 7700));
@@ -459,7 +441,7 @@ fn start_in_namespaces(
         &Secret::random().to_hex(),
         |rank| net.wrap(rank),
         |rank| {
-            let mut all = main_args(dir, global, "global_main");
+            let mut all = main_args(dir, library, main);
             all.extend(args([
                 &"--bind",
                 &Netns::addr(rank).to_string(),
