@@ -182,7 +182,9 @@ uint32_t herald_node_count(void);
 /* Called on every change of this node's view of the job: a node joined (its id
  * became known here) or went down. epoch counts the changes known here, nodes is
  * what herald_node_count() now returns, members those not down. It runs on
- * herald's event loop: return quickly, and call no herald_wait there. */
+ * whichever thread runs herald's event loop at that moment (herald's own, its
+ * transport's I/O thread, or a thread that just called herald): return quickly,
+ * and call no herald_wait there. */
 typedef void (*herald_view_fn)(uint64_t epoch, uint32_t nodes, uint32_t members,
                                void *context);
 

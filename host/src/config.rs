@@ -56,7 +56,8 @@ pub struct HostConfig {
     /// must put executors, hooks or the C ABI's runtime in place before work from
     /// other nodes arrives. Frames wait in the transport's channel meanwhile.
     pub hold_events: bool,
-    /// After activity, the event loop and idle workers keep polling for this long
+    /// After activity, idle workers (and the event loop thread, for a transport
+    /// that cannot hand it frames on its own thread) keep polling for this long
     /// (yielding the core to any thread that has work) before they park, so the
     /// next message or job of a burst costs no wake-up; an idle runtime parks.
     /// Default 100 µs, or `HERALD_POLL_US`; zero on cores shared with CPU-bound

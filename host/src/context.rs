@@ -74,6 +74,22 @@ pub fn enter_loading() -> LoadingGuard {
     LoadingGuard { finished: false }
 }
 
+/// Runs `work` with this thread's frames set aside (and put back after, even if
+/// it panics): the event loop runs on whichever thread brings it work, but what
+/// it does (completing handles, calling hooks that may register) belongs to no
+/// invocation or load of that thread.
+pub fn outside_frames<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore(Vec<Frame>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let saved = std::mem::take(&mut self.0);
+            FRAMES.with(|frames| *frames.borrow_mut() = saved);
+        }
+    }
+    let _restore = Restore(FRAMES.with(|frames| std::mem::take(&mut *frames.borrow_mut())));
+    work()
+}
+
 /// Where a registration for `runtime` made now on this thread belongs.
 pub fn placement(runtime: u64) -> Placement {
     FRAMES.with(|frames| {
@@ -189,6 +205,33 @@ mod tests {
         assert_eq!(placement(2).parent.map(|f| f.id), Some(InvocationId(20)));
         assert!(deadlock_reason(1, Some(Key([1; 32]))).is_some());
         assert!(deadlock_reason(1, Some(Key([2; 32]))).is_none());
+    }
+
+    #[test]
+    fn the_event_loop_runs_outside_the_threads_invocation_and_load() {
+        let _invocation = enter_invocation(frame(1, 10, &[1]));
+        let load = enter_loading();
+        let inside = outside_frames(|| {
+            let inner = enter_invocation(frame(1, 11, &[2]));
+            let seen = placement(1);
+            drop(inner);
+            (seen, placement(1), deadlock_reason(1, None))
+        });
+        assert_eq!(inside.0.parent.map(|f| f.id), Some(InvocationId(11)));
+        assert_eq!(
+            inside.1,
+            Placement {
+                parent: None,
+                loading: false
+            }
+        );
+        assert_eq!(inside.2, None);
+        // Put back afterwards, and after a panic too.
+        let panicked = std::panic::catch_unwind(|| outside_frames(|| panic!("in a hook")));
+        assert!(panicked.is_err());
+        assert_eq!(placement(1).parent.map(|f| f.id), Some(InvocationId(10)));
+        assert!(placement(1).loading);
+        assert!(load.finish().is_empty());
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The event loop: the one thread that owns the protocol core. It feeds the core
-//! commands (from the API and the workers) and frames (from the transport), and
-//! carries out the core's outputs: frames to send, invocations and tasks to hand
-//! to workers, handles to complete. It never runs user code and never loads a
-//! library, so nothing a plugin does can stall the protocol.
+//! The event loop: the protocol core and what the host keeps beside it. It feeds
+//! the core commands (from the API and the workers) and frames (from the
+//! transport), and carries out the core's outputs: frames to send, invocations and
+//! tasks to hand to workers, handles to complete. It runs on whichever thread
+//! brings it work, one at a time (see [`Driver`](crate::driver::Driver)), and never
+//! runs user code or loads a library (only the short view and node-down hooks), so
+//! nothing a plugin does can stall the protocol.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::{Receiver, TryRecvError};
 use herald_core::{
     InvocationId, Key, LaunchId, Message, Node, NodeId, Output, RegisterError, RequestId,
     UsageError, decode_frame, encode_frames,
@@ -26,10 +28,6 @@ use crate::stats::Counters;
 use crate::tasks::{END_JOB_TASK, FINALIZE_TASK};
 use crate::transport::Transport;
 use crate::watchdog::{Waiting, Watchdog, coordinator_of};
-
-/// How long the loop sleeps when no batch is open: only a bound, never a wait
-/// for something to happen.
-const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
 pub(crate) struct EventLoop {
     node: Node,
@@ -55,14 +53,17 @@ pub(crate) struct EventLoop {
     end_launches: HashMap<LaunchId, u32>,
     /// Nodes that acknowledged the end of the job this node announced.
     ended: HashSet<u32>,
-    /// How long the loop polls after activity before it parks.
-    poll_window: Duration,
+    /// Set by `Shutdown`: nothing more is handled.
+    stopping: bool,
+    /// Whether frames from other nodes are handled (see `HostConfig::hold_events`).
+    events_open: bool,
 }
 
 impl EventLoop {
     pub(crate) fn new(node: Node, shared: Arc<Shared>, transport: Box<dyn Transport>) -> Self {
         let counted = Arc::clone(&shared);
         let poll_window = shared.config.poll_window;
+        let events_open = !shared.config.hold_events;
         let pool = WorkerPool::new(
             shared.config.worker_idle_timeout,
             poll_window,
@@ -88,83 +89,69 @@ impl EventLoop {
             watchdog,
             end_launches: HashMap::new(),
             ended: HashSet::new(),
-            poll_window,
+            stopping: false,
+            events_open,
         }
     }
 
-    /// Runs until a `Shutdown` command (or every command sender is gone), or until
-    /// this node is declared down (fenced), then closes the transport and wakes
-    /// every waiter (with [`HostError::Fenced`] if it was fenced).
-    pub(crate) fn run(mut self, commands: Receiver<Command>, mut events: Receiver<MeshEvent>) {
-        let mut last_active = Instant::now();
-        // Frames wait in their channel until the owner opens them (hold_events).
-        let mut held = self
-            .shared
-            .config
-            .hold_events
-            .then(|| std::mem::replace(&mut events, crossbeam_channel::never()));
-        loop {
-            let due = [self.shared.next_batch_deadline(), self.watchdog.next_due()]
-                .into_iter()
-                .flatten()
-                .min();
-            let wake = due.map_or(IDLE_WAKE, |due| {
-                due.saturating_duration_since(Instant::now())
-            });
-            if wake.is_zero() {
-                // Due batches go out even while commands and frames keep arriving
-                // (then the `default` arm below would never be taken).
-                self.on_timer();
-            }
-            // After activity the loop polls for a while (yielding the core to any
-            // thread that has work) instead of parking: a reply that comes back
-            // within the window costs no wake-up.
-            let polling = last_active.elapsed() < self.poll_window;
-            let wait = if polling { Duration::ZERO } else { wake };
-            let mut active = true;
-            select! {
-                recv(commands) -> command => match command {
-                    Ok(Command::Shutdown) | Err(_) => break,
-                    Ok(Command::OpenEvents) => {
-                        if let Some(opened) = held.take() {
-                            events = opened;
-                        }
-                    }
-                    Ok(command) => self.handle_command(command),
-                },
-                recv(events) -> event => match event {
-                    Ok(event) => self.handle_event(event),
-                    Err(_) => {
-                        tracing::debug!("herald: transport events closed");
-                        events = crossbeam_channel::never();
-                    }
-                },
-                default(wait) => {
-                    active = false;
-                    if polling {
-                        std::thread::yield_now();
-                    } else {
-                        self.on_timer();
-                    }
-                }
-            }
-            if active {
-                last_active = Instant::now();
-            }
-            self.drain_outputs();
-            // Settled: nothing asked here is unanswered, or nothing ever will be
-            // (a fenced node takes no further part).
-            let settled =
-                (self.requests.is_empty() && self.launches.is_empty()) || self.fenced.is_some();
-            if settled && !self.quiescing.is_empty() {
-                for done in self.quiescing.drain(..) {
-                    let _ = done.send(());
-                }
-            }
-            if self.fenced.is_some() {
+    /// Handles every queued command, then (once frames are let in) every queued
+    /// event, then whatever is due, and carries out the core's outputs. Called by
+    /// the [`Driver`](crate::driver::Driver) on whichever thread brought work.
+    pub(crate) fn step(&mut self, commands: &Receiver<Command>, events: &Receiver<MeshEvent>) {
+        while !self.stopping {
+            let Ok(command) = commands.try_recv() else {
                 break;
+            };
+            self.handle_command(command);
+        }
+        while self.events_open && !self.stopping {
+            match events.try_recv() {
+                Ok(event) => self.handle_event(event),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    tracing::debug!("herald: transport events closed");
+                    self.events_open = false;
+                    break;
+                }
             }
         }
+        if self.next_due().is_some_and(|due| due <= Instant::now()) {
+            self.on_timer();
+        }
+        self.drain_outputs();
+        // Settled: nothing asked here is unanswered, or nothing ever will be
+        // (a fenced node takes no further part).
+        let settled =
+            (self.requests.is_empty() && self.launches.is_empty()) || self.fenced.is_some();
+        if settled && !self.quiescing.is_empty() {
+            for done in self.quiescing.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Whether the loop is over: shut down, or this node was declared down.
+    pub(crate) fn is_over(&self) -> bool {
+        self.stopping || self.fenced.is_some()
+    }
+
+    /// Whether frames from other nodes are handled yet (see `hold_events`).
+    pub(crate) fn events_open(&self) -> bool {
+        self.events_open
+    }
+
+    /// When the loop next has timed work: a batch to send or a warning to log.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        [self.shared.next_batch_deadline(), self.watchdog.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The end of the loop: wakes every waiter (with [`HostError::Fenced`] if
+    /// this node was fenced) and closes the transport (which may block while it
+    /// sends what is queued).
+    pub(crate) fn finish(mut self) {
         if let Some((by, reason)) = self.fenced.take() {
             // Recorded before the handles close, so every waiter learns why.
             self.shared.set_job_end(JobEnd::Fenced { by, reason });
@@ -175,6 +162,8 @@ impl EventLoop {
         self.shared.registrations.close();
         self.shared.task_results.close();
         self.shared.set_job_end(JobEnd::Stopped);
+        // Callers of `quiesce` still waiting learn that the loop is gone.
+        self.quiescing.clear();
         self.transport.shutdown();
     }
 
@@ -261,7 +250,8 @@ impl EventLoop {
                     tracing::error!(joiner, %error, "herald: cannot admit node {joiner}");
                 }
             }
-            Command::BatchOpened | Command::Shutdown | Command::OpenEvents => {}
+            Command::Shutdown => self.stopping = true,
+            Command::OpenEvents => self.events_open = true,
         }
     }
 

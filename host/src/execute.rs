@@ -1,5 +1,6 @@
 //! What a worker does: run an invocation's code or a task, then report back to
-//! the event loop through the command channel.
+//! the event loop (which then runs on the worker's thread unless another thread
+//! is running it).
 
 use std::ffi::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -52,9 +53,8 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
     shared.counters.note_invocation_done();
     // Variants registered inside this invocation go to the core before its end.
     shared.flush_batches(Flush::Context(Some(id)));
-    let _ = shared
-        .commands
-        .send(Command::InvocationFinished { id, outcome });
+    shared.submit(Command::InvocationFinished { id, outcome });
+    shared.driver.run();
 }
 
 /// Runs one launched task, then reports its result bytes.
@@ -63,10 +63,11 @@ pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
         .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
         .and_then(|bytes| refusals(shared).map(|()| bytes));
     Counters::add(&shared.counters.tasks_run, 1);
-    let _ = shared.commands.send(Command::TaskFinished {
+    shared.submit(Command::TaskFinished {
         run: request.run,
         outcome,
     });
+    shared.driver.run();
 }
 
 /// Registrations refused at once on this thread while it ran the code (a

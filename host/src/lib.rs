@@ -1,7 +1,10 @@
 //! herald-host: the threaded runtime a real process runs around the herald core.
 //!
-//! * An event-loop thread owns the protocol [`Node`](herald_core::Node) and drives
-//!   it from the transport's frames, the API's commands and the workers' reports.
+//! * An event loop holds the protocol [`Node`](herald_core::Node) and drives it
+//!   from the transport's frames, the API's commands and the workers' reports. It
+//!   runs on the thread that brings it work (a frame is handled on the transport's
+//!   I/O thread that read it, a registration on the caller's thread), one thread
+//!   at a time; the runtime's own thread keeps only timed work and closing down.
 //! * An elastic pool of worker threads runs invocations and tasks — user code and
 //!   every `dlopen` — so nothing a plugin does stalls the protocol, and an
 //!   invocation waiting for one nested in it always finds a free thread.
@@ -45,6 +48,7 @@
 mod code;
 mod config;
 mod context;
+mod driver;
 mod error;
 mod event_loop;
 mod execute;
@@ -95,5 +99,6 @@ pub mod loom_api {
         InvocationFrame, deadlock_reason, enter_invocation, enter_loading, placement,
         record_during_load,
     };
+    pub use crate::driver::Combiner;
     pub use crate::handles::{Completion, HandleTable, WaitOutcome};
 }

@@ -21,12 +21,14 @@ use crate::transport::LocalTransport;
 use crate::{Executor, HostConfig, HostError, Runtime};
 
 /// Called on every change of a node's view, with the new view, from the
-/// runtime's event loop: it must return quickly and must not wait on herald.
+/// runtime's event loop (on whichever thread runs it: the runtime's own, the
+/// transport's I/O thread, or one that just called the runtime): it must return
+/// quickly and must not wait on herald.
 pub type ViewHook = Arc<dyn Fn(View) + Send + Sync>;
 
 /// Called with a node that went down in the job's view, or that left after the
-/// end of the job, from the runtime's event loop: it must return quickly and
-/// must not wait on herald.
+/// end of the job, from the runtime's event loop (on whichever thread runs it):
+/// it must return quickly and must not wait on herald.
 pub type NodeDownHook = Arc<dyn Fn(u32) + Send + Sync>;
 
 /// Where a node's membership stands.
@@ -106,13 +108,15 @@ impl Runtime {
     /// Starts handling frames from other nodes, for a runtime started with
     /// [`HostConfig::hold_events`](crate::HostConfig::hold_events).
     pub fn open_events(&self) {
-        let _ = self.shared().commands.send(Command::OpenEvents);
+        self.shared().submit(Command::OpenEvents);
+        self.shared().driver.run();
     }
 
     /// Admits `node`, which the transport has just authenticated with a fresh id
     /// (herald-tcp reports it on node 0): it receives the registration log.
     pub fn admit(&self, node: u32) {
-        let _ = self.shared().commands.send(Command::Admit(node));
+        self.shared().submit(Command::Admit(node));
+        self.shared().driver.run();
     }
 
     /// Waits until this joining node has replayed the job's log; at once for a

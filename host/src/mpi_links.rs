@@ -22,6 +22,10 @@ impl Transport for MpiTransport {
     fn shutdown(self: Box<Self>) {
         MpiTransport::shutdown(*self);
     }
+
+    fn on_events(&self, hook: herald_tcp::EventHook) -> bool {
+        MpiTransport::on_events(self, hook)
+    }
 }
 
 /// herald's links over MPI, ready for [`Runtime::start_with_transport`]:

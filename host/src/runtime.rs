@@ -13,6 +13,7 @@ use herald_tcp::{Mesh, MeshEvent};
 use crate::code::{CodeRef, LibraryRef, TaskCode, TaskVariant, WireCode};
 use crate::config::HostConfig;
 use crate::context;
+use crate::driver::{Driver, run_loop_thread};
 use crate::error::HostError;
 use crate::event_loop::EventLoop;
 use crate::executor::Executor;
@@ -54,17 +55,17 @@ pub struct Runtime {
 }
 
 /// The event loop's thread, shared by every clone of a [`Runtime`]; the last
-/// clone to go stops the loop (which otherwise runs for ever: it holds a sender
-/// of its own command channel).
+/// clone to go stops the loop (which otherwise runs for ever).
 struct LoopThread {
     thread: Mutex<Option<JoinHandle<()>>>,
-    commands: crossbeam_channel::Sender<Command>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for LoopThread {
     fn drop(&mut self) {
         // Not joined here: a drop must not block. Pending handles fail with Stopped.
-        let _ = self.commands.send(Command::Shutdown);
+        self.shared.submit(Command::Shutdown);
+        self.shared.driver.run();
     }
 }
 
@@ -170,8 +171,8 @@ impl Runtime {
             .and_then(|c| c.with_fanout(config.fanout))
             .and_then(|c| c.with_max_frame_bytes(config.max_frame_bytes))
             .map_err(|e| HostError::Start(e.to_string()))?;
-        let (commands, command_receiver) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared::new(NodeId(node), nodes, config, commands));
+        let (driver, notes) = Driver::new(events);
+        let shared = Arc::new(Shared::new(NodeId(node), nodes, config, driver));
         shared
             .executors
             .write()
@@ -184,14 +185,25 @@ impl Runtime {
             }
             None => Node::new(core_config),
         };
+        // A transport that calls back after each event has its frames handled on
+        // its own thread; the hook holds the state weakly (the transport lives in it).
+        let weak = Arc::downgrade(&shared);
+        let hooked = transport.on_events(Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.driver.run();
+            }
+        }));
         let event_loop = EventLoop::new(core, Arc::clone(&shared), transport);
+        shared.driver.install(event_loop);
+        let poll_window = shared.config.poll_window;
+        let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("herald-event-loop-{node}"))
-            .spawn(move || event_loop.run(command_receiver, events))
+            .spawn(move || run_loop_thread(thread_shared, notes, hooked, poll_window))
             .map_err(|e| HostError::Start(format!("cannot start the event loop thread: {e}")))?;
         let event_loop = Arc::new(LoopThread {
             thread: Mutex::new(Some(thread)),
-            commands: shared.commands.clone(),
+            shared: Arc::clone(&shared),
         });
         Ok(Runtime { shared, event_loop })
     }
@@ -475,6 +487,7 @@ impl Runtime {
             self.shared.launch_here(handle, command);
         } else {
             self.shared.send_or_fail(handle, command);
+            self.shared.driver.run();
         }
         TaskHandle::new(Arc::clone(&self.shared), handle)
     }
@@ -619,9 +632,10 @@ impl Runtime {
             other => Err(other),
         };
         let (done, answered) = crossbeam_channel::bounded(1);
-        if self.shared.commands.send(Command::Quiesce(done)).is_err() {
+        if !self.shared.submit(Command::Quiesce(done)) {
             return gone();
         }
+        self.shared.driver.run();
         answered.recv().or_else(|_| gone())
     }
 
@@ -649,7 +663,8 @@ impl Runtime {
     /// Pending handles fail with [`HostError::Stopped`]. Worker threads still
     /// running user code finish on their own.
     pub fn shutdown(&self) {
-        let _ = self.shared.commands.send(Command::Shutdown);
+        self.shared.submit(Command::Shutdown);
+        self.shared.driver.run();
         let thread = self
             .event_loop
             .thread

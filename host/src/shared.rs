@@ -1,6 +1,7 @@
 //! State shared by the API, the event loop and the workers of one runtime, and the
 //! commands the event loop accepts. API calls never wait for the event loop: they
-//! create a pending handle, send a command, and return.
+//! create a pending handle, queue a command, run the loop if no other thread is
+//! running it (see [`Driver`](crate::driver::Driver)), and return.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use herald_core::{InvocationId, Key, NodeId, Registration, RegistrationResult, T
 use crate::code::{TaskBatch, TaskVariant, WireCode, describe_registration};
 use crate::config::HostConfig;
 use crate::context;
+use crate::driver::Driver;
 use crate::error::HostError;
 use crate::executor::Executor;
 use crate::finalize::Arrivals;
@@ -56,9 +58,6 @@ pub(crate) enum Command {
         run: TaskRunId,
         outcome: Result<Vec<u8>, String>,
     },
-    /// A batch was opened: the loop must recompute when it next wakes, or the
-    /// batch would wait for an unrelated event to be sent.
-    BatchOpened,
     /// Answer on the channel once every registration requested and every task
     /// launched on this node so far has its answer.
     Quiesce(Sender<()>),
@@ -86,7 +85,8 @@ pub(crate) struct Shared {
     pub(crate) config: HostConfig,
     /// Where libraries may be loaded from (`config.library_dirs`, canonicalised).
     pub(crate) policy: Policy,
-    pub(crate) commands: Sender<Command>,
+    /// Runs the event loop on the threads that bring it work.
+    pub(crate) driver: Driver,
     pub(crate) registrations: HandleTable<RegistrationOutcome>,
     pub(crate) task_results: HandleTable<TaskResult>,
     /// The key of each registration handle that has one, for deadlock checks.
@@ -131,12 +131,7 @@ pub(crate) enum Flush {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        node: NodeId,
-        nodes: u32,
-        config: HostConfig,
-        commands: Sender<Command>,
-    ) -> Self {
+    pub(crate) fn new(node: NodeId, nodes: u32, config: HostConfig, driver: Driver) -> Self {
         static RUNTIMES: AtomicU64 = AtomicU64::new(1);
         Self {
             id: RUNTIMES.fetch_add(1, Ordering::Relaxed),
@@ -148,7 +143,7 @@ impl Shared {
             admission_changed: Condvar::new(),
             policy: Policy::new(&config.library_dirs),
             config,
-            commands,
+            driver,
             registrations: HandleTable::new(),
             task_results: HandleTable::new(),
             handle_keys: Mutex::new(HashMap::new()),
@@ -231,6 +226,7 @@ impl Shared {
                 parent: None,
             };
             self.send_or_fail(handle, command);
+            self.driver.run();
             return handle;
         };
         // The graph mirrors the core's nested edges in the order the core gets
@@ -243,9 +239,10 @@ impl Shared {
         };
         let mut sent = false;
         let refused = self.waits.nested_and(handle, parent.keys[0], key, || {
-            sent = self.commands.send(command).is_ok();
+            sent = self.submit(command);
             sent
         });
+        self.driver.run();
         if refused > 0 {
             self.registrations.wake_all();
             self.task_results.wake_all();
@@ -300,10 +297,9 @@ impl Shared {
             }
         }
         drop(batches);
-        if created {
-            // The event loop may be asleep with no deadline; it sends the batch when due.
-            let _ = self.commands.send(Command::BatchOpened);
-        }
+        // A batch that filled up is queued; a new one is due later (the event
+        // loop thread learns when).
+        self.driver.run();
         self.record_if_loading(placement.loading, handle);
         handle
     }
@@ -322,10 +318,14 @@ impl Shared {
             })
             .map(|(context, _)| *context)
             .collect();
-        for context in chosen {
-            if let Some(open) = batches.remove(&context) {
-                self.send_batch(open, context);
+        for context in &chosen {
+            if let Some(open) = batches.remove(context) {
+                self.send_batch(open, *context);
             }
+        }
+        drop(batches);
+        if !chosen.is_empty() {
+            self.driver.run();
         }
     }
 
@@ -481,11 +481,10 @@ impl Shared {
         let mut command = Some(command);
         let mut sent = false;
         self.waits.launched_here(handle, launcher, || {
-            sent = command
-                .take()
-                .is_some_and(|command| self.commands.send(command).is_ok());
+            sent = command.take().is_some_and(|command| self.submit(command));
             sent
         });
+        self.driver.run();
         if !sent {
             let _ = self
                 .task_results
@@ -504,11 +503,21 @@ impl Shared {
         self.waits.global_invoked(key);
     }
 
+    /// Queues `command` for the event loop, unless the loop is over (false).
+    /// [`Driver::run`] (with no lock of this state held) then handles it.
+    pub(crate) fn submit(&self, command: Command) -> bool {
+        if self.stopped.load(Ordering::Acquire) {
+            return false;
+        }
+        self.driver.queue(command);
+        true
+    }
+
     /// Sends a command whose answer completes `handle`; if the event loop is gone,
     /// completes it with [`HostError::Stopped`] at once.
     pub(crate) fn send_or_fail(&self, handle: u64, command: Command) {
         let is_launch = matches!(command, Command::Launch { .. });
-        if self.commands.send(command).is_err() {
+        if !self.submit(command) {
             if is_launch {
                 let _ = self
                     .task_results

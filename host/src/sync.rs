@@ -2,7 +2,11 @@
 //! under `cfg(loom)`, the standard library's otherwise.
 
 #[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};
+#[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
-use herald_tcp::{Mesh, MeshEvent};
+use herald_tcp::{EventHook, Mesh, MeshEvent};
 
 /// Sends frames to other nodes. Implemented for herald-tcp's [`Mesh`]; another
 /// runtime can plug in its own links with
@@ -24,6 +24,15 @@ pub trait Transport: Send + 'static {
 
     /// Sends what is queued and closes the links.
     fn shutdown(self: Box<Self>) {}
+
+    /// Calls `hook` on the transport's own thread after each event it puts in
+    /// its channel, so the runtime handles the event there and then (the hook
+    /// never blocks). Returns false if the transport cannot; the runtime's own
+    /// thread then watches the channel.
+    fn on_events(&self, hook: EventHook) -> bool {
+        let _ = hook;
+        false
+    }
 }
 
 impl Transport for Mesh {
@@ -37,6 +46,10 @@ impl Transport for Mesh {
 
     fn shutdown(self: Box<Self>) {
         Mesh::shutdown(*self);
+    }
+
+    fn on_events(&self, hook: EventHook) -> bool {
+        Mesh::on_events(self, hook)
     }
 }
 

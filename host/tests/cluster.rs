@@ -678,3 +678,34 @@ fn node_down_hooks_hear_of_a_node_going_down() {
         node.shutdown();
     }
 }
+
+/// `quiesce` never hangs on a runtime that stopped: a `quiesce` waiting for a
+/// task when the runtime shuts down returns (its answer channel goes with the
+/// loop), and one called after `shutdown` returns at once.
+#[test]
+fn quiesce_returns_when_the_runtime_stops() {
+    let (nodes, recorders) = cluster(2);
+    let variant = TaskVariant {
+        name: "gated".into(),
+        code: TaskCode::Custom {
+            kind: "rec".into(),
+            payload: b"gate".to_vec(),
+        },
+    };
+    let _registered = nodes[0].register_task(variant).expect("register");
+    let gated = nodes[0].launch(1, "gated", vec![]);
+    let waiting = {
+        let node = nodes[0].clone();
+        std::thread::spawn(move || node.quiesce())
+    };
+    nodes[0].shutdown();
+    assert!(matches!(waiting.join().unwrap(), Err(HostError::Stopped)));
+    assert!(matches!(nodes[0].quiesce(), Err(HostError::Stopped)));
+    assert!(matches!(gated.wait_timeout(GUARD), Err(HostError::Stopped)));
+    {
+        let (open, opened) = &recorders[1].gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    nodes.iter().for_each(Runtime::shutdown);
+}

@@ -9,8 +9,8 @@ use std::sync::Arc as StdArc;
 
 use herald_core::{InvocationId, Key};
 use herald_host::loom_api::{
-    Completion, HandleTable, InvocationFrame, WaitOutcome, deadlock_reason, enter_invocation,
-    enter_loading, placement, record_during_load,
+    Combiner, Completion, HandleTable, InvocationFrame, WaitOutcome, deadlock_reason,
+    enter_invocation, enter_loading, placement, record_during_load,
 };
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -186,5 +186,46 @@ fn registrations_made_during_a_load_are_awaited_at_its_safe_point() {
         table.release(8);
         assert_eq!(event_loop.join().unwrap(), Completion::Stored);
         assert!(!table.contains(8));
+    });
+}
+
+/// The event loop runs on whichever thread brings work (`Combiner`): in every
+/// interleaving of two threads that each queue an item and then run (the
+/// second may find the first running, and leave its item to it), every item is
+/// handled, by one thread at a time.
+#[test]
+fn combined_runs_handle_every_queued_item_one_thread_at_a_time() {
+    use loom::sync::atomic::AtomicUsize;
+
+    struct Queue {
+        queued: AtomicUsize,
+        inside: AtomicUsize,
+    }
+    loom::model(|| {
+        let queue = Arc::new(Queue {
+            queued: AtomicUsize::new(0),
+            inside: AtomicUsize::new(0),
+        });
+        let combiner = Arc::new(Combiner::new(0usize));
+        let bring = |queue: Arc<Queue>, combiner: Arc<Combiner<usize>>| {
+            move || {
+                queue.queued.fetch_add(1, Ordering::Release);
+                combiner.run(|handled| {
+                    assert_eq!(
+                        queue.inside.fetch_add(1, Ordering::AcqRel),
+                        0,
+                        "two runners"
+                    );
+                    *handled += queue.queued.swap(0, Ordering::AcqRel);
+                    queue.inside.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        };
+        let other = thread::spawn(bring(queue.clone(), combiner.clone()));
+        bring(queue.clone(), combiner.clone())();
+        other.join().unwrap();
+        let mut handled = 0;
+        combiner.run(|count| handled = *count);
+        assert_eq!(handled, 2, "an item was left in the queue");
     });
 }

@@ -6,7 +6,7 @@ use std::os::raw::c_int;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use herald_tcp::MeshEvent;
+use herald_tcp::{EventSender, MeshEvent};
 use mpi::ffi::MPI_Request;
 
 use crate::backoff::{Backoff, Pause};
@@ -46,7 +46,7 @@ pub(crate) type Ready = Result<(u32, u32, bool), MpiError>;
 pub(crate) fn run(
     config: MpiConfig,
     commands: Receiver<Command>,
-    events: Sender<MeshEvent>,
+    events: EventSender,
     ready: Sender<Ready>,
 ) {
     let joined = match setup::join(&config) {
@@ -81,7 +81,7 @@ struct Progress {
     comm: Comm,
     rank: u32,
     max_frame_bytes: usize,
-    events: Sender<MeshEvent>,
+    events: EventSender,
     /// Sends in flight and their buffers, index for index.
     requests: Vec<MPI_Request>,
     buffers: Vec<Vec<u8>>,
@@ -95,7 +95,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(joined: &Joined, config: &MpiConfig, events: Sender<MeshEvent>) -> Progress {
+    fn new(joined: &Joined, config: &MpiConfig, events: EventSender) -> Progress {
         let size = joined.size as usize;
         let mut gone = vec![false; size];
         gone[joined.rank as usize] = true;
@@ -265,7 +265,7 @@ impl Progress {
             if probed.tag == CLOSE_TAG {
                 self.gone[from as usize] = true;
                 if !self.closed[from as usize] {
-                    let _ = self.events.send(MeshEvent::PeerDown {
+                    self.events.send(MeshEvent::PeerDown {
                         node: from,
                         reason: format!("node {from} closed its MPI link"),
                     });
@@ -280,7 +280,7 @@ impl Progress {
                     ),
                 );
             } else if !self.closed[from as usize] {
-                let _ = self.events.send(MeshEvent::Frame { from, bytes });
+                self.events.send(MeshEvent::Frame { from, bytes });
             }
         }
         true
@@ -294,7 +294,7 @@ impl Progress {
         *gone = true;
         tracing::warn!(node, %reason, "herald-mpi: link lost");
         if !self.closed[node as usize] {
-            let _ = self.events.send(MeshEvent::PeerDown { node, reason });
+            self.events.send(MeshEvent::PeerDown { node, reason });
         }
     }
 

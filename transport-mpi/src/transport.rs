@@ -4,7 +4,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use herald_tcp::MeshEvent;
+use herald_tcp::{EventHook, EventSender, MeshEvent};
 
 use crate::config::MpiConfig;
 use crate::error::MpiError;
@@ -25,6 +25,7 @@ pub struct MpiTransport {
     size: u32,
     initialised_mpi: bool,
     commands: Sender<Command>,
+    events: EventSender,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -35,6 +36,8 @@ impl MpiTransport {
     /// limit and `config.agree`. Collective over the communicator.
     pub fn start(config: MpiConfig) -> Result<(MpiTransport, Receiver<MeshEvent>), MpiError> {
         let (events_tx, events) = crossbeam_channel::unbounded();
+        let events_tx = EventSender::new(events_tx);
+        let hooks = events_tx.clone();
         let (commands, commands_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
@@ -48,6 +51,7 @@ impl MpiTransport {
                     size,
                     initialised_mpi,
                     commands,
+                    events: hooks,
                     thread: Mutex::new(Some(thread)),
                 },
                 events,
@@ -61,6 +65,13 @@ impl MpiTransport {
                 Err(MpiError::Thread("it ended before joining MPI".into()))
             }
         }
+    }
+
+    /// Calls `hook` on the progress thread after each event it puts in the
+    /// channel, so the receiver can handle it there at once; `hook` must not
+    /// block (nor make MPI calls). Returns false if a hook was set already.
+    pub fn on_events(&self, hook: EventHook) -> bool {
+        self.events.set_hook(hook)
     }
 
     /// What starts the delivery of received frames: call it once whatever

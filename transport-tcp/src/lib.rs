@@ -61,6 +61,7 @@ mod bootstrap;
 mod config;
 mod conn;
 mod error;
+mod events;
 mod frame;
 mod handshake;
 mod mesh;
@@ -80,6 +81,7 @@ pub use config::{
     poll_from_env,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
+pub use events::{EventHook, EventSender};
 pub use handshake::{WIRE_MAGIC, WIRE_VERSION};
 pub use mesh::{Mesh, MeshEvent};
 pub use raw::{RawLink, RawReceiver, RawSender};

@@ -4,10 +4,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::config::{Agreed, MeshConfig};
 use crate::error::TcpError;
+use crate::events::{EventHook, EventSender};
 use crate::handshake::{Identity, JOINING};
 use crate::raw::RawLink;
 use crate::reactor::{Command, Formed, Reactor, Settings, Shared};
@@ -65,7 +66,7 @@ pub struct Mesh {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     /// Frames a rank sends to itself are delivered straight to its own events.
-    events: Sender<MeshEvent>,
+    events: EventSender,
     io_thread: Option<JoinHandle<()>>,
     /// Every setting the links agreed on, herald-tcp's own first.
     agreed: Vec<Agreed>,
@@ -143,13 +144,21 @@ impl Mesh {
     /// link (a `PeerDown` on both sides), so keep frames within the limit.
     pub fn send(&self, to: u32, frame: Vec<u8>) {
         if to == self.rank {
-            let _ = self.events.send(MeshEvent::Frame {
+            self.events.send(MeshEvent::Frame {
                 from: to,
                 bytes: frame,
             });
             return;
         }
         self.shared.send(to, frame);
+    }
+
+    /// Calls `hook` after each event this mesh puts in its channel, on the thread
+    /// that put it there (the I/O thread, or a sender to itself), so the receiver
+    /// can handle it at once instead of waking a thread of its own. `hook` must
+    /// not block. Returns false if a hook was set already (the first stays).
+    pub fn on_events(&self, hook: EventHook) -> bool {
+        self.events.set_hook(hook)
     }
 
     /// Closes the link to `to` for good, without waiting: frames already queued for
@@ -250,6 +259,7 @@ fn start(
         join,
     };
     let (events_tx, events) = crossbeam_channel::unbounded();
+    let events_tx = EventSender::new(events_tx);
     let (formed_tx, formed) = crossbeam_channel::bounded(1);
     let (reactor, shared) = Reactor::new(listener, me, settings, events_tx.clone(), formed_tx)
         .map_err(io("setting up the I/O loop"))?;

@@ -25,6 +25,7 @@ use std::os::fd::AsRawFd;
 
 use crate::conn::{Conn, ConnError, Received};
 use crate::error::{HandshakeError, TcpError};
+use crate::events::EventSender;
 use crate::frame::Control;
 use crate::handshake::{Expect, Handshake, Hello, Identity, JOINING};
 use crate::mesh::MeshEvent;
@@ -199,7 +200,7 @@ pub(crate) struct Reactor {
     strangers: VecDeque<usize>,
     formation: Formation,
     formed: Option<Sender<Result<Formed, TcpError>>>,
-    events: Sender<MeshEvent>,
+    events: EventSender,
     commands: Receiver<Command>,
     shared: Arc<Shared>,
     refusals: Refusals,
@@ -288,7 +289,7 @@ impl Reactor {
         listener: std::net::TcpListener,
         me: Identity,
         settings: Settings,
-        events: Sender<MeshEvent>,
+        events: EventSender,
         formed: Sender<Result<Formed, TcpError>>,
     ) -> io::Result<(Reactor, Arc<Shared>)> {
         raise_descriptor_limit();
@@ -1089,7 +1090,7 @@ impl Reactor {
                 entry.bytes_received += bytes.len() as u64;
             }
             // A dropped receiver means nobody listens any more; keep draining.
-            let _ = self.events.send(MeshEvent::Frame { from: rank, bytes });
+            self.events.send(MeshEvent::Frame { from: rank, bytes });
         }
     }
 
@@ -1203,7 +1204,7 @@ impl Reactor {
         } else {
             tracing::warn!(peer = rank, %reason, "herald-tcp: link to rank {rank} lost");
         }
-        let _ = self.events.send(MeshEvent::PeerDown { node: rank, reason });
+        self.events.send(MeshEvent::PeerDown { node: rank, reason });
         let _ = now;
     }
 
@@ -1431,7 +1432,7 @@ impl Reactor {
             stats_entry(&mut stats, rank);
         }
         tracing::debug!(rank, %listen, "herald-tcp: admitted a joining process");
-        let _ = self.events.send(MeshEvent::Joined { node: rank });
+        self.events.send(MeshEvent::Joined { node: rank });
     }
 
     /// A joiner: rank 0 gave us our rank.
@@ -1620,7 +1621,7 @@ impl Reactor {
             close_at: now + self.settings.peer_timeout,
         };
         tracing::warn!(peer = rank, %reason, "herald-tcp: link to rank {rank} lost");
-        let _ = self.events.send(MeshEvent::PeerDown { node: rank, reason });
+        self.events.send(MeshEvent::PeerDown { node: rank, reason });
     }
 
     /// A wake-up long after the previous one means this process itself was not
