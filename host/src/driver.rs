@@ -27,6 +27,10 @@ use crate::sync::{AtomicU8, Mutex, Ordering, lock};
 /// How long the event loop thread sleeps when nothing is due: only a bound.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
+/// How often the event loop thread looks at the frames' channel of a transport
+/// that calls back after each frame (see `run_loop_thread`).
+const UNHOOKED_CHECK: Duration = Duration::from_millis(50);
+
 /// The event loop, the queues that feed it, and the way to its thread.
 pub(crate) struct Driver {
     core: Combiner<Option<EventLoop>>,
@@ -157,7 +161,13 @@ pub(crate) fn run_loop_thread(
     let mut last_event: Option<Instant> = None;
     loop {
         driver.run();
-        let wake = driver.plan();
+        let mut wake = driver.plan();
+        if hooked && driver.watched_events().is_some() {
+            // A safety net: frames handed to the runtime in a channel other than
+            // the transport's own (a program that forwards them) get no hook;
+            // they wait at most this long, never for ever.
+            wake = wake.min(Instant::now() + UNHOOKED_CHECK);
+        }
         let events = driver.watched_events().filter(|_| !hooked);
         let polling = events.is_some() && last_event.is_some_and(|at| at.elapsed() < poll_window);
         let mut select = Select::new();

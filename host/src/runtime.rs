@@ -135,6 +135,10 @@ impl Runtime {
     /// Starts a node on an established herald-tcp mesh, formed from a
     /// `MeshConfig` passed through [`HostConfig::agree_on`] (so that every rank
     /// was checked to use the same protocol version, fan-out and frame limit).
+    /// Pass `events` as the mesh returned them: frames are then handled on the
+    /// mesh's I/O thread as they arrive. To hold them back until the program is
+    /// ready, use [`HostConfig::hold_events`] rather than a channel of your own
+    /// (frames in another channel are picked up only every 50 ms).
     pub fn start(
         mesh: Mesh,
         events: Receiver<MeshEvent>,

@@ -135,7 +135,7 @@ fn start() -> Result<Runtime, HostError> {
     if TransportChoice::from_env()?.resolve()? == TransportKind::Mpi {
         return start_mpi();
     }
-    let config = HostConfig::default();
+    let mut config = HostConfig::default();
     let join = std::env::var(crate::JOIN_ENV)
         .ok()
         .filter(|address| !address.trim().is_empty());
@@ -172,27 +172,14 @@ fn start() -> Result<Runtime, HostError> {
     let (mesh, events) = formed?;
     // Another node may send work as soon as the links are up; a library it makes
     // this node load calls the C ABI from its constructor, which needs the runtime
-    // installed. So the frames wait in this channel until it is.
-    let (gate, gated) = crossbeam_channel::unbounded();
+    // installed. So the frames wait in their channel until it is.
+    config.hold_events = true;
     let runtime = match join {
-        Some(_) => Runtime::start_joining(mesh, gated, config, Vec::new())?,
-        None => Runtime::start(mesh, gated, config)?,
+        Some(_) => Runtime::start_joining(mesh, events, config, Vec::new())?,
+        None => Runtime::start(mesh, events, config)?,
     };
     install_global(&runtime);
-    std::thread::Builder::new()
-        .name("herald-init-events".into())
-        .spawn(move || {
-            for event in events {
-                if gate.send(event).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| {
-            uninstall_global();
-            runtime.shutdown();
-            HostError::Start(format!("cannot start the event forwarding thread: {e}"))
-        })?;
+    runtime.open_events();
     // A joiner replays the job's log (the runtime installed: constructors of the
     // libraries it loads call the C ABI) before herald_init returns.
     if let Err(error) = runtime.wait_admitted() {
