@@ -97,7 +97,16 @@ impl Driver {
     /// again for what this thread queued). Never blocks. Call it after queueing,
     /// holding no lock of the host's: the loop completes handles and calls hooks.
     pub(crate) fn run(&self) {
-        context::outside_frames(|| self.core.run(|core| self.step(core)));
+        context::outside_frames(|| {
+            self.core.run(
+                |core| self.step(core),
+                // Busy for long: the loop's own thread takes over, so that a
+                // caller's (or the transport's) thread is not kept for ever.
+                || {
+                    let _ = self.notes.send(Note::Wake);
+                },
+            )
+        });
     }
 
     /// The frames of the transport, if the event loop thread should watch them.
@@ -210,6 +219,8 @@ const IDLE: u8 = 0;
 const RUNNING: u8 = 1;
 /// A thread is running the work, and another queued more since it began.
 const AGAIN: u8 = 2;
+/// Runs in a row after which a thread hands the work off (see [`Combiner::run`]).
+pub const MAX_ROUNDS: usize = 16;
 
 impl<S> Combiner<S> {
     /// A combiner around `state`.
@@ -225,7 +236,9 @@ impl<S> Combiner<S> {
     /// and returns at once. Work queued before this call is seen by a run that
     /// starts after it. `work` must be the same for every caller (it does
     /// whatever is queued), since it may be another thread's `work` that runs.
-    pub fn run(&self, mut work: impl FnMut(&mut S)) {
+    /// After [`MAX_ROUNDS`] runs in a row this thread stops and calls `hand_off`,
+    /// which must make some thread call `run` again soon.
+    pub fn run(&self, mut work: impl FnMut(&mut S), hand_off: impl FnOnce()) {
         let mut seen = self.flag.load(Ordering::Acquire);
         loop {
             let next = if seen == IDLE { RUNNING } else { AGAIN };
@@ -238,7 +251,7 @@ impl<S> Combiner<S> {
                 Err(actual) => seen = actual,
             }
         }
-        loop {
+        for round in 1.. {
             work(&mut lock(&self.state));
             if self
                 .flag
@@ -248,7 +261,47 @@ impl<S> Combiner<S> {
                 return;
             }
             // AGAIN: another thread queued work while this one ran.
+            if round == MAX_ROUNDS {
+                self.flag.store(IDLE, Ordering::Release);
+                return hand_off();
+            }
             self.flag.swap(RUNNING, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A thread asked to go round again and again stops after `MAX_ROUNDS` runs
+    /// and hands off; the next caller then runs at once.
+    #[test]
+    fn a_runner_kept_busy_hands_off_after_max_rounds() {
+        let combiner = Combiner::new(0usize);
+        let mut handed_off = 0;
+        combiner.run(
+            |rounds| {
+                *rounds += 1;
+                // Another thread queues work while this one runs: the call
+                // returns at once and asks for one more round.
+                combiner.run(|_| unreachable!("a second runner"), || unreachable!());
+            },
+            || handed_off += 1,
+        );
+        assert_eq!(handed_off, 1);
+        let mut rounds = 0;
+        combiner.run(|count| rounds = *count, || unreachable!());
+        assert_eq!(rounds, MAX_ROUNDS);
+    }
+
+    /// With nobody else queueing, one run does the work once.
+    #[test]
+    fn a_quiet_run_does_the_work_once() {
+        let combiner = Combiner::new(0usize);
+        combiner.run(|count| *count += 1, || unreachable!());
+        let mut count = 0;
+        combiner.run(|seen| count = *seen, || unreachable!());
+        assert_eq!(count, 1);
     }
 }

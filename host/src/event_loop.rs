@@ -98,13 +98,13 @@ impl EventLoop {
     /// event, then whatever is due, and carries out the core's outputs. Called by
     /// the [`Driver`](crate::driver::Driver) on whichever thread brought work.
     pub(crate) fn step(&mut self, commands: &Receiver<Command>, events: &Receiver<MeshEvent>) {
-        while !self.stopping {
+        while !self.is_over() {
             let Ok(command) = commands.try_recv() else {
                 break;
             };
             self.handle_command(command);
         }
-        while self.events_open && !self.stopping {
+        while self.events_open && !self.is_over() {
             match events.try_recv() {
                 Ok(event) => self.handle_event(event),
                 Err(TryRecvError::Empty) => break,

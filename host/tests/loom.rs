@@ -210,22 +210,22 @@ fn combined_runs_handle_every_queued_item_one_thread_at_a_time() {
         let bring = |queue: Arc<Queue>, combiner: Arc<Combiner<usize>>| {
             move || {
                 queue.queued.fetch_add(1, Ordering::Release);
-                combiner.run(|handled| {
-                    assert_eq!(
-                        queue.inside.fetch_add(1, Ordering::AcqRel),
-                        0,
-                        "two runners"
-                    );
-                    *handled += queue.queued.swap(0, Ordering::AcqRel);
-                    queue.inside.fetch_sub(1, Ordering::AcqRel);
-                });
+                combiner.run(
+                    |handled| {
+                        let runners = queue.inside.fetch_add(1, Ordering::AcqRel);
+                        assert_eq!(runners, 0, "two runners");
+                        *handled += queue.queued.swap(0, Ordering::AcqRel);
+                        queue.inside.fetch_sub(1, Ordering::AcqRel);
+                    },
+                    || panic!("two threads never make sixteen rounds in a row"),
+                );
             }
         };
         let other = thread::spawn(bring(queue.clone(), combiner.clone()));
         bring(queue.clone(), combiner.clone())();
         other.join().unwrap();
         let mut handled = 0;
-        combiner.run(|count| handled = *count);
+        combiner.run(|count| handled = *count, || {});
         assert_eq!(handled, 2, "an item was left in the queue");
     });
 }
