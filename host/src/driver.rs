@@ -251,6 +251,9 @@ impl<S> Combiner<S> {
                 Err(actual) => seen = actual,
             }
         }
+        // A panic in `work` (a bug) must not leave the flag set, or no thread
+        // would ever run again.
+        let unstick = Unstick(&self.flag);
         for round in 1.. {
             work(&mut lock(&self.state));
             if self
@@ -258,15 +261,25 @@ impl<S> Combiner<S> {
                 .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return;
+                return std::mem::forget(unstick);
             }
             // AGAIN: another thread queued work while this one ran.
             if round == MAX_ROUNDS {
                 self.flag.store(IDLE, Ordering::Release);
+                std::mem::forget(unstick);
                 return hand_off();
             }
             self.flag.swap(RUNNING, Ordering::AcqRel);
         }
+    }
+}
+
+/// Clears the combiner's flag if the runner unwinds.
+struct Unstick<'a>(&'a AtomicU8);
+
+impl Drop for Unstick<'_> {
+    fn drop(&mut self) {
+        self.0.store(IDLE, Ordering::Release);
     }
 }
 
@@ -303,5 +316,18 @@ mod tests {
         let mut count = 0;
         combiner.run(|seen| count = *seen, || unreachable!());
         assert_eq!(count, 1);
+    }
+
+    /// A run that panics (a bug) leaves the combiner free for the next one.
+    #[test]
+    fn a_panicking_run_does_not_stop_later_runs() {
+        let combiner = Combiner::new(0usize);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            combiner.run(|_| panic!("a bug"), || unreachable!())
+        }));
+        assert!(panicked.is_err());
+        let mut ran = false;
+        combiner.run(|_| ran = true, || unreachable!());
+        assert!(ran);
     }
 }

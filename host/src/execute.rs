@@ -235,7 +235,7 @@ fn executor(shared: &Shared, kind: &str) -> Result<Arc<dyn crate::Executor>, Str
         })
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

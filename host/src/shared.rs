@@ -178,7 +178,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         for hook in hooks {
-            hook(node);
+            call_hook("node-down", || hook(node));
         }
     }
 
@@ -191,7 +191,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         for hook in hooks {
-            hook(view);
+            call_hook("view", || hook(view));
         }
     }
 
@@ -636,5 +636,15 @@ fn already_registered() -> RegistrationResult {
         scope: herald_core::Scope::Local,
         failures: Vec::new(),
         unreachable: Vec::new(),
+    }
+}
+
+/// Calls a program's hook from the event loop; a panic in it is logged and goes
+/// no further (it would otherwise unwind through the loop, on whichever thread
+/// runs it, and leave the loop stuck).
+fn call_hook(kind: &str, hook: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)) {
+        let text = crate::execute::panic_text(&panic);
+        tracing::error!(kind, %text, "herald: a {kind} hook panicked: {text}");
     }
 }

@@ -679,6 +679,32 @@ fn node_down_hooks_hear_of_a_node_going_down() {
     }
 }
 
+/// A hook that panics is the program's bug, not the protocol's: the panic is
+/// logged, the next hook still runs, and the node goes on working.
+#[test]
+fn a_panicking_hook_does_not_stop_the_node() {
+    let (nodes, recorders) = cluster(3);
+    nodes[0].on_node_down(Arc::new(|_| panic!("a hook's bug")));
+    let (down_tx, down) = crossbeam_channel::unbounded();
+    nodes[0].on_node_down(Arc::new(move |node| {
+        let _ = down_tx.send(node);
+    }));
+    nodes[2].shutdown();
+    assert_eq!(down.recv_timeout(GUARD).expect("the second hook ran"), 2);
+    // Node 2 is down, so the result names it; what matters is that it comes.
+    match nodes[0]
+        .register_global(custom("after-panic"), vec![], None)
+        .wait_timeout(GUARD)
+    {
+        Ok(_) | Err(HostError::Registration { .. }) => {}
+        Err(other) => panic!("the node stopped working after its hook panicked: {other}"),
+    }
+    assert_eq!(count(&recorders[1], "after-panic"), 1);
+    for node in &nodes[..2] {
+        node.shutdown();
+    }
+}
+
 /// `quiesce` never hangs on a runtime that stopped: a `quiesce` waiting for a
 /// task when the runtime shuts down returns (its answer channel goes with the
 /// loop), and one called after `shutdown` returns at once.
