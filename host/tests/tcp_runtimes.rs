@@ -103,3 +103,48 @@ fn frames_forwarded_through_another_channel_are_still_handled() {
     zero.shutdown();
     forwarder.join().expect("forwarder");
 }
+
+/// Many threads on both ranks register at once while frames arrive: the event
+/// loop is run by callers, workers and both I/O threads in turn, and every
+/// registration completes, each invoked exactly once on each rank.
+#[test]
+fn concurrent_registrations_from_both_ranks_all_complete() {
+    const THREADS: u32 = 4;
+    const EACH: u32 = 50;
+    let [(mesh0, events0), (mesh1, events1)] = meshes();
+    let (zero, count0) = start(mesh0, events0);
+    let (one, count1) = start(mesh1, events1);
+    let callers: Vec<_> = [zero.clone(), one.clone()]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(rank, runtime)| {
+            (0..THREADS).map(move |thread| {
+                let runtime = runtime.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        // Both ranks ask for the same keys: each runs once per rank.
+                        let args = [thread, i].map(u32::to_le_bytes).concat();
+                        let code = CodeRef::Custom {
+                            kind: "count".into(),
+                            payload: Vec::new(),
+                        };
+                        let handle = runtime.register_global(code, args, None);
+                        let result = handle.wait_timeout(GUARD);
+                        assert!(
+                            matches!(&result, Ok(r) if r.is_ok()),
+                            "rank {rank} thread {thread} registration {i}: {result:?}"
+                        );
+                    }
+                })
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().expect("a caller failed");
+    }
+    for counter in [count0, count1] {
+        assert_eq!(counter.0.load(Ordering::SeqCst), THREADS * EACH);
+    }
+    one.shutdown();
+    zero.shutdown();
+}
