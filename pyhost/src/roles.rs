@@ -28,6 +28,10 @@ pub(crate) fn coordinate(runtime: &Runtime) -> u8 {
     status
 }
 
+/// The status of a rank the job declared down, as `herald node` exits with it:
+/// `herald run` lets the rest of the job go on when a rank ends with it.
+const FENCED_EXIT: u8 = 88;
+
 /// Every other rank: serves registrations and tasks until the job ends.
 /// Returns the exit status.
 pub(crate) fn serve(node: &Node) -> u8 {
@@ -48,7 +52,7 @@ pub(crate) fn serve(node: &Node) -> u8 {
                  on without it, so this node stops",
                 runtime.node_id()
             );
-            1
+            FENCED_EXIT
         }
         Ok(JobEnd::CoordinatorLost { reason }) => {
             eprintln!(
