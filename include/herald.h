@@ -183,8 +183,9 @@ uint32_t herald_node_count(void);
  * became known here) or went down. epoch counts the changes known here, nodes is
  * what herald_node_count() now returns, members those not down. It runs on
  * whichever thread runs herald's event loop at that moment (herald's own, its
- * transport's I/O thread, or a thread that just called herald): return quickly,
- * and call no herald_wait there. */
+ * transport's I/O thread, or a thread that just called herald): return quickly;
+ * a herald_wait or herald_task_wait there returns HERALD_ERR_WOULD_DEADLOCK (the
+ * loop that would answer it cannot run while the hook waits). */
 typedef void (*herald_view_fn)(uint64_t epoch, uint32_t nodes, uint32_t members,
                                void *context);
 

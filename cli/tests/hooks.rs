@@ -10,14 +10,10 @@ use std::time::Duration;
 use common::{args, build_c};
 
 /// A view hook on ranks 0 and 1 registers globally and waits on it when rank 2
-/// leaves: the wait must be refused (code 2), not hang the job.
-///
-/// Ignored: it hangs today (the hook blocks the thread that holds the event loop,
-/// so nothing on that rank is ever handled again, heartbeats included on the I/O
-/// thread, and the loop's own thread spins on its overdue timer meanwhile). Run
-/// with `--ignored` once herald_wait refuses waits on a thread running the loop.
+/// leaves: the wait must be refused (code 2), not hang the job (the hook blocks
+/// the thread that holds the event loop, so nothing on that rank would ever be
+/// handled again, heartbeats included on the I/O thread).
 #[test]
-#[ignore = "known hang: herald_wait inside a view hook waits for ever"]
 fn a_wait_inside_a_view_hook_is_refused_not_hung() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugin = build_c(dir.path(), "hook_wait", "hook_wait", "");

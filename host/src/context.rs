@@ -21,6 +21,14 @@ loom::thread_local! {
 std::thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
 }
+#[cfg(loom)]
+loom::thread_local! {
+    static RUNNING_LOOP: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+#[cfg(not(loom))]
+std::thread_local! {
+    static RUNNING_LOOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// The invocation a worker thread executes for one runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,9 +130,29 @@ pub fn record_during_load(runtime: u64, handle: u64) -> bool {
     })
 }
 
+/// Runs `work` marked as this thread running herald's event loop: a wait from
+/// inside it (a view or node-down hook that waits) would stop the loop that must
+/// answer it, so [`deadlock_reason`] refuses it.
+pub fn running_loop<T>(work: impl FnOnce() -> T) -> T {
+    struct Unmark(bool);
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            RUNNING_LOOP.with(|running| running.set(self.0));
+        }
+    }
+    let _unmark = Unmark(RUNNING_LOOP.with(|running| running.replace(true)));
+    work()
+}
+
 /// Why waiting on this thread for a registration of `key` (if known) can never
 /// end, or `None` when it may wait.
 pub fn deadlock_reason(runtime: u64, key: Option<Key>) -> Option<String> {
+    if RUNNING_LOOP.with(|running| running.get()) {
+        return Some(
+            "this thread is running herald's event loop (a view or node-down hook runs on it);              the loop answers no one while it waits, so return from the hook instead of waiting"
+                .to_owned(),
+        );
+    }
     FRAMES.with(|frames| {
         let frames = frames.borrow();
         if frames.iter().any(|f| matches!(f, Frame::Loading(_))) {
@@ -232,6 +260,14 @@ mod tests {
         assert_eq!(placement(1).parent.map(|f| f.id), Some(InvocationId(10)));
         assert!(placement(1).loading);
         assert!(load.finish().is_empty());
+    }
+
+    #[test]
+    fn waiting_is_refused_while_this_thread_runs_the_event_loop() {
+        assert_eq!(deadlock_reason(1, None), None);
+        let inside = running_loop(|| deadlock_reason(1, None));
+        assert!(inside.is_some_and(|reason| reason.contains("event loop")));
+        assert_eq!(deadlock_reason(1, None), None);
     }
 
     #[test]

@@ -27,6 +27,10 @@ use crate::sync::{AtomicU8, Mutex, Ordering, lock};
 /// How long the event loop thread sleeps when nothing is due: only a bound.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
+/// How long the event loop thread waits when timed work is overdue because
+/// another thread is running the loop (see `run_loop_thread`).
+const OVERDUE_RECHECK: Duration = Duration::from_millis(1);
+
 /// How often the event loop thread looks at the frames' channel of a transport
 /// that calls back after each frame (see `run_loop_thread`).
 const UNHOOKED_CHECK: Duration = Duration::from_millis(50);
@@ -99,7 +103,7 @@ impl Driver {
     pub(crate) fn run(&self) {
         context::outside_frames(|| {
             self.core.run(
-                |core| self.step(core),
+                |core| context::running_loop(|| self.step(core)),
                 // Busy for long: the loop's own thread takes over, so that a
                 // caller's (or the transport's) thread is not kept for ever.
                 || {
@@ -171,6 +175,12 @@ pub(crate) fn run_loop_thread(
     loop {
         driver.run();
         let mut wake = driver.plan();
+        if wake <= Instant::now() {
+            // Overdue: another thread holds the loop (a run here would have done
+            // the timed work). It goes round again for us; check back shortly
+            // rather than spin.
+            wake = Instant::now() + OVERDUE_RECHECK;
+        }
         if hooked && driver.watched_events().is_some() {
             // A safety net: frames handed to the runtime in a channel other than
             // the transport's own (a program that forwards them) get no hook;
