@@ -87,12 +87,16 @@ pub(crate) fn arrive(node: u32) {
 }
 
 /// This rank's end of the job (see the module docs); stops the runtime. Returns
-/// None, or what went wrong, for the caller to print.
+/// what went wrong (None if nothing), for the caller to print, and whether the
+/// job declared this rank down (it then exits with `herald node`'s status 88).
 #[pyfunction]
-pub(crate) fn end_of_program(py: Python<'_>) -> Option<String> {
-    let node = NODE.get()?;
+pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, bool) {
+    let Some(node) = NODE.get() else {
+        return (None, false);
+    };
     py.detach(|| {
         let runtime = &node.runtime;
+        let mut fenced = false;
         let problem = if runtime.node_id() == 0 {
             wait_for_every_rank(runtime.num_nodes());
             crate::logging::mute_runtime_logs();
@@ -109,11 +113,14 @@ pub(crate) fn end_of_program(py: Python<'_>) -> Option<String> {
             }
             match end {
                 Ok(JobEnd::Ended { .. } | JobEnd::Stopped) => None,
-                Ok(JobEnd::Fenced { by, reason }) => Some(format!(
-                    "node {} was declared down by node {by} ({reason}); the job goes on \
-                     without it, so this node stops",
-                    runtime.node_id()
-                )),
+                Ok(JobEnd::Fenced { by, reason }) => {
+                    fenced = true;
+                    Some(format!(
+                        "node {} was declared down by node {by} ({reason}); the job goes \
+                         on without it, so this node stops",
+                        runtime.node_id()
+                    ))
+                }
                 Ok(JobEnd::CoordinatorLost { reason }) => Some(format!(
                     "node {} stops: rank 0 is gone ({reason})",
                     runtime.node_id()
@@ -123,7 +130,7 @@ pub(crate) fn end_of_program(py: Python<'_>) -> Option<String> {
         };
         runtime.shutdown();
         executor::close_and_drain();
-        problem
+        (problem, fenced)
     })
 }
 

@@ -57,13 +57,20 @@ def serve():
     os._exit(0)
 
 
+# The exit status of a rank the job declared down, as herald node's: herald run
+# lets the rest of the job go on when a rank ends with it.
+_FENCED_EXIT = 88
+
+
 def end_of_program():
-    """This rank's end of the job (once per process). Returns True if a
-    deferred global registration failed (the error has been printed)."""
+    """This rank's end of the job (once per process). Returns the exit status
+    the process must end with instead of its own: 1 if a deferred global
+    registration failed (the error has been printed), 88 if the job declared
+    this rank down, else 0."""
     global _ended
     with _lock:
         if _ended:
-            return False
+            return 0
         _ended = True
     failed = False
     try:
@@ -78,10 +85,12 @@ def end_of_program():
         # Not waited for: rank 0 may end the job, and leave, before its answer
         # is sent. The end of the job (or the loss of rank 0) is what counts.
         launch(0, _arrived, node)
-    problem = _herald.end_of_program()
+    problem, fenced = _herald.end_of_program()
     if problem:
         print(f"herald: {problem}", file=sys.stderr)
-    return failed
+    if fenced:
+        return _FENCED_EXIT
+    return 1 if failed else 0
 
 
 def _arrived(node):
@@ -90,11 +99,13 @@ def _arrived(node):
 
 
 def _at_exit():
-    if end_of_program():
+    status = end_of_program()
+    if status:
         # A global import started inside an import failed on some node: the
-        # program fails, as it would have had it waited for it.
+        # program fails, as it would have had it waited for it. Or the job
+        # declared this rank down: it ends as herald node does.
         _flush()
-        os._exit(1)
+        os._exit(status)
 
 
 def _flush():
