@@ -82,19 +82,28 @@ pub fn enter_loading() -> LoadingGuard {
     LoadingGuard { finished: false }
 }
 
-/// Runs `work` with this thread's frames set aside (and put back after, even if
-/// it panics): the event loop runs on whichever thread brings it work, but what
-/// it does (completing handles, calling hooks that may register) belongs to no
-/// invocation or load of that thread.
-pub fn outside_frames<T>(work: impl FnOnce() -> T) -> T {
-    struct Restore(Vec<Frame>);
+/// Runs `work` as this thread running herald's event loop, and puts the thread
+/// back as it was afterwards, even if `work` panics. The loop runs on whichever
+/// thread brings it work, but what it does (completing handles, calling hooks
+/// that may register) belongs to no invocation or load of that thread, so the
+/// thread's frames are set aside; and a wait from inside it (a hook that waits)
+/// would stop the loop that must answer it, so [`deadlock_reason`] refuses it.
+pub fn in_event_loop<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore {
+        frames: Vec<Frame>,
+        running: bool,
+    }
     impl Drop for Restore {
         fn drop(&mut self) {
-            let saved = std::mem::take(&mut self.0);
-            FRAMES.with(|frames| *frames.borrow_mut() = saved);
+            let frames = std::mem::take(&mut self.frames);
+            FRAMES.with(|saved| *saved.borrow_mut() = frames);
+            RUNNING_LOOP.with(|running| running.set(self.running));
         }
     }
-    let _restore = Restore(FRAMES.with(|frames| std::mem::take(&mut *frames.borrow_mut())));
+    let _restore = Restore {
+        frames: FRAMES.with(|frames| std::mem::take(&mut *frames.borrow_mut())),
+        running: RUNNING_LOOP.with(|running| running.replace(true)),
+    };
     work()
 }
 
@@ -130,26 +139,13 @@ pub fn record_during_load(runtime: u64, handle: u64) -> bool {
     })
 }
 
-/// Runs `work` marked as this thread running herald's event loop: a wait from
-/// inside it (a view or node-down hook that waits) would stop the loop that must
-/// answer it, so [`deadlock_reason`] refuses it.
-pub fn running_loop<T>(work: impl FnOnce() -> T) -> T {
-    struct Unmark(bool);
-    impl Drop for Unmark {
-        fn drop(&mut self) {
-            RUNNING_LOOP.with(|running| running.set(self.0));
-        }
-    }
-    let _unmark = Unmark(RUNNING_LOOP.with(|running| running.replace(true)));
-    work()
-}
-
 /// Why waiting on this thread for a registration of `key` (if known) can never
 /// end, or `None` when it may wait.
 pub fn deadlock_reason(runtime: u64, key: Option<Key>) -> Option<String> {
     if RUNNING_LOOP.with(|running| running.get()) {
         return Some(
-            "this thread is running herald's event loop (a view or node-down hook runs on it);              the loop answers no one while it waits, so return from the hook instead of waiting"
+            "this thread is running herald's event loop (a view or node-down hook runs on it); \
+             the loop answers no one while it waits, so return from the hook instead of waiting"
                 .to_owned(),
         );
     }
@@ -236,10 +232,10 @@ mod tests {
     }
 
     #[test]
-    fn the_event_loop_runs_outside_the_threads_invocation_and_load() {
+    fn the_event_loop_runs_outside_the_threads_invocation_and_load_and_may_not_wait() {
         let _invocation = enter_invocation(frame(1, 10, &[1]));
         let load = enter_loading();
-        let inside = outside_frames(|| {
+        let inside = in_event_loop(|| {
             let inner = enter_invocation(frame(1, 11, &[2]));
             let seen = placement(1);
             drop(inner);
@@ -253,20 +249,13 @@ mod tests {
                 loading: false
             }
         );
-        assert_eq!(inside.2, None);
+        assert!(inside.2.is_some_and(|reason| reason.contains("event loop")));
         // Put back afterwards, and after a panic too.
-        let panicked = std::panic::catch_unwind(|| outside_frames(|| panic!("in a hook")));
+        let panicked = std::panic::catch_unwind(|| in_event_loop(|| panic!("in a hook")));
         assert!(panicked.is_err());
         assert_eq!(placement(1).parent.map(|f| f.id), Some(InvocationId(10)));
         assert!(placement(1).loading);
         assert!(load.finish().is_empty());
-    }
-
-    #[test]
-    fn waiting_is_refused_while_this_thread_runs_the_event_loop() {
-        assert_eq!(deadlock_reason(1, None), None);
-        let inside = running_loop(|| deadlock_reason(1, None));
-        assert!(inside.is_some_and(|reason| reason.contains("event loop")));
         assert_eq!(deadlock_reason(1, None), None);
     }
 

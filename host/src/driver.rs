@@ -101,16 +101,14 @@ impl Driver {
     /// again for what this thread queued). Never blocks. Call it after queueing,
     /// holding no lock of the host's: the loop completes handles and calls hooks.
     pub(crate) fn run(&self) {
-        context::outside_frames(|| {
-            self.core.run(
-                |core| context::running_loop(|| self.step(core)),
-                // Busy for long: the loop's own thread takes over, so that a
-                // caller's (or the transport's) thread is not kept for ever.
-                || {
-                    let _ = self.notes.send(Note::Wake);
-                },
-            )
-        });
+        self.core.run(
+            |core| context::in_event_loop(|| self.step(core)),
+            // Busy for long: the loop's own thread takes over, so that a
+            // caller's (or the transport's) thread is not kept for ever.
+            || {
+                let _ = self.notes.send(Note::Wake);
+            },
+        );
     }
 
     /// The frames of the transport, if the event loop thread should watch them.
