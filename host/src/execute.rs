@@ -53,8 +53,7 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
     shared.counters.note_invocation_done();
     // Variants registered inside this invocation go to the core before its end.
     shared.flush_batches(Flush::Context(Some(id)));
-    shared.submit(Command::InvocationFinished { id, outcome });
-    shared.driver.run();
+    shared.send(Command::InvocationFinished { id, outcome });
 }
 
 /// Runs one launched task, then reports its result bytes.
@@ -63,11 +62,10 @@ pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
         .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
         .and_then(|bytes| refusals(shared).map(|()| bytes));
     Counters::add(&shared.counters.tasks_run, 1);
-    shared.submit(Command::TaskFinished {
+    shared.send(Command::TaskFinished {
         run: request.run,
         outcome,
     });
-    shared.driver.run();
 }
 
 /// Registrations refused at once on this thread while it ran the code (a

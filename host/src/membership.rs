@@ -108,15 +108,13 @@ impl Runtime {
     /// Starts handling frames from other nodes, for a runtime started with
     /// [`HostConfig::hold_events`](crate::HostConfig::hold_events).
     pub fn open_events(&self) {
-        self.shared().submit(Command::OpenEvents);
-        self.shared().driver.run();
+        self.shared().send(Command::OpenEvents);
     }
 
     /// Admits `node`, which the transport has just authenticated with a fresh id
     /// (herald-tcp reports it on node 0): it receives the registration log.
     pub fn admit(&self, node: u32) {
-        self.shared().submit(Command::Admit(node));
-        self.shared().driver.run();
+        self.shared().send(Command::Admit(node));
     }
 
     /// Waits until this joining node has replayed the job's log; at once for a

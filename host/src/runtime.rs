@@ -64,8 +64,7 @@ struct LoopThread {
 impl Drop for LoopThread {
     fn drop(&mut self) {
         // Not joined here: a drop must not block. Pending handles fail with Stopped.
-        self.shared.submit(Command::Shutdown);
-        self.shared.driver.run();
+        self.shared.send(Command::Shutdown);
     }
 }
 
@@ -636,10 +635,9 @@ impl Runtime {
             other => Err(other),
         };
         let (done, answered) = crossbeam_channel::bounded(1);
-        if !self.shared.submit(Command::Quiesce(done)) {
+        if !self.shared.send(Command::Quiesce(done)) {
             return gone();
         }
-        self.shared.driver.run();
         answered.recv().or_else(|_| gone())
     }
 
@@ -667,8 +665,7 @@ impl Runtime {
     /// Pending handles fail with [`HostError::Stopped`]. Worker threads still
     /// running user code finish on their own.
     pub fn shutdown(&self) {
-        self.shared.submit(Command::Shutdown);
-        self.shared.driver.run();
+        self.shared.send(Command::Shutdown);
         let thread = self
             .event_loop
             .thread

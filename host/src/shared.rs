@@ -513,6 +513,14 @@ impl Shared {
         true
     }
 
+    /// [`submit`](Self::submit), then runs the loop on this thread unless another
+    /// thread is running it. Call it holding no lock of this state.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        let queued = self.submit(command);
+        self.driver.run();
+        queued
+    }
+
     /// Sends a command whose answer completes `handle`; if the event loop is gone,
     /// completes it with [`HostError::Stopped`] at once.
     pub(crate) fn send_or_fail(&self, handle: u64, command: Command) {
