@@ -6,7 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald_host::{
-    CodeRef, Executor, HostConfig, HostError, JobEnd, Runtime, TaskCode, TaskVariant,
+    CodeRef, Executor, HostConfig, HostError, JobEnd, RegistrationHandle, Runtime, TaskCode,
+    TaskVariant,
 };
 
 const GUARD: Duration = Duration::from_secs(30);
@@ -103,6 +104,26 @@ fn count(recorder: &Recorder, payload: &str) -> u32 {
         .get(payload)
         .copied()
         .unwrap_or(0)
+}
+
+/// Registers task "gated" on every node (the handle is the caller's to keep): it
+/// returns once the test opens the gate of the recorder where it runs.
+fn register_gated(node: &Runtime) -> RegistrationHandle {
+    let gated = TaskVariant {
+        name: "gated".into(),
+        code: TaskCode::Custom {
+            kind: "rec".into(),
+            payload: b"gate".to_vec(),
+        },
+    };
+    node.register_task(gated).expect("register")
+}
+
+/// Lets every "gated" task on `recorder`'s node return.
+fn open_gate(recorder: &Recorder) {
+    let (open, opened) = &recorder.gate;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
 }
 
 #[test]
@@ -294,25 +315,14 @@ fn an_open_batch_goes_out_when_due_without_a_wait_or_launch() {
 #[test]
 fn try_result_never_blocks_and_agrees_with_wait() {
     let (nodes, recorders) = cluster(2);
-    let variant = TaskVariant {
-        name: "gated".into(),
-        code: TaskCode::Custom {
-            kind: "rec".into(),
-            payload: b"gate".to_vec(),
-        },
-    };
-    let _registered = nodes[0].register_task(variant).expect("register");
+    let _registered = register_gated(&nodes[0]);
     let task = nodes[0].launch(1, "gated", vec![]);
     assert_eq!(
         task.try_result(),
         None,
         "the task cannot finish: its gate is shut"
     );
-    {
-        let (open, opened) = &recorders[1].gate;
-        *open.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    open_gate(&recorders[1]);
     let bytes = task.wait_timeout(GUARD).expect("runs once the gate opens");
     assert_eq!(task.try_result(), Some(Ok(bytes)));
 
@@ -417,14 +427,7 @@ fn a_peer_sending_garbage_is_named_unreachable_not_waited_for() {
 #[test]
 fn finalize_waits_for_released_launches_then_ends_the_job_on_every_node() {
     let (nodes, recorders) = cluster(3);
-    let gated = TaskVariant {
-        name: "gated".into(),
-        code: TaskCode::Custom {
-            kind: "rec".into(),
-            payload: b"gate".to_vec(),
-        },
-    };
-    let _registered = nodes[0].register_task(gated).expect("register");
+    let _registered = register_gated(&nodes[0]);
     // Fire and forget: the handle is released at once, the task still runs.
     drop(nodes[0].launch(1, "gated", vec![]));
     let (left_tx, left) = crossbeam_channel::unbounded();
@@ -448,9 +451,7 @@ fn finalize_waits_for_released_launches_then_ends_the_job_on_every_node() {
         None,
         "a node left finalize while node 0's launch was unanswered"
     );
-    let (open, opened) = &recorders[1].gate;
-    *open.lock().unwrap() = true;
-    opened.notify_all();
+    open_gate(&recorders[1]);
     for (node, finalizer) in finalizers.into_iter().enumerate() {
         let (outcome, stopped) = finalizer.join().expect("no panic");
         assert_eq!(outcome, Ok(()), "node {node}");
@@ -711,14 +712,7 @@ fn a_panicking_hook_does_not_stop_the_node() {
 #[test]
 fn quiesce_returns_when_the_runtime_stops() {
     let (nodes, recorders) = cluster(2);
-    let variant = TaskVariant {
-        name: "gated".into(),
-        code: TaskCode::Custom {
-            kind: "rec".into(),
-            payload: b"gate".to_vec(),
-        },
-    };
-    let _registered = nodes[0].register_task(variant).expect("register");
+    let _registered = register_gated(&nodes[0]);
     let gated = nodes[0].launch(1, "gated", vec![]);
     let waiting = {
         let node = nodes[0].clone();
@@ -728,10 +722,6 @@ fn quiesce_returns_when_the_runtime_stops() {
     assert!(matches!(waiting.join().unwrap(), Err(HostError::Stopped)));
     assert!(matches!(nodes[0].quiesce(), Err(HostError::Stopped)));
     assert!(matches!(gated.wait_timeout(GUARD), Err(HostError::Stopped)));
-    {
-        let (open, opened) = &recorders[1].gate;
-        *open.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    open_gate(&recorders[1]);
     nodes.iter().for_each(Runtime::shutdown);
 }
