@@ -85,7 +85,8 @@ int herald_init(int *argc, char ***argv);
  * Returns HERALD_ERR_FAILED (the reason on stderr and from herald_wait(0, ...))
  * if a registration that a library constructor made on this rank with nobody
  * waiting for it (a library loaded with plain dlopen) failed, or if ranks went
- * down. Afterwards herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
+ * down before calling it (on every surviving rank, naming them). Afterwards
+ * herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
  * herald callback or task (HERALD_ERR_WOULD_DEADLOCK). */
 int herald_finalize(void);
 

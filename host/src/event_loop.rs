@@ -25,7 +25,7 @@ use crate::pool::WorkerPool;
 use crate::runtime::JobEnd;
 use crate::shared::{Command, Flush, Shared};
 use crate::stats::Counters;
-use crate::tasks::{END_JOB_TASK, FINALIZE_TASK};
+use crate::tasks::{END_JOB_TASK, FINALIZE_TASK, lost_in_end_job_args};
 use crate::transport::Transport;
 use crate::watchdog::{Waiting, Watchdog, coordinator_of};
 
@@ -380,6 +380,10 @@ impl EventLoop {
                 }
                 Output::RunTask(request) if request.task == END_JOB_TASK => {
                     let by = request.run.origin.0;
+                    let lost = lost_in_end_job_args(&request.args);
+                    if !lost.is_empty() {
+                        self.shared.arrivals.lost_at_end(lost);
+                    }
                     if let Err(error) = self.node.task_finished(request.run, Ok(Vec::new())) {
                         tracing::error!(%error, "herald: bug: cannot answer the end of the job");
                     }

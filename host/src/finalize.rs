@@ -37,6 +37,9 @@ struct ArrivalState {
     down: BTreeSet<u32>,
     /// Why this node was fenced, if the job declared it down.
     fenced: Option<String>,
+    /// The nodes that node 0, ending the job, named as gone down before they
+    /// called finalize: every survivor's finalize fails naming them.
+    lost_at_end: Vec<u32>,
 }
 
 impl Arrivals {
@@ -53,6 +56,19 @@ impl Arrivals {
     /// The job declared this node down: it takes no further part.
     pub(crate) fn fence(&self, why: String) {
         self.update(|state| state.fenced.replace(why).is_none());
+    }
+
+    /// Node 0 ended the job naming `lost` as gone down without arriving.
+    pub(crate) fn lost_at_end(&self, lost: Vec<u32>) {
+        self.update(|state| {
+            state.lost_at_end = lost;
+            true
+        });
+    }
+
+    fn lost_nodes(&self) -> Vec<u32> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.lost_at_end.clone()
     }
 
     fn fenced(&self) -> Option<String> {
@@ -108,7 +124,7 @@ impl Runtime {
     /// its result, released handles included.
     ///
     /// Fails (after stopping the runtime) if rank 0 went down first, if a rank
-    /// went down without calling it (rank 0 names them), or if a registration
+    /// went down without calling it (on every rank, naming them), or if a registration
     /// that a library constructor made here with nobody waiting for it failed.
     pub fn finalize(&self) -> Result<(), HostError> {
         if let Some(reason) = crate::context::deadlock_reason(self.shared().id, None) {
@@ -138,14 +154,8 @@ impl Runtime {
             .arrivals
             .wait_for_others(0, self.num_nodes())
             .map_err(HostError::Finalize)?;
-        self.end_job()?;
-        if lost.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::Finalize(format!(
-                "node(s) {lost:?} went down before calling herald_finalize"
-            )))
-        }
+        self.end_job_naming(&lost)?;
+        lost_nodes_result(&lost)
     }
 
     /// Any other rank: tell rank 0, then serve until it ends the job.
@@ -163,7 +173,9 @@ impl Runtime {
                 if !self.shared().arrivals.wait_down(0, COORDINATOR_LINGER) {
                     tracing::debug!("herald: node 0 kept its links open after the end of the job");
                 }
-                Ok(())
+                // Node 0 named them in its end of the job: a node going down
+                // may reach it before it reaches this node, or never.
+                lost_nodes_result(&self.shared().arrivals.lost_nodes())
             }
             JobEnd::CoordinatorLost { reason } => Err(HostError::Finalize(format!(
                 "node 0 went down before every rank called herald_finalize: {reason}"
@@ -174,5 +186,16 @@ impl Runtime {
                 .fenced()
                 .map_or(HostError::Stopped, HostError::Finalize)),
         }
+    }
+}
+
+/// A finalize's result when `lost` went down before calling it.
+fn lost_nodes_result(lost: &[u32]) -> Result<(), HostError> {
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(HostError::Finalize(format!(
+            "node(s) {lost:?} went down before calling herald_finalize"
+        )))
     }
 }

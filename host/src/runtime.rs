@@ -21,7 +21,7 @@ use crate::handle::{RegistrationHandle, TaskHandle};
 use crate::native;
 use crate::shared::{Command, Flush, Shared};
 use crate::stats::{Counters, RuntimeStats};
-use crate::tasks::{END_JOB_TASK, RESERVED_PREFIX};
+use crate::tasks::{END_JOB_TASK, RESERVED_PREFIX, end_job_args};
 use crate::transport::{NoTransport, Transport, local_mesh};
 
 /// A running herald node: the event loop, its workers, and the API to register
@@ -508,12 +508,18 @@ impl Runtime {
     /// Ends the job: tells every other node (their [`wait_for_job_end`](Self::wait_for_job_end)
     /// returns) and waits for their acknowledgements. Nodes already down are skipped.
     pub fn end_job(&self) -> Result<(), HostError> {
+        self.end_job_naming(&[])
+    }
+
+    /// [`end_job`](Self::end_job), telling every node that `lost` went down
+    /// before calling finalize.
+    pub(crate) fn end_job_naming(&self, lost: &[u32]) -> Result<(), HostError> {
         let me = self.node_id();
         // Marked first: nodes leaving once they have acknowledged is expected.
         self.shared.set_job_end(JobEnd::Ended { by: me });
         let handles: Vec<TaskHandle> = (0..self.num_nodes())
             .filter(|node| *node != me)
-            .map(|node| self.launch_any(node, END_JOB_TASK.to_owned(), Vec::new()))
+            .map(|node| self.launch_any(node, END_JOB_TASK.to_owned(), end_job_args(lost)))
             .collect();
         let mut first_error = None;
         for handle in handles {

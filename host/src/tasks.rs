@@ -15,6 +15,19 @@ pub(crate) type TaskFn =
 /// Task name of the built-in task that ends the job on the node it runs on.
 pub(crate) const END_JOB_TASK: &str = "herald.end_job";
 
+/// The argument of [`END_JOB_TASK`]: the nodes that went down before calling
+/// finalize, which every survivor's finalize names.
+pub(crate) fn end_job_args(lost: &[u32]) -> Vec<u8> {
+    postcard::to_allocvec(lost).unwrap_or_default()
+}
+
+/// The nodes an [`END_JOB_TASK`]'s argument names (none if it names none, or
+/// is not such an argument: the sender was authenticated, so that would be a
+/// bug there, and the end of the job matters more than the list).
+pub(crate) fn lost_in_end_job_args(args: &[u8]) -> Vec<u32> {
+    postcard::from_bytes(args).unwrap_or_default()
+}
+
 /// Task name of the built-in task by which a rank tells node 0 it called finalize.
 pub(crate) const FINALIZE_TASK: &str = "herald.finalize";
 

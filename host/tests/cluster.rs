@@ -725,3 +725,25 @@ fn quiesce_returns_when_the_runtime_stops() {
     open_gate(&recorders[1]);
     nodes.iter().for_each(Runtime::shutdown);
 }
+
+/// A rank that goes down without calling finalize makes finalize fail on every
+/// survivor, naming it, not only on node 0 (which learns it first-hand).
+#[test]
+fn finalize_fails_on_every_survivor_naming_a_node_that_went_down() {
+    let (nodes, _recorders) = cluster(3);
+    nodes[2].shutdown();
+    let finalizers: Vec<_> = nodes[..2]
+        .iter()
+        .cloned()
+        .map(|node| std::thread::spawn(move || node.finalize()))
+        .collect();
+    for (node, finalizer) in finalizers.into_iter().enumerate() {
+        match finalizer.join().expect("no panic") {
+            Err(HostError::Finalize(why)) => assert!(
+                why.contains("node(s) [2] went down before calling herald_finalize"),
+                "node {node}: {why}"
+            ),
+            other => panic!("node {node}: expected node 2 named, got {other:?}"),
+        }
+    }
+}
