@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_host::{
     CodeRef, HostError, RegistrationHandle, Runtime, TaskCode, TaskHandle, TaskVariant,
@@ -107,13 +107,56 @@ fn host_error(error: HostError) -> PyErr {
     }
 }
 
+/// `timeout` seconds as a duration: None (and infinity) wait without limit, a
+/// negative timeout does not wait; NaN is refused.
 fn timeout_duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    timeout
-        .map(|seconds| {
-            Duration::try_from_secs_f64(seconds.max(0.0))
-                .map_err(|_| PyValueError::new_err(format!("bad timeout: {seconds}")))
-        })
-        .transpose()
+    match timeout {
+        None => Ok(None),
+        Some(seconds) if seconds.is_nan() => {
+            Err(PyValueError::new_err("timeout must be a number of seconds, not nan"))
+        }
+        Some(seconds) if seconds == f64::INFINITY => Ok(None),
+        Some(seconds) => Duration::try_from_secs_f64(seconds.max(0.0))
+            .map(Some)
+            .map_err(|_| PyValueError::new_err(format!("bad timeout: {seconds}"))),
+    }
+}
+
+/// How long a wait runs without the GIL before it checks for signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Waits for `wait(slice)` to give an outcome, without holding the GIL, for at
+/// most `timeout` (None: without limit), in slices of [`SIGNAL_CHECK`]. Between
+/// slices it runs Python's signal handlers, so Ctrl-C (KeyboardInterrupt) or an
+/// alarm handler that raises ends the wait, as it ends any wait of Python's own.
+fn wait_in_slices<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    wait: impl Fn(Duration) -> Result<T, HostError> + Sync,
+) -> PyResult<Result<T, HostError>> {
+    let timeout = timeout_duration(timeout)?;
+    let started = Instant::now();
+    let deadline = timeout.map(|timeout| started + timeout);
+    loop {
+        let slice = deadline.map_or(SIGNAL_CHECK, |deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK)
+        });
+        match py.detach(|| wait(slice)) {
+            Err(HostError::TimedOut { .. })
+                if deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+            {
+                py.check_signals()?;
+            }
+            Err(HostError::TimedOut { .. }) => {
+                return Ok(Err(HostError::TimedOut {
+                    waited: started.elapsed(),
+                }));
+            }
+            outcome => return Ok(outcome),
+        }
+    }
 }
 
 /// Per-node failures of a registration: `[(node, error text)]` and unreachable nodes.
@@ -129,14 +172,10 @@ struct PyRegistration {
 impl PyRegistration {
     /// Blocks (without holding the GIL) until the registration completed on every
     /// node. Returns None if it succeeded everywhere, else `(failures, unreachable)`.
+    /// A signal handler that raises (Ctrl-C) ends the wait with its exception.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Failures>> {
-        let timeout = timeout_duration(timeout)?;
-        let outcome = py.detach(|| match timeout {
-            None => self.handle.wait(),
-            Some(timeout) => self.handle.wait_timeout(timeout),
-        });
-        match outcome {
+        match wait_in_slices(py, timeout, |slice| self.handle.wait_timeout(slice))? {
             Ok(_) => Ok(None),
             Err(HostError::Registration { result, .. }) => {
                 let failures = result
@@ -167,14 +206,10 @@ struct PyTask {
 impl PyTask {
     /// Blocks (without holding the GIL) until the task's result bytes are back;
     /// raises TaskFailed if there are none, TimeoutError after `timeout` seconds.
+    /// A signal handler that raises (Ctrl-C) ends the wait with its exception.
     #[pyo3(signature = (timeout=None))]
     fn wait<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
-        let timeout = timeout_duration(timeout)?;
-        let outcome = py.detach(|| match timeout {
-            None => self.handle.wait(),
-            Some(timeout) => self.handle.wait_timeout(timeout),
-        });
-        outcome
+        wait_in_slices(py, timeout, |slice| self.handle.wait_timeout(slice))?
             .map(|bytes| PyBytes::new(py, &bytes))
             .map_err(host_error)
     }

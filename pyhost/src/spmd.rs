@@ -86,17 +86,30 @@ pub(crate) fn arrive(node: u32) {
     ENDS.changed.notify_all();
 }
 
+/// How a rank's part in the job ended, for the exit status of its process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The job ended (or this is rank 0, which ends it).
+    Ended,
+    /// The job declared this rank down: `herald node`'s status 88.
+    Fenced,
+    /// Rank 0 went down before ending the job, or the wait for its end failed:
+    /// the job failed, so does this rank (as herald-python's ranks do).
+    Lost,
+}
+
 /// This rank's end of the job (see the module docs); stops the runtime. Returns
-/// what went wrong (None if nothing), for the caller to print, and whether the
-/// job declared this rank down (it then exits with `herald node`'s status 88).
+/// what went wrong (None if nothing), for the caller to print, and how it
+/// ended: `"ended"`, `"fenced"` (the job declared this rank down; it exits with
+/// `herald node`'s status 88) or `"lost"` (rank 0 went down first; it fails).
 #[pyfunction]
-pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, bool) {
+pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, &'static str) {
     let Some(node) = NODE.get() else {
-        return (None, false);
+        return (None, "ended");
     };
-    py.detach(|| {
+    let (problem, ending) = py.detach(|| {
         let runtime = &node.runtime;
-        let mut fenced = false;
+        let mut ending = Ending::Ended;
         let problem = if runtime.node_id() == 0 {
             wait_for_every_rank(runtime.num_nodes());
             crate::logging::mute_runtime_logs();
@@ -114,24 +127,36 @@ pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, bool) {
             match end {
                 Ok(JobEnd::Ended { .. } | JobEnd::Stopped) => None,
                 Ok(JobEnd::Fenced { by, reason }) => {
-                    fenced = true;
+                    ending = Ending::Fenced;
                     Some(format!(
                         "node {} was declared down by node {by} ({reason}); the job goes \
                          on without it, so this node stops",
                         runtime.node_id()
                     ))
                 }
-                Ok(JobEnd::CoordinatorLost { reason }) => Some(format!(
-                    "node {} stops: rank 0 is gone ({reason})",
-                    runtime.node_id()
-                )),
-                Err(error) => Some(format!("waiting for the end of the job: {error}")),
+                Ok(JobEnd::CoordinatorLost { reason }) => {
+                    ending = Ending::Lost;
+                    Some(format!(
+                        "node {} stops: rank 0 went down before ending the job ({reason})",
+                        runtime.node_id()
+                    ))
+                }
+                Err(error) => {
+                    ending = Ending::Lost;
+                    Some(format!("waiting for the end of the job: {error}"))
+                }
             }
         };
         runtime.shutdown();
         executor::close_and_drain();
-        (problem, fenced)
-    })
+        (problem, ending)
+    });
+    let ending = match ending {
+        Ending::Ended => "ended",
+        Ending::Fenced => "fenced",
+        Ending::Lost => "lost",
+    };
+    (problem, ending)
 }
 
 /// Blocks until every rank but 0 has arrived or gone down.

@@ -1,5 +1,8 @@
 """What goes wrong comes back named: which node, which exception, its traceback."""
 
+import signal
+import uuid
+
 import pytest
 
 import herald
@@ -37,8 +40,11 @@ def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
     message = str(error)
     assert f"failed on 1 of {len(nodes)} node(s)" in message
     assert f"node {last}: RuntimeError: this module refuses node {last}" in message
-    # The remote traceback, down to the module's own line.
+    # The remote traceback, down to the module's own line, from the import on:
+    # herald's frames and the import machinery's are left out.
     assert f"{name}.py" in message and "raise RuntimeError" in message
+    assert "_imports.py" not in message and "_remote.py" not in message, message
+    assert "importlib" not in message, message
     # Every other node has the module; the failing one refuses tasks from a
     # launcher that has it, naming what failed there, instead of running them.
     others = [herald.launch(node, hp_probe.has_module, name) for node in nodes[:-1]]
@@ -59,6 +65,8 @@ def test_task_exception_comes_back_with_the_remote_traceback(nodes):
     assert isinstance(error.__cause__, herald.RemoteTraceback)
     remote = error.__cause__.text
     assert "hp_probe.py" in remote and "raise ValueError(message)" in remote
+    # From the task's own code: herald's frames that ran it are left out.
+    assert "_remote.py" not in remote and "_calls.py" not in remote, remote
     assert any(f"node {last}" in note for note in error.__notes__)
 
 
@@ -95,6 +103,40 @@ def test_exception_whose_constructor_takes_two_arguments_keeps_its_type(nodes):
     assert str(error) == "eggs x3" and error.what == "eggs"
     assert isinstance(error.__cause__, herald.RemoteTraceback)
     assert "raise TwoArgs(what, count)" in error.__cause__.text
+
+
+def test_exception_whose_str_raises_keeps_its_type(nodes):
+    last = nodes[-1]
+    with pytest.raises(hp_probe.StrFails) as raised:
+        herald.launch(last, hp_probe.raise_str_fails, 7).result()
+    assert raised.value.args == (7,)
+    assert "raise StrFails(code)" in raised.value.__cause__.text
+
+
+def test_a_signal_handler_that_raises_ends_a_wait_for_a_result(nodes):
+    """As Ctrl-C (KeyboardInterrupt) ends any wait of Python's own."""
+    last = nodes[-1]
+    gate = f"gate-{uuid.uuid4().hex}"
+    blocked = herald.launch(last, hp_probe.wait_for_gate, gate, 20)
+
+    class Alarm(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Alarm
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Alarm):
+            blocked.result()
+        # Raised while the task still waits: the handler ended the wait.
+        assert not blocked.done()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    herald.launch(last, hp_probe.open_gate, gate).result()
+    assert blocked.result() is True
 
 
 @pytest.mark.leaves_a_node_failed

@@ -3,6 +3,8 @@ started by ``python3 -m herald run``; the job ends when every rank's program
 has. Skipped under herald-python (its own jobs are in test_cli.py)."""
 
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import textwrap
@@ -92,6 +94,74 @@ def test_a_rank_that_ends_early_serves_the_others(tmp_path):
 def test_the_exit_status_is_the_first_failing_ranks(tmp_path):
     job = run(2, ["-c", "import herald, sys; sys.exit(5 if herald.node_id() == 1 else 0)"])
     assert job.returncode == 5, job.stdout + job.stderr
+
+
+DECLARED_DOWN_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    import herald
+
+    pid_file = sys.argv[1]
+    me = herald.node_id()
+    if me == 2:
+        with open(pid_file + ".tmp", "w") as file:
+            file.write(str(os.getpid()))
+        os.rename(pid_file + ".tmp", pid_file)
+        os._exit(88)  # the status of a rank the job declared down
+    if me == 0:
+        # Until the launcher has reaped rank 2 (its /proc entry outlives it
+        # until then), so that it has seen the status.
+        deadline = time.monotonic() + 60
+        while not os.path.exists(pid_file) or os.path.exists(f"/proc/{open(pid_file).read()}"):
+            assert time.monotonic() < deadline, "rank 2 was not reaped"
+            time.sleep(0.01)
+        assert herald.launch(1, herald.node_id).result() == 1
+        print("the job went on without rank 2")
+    """
+)
+
+
+def test_a_rank_declared_down_does_not_stop_the_others(tmp_path):
+    """As under ``herald run``: the job goes on without it; the status is
+    still non-zero at the end."""
+    script = tmp_path / "declared_down.py"
+    script.write_text(DECLARED_DOWN_SCRIPT)
+    job = run(3, [str(script), str(tmp_path / "rank2.pid")])
+    assert "stopping the others" not in job.stderr, job.stdout + job.stderr
+    assert "[0] the job went on without rank 2" in job.stdout, job.stdout + job.stderr
+    assert "rank 2 was declared down by the job (exit status 88)" in job.stderr
+    assert job.returncode == 88, job.stdout + job.stderr
+
+
+def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job():
+    """Started by hand (a launcher would stop rank 1 once rank 0 fails)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        coordinator = f"127.0.0.1:{probe.getsockname()[1]}"
+    environment = dict(os.environ)
+    environment.pop("HERALD_SECRET_FILE", None)
+    environment.update(
+        HERALD_SIZE="2", HERALD_COORDINATOR=coordinator, HERALD_SECRET=secrets.token_hex(32)
+    )
+    # Rank 0 leaves without ending the job; rank 1's program ends normally.
+    code = "import os, herald\nif herald.node_id() == 0:\n    os._exit(3)\n"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**environment, "HERALD_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [rank.communicate(timeout=60) for rank in ranks]
+    assert ranks[0].returncode == 3, outputs
+    assert ranks[1].returncode == 1, outputs
+    assert "rank 0 went down before ending the job" in outputs[1][1], outputs
 
 
 def test_native_tasks_of_a_ctypes_library_run_everywhere():

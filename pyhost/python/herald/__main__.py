@@ -10,6 +10,9 @@ Each rank runs ``python3 PROGRAM`` with the environment ``herald run`` gives
 port, a fresh ``HERALD_SECRET``); ``import herald`` joins the job from it. Output
 lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
 the others are stopped; the exit status is the first failing rank's, else 0.
+A rank that exits because the job declared it down (status 88, as ``herald
+run`` treats it) does not stop the others: the job goes on without it, and the
+exit status is still non-zero at the end.
 """
 
 import os
@@ -29,6 +32,10 @@ runs the program (import herald joins the job)."""
 
 # Longest the other ranks get to stop after SIGTERM before they are killed.
 STOP_GRACE_S = 5
+
+# The exit status of a rank the job declared down (herald node's, herald
+# run's): the job goes on without it.
+FENCED_EXIT = 88
 
 
 def main(argv):
@@ -125,19 +132,30 @@ def _run(nodes, program):
 
 
 def _wait(ranks):
-    """Waits for every rank; on the first failure, stops the others. Returns
-    the first failing rank's exit status, else 0."""
+    """Waits for every rank; on the first failure, stops the others (a rank
+    the job declared down is not one: the others go on without it). Returns
+    the first failing (or declared down) rank's exit status, else 0."""
     failed = threading.Event()
     first = []
+    stopping = []
     lock = threading.Lock()
 
     def watch(rank, process):
         code = process.wait()
+        if code == FENCED_EXIT:
+            print(
+                f"python3 -m herald: rank {rank} was declared down by the job (exit status "
+                f"{code}); the other ranks go on without it",
+                file=sys.stderr,
+            )
         if code != 0:
             with lock:
                 if not first:
                     first.append((rank, code))
-            failed.set()
+                if code != FENCED_EXIT and not stopping:
+                    stopping.append((rank, code))
+            if code != FENCED_EXIT:
+                failed.set()
 
     watchers = [
         threading.Thread(target=watch, args=(rank, process), daemon=True)
@@ -154,14 +172,15 @@ def _wait(ranks):
     if not first:
         done.join()
         return 0
-    rank, code = first[0]
     still_running = [process for process in ranks if process.poll() is None]
     if still_running:
+        rank, code = stopping[0]
         print(
             f"python3 -m herald: rank {rank} failed (exit status {code}); stopping the others",
             file=sys.stderr,
         )
         _stop(still_running)
+    code = first[0][1]
     return code if code > 0 else 128 - code
 
 

@@ -230,7 +230,7 @@ def encode_exception(error, traceback_text):
             parts = None
     kind = type(error)
     type_name = f"{kind.__module__}.{kind.__qualname__}"
-    body = pickle.dumps((pickled, parts, type_name, str(error), traceback_text))
+    body = pickle.dumps((pickled, parts, type_name, _text_of(error), traceback_text))
     return bytes([_RESULT_RAISED]) + body
 
 
@@ -319,6 +319,14 @@ def _resolve(module, qualname):
     if target is None:
         raise ImportError(f"cannot find {module}.{qualname} on this node", name=module)
     return target
+
+
+def _text_of(error):
+    """``str(error)``, or what the traceback module prints when that raises."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - the exception itself still travels
+        return "<exception str() failed>"
 
 
 def _short(value):

@@ -141,11 +141,19 @@ def format_error(error):
 
 
 _IMPORTLIB_DIR = os.path.dirname(traceback.__file__) + os.sep + "importlib" + os.sep
+# This package's own files: the wheel's herald/*.py; herald-python's, compiled
+# into it, have no __file__ and are named herald-python/herald/*.py.
+_HERALD_DIR = (
+    os.path.dirname(os.path.abspath(globals()["__file__"])) + os.sep
+    if "__file__" in globals()
+    else "herald-python/"
+)
 
 
 def _is_machinery(filename):
     return (
         filename.startswith("herald-python/")
+        or filename.startswith(_HERALD_DIR)
         or filename.startswith("<frozen importlib")
         or filename.startswith(_IMPORTLIB_DIR)
     )

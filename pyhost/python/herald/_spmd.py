@@ -64,9 +64,10 @@ _FENCED_EXIT = 88
 
 def end_of_program():
     """This rank's end of the job (once per process). Returns the exit status
-    the process must end with instead of its own: 1 if a deferred global
-    registration failed (the error has been printed), 88 if the job declared
-    this rank down, else 0."""
+    the process must end with instead of its own: 88 if the job declared this
+    rank down; 1 if a deferred global registration failed (the error has been
+    printed) or if rank 0 went down before ending the job (as herald-python's
+    and ``herald node``'s ranks fail then); else 0."""
     global _ended
     with _lock:
         if _ended:
@@ -85,12 +86,12 @@ def end_of_program():
         # Not waited for: rank 0 may end the job, and leave, before its answer
         # is sent. The end of the job (or the loss of rank 0) is what counts.
         launch(0, _arrived, node)
-    problem, fenced = _herald.end_of_program()
+    problem, ending = _herald.end_of_program()
     if problem:
         print(f"herald: {problem}", file=sys.stderr)
-    if fenced:
+    if ending == "fenced":
         return _FENCED_EXIT
-    return 1 if failed else 0
+    return 1 if failed or ending == "lost" else 0
 
 
 def _arrived(node):
@@ -102,8 +103,9 @@ def _at_exit():
     status = end_of_program()
     if status:
         # A global import started inside an import failed on some node: the
-        # program fails, as it would have had it waited for it. Or the job
-        # declared this rank down: it ends as herald node does.
+        # program fails, as it would have had it waited for it. Or rank 0 went
+        # down before ending the job, or the job declared this rank down: it
+        # ends as herald node does.
         _flush()
         os._exit(status)
 

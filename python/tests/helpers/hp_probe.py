@@ -100,3 +100,33 @@ def return_unpicklable():
 @herald.task
 def square(value):
     return value * value
+
+
+class StrFails(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self):
+        raise RuntimeError("no text for this exception")
+
+
+def raise_str_fails(code):
+    raise StrFails(code)
+
+
+_gates = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(name):
+    with _gates_lock:
+        return _gates.setdefault(name, threading.Event())
+
+
+def wait_for_gate(name, limit_s):
+    """Waits until gate ``name`` is opened on this node; whether it was within
+    ``limit_s`` seconds."""
+    return _gate(name).wait(limit_s)
+
+
+def open_gate(name):
+    _gate(name).set()
