@@ -112,9 +112,9 @@ fn host_error(error: HostError) -> PyErr {
 fn timeout_duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
-        Some(seconds) if seconds.is_nan() => {
-            Err(PyValueError::new_err("timeout must be a number of seconds, not nan"))
-        }
+        Some(seconds) if seconds.is_nan() => Err(PyValueError::new_err(
+            "timeout must be a number of seconds, not nan",
+        )),
         Some(seconds) if seconds == f64::INFINITY => Ok(None),
         Some(seconds) => Duration::try_from_secs_f64(seconds.max(0.0))
             .map(Some)
