@@ -73,6 +73,16 @@ pub(crate) fn start(python_args: &[OsString]) -> anyhow::Result<()> {
     problem.map_or(Ok(()), |problem| Err(anyhow!(problem)))
 }
 
+/// Sets `os.environ[name] = value` (so child processes get it too).
+pub(crate) fn set_environment(name: &str, value: &str) -> anyhow::Result<()> {
+    Python::attach(|py| {
+        py.import("os")
+            .and_then(|os| os.getattr("environ"))
+            .and_then(|environ| environ.set_item(name, value))
+            .map_err(|error| report(py, "setting the environment", error))
+    })
+}
+
 /// Runs the program (rank 0) and returns its exit status.
 pub(crate) fn run_main() -> u8 {
     Python::attach(|py| {

@@ -69,7 +69,15 @@ fn run() -> anyhow::Result<u8> {
         _ => {}
     }
     interpreter::start(&options.python_args)?;
+    let launched = bootstrap.is_some();
     let node = job::start_runtime(bootstrap, &options.library_paths)?;
+    if launched {
+        // This process's children inherit the job's variables, but are not its node.
+        interpreter::set_environment(
+            herald_python::module::NODE_PID_ENV,
+            &herald_python::module::node_marker(),
+        )?;
+    }
     Ok(if node.runtime.node_id() == 0 {
         roles::coordinate(&node.runtime)
     } else {

@@ -46,6 +46,61 @@ create_exception!(
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// The process that joined the job: a child forked from it (`os.fork`,
+/// multiprocessing's fork workers) has a copy of [`RUNTIME`] but none of its
+/// threads, and shares its links: it must not use them.
+static NODE_PID: OnceLock<u32> = OnceLock::new();
+
+/// Why this process stays out of the job, when a parent of it is the node.
+static OUTSIDE: OnceLock<String> = OnceLock::new();
+
+/// The environment variable in which a process that joined a job (the wheel's,
+/// herald-python) leaves `PID:JOB` for its children, JOB a digest of the
+/// variables that describe the job and its rank. A child that finds the same
+/// job described (it inherited them) is not that node: it stays out of the job
+/// (multiprocessing's spawn and forkserver workers import the main module
+/// again, and with it herald). A launcher started in a node (`herald run`,
+/// `mpirun`) describes a job of its own, which its ranks join.
+pub const NODE_PID_ENV: &str = "HERALD_NODE_PID";
+
+/// The variables that say which job a process belongs to, and as which rank.
+const JOB_VARIABLES: &[&str] = &[
+    "HERALD_RANK",
+    "HERALD_SIZE",
+    "HERALD_COORDINATOR",
+    "HERALD_SECRET",
+    "HERALD_SECRET_FILE",
+    "HERALD_JOIN",
+    "HERALD_CLUSTER",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_MCA_ess_base_jobid",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "PMIX_NAMESPACE",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+];
+
+/// A digest of the job the environment describes (not a secret: the
+/// variables are in the environment already).
+fn job_digest() -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    for name in JOB_VARIABLES {
+        std::env::var_os(name).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// What a node leaves in [`NODE_PID_ENV`] for its children.
+pub fn node_marker() -> String {
+    format!("{}:{:016x}", std::process::id(), job_digest())
+}
+
 /// Set by herald-python before Python starts: the runtime is the binary's to
 /// start, and rank 0 alone runs the program.
 static EMBEDDED: AtomicBool = AtomicBool::new(false);
@@ -65,9 +120,36 @@ pub(crate) fn embedded() -> bool {
 
 /// Makes `runtime` the one the `herald` module talks to (once per process).
 pub(crate) fn set_runtime(runtime: Runtime) {
+    let _ = NODE_PID.set(std::process::id());
     if RUNTIME.set(runtime).is_err() {
         tracing::error!("herald-python: bug: the runtime was set twice");
     }
+}
+
+/// The pid of the node whose child this process is: [`NODE_PID_ENV`] names
+/// another process, which joined the job that the environment describes.
+pub(crate) fn parent_node() -> Option<u32> {
+    let marker = std::env::var(NODE_PID_ENV).ok()?;
+    let (pid, digest) = marker.trim().split_once(':')?;
+    let pid = pid.parse::<u32>().ok()?;
+    let same_job = u64::from_str_radix(digest, 16).ok()? == job_digest();
+    (pid != std::process::id() && same_job).then_some(pid)
+}
+
+/// Keeps this process out of the job: it is a child of node process `parent`.
+pub(crate) fn stay_outside(parent: u32) {
+    let _ = OUTSIDE.set(format!(
+        "this process (pid {}) is a child of process {parent}, which is the job's node: \
+         herald works in that process only (the job's variables, HERALD_RANK and the \
+         rest, are its own); start processes that need herald as ranks of their own",
+        std::process::id()
+    ));
+}
+
+/// Whether this process is a fork of the node's process, with a copy of its
+/// runtime but none of its threads.
+pub(crate) fn forked() -> bool {
+    NODE_PID.get().is_some_and(|pid| *pid != std::process::id())
 }
 
 /// The task variant every Python launch runs, registered by rank 0 at start.
@@ -87,9 +169,21 @@ pub fn runtime_if_started() -> Option<&'static Runtime> {
 }
 
 fn runtime() -> PyResult<&'static Runtime> {
-    RUNTIME
-        .get()
-        .ok_or_else(|| HeraldError::new_err("the herald runtime of this process is not running"))
+    if forked() {
+        return Err(HeraldError::new_err(format!(
+            "this process (pid {}) was forked from process {}, which is the job's node: \
+             herald works in that process only",
+            std::process::id(),
+            NODE_PID.get().copied().unwrap_or_default()
+        )));
+    }
+    match (RUNTIME.get(), OUTSIDE.get()) {
+        (Some(runtime), _) => Ok(runtime),
+        (None, Some(outside)) => Err(HeraldError::new_err(outside.clone())),
+        (None, None) => Err(HeraldError::new_err(
+            "the herald runtime of this process is not running",
+        )),
+    }
 }
 
 fn host_error(error: HostError) -> PyErr {
@@ -378,4 +472,7 @@ pub mod _herald {
 
     #[pymodule_export]
     const PYTHON_CALL_TASK: &str = super::PYTHON_CALL_TASK;
+
+    #[pymodule_export]
+    const NODE_PID_ENV: &str = super::NODE_PID_ENV;
 }

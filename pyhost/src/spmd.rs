@@ -47,12 +47,19 @@ pub(crate) fn note_peer_down(node: u32) {
 
 /// Joins the job described by the environment (a job of one without a
 /// launcher) and registers, on every node, the task Python launches run.
-/// Returns `(node_id, num_nodes)`. Does nothing in herald-python, which joined
-/// before Python started.
+/// Returns whether it joined (not in a child of a node's process, see
+/// [`module::NODE_PID_ENV`], whose herald calls then fail saying so), and what
+/// to leave in that variable for this process's children (None in a job of
+/// one without a launcher: a child may have a job of its own). Does nothing
+/// in herald-python, which joined before Python started.
 #[pyfunction]
-pub(crate) fn join_job(py: Python<'_>) -> PyResult<(u32, u32)> {
-    if let Some(runtime) = module::runtime_if_started() {
-        return Ok((runtime.node_id(), runtime.num_nodes()));
+pub(crate) fn join_job(py: Python<'_>) -> PyResult<(bool, Option<String>)> {
+    if module::runtime_if_started().is_some() {
+        return Ok((true, None));
+    }
+    if let Some(parent) = module::parent_node() {
+        module::stay_outside(parent);
+        return Ok((false, None));
     }
     if module::embedded() {
         return Err(HeraldError::new_err(
@@ -60,9 +67,12 @@ pub(crate) fn join_job(py: Python<'_>) -> PyResult<(u32, u32)> {
         ));
     }
     crate::logging::init();
+    let mut launched = false;
     let node = py
         .detach(|| -> anyhow::Result<Node> {
-            let node = job::start_runtime(job::bootstrap()?, &[])?;
+            let bootstrap = job::bootstrap()?;
+            launched = bootstrap.is_some();
+            let node = job::start_runtime(bootstrap, &[])?;
             let handle = node.runtime.register_task(module::python_call_variant())?;
             node.runtime.flush();
             handle.wait().map(drop).map_err(|error| {
@@ -71,11 +81,11 @@ pub(crate) fn join_job(py: Python<'_>) -> PyResult<(u32, u32)> {
             Ok(node)
         })
         .map_err(|error| HeraldError::new_err(format!("herald: {error:#}")))?;
-    let ids = (node.runtime.node_id(), node.runtime.num_nodes());
     // Only one thread can get here first: Python's import lock serializes
     // `import herald`, which is the only caller.
+    let launched = launched || node.runtime.num_nodes() > 1;
     let _ = NODE.set(node);
-    Ok(ids)
+    Ok((true, launched.then(module::node_marker)))
 }
 
 /// On rank 0: rank `node`'s program has ended.
@@ -104,7 +114,7 @@ enum Ending {
 /// `herald node`'s status 88) or `"lost"` (rank 0 went down first; it fails).
 #[pyfunction]
 pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, &'static str) {
-    let Some(node) = NODE.get() else {
+    let Some(node) = NODE.get().filter(|_| !module::forked()) else {
         return (None, "ended");
     };
     let (problem, ending) = py.detach(|| {

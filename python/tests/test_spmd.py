@@ -164,6 +164,55 @@ def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job():
     assert "rank 0 went down before ending the job" in outputs[1][1], outputs
 
 
+CHILDREN_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import os
+    import subprocess
+    import sys
+
+    import herald
+
+    def square(value):
+        return value * value
+
+    if __name__ == "__main__":
+        me, n = herald.node_id(), herald.num_nodes()
+        # Workers that import this script again, and with it herald.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+        # A child started afresh inherits the job's variables; its rank is taken.
+        child = subprocess.run(
+            [sys.executable, "-c", "import herald; herald.node_id()"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert child.returncode == 1, child.stderr
+        assert f"is a child of process {os.getpid()}, which is the job's node" in child.stderr
+        # A fork shares this process's links: it must leave them alone, also at exit.
+        pid = os.fork()
+        if pid == 0:
+            try:
+                herald.node_id()
+            except herald.HeraldError as error:
+                assert "was forked from process" in str(error), error
+                sys.exit(0)
+            sys.exit(1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert [herald.launch(k, herald.node_id).result() for k in range(n)] == list(range(n))
+        print("rank", me, "children stayed out")
+    """
+)
+
+
+def test_children_of_a_rank_stay_out_of_its_job(tmp_path):
+    script = tmp_path / "children.py"
+    script.write_text(CHILDREN_SCRIPT)
+    job = run(2, [str(script)])
+    assert job.returncode == 0, job.stdout + job.stderr
+    for rank in range(2):
+        assert f"[{rank}] rank {rank} children stayed out" in job.stdout, job.stdout + job.stderr
+
+
 def test_native_tasks_of_a_ctypes_library_run_everywhere():
     """The Legion #748 scenario under a stock python3: rank 0 alone imports the
     package whose library registers native tasks from its constructor."""

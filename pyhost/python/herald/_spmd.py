@@ -26,11 +26,26 @@ _lock = threading.Lock()
 _ended = False
 
 
+# The process that joined the job. Its children are not nodes: a fork shares
+# its links (and has none of its threads), and a child started afresh (a
+# subprocess, multiprocessing's spawn and forkserver workers, which import the
+# main module again) inherits the job's variables, but its rank is taken.
+_node_pid = None
+
+
 def join():
-    """Joins the job (once per process), unless herald-python already has."""
+    """Joins the job (once per process), unless herald-python already has, or
+    this process is a child of the job's node (its herald calls then fail,
+    saying so)."""
+    global _node_pid
     if _herald.embedded():
         return
-    _herald.join_job()
+    joined, marker = _herald.join_job()
+    if not joined:
+        return
+    _node_pid = os.getpid()
+    if marker:
+        os.environ[_herald.NODE_PID_ENV] = marker
     atexit.register(_at_exit)
 
 
@@ -52,6 +67,9 @@ def serve():
             "herald.serve() is for a stock python3 running every rank; in herald-python "
             "only rank 0 runs the program, and the other ranks already serve"
         )
+    if os.getpid() != _node_pid:
+        # Not a node: a child of one, whose herald calls fail saying why.
+        _herald.node_id()
     atexit._run_exitfuncs()
     _flush()
     os._exit(0)
@@ -100,6 +118,9 @@ def _arrived(node):
 
 
 def _at_exit():
+    if os.getpid() != _node_pid:
+        # A fork of the node (os.fork) ending: the job is its parent's.
+        return
     status = end_of_program()
     if status:
         # A global import started inside an import failed on some node: the
