@@ -92,7 +92,9 @@ class Future:
         A Python task that raised re-raises its exception here, with the remote
         traceback as its ``__cause__``. :class:`herald.TaskError` if the task
         could not run (not registered on that node, node lost), ``TimeoutError``
-        after ``timeout`` seconds. Unlike herald's own calls, this waits even
+        after ``timeout`` seconds (None or infinity: no limit). A signal handler
+        that raises (Ctrl-C's ``KeyboardInterrupt``) ends the wait with its
+        exception; the task goes on. Unlike herald's own calls, this waits even
         while a module is being imported: a task that needs that module on this
         node would then wait for the import, and the import for the task.
         """
