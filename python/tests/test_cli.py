@@ -107,3 +107,33 @@ def test_exceptions_and_tracebacks_of_the_main_script(tmp_path):
     job = run_job(["-n", "2", str(script)])
     assert job.returncode == 0, job.stdout + job.stderr
     assert "[0] caught Weird" in job.stdout
+
+
+def test_a_forked_child_ending_leaves_the_job_alone(tmp_path):
+    """A child the program forks runs herald-python's end of the program too:
+    it exits there, leaving the links it shares with its parent alone."""
+    script = tmp_path / "forks.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            import herald
+
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    herald.node_id()
+                except herald.HeraldError as error:
+                    assert "was forked from process" in str(error), error
+                    sys.exit(7)
+                sys.exit(1)
+            assert os.waitpid(pid, 0)[1] >> 8 == 7
+            n = herald.num_nodes()
+            assert [herald.launch(k, herald.node_id).result() for k in range(n)] == list(range(n))
+            print("the job outlived the fork")
+            """
+        )
+    )
+    job = run_job(["-n", "2", str(script)], timeout=60)
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "[0] the job outlived the fork" in job.stdout

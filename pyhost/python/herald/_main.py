@@ -102,8 +102,12 @@ def _virtualenv_version(venv):
 
 
 def run():
-    """Runs the program on this node; returns its exit status."""
+    """Runs the program on this node; returns its exit status. A child the
+    program forked (``os.fork``) that ends here exits at once, as a forked
+    python would: the job, and the links herald-python shares with it, are
+    its parent's."""
     kind, target = _program
+    node_pid = os.getpid()
     try:
         if kind == "module":
             runpy._run_module_as_main(target, alter_argv=True)
@@ -122,6 +126,9 @@ def run():
     except BaseException as error:  # noqa: BLE001 - printed as python would
         _print_uncaught(error)
         status = 1
+    if os.getpid() != node_pid:
+        finish()
+        os._exit(status & 0xFF)
     status = _settle_at_exit(status)
     finish()
     return status
