@@ -35,7 +35,10 @@ def register_global(fn, /, *args, **kwargs):
 
     The registration's key is the pickled call, so the same call made again, or
     by another node (for a function sent by name, whose pickle is the same
-    everywhere), runs nowhere a second time. Raises
+    everywhere), runs nowhere a second time. A call that involves a class
+    defined in ``__main__`` pickles differently in every process (cloudpickle
+    names such classes afresh), so the same call from N ranks of an SPMD script
+    runs N times on every node. Raises
     :class:`herald.RegistrationError` naming each node where it raised, with the
     remote traceback. Called while a module is being imported, it returns at once
     and the wait comes at the next safe point; called from code that herald runs
