@@ -159,12 +159,16 @@ fn initialize() -> anyhow::Result<()> {
                     .to_string_lossy()
                     .into_owned()
             };
-            bail!(
-                "starting Python: {message} (home: {})",
-                home.map_or("PYTHONHOME".into(), |home| home
-                    .to_string_lossy()
-                    .into_owned())
-            );
+            let home = match (&home, std::env::var_os("PYTHONHOME")) {
+                (Some(home), _) => home.to_string_lossy().into_owned(),
+                (None, Some(set)) => format!(
+                    "PYTHONHOME={}: unset it, or point it at the prefix of a Python of the \
+                     version herald-python was built against ({BUILD_EXECUTABLE})",
+                    set.to_string_lossy()
+                ),
+                (None, None) => "Python's default".to_owned(),
+            };
+            bail!("starting Python: {message} (home: {home})");
         }
         ffi::PyEval_SaveThread();
     }

@@ -102,6 +102,20 @@ fn the_standard_library_is_its_own_whatever_path_says() {
 }
 
 #[test]
+fn a_pythonhome_without_a_standard_library_is_named() {
+    let output = herald_python_with(
+        &["-c", "print('ran')"],
+        &[("PYTHONHOME", "/nonexistent-herald-home")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("(home: PYTHONHOME=/nonexistent-herald-home: unset it"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_virtualenv_of_another_python_is_refused_by_name() {
     let venv = std::env::temp_dir().join(format!("hp-venv-{}", std::process::id()));
     std::fs::create_dir_all(&venv).expect("temporary directory");

@@ -126,11 +126,16 @@ def settle(all_threads=False):
         _herald.settle_native(all_threads)
     except Exception as error:  # noqa: BLE001 - reported below, none is lost
         failures.append(error)
-    for entry in entries:
+    for index, entry in enumerate(entries):
         try:
             entry.settle()
         except Exception as error:  # noqa: BLE001 - reported below, none is lost
             failures.append(error)
+        except BaseException:
+            # Interrupted (Ctrl-C): what is not settled yet stays pending.
+            with _pending_lock:
+                _pending.setdefault(threading.get_ident(), [])[:0] = entries[index:]
+            raise
     if failures:
         first = failures[0]
         for other in failures[1:]:
