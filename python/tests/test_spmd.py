@@ -4,10 +4,12 @@ has. Skipped under herald-python (its own jobs are in test_cli.py)."""
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -104,9 +106,18 @@ DECLARED_DOWN_SCRIPT = textwrap.dedent(
 
     import herald
 
+    def wait_for(condition, what):
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
     pid_file = sys.argv[1]
     me = herald.node_id()
+    open(f"{pid_file}.joined.{me}", "w").close()
     if me == 2:
+        # Once every rank has joined (leaving before would fail their joining).
+        wait_for(lambda: all(os.path.exists(f"{pid_file}.joined.{k}") for k in range(3)), "join")
         with open(pid_file + ".tmp", "w") as file:
             file.write(str(os.getpid()))
         os.rename(pid_file + ".tmp", pid_file)
@@ -114,10 +125,11 @@ DECLARED_DOWN_SCRIPT = textwrap.dedent(
     if me == 0:
         # Until the launcher has reaped rank 2 (its /proc entry outlives it
         # until then), so that it has seen the status.
-        deadline = time.monotonic() + 60
-        while not os.path.exists(pid_file) or os.path.exists(f"/proc/{open(pid_file).read()}"):
-            assert time.monotonic() < deadline, "rank 2 was not reaped"
-            time.sleep(0.01)
+        wait_for(
+            lambda: os.path.exists(pid_file)
+            and not os.path.exists(f"/proc/{open(pid_file).read()}"),
+            "rank 2 was not reaped",
+        )
         assert herald.launch(1, herald.node_id).result() == 1
         print("the job went on without rank 2")
     """
@@ -136,7 +148,7 @@ def test_a_rank_declared_down_does_not_stop_the_others(tmp_path):
     assert job.returncode == 88, job.stdout + job.stderr
 
 
-def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job():
+def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job(tmp_path):
     """Started by hand (a launcher would stop rank 1 once rank 0 fails)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -146,11 +158,27 @@ def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job():
     environment.update(
         HERALD_SIZE="2", HERALD_COORDINATOR=coordinator, HERALD_SECRET=secrets.token_hex(32)
     )
-    # Rank 0 leaves without ending the job; rank 1's program ends normally.
-    code = "import os, herald\nif herald.node_id() == 0:\n    os._exit(3)\n"
+    # Rank 0 leaves without ending the job, once rank 1 has joined (leaving
+    # before would fail its joining); rank 1's program ends normally.
+    code = textwrap.dedent(
+        """
+        import os, sys, time
+        import herald
+
+        joined = sys.argv[1]
+        if herald.node_id() == 1:
+            open(joined, "w").close()
+        else:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(joined):
+                assert time.monotonic() < deadline, "rank 1 did not join"
+                time.sleep(0.01)
+            os._exit(3)
+        """
+    )
     ranks = [
         subprocess.Popen(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", code, str(tmp_path / "joined")],
             env={**environment, "HERALD_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -211,6 +239,49 @@ def test_children_of_a_rank_stay_out_of_its_job(tmp_path):
     assert job.returncode == 0, job.stdout + job.stderr
     for rank in range(2):
         assert f"[{rank}] rank {rank} children stayed out" in job.stdout, job.stdout + job.stderr
+
+
+def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
+    script = tmp_path / "waits.py"
+    script.write_text(
+        "import os, sys, herald\n"
+        "with open(f'{sys.argv[1]}.{herald.node_id()}', 'w') as file:\n"
+        "    file.write(str(os.getpid()))\n"
+        "sys.stdin.read() if herald.node_id() == 0 else herald.serve()\n"
+    )
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(tmp_path / "pid")],
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids = []
+    try:
+        for rank in range(2):
+            path = tmp_path / f"pid.{rank}"
+            deadline = time.monotonic() + 60
+            while not path.exists() or not path.read_text():
+                assert time.monotonic() < deadline, f"rank {rank} did not start"
+                time.sleep(0.01)
+            pids.append(int(path.read_text()))
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+        # It reaped its ranks before it exited: none is left running.
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        launcher.kill()
+        launcher.wait()
 
 
 def test_native_tasks_of_a_ctypes_library_run_everywhere():

@@ -10,7 +10,8 @@ Each rank runs ``python3 PROGRAM`` with the environment ``herald run`` gives
 port, a fresh ``HERALD_SECRET``); ``import herald`` joins the job from it. Output
 lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
 the others are stopped; the exit status is the first failing rank's, else 0.
-A rank that exits because the job declared it down (status 88, as ``herald
+SIGINT (Ctrl-C) or SIGTERM sent to it stops every rank (SIGTERM, then SIGKILL
+after a grace period) and exits with 128 + the signal's number. A rank that exits because the job declared it down (status 88, as ``herald
 run`` treats it) does not stop the others: the job goes on without it, and the
 exit status is still non-zero at the end.
 """
@@ -104,6 +105,35 @@ def _run(nodes, program):
     output_lock = threading.Lock()
     ranks = []
     pumps = []
+    # SIGTERM (a batch system, `timeout`) stops the ranks too, as Ctrl-C does,
+    # instead of leaving them running without their launcher.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _start_and_wait(nodes, program, environment, output_lock, ranks, pumps)
+    except _Terminated:
+        try:
+            _stop(ranks)
+        except _Terminated:
+            # A second SIGTERM: no more grace.
+            for process in ranks:
+                if process.poll() is None:
+                    process.kill()
+            for process in ranks:
+                process.wait()
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated
+
+
+def _start_and_wait(nodes, program, environment, output_lock, ranks, pumps):
     for rank in range(nodes):
         environment["HERALD_RANK"] = str(rank)
         process = subprocess.Popen(
@@ -125,7 +155,7 @@ def _run(nodes, program):
         status = _wait(ranks)
     except KeyboardInterrupt:
         _stop(ranks)
-        status = 130
+        status = 128 + signal.SIGINT
     for pump in pumps:
         pump.join()
     return status
