@@ -113,6 +113,17 @@ def test_exception_whose_str_raises_keeps_its_type(nodes):
     assert "raise StrFails(code)" in raised.value.__cause__.text
 
 
+def test_a_result_that_cannot_be_unpickled_here_says_so(nodes):
+    last = nodes[-1]
+    with pytest.raises(ValueError, match="this object cannot be unpickled") as raised:
+        herald.launch(last, hp_probe.return_load_fails).result()
+    notes = getattr(raised.value, "__notes__", [])
+    assert any(
+        f"unpickling the result of hp_probe.return_load_fails from node {last}" in note
+        for note in notes
+    ), notes
+
+
 def test_a_signal_handler_that_raises_ends_a_wait_for_a_result(nodes):
     """As Ctrl-C (KeyboardInterrupt) ends any wait of Python's own."""
     last = nodes[-1]

@@ -110,7 +110,7 @@ class Future:
             if not message.startswith(self._what):
                 message = f"{self._what} on node {node}: {message}"
             raise TaskError(message, node, kind) from None
-        return data if self._decode is None else self._decode(data, self.node)
+        return data if self._decode is None else self._decode(data, self.node, self._what)
 
     def done(self):
         """Whether the result is in."""
@@ -239,9 +239,18 @@ def encode_exception(error, traceback_text):
     return bytes([_RESULT_RAISED]) + body
 
 
-def _decode(data, node):
+def _decode(data, node, what):
     if data[:1] == bytes([_RESULT_OK]):
-        return pickle.loads(data[1:])
+        try:
+            return pickle.loads(data[1:])
+        except Exception as error:
+            # Raised here, by this node's unpickling, not by the task.
+            add_note(
+                error,
+                f"(unpickling the result of {what} from node {node} here: the task "
+                "returned it; what it refers to must be importable on this node too)",
+            )
+            raise
     pickled, parts, type_name, message, traceback_text = pickle.loads(data[1:])
     error = _unpickle_exception(pickled, parts)
     if error is None:

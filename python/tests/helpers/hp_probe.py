@@ -130,3 +130,18 @@ def wait_for_gate(name, limit_s):
 
 def open_gate(name):
     _gate(name).set()
+
+
+def _refuse_to_load(why):
+    raise ValueError(why)
+
+
+class LoadFails:
+    """Pickles anywhere; unpickling it raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("this object cannot be unpickled",))
+
+
+def return_load_fails():
+    return LoadFails()
