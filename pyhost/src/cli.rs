@@ -70,7 +70,13 @@ writable by anyone), HERALD_LIBRARY_PATH and --library-path.
 environment:
   HERALD_LIBRARY_PATH   more directories native libraries may be loaded from,
                         separated by ':' (added to the defaults)
-  VIRTUAL_ENV           an activated virtualenv's packages are importable
+  VIRTUAL_ENV           an activated virtualenv's packages are importable (one of
+                        another Python version is refused)
+  PYTHONHOME            where the standard library is (default: the prefix of the
+                        Python herald-python was built against, whatever is on PATH)
+  HERALD_HEARTBEAT_MS, HERALD_PEER_TIMEOUT_MS
+                        heartbeat and silence before a peer is declared down
+                        (defaults 1000 and 10000; 0 turns detection off)
   HERALD_LOG            log level of the runtime: error, warn (default), info, debug
 ";
 
