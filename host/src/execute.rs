@@ -148,8 +148,9 @@ fn refused_libraries(shared: &Shared, batch: &TaskBatch) -> Result<(), String> {
 fn execute_task(shared: &Shared, request: &TaskRequest) -> Result<Vec<u8>, String> {
     let Some(entry) = shared.tasks.get(&request.task) else {
         return Err(format!(
-            "task '{}' is not registered on {}: register it (herald_register_task) or load \
-             the library that does before launching it ({})",
+            "task '{}' is not registered on {}: register it globally (herald_register_task \
+             in C, @herald.task in Python, Runtime::register_task in Rust) or load the library \
+             that does before launching it ({})",
             request.task,
             shared.node,
             shared.tasks.describe(10)
