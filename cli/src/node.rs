@@ -356,7 +356,8 @@ fn bootstrap(args: &NodeArgs) -> anyhow::Result<Bootstrap> {
             .and_then(|(_, value)| value.clone())
             .or_else(|| std::env::var(name).ok())
     };
-    bootstrap_from_env(&lookup).context("herald node: cannot tell which rank this is")
+    bootstrap_from_env(&lookup)
+        .context("herald node: cannot find this job's settings (rank, size, coordinator, secret)")
 }
 
 /// Rank 0's part: the loads, then the main function. Returns the exit code.

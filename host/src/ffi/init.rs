@@ -120,7 +120,11 @@ pub extern "C" fn herald_finalize() -> c_int {
     match outcome {
         Ok(()) => super::HERALD_OK,
         Err((code, text)) => {
-            eprintln!("herald_finalize: {text}");
+            // HostError::Finalize's text already starts with the function's name.
+            match text.starts_with("herald_finalize") {
+                true => eprintln!("{text}"),
+                false => eprintln!("herald_finalize: {text}"),
+            }
             LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
             code
         }
