@@ -549,11 +549,10 @@ impl Shared {
     /// how its part ended).
     pub(crate) fn set_job_end(&self, end: JobEnd) {
         let mut slot = self.job_end.lock().unwrap_or_else(PoisonError::into_inner);
-        let replace = match (&*slot, &end) {
-            (None, _) => true,
-            (Some(JobEnd::CoordinatorLost { .. }), JobEnd::Fenced { .. }) => true,
-            _ => false,
-        };
+        let replace = matches!(
+            (&*slot, &end),
+            (None, _) | (Some(JobEnd::CoordinatorLost { .. }), JobEnd::Fenced { .. })
+        );
         if replace {
             *slot = Some(end);
             self.job_end_changed.notify_all();

@@ -121,9 +121,10 @@ pub extern "C" fn herald_finalize() -> c_int {
         Ok(()) => super::HERALD_OK,
         Err((code, text)) => {
             // HostError::Finalize's text already starts with the function's name.
-            match text.starts_with("herald_finalize") {
-                true => eprintln!("{text}"),
-                false => eprintln!("herald_finalize: {text}"),
+            if text.starts_with("herald_finalize") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("herald_finalize: {text}");
             }
             LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
             code
