@@ -84,8 +84,9 @@ int herald_init(int *argc, char ***argv);
  * answered (released handles included), and the rank keeps serving the others.
  * Returns HERALD_ERR_FAILED (the reason on stderr and from herald_wait(0, ...))
  * if a registration that a library constructor made on this rank with nobody
- * waiting for it (a library loaded with plain dlopen) failed, or if ranks went
- * down before calling it (on every surviving rank, naming them). Afterwards
+ * waiting for it (a library loaded with plain dlopen) failed, if ranks went
+ * down before calling it (on every surviving rank, naming them), or if the job
+ * declared this rank down, also after it called it (naming who did). Afterwards
  * herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
  * herald callback or task (HERALD_ERR_WOULD_DEADLOCK). */
 int herald_finalize(void);

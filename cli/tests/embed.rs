@@ -331,3 +331,43 @@ int main(int argc, char **argv) {
         "herald_finalize reports the failure: {stdout}"
     );
 }
+
+/// A rank that called herald_finalize and is then declared down by the job
+/// (stopped past the peer timeout while rank 0 ends the job) learns it once it
+/// runs again: its herald_finalize fails, saying who declared it down, at once,
+/// instead of waiting out the wait for rank 0 to close its links (which its
+/// stopped runtime would never see) and returning success.
+#[test]
+fn finalize_on_a_rank_declared_down_after_calling_it_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/finalize_fenced.c"),
+        "finalize-fenced",
+    );
+    let nodes = 4;
+    let mut job = Job::start_program(nodes, &program, |_| RankSetup {
+        args: Vec::new(),
+        env: vec![
+            ("HERALD_HEARTBEAT_MS".into(), "200".into()),
+            ("HERALD_PEER_TIMEOUT_MS".into(), "2000".into()),
+        ],
+    });
+    for rank in 1..nodes {
+        job.expect_line(|l| l.rank == rank && l.text == format!("rank {rank}: finalizing"));
+    }
+    job.signal(1, libc::SIGSTOP);
+    job.write_stdin(0, "go\n");
+    job.expect_line(|l| l.rank == 0 && l.text.starts_with("rank 0: finalized"));
+    job.signal(1, libc::SIGCONT);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    let line = job
+        .expect_line(|l| l.rank == 1 && l.text.starts_with("rank 1: finalized"))
+        .text;
+    assert!(
+        line.starts_with("rank 1: finalized (1): ") && line.contains("declared down by node 0"),
+        "rank 1 was declared down: {line}\n{transcript}"
+    );
+    assert_eq!(statuses[1].code(), Some(1), "{transcript}");
+}
