@@ -270,3 +270,20 @@ fn a_bad_secret_is_named_once() {
     assert!(stderr.contains("HERALD_SECRET"), "{stderr}");
     assert!(!stderr.contains("which rank"), "{stderr}");
 }
+
+/// `herald demo -n 0` is refused as the demo's own flag, before anything is
+/// compiled or started (it used to compile the plugin, then fail inside `herald
+/// run`, naming that command's `-n`).
+#[test]
+fn demo_refuses_zero_nodes_itself() {
+    let output = Command::new(herald())
+        .args(["demo", "-n", "0"])
+        .output()
+        .expect("herald demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("--nodes"), "{stderr}");
+    assert!(!stderr.contains("herald run"), "{stderr}");
+    assert!(!stdout.contains("compiled just now"), "{stdout}");
+}
