@@ -371,3 +371,44 @@ fn finalize_on_a_rank_declared_down_after_calling_it_says_so() {
     );
     assert_eq!(statuses[1].code(), Some(1), "{transcript}");
 }
+
+/// herald_finalize and herald_init called from a callback or a task are refused
+/// at once (HERALD_ERR_WOULD_DEADLOCK, HERALD_ERR_INVALID) on every rank, also
+/// where the program's main thread is already inside herald_finalize; before,
+/// they waited for ever (for the end of the job, which waits for them, or for
+/// the lock that main thread's herald_finalize held).
+#[test]
+fn init_and_finalize_inside_callbacks_and_tasks_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = common::build_c(dir.path(), "inside", "inside", "");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/inside_main.c"),
+        "inside-main",
+    );
+    let nodes = 3;
+    let mut job = Job::start_program(nodes, &program, |_| RankSetup {
+        args: vec![plugin.clone().into()],
+        env: vec![(
+            "HERALD_LIBRARY_PATH".into(),
+            dir.path().display().to_string(),
+        )],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    for node in 0..nodes {
+        for place in ["callback", "task"] {
+            assert_eq!(
+                job.count(&format!("node {node}: {place}: finalize 2, init 3")),
+                1,
+                "{transcript}"
+            );
+        }
+        assert_eq!(
+            job.count(&format!("rank {node}: finalized (0), 0 failures")),
+            1,
+            "{transcript}"
+        );
+    }
+}

@@ -132,7 +132,9 @@ impl Runtime {
     /// declared this node down (also after it called it), or if a registration
     /// that a library constructor made here with nobody waiting for it failed.
     pub fn finalize(&self) -> Result<(), HostError> {
-        if let Some(reason) = crate::context::deadlock_reason(self.shared().id, None) {
+        let refusal = crate::context::deadlock_reason(self.shared().id, None)
+            .or_else(crate::context::user_code_refusal);
+        if let Some(reason) = refusal {
             return Err(HostError::WouldDeadlock { reason });
         }
         let outcome = self.quiesce().and_then(|()| {
