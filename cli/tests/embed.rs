@@ -412,3 +412,43 @@ fn init_and_finalize_inside_callbacks_and_tasks_are_refused() {
         );
     }
 }
+
+/// A view hook that calls herald_finalize or herald_init (it runs on the thread
+/// that runs herald's event loop) is refused at once, on ranks whose main
+/// thread is inside herald_finalize too; before, the hook waited for ever and
+/// so did the whole rank (its loop stopped, and with it its heartbeats).
+#[test]
+fn init_and_finalize_inside_a_view_hook_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/hook_finalize.c"),
+        "hook-finalize",
+    );
+    let mut job = Job::start_program(3, &program, |_| RankSetup {
+        args: Vec::new(),
+        env: Vec::new(),
+    });
+    for rank in 0..3 {
+        job.expect_line(|l| l.rank == rank && l.text == format!("rank {rank}: ready"));
+    }
+    job.kill(2);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(
+        statuses[0].success() && statuses[1].success(),
+        "{transcript}"
+    );
+    for rank in 0..2 {
+        assert!(
+            job.count(&format!("rank {rank}: hook: finalize 2, init 3")) >= 1,
+            "{transcript}"
+        );
+        // Rank 2 went down without calling herald_finalize.
+        assert_eq!(
+            job.count(&format!("rank {rank}: finalized (1)")),
+            1,
+            "{transcript}"
+        );
+    }
+}

@@ -102,9 +102,18 @@ impl Drop for TaskGuard {
 }
 
 /// Why this thread may not start or end a job (`herald_init`,
-/// `herald_finalize`): it runs a herald callback or task, which the job's end
-/// waits for (or a library load inside one). `None` on a thread of the program.
+/// `herald_finalize`): it runs herald's event loop (a hook), a herald callback or
+/// task, which the job's end waits for, or a library load. `None` on a thread of
+/// the program.
 pub fn user_code_refusal() -> Option<String> {
+    if RUNNING_LOOP.with(|running| running.get()) {
+        return Some(
+            "this thread runs herald's event loop (a view or node-down hook runs on it), which \
+             the end of the job needs; start and end the job from the program's main thread, \
+             outside hooks, callbacks and tasks"
+                .to_owned(),
+        );
+    }
     let in_callback = FRAMES.with(|frames| {
         frames
             .borrow()
