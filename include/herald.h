@@ -75,9 +75,8 @@ typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *
  * registration made on several ranks runs once per node and costs O(N)
  * messages. Calling it twice, or after herald_finalize, or inside a herald host,
  * or from a herald callback, task or view hook, fails with HERALD_ERR_INVALID.
- * On failure
- * the reason is printed to stderr and herald_wait(0, ...) reports it.
- * HERALD_LOG=info|debug logs more. */
+ * On failure the reason is printed to stderr and herald_wait(0, ...) reports
+ * it. HERALD_LOG=info|debug logs more. */
 int herald_init(int *argc, char ***argv);
 
 /* Ends the job: collective, like MPI_Finalize - every rank calls it, and it
