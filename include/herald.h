@@ -74,8 +74,9 @@ typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *
  * be NULL and are left as they are. Every rank runs the program (SPMD): the same
  * registration made on several ranks runs once per node and costs O(N)
  * messages. Calling it twice, or after herald_finalize, or inside a herald host,
- * fails with HERALD_ERR_INVALID. On failure the reason is printed to stderr and
- * herald_wait(0, ...) reports it. HERALD_LOG=info|debug logs more. */
+ * or from a herald callback, task or view hook, fails with HERALD_ERR_INVALID.
+ * On failure the reason is printed to stderr and herald_wait(0, ...) reports
+ * it. HERALD_LOG=info|debug logs more. */
 int herald_init(int *argc, char ***argv);
 
 /* Ends the job: collective, like MPI_Finalize - every rank calls it, and it
@@ -84,10 +85,11 @@ int herald_init(int *argc, char ***argv);
  * answered (released handles included), and the rank keeps serving the others.
  * Returns HERALD_ERR_FAILED (the reason on stderr and from herald_wait(0, ...))
  * if a registration that a library constructor made on this rank with nobody
- * waiting for it (a library loaded with plain dlopen) failed, or if ranks went
- * down before calling it (on every surviving rank, naming them). Afterwards
+ * waiting for it (a library loaded with plain dlopen) failed, if ranks went
+ * down before calling it (on every surviving rank, naming them), or if the job
+ * declared this rank down, also after it called it (naming who did). Afterwards
  * herald calls return HERALD_ERR_NO_RUNTIME. Not from inside a
- * herald callback or task (HERALD_ERR_WOULD_DEADLOCK). */
+ * herald callback, task or view hook (HERALD_ERR_WOULD_DEADLOCK). */
 int herald_finalize(void);
 
 /* Runs `callback` once on every node with a copy of `args`. `tag` (or NULL) is

@@ -22,7 +22,7 @@ const HEADER: &str = include_str!("../../include/herald.h");
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Number of nodes.
-    #[arg(short = 'n', long = "nodes", default_value_t = 4)]
+    #[arg(short = 'n', long = "nodes", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub nodes: u32,
 }
 

@@ -57,7 +57,24 @@ fn main() -> ExitCode {
         Commands::Sim(args) => sim::run(args),
     };
     result.unwrap_or_else(|error| {
-        eprintln!("herald: {error:#}");
+        eprintln!("herald: {}", describe(&error));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause whose text the
+/// line already holds (many errors repeat their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -87,12 +87,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         TransportKind::Tcp => start_tcp(&args)?,
         TransportKind::Mpi => start_mpi(&args)?,
     };
-    let Some((runtime, rank, size, coordinator_gone)) = started else {
+    let Some((runtime, rank, size, coordinator_gone, fence_grace)) = started else {
         // A joiner that was not admitted (it said why).
         return Ok(ExitCode::from(1));
     };
     tracing::debug!("herald node: rank {rank} of {size} serving");
-    serve(runtime, &args, rank, coordinator_gone)
+    serve(runtime, &args, rank, coordinator_gone, fence_grace)
 }
 
 /// Joins the job over herald's TCP mesh (or a running job, with --join or
@@ -129,6 +129,7 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
         config.slow_warning = mesh_config.peer_timeout / 2;
     }
     config.agree_on(&mut mesh_config);
+    let fence_grace = mesh_config.peer_timeout;
     let (mesh, mesh_events) = match &join {
         Some(address) => Mesh::join(mesh_config)
             .with_context(|| format!("herald node: cannot join the job through {address}"))?,
@@ -159,11 +160,13 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source
     );
-    Ok(Some((runtime, rank, size, coordinator_gone)))
+    Ok(Some((runtime, rank, size, coordinator_gone, fence_grace)))
 }
 
-/// A started runtime, its rank and job size, and what signals rank 0's leaving.
-type Started = (Runtime, u32, u32, crossbeam_channel::Receiver<()>);
+/// A started runtime, its rank and job size, what signals rank 0's leaving, and
+/// how long a rank that lost rank 0 waits to hear whether the job declared it
+/// down instead (the peer timeout over TCP).
+type Started = (Runtime, u32, u32, crossbeam_channel::Receiver<()>, Duration);
 
 /// The runtime's settings from the flags.
 fn host_config(args: &NodeArgs) -> HostConfig {
@@ -203,7 +206,13 @@ fn start_mpi(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
             "the program initialised"
         }
     );
-    Ok(Some((runtime, rank, size, coordinator_gone)))
+    Ok(Some((
+        runtime,
+        rank,
+        size,
+        coordinator_gone,
+        Duration::ZERO,
+    )))
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -218,6 +227,7 @@ fn serve(
     args: &NodeArgs,
     rank: u32,
     coordinator_gone: crossbeam_channel::Receiver<()>,
+    fence_grace: Duration,
 ) -> anyhow::Result<ExitCode> {
     let code = if rank == 0 {
         exit_when_fenced(&runtime, rank);
@@ -241,6 +251,16 @@ fn serve(
                 0
             }
             Ok(JobEnd::CoordinatorLost { reason }) => {
+                // At one end of a broken link to rank 0, this rank declared rank 0
+                // down while rank 0 may have declared it down: the job's verdict
+                // comes from the other ranks a moment later. A rank the job
+                // declared down exits with FENCED_EXIT, which lets `herald run`
+                // keep the rest of the job going.
+                if let Some(JobEnd::Fenced { by, reason }) = runtime.wait_for_fence(fence_grace) {
+                    eprintln!("{}", fenced_message(rank, by, &reason));
+                    runtime.shutdown();
+                    return Ok(ExitCode::from(FENCED_EXIT));
+                }
                 eprintln!("herald node: rank 0 went down before ending the job: {reason}");
                 1
             }
@@ -336,7 +356,8 @@ fn bootstrap(args: &NodeArgs) -> anyhow::Result<Bootstrap> {
             .and_then(|(_, value)| value.clone())
             .or_else(|| std::env::var(name).ok())
     };
-    bootstrap_from_env(&lookup).context("herald node: cannot tell which rank this is")
+    bootstrap_from_env(&lookup)
+        .context("herald node: cannot find this job's settings (rank, size, coordinator, secret)")
 }
 
 /// Rank 0's part: the loads, then the main function. Returns the exit code.

@@ -423,6 +423,81 @@ fn netns_four_hosts_one_link_cut() {
     drop(net);
 }
 
+/// The link between rank 0 and rank 2 breaks in the middle of a registration,
+/// and rank 2's links to the other ranks fall silent (packets dropped, nothing
+/// closed) until both ends have declared each other down: rank 0's news reaches
+/// ranks 1 and 3 first, so the job's verdict is that rank 2 is down, while rank
+/// 2 has already applied its own news that rank 0 is down and hears the verdict
+/// only once its links carry traffic again. Rank 2 must still end as a rank the
+/// job declared down (status 88, which `herald run` lets the rest survive), not
+/// as one that lost rank 0 (status 1, which makes `herald run` stop every rank).
+#[test]
+fn netns_a_rank_cut_from_rank_0_learns_the_verdict_after_its_own() {
+    let Some(net) = Netns::for_test(
+        "netns_a_rank_cut_from_rank_0_learns_the_verdict_after_its_own",
+        4,
+    ) else {
+        return;
+    };
+    net.direct_link(0, 2)
+        .expect("a direct link between ranks 0 and 2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let go = dir.path().join("go");
+    let env = [
+        // Rank 1 coordinates, so it holds a link to rank 2 to send the verdict on.
+        ("HERALD_TEST_TAG", tag_coordinated_by(1, 4)),
+        ("HERALD_TEST_STALL_NODE", "2".to_owned()),
+        ("HERALD_TEST_STALL_FILE", go.display().to_string()),
+    ];
+    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, "global_main", &env);
+    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
+    net.cut_direct(0, 2);
+    // Fault timing, not synchronisation: ranks 0 and 2 declare each other down
+    // about one peer timeout after the cut; rank 2's other links fall silent
+    // shortly before, for much less than a peer timeout in all.
+    std::thread::sleep(Duration::from_millis(PEER_TIMEOUT_MS - 700));
+    net.block(2, 1);
+    net.block(2, 3);
+    job.expect_line(|l| {
+        l.rank == 2
+            && l.text
+                .contains("node 0 is down in the job's view (declared by node 2")
+    });
+    job.expect_line(|l| {
+        l.rank == 0
+            && l.text
+                .contains("node 2 is down in the job's view (declared by node 0")
+    });
+    net.unblock(2, 1);
+    net.unblock(2, 3);
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    let outcome = job
+        .expect_line(|l| l.rank == 0 && l.text.starts_with("registration: "))
+        .text;
+    assert!(
+        outcome.ends_with("unreachable nodes: 2"),
+        "the job goes on without rank 2: {outcome}\n{transcript}"
+    );
+    assert_eq!(statuses[0].code(), Some(3), "{transcript}");
+    assert!(
+        statuses[1].success() && statuses[3].success(),
+        "{transcript}"
+    );
+    assert_eq!(
+        statuses[2].code(),
+        Some(FENCED_EXIT),
+        "rank 2 was declared down by the job, after it declared rank 0 down\n{transcript}"
+    );
+    assert!(
+        transcript.contains("[2 err] herald node: rank 2 was declared down by node 0"),
+        "{transcript}"
+    );
+    drop(job);
+    drop(net);
+}
+
 /// Starts `nodes` ranks of `main` from `library` (e.g. `global_main` of
 /// cli/tests/c/global.c), one per namespace of `net`, each bound to its own
 /// address, rank 0's as the coordinator, with the short liveness timing and `env`.

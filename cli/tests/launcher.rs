@@ -245,3 +245,45 @@ fn secret_file_is_0600_and_is_not_overwritten_unless_forced() {
     assert_ne!(second, first);
     assert_eq!(second.trim_end().len(), 64);
 }
+
+/// A bad setting is named once, by what it is: an error whose message already
+/// carries its cause is not followed by that cause again, and a bad secret is
+/// not called a failure to tell which rank this is.
+#[test]
+fn a_bad_secret_is_named_once() {
+    let output = Command::new(herald())
+        .arg("node")
+        .env("HERALD_RANK", "0")
+        .env("HERALD_SIZE", "2")
+        .env("HERALD_COORDINATOR", "127.0.0.1:9")
+        .env("HERALD_SECRET", "abcd")
+        .env_remove("HERALD_SECRET_FILE")
+        .output()
+        .expect("herald node");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("found 4 characters").count(),
+        1,
+        "the reason once: {stderr}"
+    );
+    assert!(stderr.contains("HERALD_SECRET"), "{stderr}");
+    assert!(!stderr.contains("which rank"), "{stderr}");
+}
+
+/// `herald demo -n 0` is refused as the demo's own flag, before anything is
+/// compiled or started (it used to compile the plugin, then fail inside `herald
+/// run`, naming that command's `-n`).
+#[test]
+fn demo_refuses_zero_nodes_itself() {
+    let output = Command::new(herald())
+        .args(["demo", "-n", "0"])
+        .output()
+        .expect("herald demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("--nodes"), "{stderr}");
+    assert!(!stderr.contains("herald run"), "{stderr}");
+    assert!(!stdout.contains("compiled just now"), "{stdout}");
+}

@@ -30,6 +30,15 @@ std::thread_local! {
     static RUNNING_LOOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(loom)]
+loom::thread_local! {
+    static RUNNING_TASKS: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+#[cfg(not(loom))]
+std::thread_local! {
+    static RUNNING_TASKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// The invocation a worker thread executes for one runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvocationFrame {
@@ -74,6 +83,53 @@ pub struct LoadingGuard {
 pub fn enter_invocation(frame: InvocationFrame) -> InvocationGuard {
     FRAMES.with(|frames| frames.borrow_mut().push(Frame::Invocation(frame)));
     InvocationGuard(())
+}
+
+/// Keeps this thread marked as running a launched task until dropped.
+#[must_use = "the task mark is removed when the guard drops"]
+pub struct TaskGuard(());
+
+/// Marks this thread as running a launched task until the guard drops.
+pub fn enter_task() -> TaskGuard {
+    RUNNING_TASKS.with(|tasks| tasks.set(tasks.get() + 1));
+    TaskGuard(())
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        RUNNING_TASKS.with(|tasks| tasks.set(tasks.get().saturating_sub(1)));
+    }
+}
+
+/// Why this thread may not start or end a job (`herald_init`,
+/// `herald_finalize`): it runs herald's event loop (a hook), a herald callback or
+/// task, which the job's end waits for, or a library load. `None` on a thread of
+/// the program.
+pub fn user_code_refusal() -> Option<String> {
+    if RUNNING_LOOP.with(|running| running.get()) {
+        return Some(
+            "this thread runs herald's event loop (a view or node-down hook runs on it), which \
+             the end of the job needs; start and end the job from the program's main thread, \
+             outside hooks, callbacks and tasks"
+                .to_owned(),
+        );
+    }
+    let in_callback = FRAMES.with(|frames| {
+        frames
+            .borrow()
+            .iter()
+            .any(|f| matches!(f, Frame::Invocation(_) | Frame::Loading(_)))
+    });
+    let in_task = RUNNING_TASKS.with(|tasks| tasks.get() > 0);
+    let what = match (in_callback, in_task) {
+        (true, _) => "a herald callback (or a library load)",
+        (false, true) => "a herald task",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "this thread runs {what}, which the end of the job waits for; start and end \
+         the job from the program's main thread, outside callbacks and tasks"
+    ))
 }
 
 /// Marks this thread as inside a library load until the guard finishes.

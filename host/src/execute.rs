@@ -58,9 +58,12 @@ pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys:
 
 /// Runs one launched task, then reports its result bytes.
 pub(crate) fn run_task(shared: &Arc<Shared>, request: TaskRequest) {
-    let outcome = catch_unwind(AssertUnwindSafe(|| execute_task(shared, &request)))
-        .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
-        .and_then(|bytes| refusals(shared).map(|()| bytes));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _task = context::enter_task();
+        execute_task(shared, &request)
+    }))
+    .unwrap_or_else(|panic| Err(format!("the task panicked: {}", panic_text(&panic))))
+    .and_then(|bytes| refusals(shared).map(|()| bytes));
     Counters::add(&shared.counters.tasks_run, 1);
     shared.send(Command::TaskFinished {
         run: request.run,

@@ -98,12 +98,16 @@ impl Arrivals {
         }
     }
 
-    /// Blocks until `node` went down, or `timeout` passed. Returns whether it did.
+    /// Blocks until `node` went down, this node was fenced (its runtime stops, so
+    /// it would never hear of `node` again), or `timeout` passed. Returns whether
+    /// `node` went down.
     fn wait_down(&self, node: u32, timeout: Duration) -> bool {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (state, _) = self
             .changed
-            .wait_timeout_while(state, timeout, |state| !state.down.contains(&node))
+            .wait_timeout_while(state, timeout, |state| {
+                !state.down.contains(&node) && state.fenced.is_none()
+            })
             .unwrap_or_else(PoisonError::into_inner);
         state.down.contains(&node)
     }
@@ -124,10 +128,13 @@ impl Runtime {
     /// its result, released handles included.
     ///
     /// Fails (after stopping the runtime) if rank 0 went down first, if a rank
-    /// went down without calling it (on every rank, naming them), or if a registration
+    /// went down without calling it (on every rank, naming them), if the job
+    /// declared this node down (also after it called it), or if a registration
     /// that a library constructor made here with nobody waiting for it failed.
     pub fn finalize(&self) -> Result<(), HostError> {
-        if let Some(reason) = crate::context::deadlock_reason(self.shared().id, None) {
+        let refusal = crate::context::deadlock_reason(self.shared().id, None)
+            .or_else(crate::context::user_code_refusal);
+        if let Some(reason) = refusal {
             return Err(HostError::WouldDeadlock { reason });
         }
         let outcome = self.quiesce().and_then(|()| {
@@ -172,6 +179,12 @@ impl Runtime {
             JobEnd::Ended { .. } => {
                 if !self.shared().arrivals.wait_down(0, COORDINATOR_LINGER) {
                     tracing::debug!("herald: node 0 kept its links open after the end of the job");
+                }
+                // Declared down while it waited for node 0 to close its links
+                // (stopped, or cut off, after the end reached it): the job went on
+                // without it, and that is this node's result.
+                if let Some(why) = self.shared().arrivals.fenced() {
+                    return Err(HostError::Finalize(why));
                 }
                 // Node 0 named them in its end of the job: a node going down
                 // may reach it before it reaches this node, or never.

@@ -535,6 +535,28 @@ impl Runtime {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// After the job ended with [`JobEnd::CoordinatorLost`]: waits up to `timeout`
+    /// for the job to declare this node down instead ([`JobEnd::Fenced`]), and
+    /// returns how the job ended then. A node at one end of a broken link to node
+    /// 0 declares node 0 down itself, and learns only a moment later (from the
+    /// other nodes) whether the job declared it down instead: node 0 declared it
+    /// down too, and its news reached the others first.
+    pub fn wait_for_fence(&self, timeout: Duration) -> Option<JobEnd> {
+        let slot = self
+            .shared
+            .job_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (slot, _) = self
+            .shared
+            .job_end_changed
+            .wait_timeout_while(slot, timeout, |end| {
+                matches!(end, Some(JobEnd::CoordinatorLost { .. }))
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.clone()
+    }
+
     /// Blocks until the job ends (see [`JobEnd`]), or `timeout` passes.
     pub fn wait_for_job_end(&self, timeout: Option<Duration>) -> Result<JobEnd, HostError> {
         let started = Instant::now();

@@ -541,10 +541,19 @@ impl Shared {
         self.lock_keys().remove(&handle);
     }
 
-    /// Records how the job ended and wakes whoever waits for it (first one wins).
+    /// Records how the job ended and wakes whoever waits for it (first one wins,
+    /// except that a fence replaces the loss of node 0: at one end of a broken
+    /// link to node 0 this node declares node 0 down itself, while node 0 may
+    /// declare this node down, and the job applies whichever news reaches each
+    /// node first; when the job's verdict is that this node is down, that is
+    /// how its part ended).
     pub(crate) fn set_job_end(&self, end: JobEnd) {
         let mut slot = self.job_end.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
+        let replace = matches!(
+            (&*slot, &end),
+            (None, _) | (Some(JobEnd::CoordinatorLost { .. }), JobEnd::Fenced { .. })
+        );
+        if replace {
             *slot = Some(end);
             self.job_end_changed.notify_all();
         }

@@ -159,6 +159,27 @@ impl Netns {
         .expect("set the direct veth down");
     }
 
+    /// Drops every packet between ranks `a` and `b` (a blackhole route to the
+    /// other's address in each namespace), without closing anything: their
+    /// connections see silence, and TCP delivers what was sent once
+    /// [`Netns::unblock`] lifts it.
+    pub fn block(&self, a: u32, b: u32) {
+        for (ns, peer) in [(a, b), (b, a)] {
+            let peer = format!("{}/32", Netns::addr(peer));
+            self.ip(&["-n", &self.rank_ns(ns), "route", "add", "blackhole", &peer])
+                .expect("add a blackhole route");
+        }
+    }
+
+    /// Lifts [`Netns::block`].
+    pub fn unblock(&self, a: u32, b: u32) {
+        for (ns, peer) in [(a, b), (b, a)] {
+            let peer = format!("{}/32", Netns::addr(peer));
+            self.ip(&["-n", &self.rank_ns(ns), "route", "del", "blackhole", &peer])
+                .expect("delete a blackhole route");
+        }
+    }
+
     fn hub(&self) -> String {
         format!("{}-hub", self.tag)
     }

@@ -16,7 +16,9 @@ use std::sync::{Mutex, PoisonError};
 
 use herald_tcp::{BootstrapError, Mesh, bootstrap_from_env};
 
-use super::{HERALD_ERR_INVALID, HERALD_ERR_NO_RUNTIME, LAST_ERROR, code_of};
+use super::{
+    HERALD_ERR_INVALID, HERALD_ERR_NO_RUNTIME, HERALD_ERR_WOULD_DEADLOCK, LAST_ERROR, code_of,
+};
 use crate::{
     HostConfig, HostError, Runtime, TransportChoice, TransportKind, global, install_global,
     uninstall_global,
@@ -53,6 +55,13 @@ pub extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> 
 /// Starts the runtime with `start` unless this process has one already, and
 /// installs it (herald_init and herald_init_comm).
 pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, HostError>) -> c_int {
+    // Refused before the lock, which herald_finalize on the main thread may hold.
+    if let Some(reason) = crate::context::user_code_refusal() {
+        let text = reason;
+        eprintln!("{name}: {text}");
+        LAST_ERROR.with(|e| *e.borrow_mut() = Some((HERALD_ERR_INVALID, text)));
+        return HERALD_ERR_INVALID;
+    }
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = match &*embedded {
         Embedded::Running(_) => Err((
@@ -93,8 +102,32 @@ pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, Host
 /// and removed, so later herald calls return `HERALD_ERR_NO_RUNTIME`.
 #[unsafe(no_mangle)]
 pub extern "C" fn herald_finalize() -> c_int {
+    // Refused before the lock: the main thread may hold it inside
+    // herald_finalize, waiting for the end of the job, which this callback or
+    // task holds up.
+    let outcome = match crate::context::user_code_refusal() {
+        Some(reason) => Err((HERALD_ERR_WOULD_DEADLOCK, reason)),
+        None => finalize_embedded(),
+    };
+    match outcome {
+        Ok(()) => super::HERALD_OK,
+        Err((code, text)) => {
+            // HostError::Finalize's text already starts with the function's name.
+            if text.starts_with("herald_finalize") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("herald_finalize: {text}");
+            }
+            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
+            code
+        }
+    }
+}
+
+/// herald_finalize on a thread of the program.
+fn finalize_embedded() -> Result<(), (c_int, String)> {
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
-    let outcome = match std::mem::replace(&mut *embedded, Embedded::Finalized) {
+    match std::mem::replace(&mut *embedded, Embedded::Finalized) {
         Embedded::Running(runtime) => {
             let outcome = runtime.finalize();
             if matches!(outcome, Err(HostError::WouldDeadlock { .. })) {
@@ -116,14 +149,6 @@ pub extern "C" fn herald_finalize() -> c_int {
             HERALD_ERR_NO_RUNTIME,
             "herald_finalize was already called in this process".to_owned(),
         )),
-    };
-    match outcome {
-        Ok(()) => super::HERALD_OK,
-        Err((code, text)) => {
-            eprintln!("herald_finalize: {text}");
-            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
-            code
-        }
     }
 }
 
