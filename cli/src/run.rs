@@ -1,8 +1,8 @@
 //! `herald run -n N -- PROGRAM ARGS...`: starts N ranks of a job on this machine,
 //! with a fresh cluster secret, and prefixes each output line with its rank.
 //! If a rank fails, the others are stopped and `herald run` fails too. SIGINT and
-//! SIGTERM are passed on to every rank; once all are reaped, `herald run` dies of
-//! the same signal.
+//! SIGTERM are passed on to every rank (a stopped rank is continued to receive
+//! them); once all are reaped, `herald run` dies of the same signal.
 
 use std::ffi::OsString;
 use std::io::Write;

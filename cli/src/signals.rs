@@ -146,6 +146,9 @@ fn forward(set: &libc::sigset_t, state: &Mutex<State>) {
         );
         for pid in live {
             send(pid, sent);
+            // A stopped rank (SIGSTOP, a debugger's detach) only receives the
+            // signal once continued, as a shell does for its stopped jobs.
+            send(pid, libc::SIGCONT);
         }
     }
 }

@@ -173,6 +173,41 @@ fn sigint_is_forwarded_and_a_second_signal_kills_ranks_that_ignore_it() {
     assert_gone(&pids, marker);
 }
 
+/// A rank stopped with SIGSTOP gets the forwarded signal too (it is continued
+/// to receive it): one SIGTERM ends the job.
+#[test]
+fn sigterm_reaches_a_stopped_rank() {
+    let marker = "1000.75";
+    let launcher = Launcher::start(2, &format!("echo ready $$; exec sleep {marker}"));
+    let pids = launcher.ready_pids(2);
+    // SAFETY: plain kill(2) of a rank this test started, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pids[1], libc::SIGSTOP) }, 0);
+    wait_until_stopped(pids[1]);
+    launcher.signal(libc::SIGTERM);
+    launcher.stderr_line("got SIGTERM; sending SIGTERM to 2 rank(s)");
+    let status = launcher.wait(&pids);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "herald run: {status}");
+    assert_gone(&pids, marker);
+}
+
+/// Blocks until `pid` is in the stopped state (`T` in /proc/PID/stat).
+fn wait_until_stopped(pid: i32) {
+    let start = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        if state == Some(Some('T')) {
+            return;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "process {pid} did not stop: {stat}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn an_n_the_machine_cannot_hold_is_refused() {
     let output = Command::new(herald())

@@ -442,6 +442,14 @@ impl EventLoop {
                     self.shared
                         .arrivals
                         .fence(format!("this node was declared down by {by}: {reason}"));
+                    // Recorded now, not when the loop's thread finishes the loop:
+                    // a caller that finds the loop over in between (a finalize)
+                    // learns that this node was fenced, and by whom, not only
+                    // that the runtime stopped.
+                    self.shared.set_job_end(JobEnd::Fenced {
+                        by: by.0,
+                        reason: reason.clone(),
+                    });
                     self.fenced = Some((by.0, reason));
                 }
                 Output::ViewChanged(view) => {
