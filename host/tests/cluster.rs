@@ -497,15 +497,59 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
     assert!(runtime.is_stopped());
 }
 
+/// At one end of a broken link to node 0, a node declares node 0 down itself
+/// (the job's end: node 0 lost), then hears the job's verdict that it is down
+/// (from node 2): the fence replaces the loss of node 0, and `wait_for_fence`
+/// returns it, so the node can end as one the job declared down.
+#[test]
+fn a_fence_heard_after_losing_node_0_replaces_that_end() {
+    let (events, runtime) = silent_node_of(1, 3);
+    events
+        .send(herald_tcp::MeshEvent::PeerDown {
+            node: 0,
+            reason: "link cut".into(),
+        })
+        .expect("event loop listening");
+    assert!(matches!(
+        runtime.wait_for_job_end(Some(GUARD)),
+        Ok(herald_host::JobEnd::CoordinatorLost { .. })
+    ));
+    let down = herald_core::Message::Down {
+        node: herald_core::NodeId(1),
+        by: herald_core::NodeId(0),
+        reason: "missed its heartbeats".into(),
+    };
+    for bytes in herald_core::encode_frames(&[down], 1 << 20).expect("encodes") {
+        events
+            .send(herald_tcp::MeshEvent::Frame { from: 2, bytes })
+            .expect("event loop listening");
+    }
+    match runtime.wait_for_fence(GUARD) {
+        Some(herald_host::JobEnd::Fenced { by: 0, reason }) => {
+            assert!(reason.contains("missed its heartbeats"), "{reason}")
+        }
+        other => panic!("expected the fence by node 0, got {other:?}"),
+    }
+    runtime.shutdown();
+}
+
 /// Node `node` of a two-node job whose other node never sends anything (frames
 /// are injected through the returned sender), accepting every "rec" invocation.
 fn silent_node(node: u32) -> (crossbeam_channel::Sender<herald_tcp::MeshEvent>, Runtime) {
+    silent_node_of(node, 2)
+}
+
+/// Node `node` of a job of `nodes` whose other nodes never send anything.
+fn silent_node_of(
+    node: u32,
+    nodes: u32,
+) -> (crossbeam_channel::Sender<herald_tcp::MeshEvent>, Runtime) {
     let (events, event_receiver) = crossbeam_channel::unbounded();
     let runtime = Runtime::start_with_transport(
         Box::new(Silent),
         event_receiver,
         node,
-        2,
+        nodes,
         HostConfig::default(),
     )
     .expect("start");
