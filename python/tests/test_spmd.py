@@ -155,8 +155,14 @@ def test_a_rank_fails_when_rank_0_went_down_before_ending_the_job(tmp_path):
         coordinator = f"127.0.0.1:{probe.getsockname()[1]}"
     environment = dict(os.environ)
     environment.pop("HERALD_SECRET_FILE", None)
+    # A short peer timeout: having lost rank 0, rank 1 waits that long for a
+    # verdict that it was declared down, before it fails.
     environment.update(
-        HERALD_SIZE="2", HERALD_COORDINATOR=coordinator, HERALD_SECRET=secrets.token_hex(32)
+        HERALD_SIZE="2",
+        HERALD_COORDINATOR=coordinator,
+        HERALD_SECRET=secrets.token_hex(32),
+        HERALD_HEARTBEAT_MS="200",
+        HERALD_PEER_TIMEOUT_MS="1000",
     )
     # Rank 0 leaves without ending the job, once rank 1 has joined (leaving
     # before would fail its joining); rank 1's program ends normally.
