@@ -29,7 +29,10 @@ fn build_program(dir: &Path, source: &Path, name: &str) -> PathBuf {
         // DT_RPATH, not DT_RUNPATH: it comes before LD_LIBRARY_PATH, which cargo
         // sets to directories that may hold an older libherald.so of another
         // build (the target directory's own copy).
-        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib_dir.display()))
+        .arg(format!(
+            "-Wl,--disable-new-dtags,-rpath,{}",
+            lib_dir.display()
+        ))
         .args(["-lherald", "-ldl"])
         .status()
         .expect("run cc");
