@@ -357,18 +357,7 @@ fn netns_four_hosts_one_link_cut() {
     let Some(net) = Netns::for_test("netns_four_hosts_one_link_cut", 4) else {
         return;
     };
-    net.direct_link(1, 2)
-        .expect("a direct link between ranks 1 and 2");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let global = build_c(dir.path(), "global", "global", "");
-    let go = dir.path().join("go");
-    let env = [
-        ("HERALD_TEST_TAG", tag_coordinated_by(1, 4)),
-        ("HERALD_TEST_STALL_NODE", "2".to_owned()),
-        ("HERALD_TEST_STALL_FILE", go.display().to_string()),
-    ];
-    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, "global_main", &env);
-    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
+    let (mut job, _dir, go) = start_with_node_2_in_its_callback(&net, 1);
     net.cut_direct(1, 2);
     std::fs::write(&go, b"").expect("open the gate");
     let statuses = job.wait();
@@ -439,19 +428,8 @@ fn netns_a_rank_cut_from_rank_0_learns_the_verdict_after_its_own() {
     ) else {
         return;
     };
-    net.direct_link(0, 2)
-        .expect("a direct link between ranks 0 and 2");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let global = build_c(dir.path(), "global", "global", "");
-    let go = dir.path().join("go");
-    let env = [
-        // Rank 1 coordinates, so it holds a link to rank 2 to send the verdict on.
-        ("HERALD_TEST_TAG", tag_coordinated_by(1, 4)),
-        ("HERALD_TEST_STALL_NODE", "2".to_owned()),
-        ("HERALD_TEST_STALL_FILE", go.display().to_string()),
-    ];
-    let mut job = start_in_namespaces(&net, 4, dir.path(), &global, "global_main", &env);
-    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
+    // Rank 1 coordinates, so it holds a link to rank 2 to send the verdict on.
+    let (mut job, _dir, _go) = start_with_node_2_in_its_callback(&net, 0);
     net.cut_direct(0, 2);
     // Fault timing, not synchronisation: ranks 0 and 2 declare each other down
     // about one peer timeout after the cut; rank 2's other links fall silent
@@ -496,6 +474,28 @@ fn netns_a_rank_cut_from_rank_0_learns_the_verdict_after_its_own() {
     );
     drop(job);
     drop(net);
+}
+
+/// Four ranks of `global_main` (cli/tests/c/global.c), one per namespace of
+/// `net`, with a direct link between rank `linked` and rank 2, registering a key
+/// that rank 1 coordinates; returns once node 2 is inside its callback, where it
+/// stays until the returned file exists (with the directory that holds it).
+fn start_with_node_2_in_its_callback(
+    net: &Netns,
+    linked: u32,
+) -> (Job, tempfile::TempDir, std::path::PathBuf) {
+    net.direct_link(linked, 2).expect("a direct link to rank 2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let go = dir.path().join("go");
+    let env = [
+        ("HERALD_TEST_TAG", tag_coordinated_by(1, 4)),
+        ("HERALD_TEST_STALL_NODE", "2".to_owned()),
+        ("HERALD_TEST_STALL_FILE", go.display().to_string()),
+    ];
+    let mut job = start_in_namespaces(net, 4, dir.path(), &global, "global_main", &env);
+    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: in the callback"));
+    (job, dir, go)
 }
 
 /// Starts `nodes` ranks of `main` from `library` (e.g. `global_main` of
