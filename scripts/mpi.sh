@@ -81,6 +81,39 @@ int main(int argc, char **argv) { /* MPI_Init gives MPI_THREAD_SINGLE */
 EOF
 # shellcheck disable=SC2046
 mpicc -Wall -Werror "$WORK/single.c" $(pkg-config --cflags --libs herald) -o "$WORK/single"
+cat > "$WORK/misuse.c" <<'EOF'
+#include <string.h>
+#include "herald_mpi.h"
+/* herald_init_comm misused: it must return an error, never abort the job. */
+int main(int argc, char **argv) {
+    int provided, rc;
+    if (!strcmp(argv[1], "before-init")) { /* MPI not initialised yet */
+        rc = herald_init_comm(MPI_COMM_WORLD);
+        int initialised = 1;
+        MPI_Initialized(&initialised);
+        return rc == HERALD_ERR_FAILED && !initialised ? 0 : 1;
+    }
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm comm = MPI_COMM_NULL; /* null-comm; split-out: MPI_UNDEFINED but on rank 0 */
+    if (!strcmp(argv[1], "split-out")) {
+        int rank;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? 0 : MPI_UNDEFINED, 0, &comm);
+        if (rank == 0) { /* a communicator of one, beside a rank left out */
+            rc = herald_init_comm(comm);
+            rc = rc == HERALD_OK ? herald_finalize() : rc;
+            MPI_Comm_free(&comm);
+            MPI_Finalize();
+            return rc;
+        }
+    }
+    rc = herald_init_comm(comm);
+    MPI_Finalize();
+    return rc == HERALD_ERR_FAILED ? 0 : 1;
+}
+EOF
+# shellcheck disable=SC2046
+mpicc -Wall -Werror "$WORK/misuse.c" $(pkg-config --cflags --libs herald) -o "$WORK/misuse"
 cd "$WORK"
 
 OUTPUT=$(HERALD_LOG=info "${MPIRUN[@]}" -np "$RANKS" ./embed-c ./libexample_plugin.so 2>&1) \
@@ -110,6 +143,15 @@ OUTPUT=$("${MPIRUN[@]}" -np 2 ./single 2>&1) || { echo "$OUTPUT"; fail "MPI_THRE
 echo "$OUTPUT" | grep -q "MPI was initialised with MPI_THREAD_SINGLE.*MPI_THREAD_MULTIPLE" \
     || { echo "$OUTPUT"; fail "the refusal does not say what to do"; }
 echo "mpi.sh: MPI_THREAD_SINGLE refused, saying what to do"
+for mode in null-comm split-out before-init; do
+    OUTPUT=$("${MPIRUN[@]}" -np 2 ./misuse "$mode" 2>&1) || { echo "$OUTPUT"; fail "herald_init_comm, $mode"; }
+    case $mode in
+        before-init) expected="MPI is not initialised: call MPI_Init_thread" ;;
+        *) expected="the communicator is MPI_COMM_NULL: call herald_init_comm only on ranks" ;;
+    esac
+    echo "$OUTPUT" | grep -q "$expected" || { echo "$OUTPUT"; fail "herald_init_comm, $mode: no reason"; }
+done
+echo "mpi.sh: herald_init_comm on MPI_COMM_NULL or before MPI_Init refused, the job going on"
 cd "$ROOT"
 
 echo "mpi.sh: the herald wheel with MPI support, under mpirun"

@@ -83,7 +83,26 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         Some(choice) => choice,
         None => TransportChoice::from_env()?,
     };
-    let started = match choice.resolve()? {
+    // Flags that describe a TCP job (or a join through rank 0) choose TCP under
+    // auto, and cannot go with MPI, whose ranks and size are the world's.
+    let tcp_flag = if args.join.is_some() {
+        Some("--join")
+    } else if args.rank.is_some() {
+        Some("--rank/--size")
+    } else if args.coordinator.is_some() {
+        Some("--coordinator")
+    } else {
+        None
+    };
+    let kind = match (choice, tcp_flag) {
+        (TransportChoice::Auto, Some(_)) => TransportKind::Tcp,
+        (TransportChoice::Mpi, Some(flag)) => bail!(
+            "{flag} describes a job over herald's TCP links, but the transport is MPI (whose \
+             ranks are MPI_COMM_WORLD's): drop {flag}, or use --transport tcp"
+        ),
+        _ => choice.resolve()?,
+    };
+    let started = match kind {
         TransportKind::Tcp => start_tcp(&args)?,
         TransportKind::Mpi => start_mpi(&args)?,
     };

@@ -261,3 +261,77 @@ fn rank_zeros_exit_code_is_the_jobs() {
     }
     assert_eq!(job.status, Some(3), "{}", job.output);
 }
+
+#[test]
+fn a_join_under_mpirun_goes_through_rank_zero_over_tcp_not_into_a_fresh_mpi_job() {
+    // Nothing listens at the address: the joiner must try it (and fail), never
+    // form a job of its own over MPI and exit 0 as if it had served.
+    let address = common::free_port().to_string();
+    let secret = "ab".repeat(32);
+    let herald = herald().into_os_string();
+    let join = mpirun(
+        1,
+        &[("HERALD_SECRET", &secret)],
+        &[
+            herald.clone(),
+            "-v".into(),
+            "node".into(),
+            "--establish-timeout".into(),
+            "1".into(),
+            "--join".into(),
+            address.clone().into(),
+        ],
+    );
+    assert_ne!(join.status, Some(0), "{}", join.output);
+    assert_ne!(
+        join.status,
+        Some(TIMED_OUT),
+        "the job hung:\n{}",
+        join.output
+    );
+    assert!(
+        join.output
+            .contains(&format!("cannot join the job through {address}")),
+        "{}",
+        join.output
+    );
+    assert_eq!(join.count("over MPI"), 0, "{}", join.output);
+
+    // HERALD_JOIN, as herald_init and the Python module read it, does the same.
+    let env_join = mpirun(
+        1,
+        &[("HERALD_SECRET", &secret), ("HERALD_JOIN", &address)],
+        &[
+            herald.clone(),
+            "-v".into(),
+            "node".into(),
+            "--establish-timeout".into(),
+            "1".into(),
+        ],
+    );
+    assert_ne!(env_join.status, Some(0), "{}", env_join.output);
+    assert_eq!(env_join.count("over MPI"), 0, "{}", env_join.output);
+
+    // --rank/--size cannot go with an explicit MPI transport.
+    let mpi = mpirun(
+        1,
+        &[],
+        &[
+            herald,
+            "node".into(),
+            "--transport".into(),
+            "mpi".into(),
+            "--rank".into(),
+            "0".into(),
+            "--size".into(),
+            "1".into(),
+        ],
+    );
+    assert_ne!(mpi.status, Some(0), "{}", mpi.output);
+    assert!(
+        mpi.output
+            .contains("--rank/--size describes a job over herald's TCP links"),
+        "{}",
+        mpi.output
+    );
+}

@@ -15,7 +15,8 @@ pub const MPI_SUPPORT: bool = cfg!(feature = "mpi");
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportChoice {
     /// MPI when the process runs under an MPI launcher (and not under `herald
-    /// run`, whose `HERALD_RANK` wins as it does in the bootstrap) and this build
+    /// run`, whose `HERALD_RANK` wins as it does in the bootstrap, nor with
+    /// `HERALD_JOIN`, which joins a running job over TCP) and this build
     /// supports MPI, TCP otherwise.
     #[default]
     Auto,
@@ -87,9 +88,13 @@ impl TransportChoice {
 
 /// Whether an MPI launcher started this process, and no herald launcher inside
 /// it (`herald run` started from a rank of an `mpirun` job passes Open MPI's
-/// variables on, but its ranks are not MPI processes).
+/// variables on, but its ranks are not MPI processes), and the process is not
+/// asked to join a running job (`HERALD_JOIN`: joins go through rank 0 over TCP,
+/// e.g. joiners that `mpirun` starts).
 fn under_mpi_launcher(has_var: &dyn Fn(&str) -> bool) -> bool {
-    MPI_LAUNCHER_VARS.iter().any(|var| has_var(var)) && !has_var("HERALD_RANK")
+    MPI_LAUNCHER_VARS.iter().any(|var| has_var(var))
+        && !has_var("HERALD_RANK")
+        && !has_var(crate::JOIN_ENV)
 }
 
 #[cfg(test)]
@@ -126,6 +131,7 @@ mod tests {
         let mpirun = |var: &str| var == "OMPI_COMM_WORLD_SIZE";
         let herald_run = |var: &str| var == "HERALD_RANK";
         let herald_run_inside_mpirun = |var: &str| var == "HERALD_RANK" || mpirun(var);
+        let joiner_under_mpirun = |var: &str| var == "HERALD_JOIN" || mpirun(var);
         let slurm_pmix = |var: &str| var == "PMIX_RANK" || var == "SLURM_PROCID";
         let auto = TransportChoice::Auto;
         let expected = if MPI_SUPPORT {
@@ -141,6 +147,10 @@ mod tests {
         );
         assert_eq!(
             auto.resolve_with(&herald_run_inside_mpirun).ok(),
+            Some(TransportKind::Tcp)
+        );
+        assert_eq!(
+            auto.resolve_with(&joiner_under_mpirun).ok(),
             Some(TransportKind::Tcp)
         );
         assert_eq!(

@@ -9,6 +9,25 @@ pub enum MpiError {
          MPI) and end it with herald_finalize before MPI_Finalize"
     )]
     Finalized,
+    /// herald_init_comm was called before the program initialised MPI.
+    #[error(
+        "MPI is not initialised: call MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, \
+         &provided) before herald_init_comm, or call herald_init instead, which initialises MPI \
+         itself under an MPI launcher"
+    )]
+    NotInitialised,
+    /// The communicator given is `MPI_COMM_NULL`.
+    #[error(
+        "the communicator is MPI_COMM_NULL: call herald_init_comm only on ranks that belong to \
+         a communicator (MPI_Comm_split gives MPI_COMM_NULL to ranks of colour MPI_UNDEFINED)"
+    )]
+    NullComm,
+    /// The communicator given is an intercommunicator.
+    #[error(
+        "the communicator is an intercommunicator: herald runs on an intracommunicator (merge \
+         it with MPI_Intercomm_merge first)"
+    )]
+    InterComm,
     /// The application initialised MPI with a thread level below
     /// `MPI_THREAD_MULTIPLE`: herald's progress thread would call MPI while the
     /// application's threads do.

@@ -7,6 +7,8 @@ use std::os::raw::{c_char, c_int};
 
 use mpi::ffi;
 
+use crate::error::MpiError;
+
 /// A communicator handle. Handles are plain identifiers, valid from any thread of
 /// the process that MPI allows to call it.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +30,26 @@ pub(crate) struct Probed {
 pub(crate) fn world() -> Comm {
     // SAFETY: reading an initialised constant of the MPI library.
     Comm(unsafe { ffi::RSMPI_COMM_WORLD })
+}
+
+/// `comm` if it is an intracommunicator herald can run on: not
+/// `MPI_COMM_NULL` (what MPI_Comm_split gives a rank left out), not an
+/// intercommunicator (whose ranks name the remote group).
+pub(crate) fn check_intracomm(comm: Comm) -> Result<Comm, MpiError> {
+    // SAFETY: reading an initialised constant of the MPI library.
+    if comm.0 == unsafe { ffi::RSMPI_COMM_NULL } {
+        return Err(MpiError::NullComm);
+    }
+    let mut inter = 0;
+    // SAFETY: `comm` is not null and the caller vouched for it; `inter` is written.
+    check("MPI_Comm_test_inter", unsafe {
+        ffi::MPI_Comm_test_inter(comm.0, &mut inter)
+    })
+    .map_err(MpiError::Mpi)?;
+    if inter != 0 {
+        return Err(MpiError::InterComm);
+    }
+    Ok(comm)
 }
 
 /// Duplicates `base` (collective over it) and makes the copy return errors

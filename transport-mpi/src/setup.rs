@@ -31,6 +31,11 @@ pub(crate) fn join(config: &MpiConfig) -> Result<Joined, MpiError> {
     if mpi::environment::is_finalized() {
         return Err(MpiError::Finalized);
     }
+    // A communicator of the program's exists only once the program initialised
+    // MPI; initialising it here would leave the program's own MPI_Init failing.
+    if config.comm.is_some() && !mpi::environment::is_initialized() {
+        return Err(MpiError::NotInitialised);
+    }
     // `None` when the application initialised MPI (rsmpi checks under its lock).
     let universe = mpi::initialize_with_threading(Threading::Multiple).map(|(u, _)| u);
     let provided = mpi::environment::threading_support();
@@ -46,7 +51,12 @@ pub(crate) fn join(config: &MpiConfig) -> Result<Joined, MpiError> {
             level_name(provided)
         );
     }
-    let base = config.comm.unwrap_or_else(raw::world);
+    let base = match config.comm {
+        // Checked before MPI_Comm_dup, whose error handler is the program's
+        // (by default MPI_ERRORS_ARE_FATAL: the whole job would abort).
+        Some(comm) => raw::check_intracomm(comm)?,
+        None => raw::world(),
+    };
     let comm = raw::dup(base).map_err(MpiError::Mpi)?;
     let joined = raw::rank_and_size(comm)
         .map_err(MpiError::Mpi)
