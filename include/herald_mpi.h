@@ -32,8 +32,12 @@ extern "C" {
  *
  * MPI must be initialised with MPI_THREAD_MULTIPLE: herald's progress thread
  * calls MPI while the program's threads do (otherwise HERALD_ERR_FAILED, and
- * the reason says what to do). herald never finalises an MPI it did not
- * initialise: call herald_finalize before MPI_Finalize.
+ * the reason says what to do); so must it be at all (herald_init_comm never
+ * initialises MPI), and `comm` must be an intracommunicator, not MPI_COMM_NULL
+ * (both HERALD_ERR_FAILED, the job going on). herald never finalises an MPI it
+ * did not initialise: call herald_finalize before MPI_Finalize (an MPI_Finalize
+ * first makes herald stop calling MPI and lose every peer: herald_finalize then
+ * fails, naming them).
  *
  * herald_init itself joins over MPI_COMM_WORLD when the process runs under an
  * MPI launcher and libherald.so has MPI support (or HERALD_TRANSPORT=mpi),

@@ -94,6 +94,11 @@ int main(int argc, char **argv) {
         return rc == HERALD_ERR_FAILED && !initialised ? 0 : 1;
     }
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    if (!strcmp(argv[1], "mpi-finalize-first")) { /* herald_finalize after MPI_Finalize */
+        if (herald_init_comm(MPI_COMM_WORLD) != HERALD_OK) return 1;
+        MPI_Finalize(); /* herald stops calling MPI: no crash */
+        return herald_finalize() == HERALD_ERR_FAILED ? 0 : 1;
+    }
     MPI_Comm comm = MPI_COMM_NULL; /* null-comm; split-out: MPI_UNDEFINED but on rank 0 */
     if (!strcmp(argv[1], "split-out")) {
         int rank;
@@ -143,15 +148,16 @@ OUTPUT=$("${MPIRUN[@]}" -np 2 ./single 2>&1) || { echo "$OUTPUT"; fail "MPI_THRE
 echo "$OUTPUT" | grep -q "MPI was initialised with MPI_THREAD_SINGLE.*MPI_THREAD_MULTIPLE" \
     || { echo "$OUTPUT"; fail "the refusal does not say what to do"; }
 echo "mpi.sh: MPI_THREAD_SINGLE refused, saying what to do"
-for mode in null-comm split-out before-init; do
+for mode in null-comm split-out before-init mpi-finalize-first; do
     OUTPUT=$("${MPIRUN[@]}" -np 2 ./misuse "$mode" 2>&1) || { echo "$OUTPUT"; fail "herald_init_comm, $mode"; }
     case $mode in
         before-init) expected="MPI is not initialised: call MPI_Init_thread" ;;
+        mpi-finalize-first) expected="the program called MPI_Finalize before herald_finalize" ;;
         *) expected="the communicator is MPI_COMM_NULL: call herald_init_comm only on ranks" ;;
     esac
     echo "$OUTPUT" | grep -q "$expected" || { echo "$OUTPUT"; fail "herald_init_comm, $mode: no reason"; }
 done
-echo "mpi.sh: herald_init_comm on MPI_COMM_NULL or before MPI_Init refused, the job going on"
+echo "mpi.sh: herald_init_comm on MPI_COMM_NULL or before MPI_Init refused, MPI_Finalize before herald_finalize survived"
 cd "$ROOT"
 
 echo "mpi.sh: the herald wheel with MPI support, under mpirun"

@@ -33,6 +33,8 @@ mod config;
 #[cfg(feature = "mpi")]
 mod error;
 #[cfg(feature = "mpi")]
+mod finalize;
+#[cfg(feature = "mpi")]
 mod progress;
 #[cfg(feature = "mpi")]
 mod raw;

@@ -12,6 +12,7 @@ use mpi::ffi::MPI_Request;
 use crate::backoff::{Backoff, Pause};
 use crate::config::MpiConfig;
 use crate::error::MpiError;
+use crate::finalize::FinalizeWatch;
 use crate::raw::{self, Comm};
 use crate::setup::{self, Joined};
 
@@ -25,6 +26,17 @@ pub(crate) enum Command {
     Open,
     /// Send what is queued, say goodbye to every peer, leave MPI.
     Shutdown,
+    /// The program called MPI_Finalize (herald still running): stop calling
+    /// MPI at once, then drop `done`.
+    MpiFinalizing { done: Sender<()> },
+}
+
+/// Why [`Progress::serve`] ended.
+enum End {
+    /// The runtime shut down (or dropped the transport).
+    Shutdown,
+    /// The program is finalising MPI (see [`Command::MpiFinalizing`]).
+    MpiFinalizing(Sender<()>),
 }
 
 /// Tag of herald's frames on its communicator.
@@ -45,7 +57,7 @@ pub(crate) type Ready = Result<(u32, u32, bool), MpiError>;
 /// The progress thread's body.
 pub(crate) fn run(
     config: MpiConfig,
-    commands: Receiver<Command>,
+    (commands_tx, commands): (Sender<Command>, Receiver<Command>),
     events: EventSender,
     ready: Sender<Ready>,
 ) {
@@ -57,21 +69,44 @@ pub(crate) fn run(
         }
     };
     let owns_mpi = joined.universe.is_some();
+    // Without it the program's MPI_Finalize before herald_finalize crashes this
+    // thread's next MPI call; with it, herald only loses its peers.
+    let watch = match FinalizeWatch::start(commands_tx) {
+        Ok(watch) => Some(watch),
+        Err(error) => {
+            tracing::debug!(%error, "herald-mpi: cannot watch for MPI_Finalize");
+            None
+        }
+    };
     if ready
         .send(Ok((joined.rank, joined.size, owns_mpi)))
         .is_err()
     {
-        leave(joined);
+        leave(joined, watch);
         return;
     }
     let mut progress = Progress::new(&joined, &config, events);
-    progress.serve(&commands);
-    progress.linger();
-    leave(joined);
+    match progress.serve(&commands) {
+        End::Shutdown => {
+            progress.linger();
+            leave(joined, watch);
+        }
+        End::MpiFinalizing(done) => {
+            progress.abandon();
+            // MPI_Finalize deletes the attribute and finalises MPI (also when
+            // herald initialised it: finalising it again would abort).
+            drop(watch);
+            std::mem::forget(joined.universe);
+            drop(done);
+        }
+    }
 }
 
 /// Frees herald's communicator, and finalises MPI if herald initialised it.
-fn leave(joined: Joined) {
+fn leave(joined: Joined, watch: Option<FinalizeWatch>) {
+    if let Some(watch) = watch {
+        watch.stop();
+    }
     raw::free(joined.comm);
     // Dropping the universe calls MPI_Finalize (on this thread, which initialised it).
     drop(joined.universe);
@@ -113,13 +148,17 @@ impl Progress {
         }
     }
 
-    /// Runs until the runtime asks to shut down (or drops the transport).
-    fn serve(&mut self, commands: &Receiver<Command>) {
+    /// Runs until the runtime asks to shut down (or drops the transport), or
+    /// the program finalises MPI.
+    fn serve(&mut self, commands: &Receiver<Command>) -> End {
         loop {
             let mut active = false;
             loop {
                 match commands.try_recv() {
-                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                        return End::Shutdown;
+                    }
+                    Ok(Command::MpiFinalizing { done }) => return End::MpiFinalizing(done),
                     Ok(command) => {
                         self.handle(command);
                         active = true;
@@ -140,7 +179,10 @@ impl Progress {
                 Pause::Yield => std::thread::yield_now(),
                 // A command ends the sleep at once: sends never wait for a poll.
                 Pause::Sleep(pause) => match commands.recv_timeout(pause) {
-                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        return End::Shutdown;
+                    }
+                    Ok(Command::MpiFinalizing { done }) => return End::MpiFinalizing(done),
                     Ok(command) => {
                         self.handle(command);
                         self.backoff.active();
@@ -176,6 +218,17 @@ impl Progress {
         }
     }
 
+    /// The program finalised MPI under herald: every peer is lost, and no MPI
+    /// call is made any more.
+    fn abandon(&mut self) {
+        self.lose_everyone(
+            "the program called MPI_Finalize before herald_finalize (call herald_finalize first)",
+        );
+        // Sends still in flight may read their buffers until MPI_Finalize ends.
+        self.requests.clear();
+        std::mem::forget(std::mem::take(&mut self.buffers));
+    }
+
     fn handle(&mut self, command: Command) {
         match command {
             Command::Send { to, frame } => {
@@ -185,7 +238,7 @@ impl Progress {
             }
             Command::Close { to } => self.close(to),
             Command::Open => self.open = true,
-            Command::Shutdown => {}
+            Command::Shutdown | Command::MpiFinalizing { .. } => {}
         }
     }
 

@@ -214,7 +214,7 @@ pub(crate) fn completed(requests: &mut [ffi::MPI_Request]) -> Result<Vec<usize>,
 }
 
 /// `Ok` for `MPI_SUCCESS`, else the MPI library's text for the code.
-fn check(call: &str, code: c_int) -> Result<(), String> {
+pub(crate) fn check(call: &str, code: c_int) -> Result<(), String> {
     if code == ffi::MPI_SUCCESS as c_int {
         return Ok(());
     }

@@ -42,7 +42,10 @@ impl MpiTransport {
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("herald-mpi-progress".into())
-            .spawn(move || progress::run(config, commands_rx, events_tx, ready_tx))
+            .spawn({
+                let commands = commands.clone();
+                move || progress::run(config, (commands, commands_rx), events_tx, ready_tx)
+            })
             .map_err(|e| MpiError::Thread(format!("cannot start it: {e}")))?;
         match ready.recv() {
             Ok(Ok((rank, size, initialised_mpi))) => Ok((
