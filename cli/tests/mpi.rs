@@ -2,6 +2,7 @@
 //! `mpirun` jobs: the C plugin scenario, the choice of transport, settings every
 //! rank must share, an error text larger than a frame, and what a job shows
 //! when a rank dies (Open MPI aborts it) or rank 0's program fails.
+//! Also: joins and herald run ranks never taken for MPI jobs.
 //! Run by scripts/mpi.sh: `cargo test -p herald --features mpi --test mpi`.
 #![cfg(feature = "mpi")]
 
@@ -334,4 +335,34 @@ fn a_join_under_mpirun_goes_through_rank_zero_over_tcp_not_into_a_fresh_mpi_job(
         "{}",
         mpi.output
     );
+}
+
+#[test]
+fn mpi_asked_for_in_ranks_that_herald_run_started_is_refused_not_run_as_separate_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = example_plugin(dir.path());
+    let mut command = Command::new("timeout");
+    command
+        .arg(GUARD.as_secs().to_string())
+        .arg(herald())
+        .args(["run", "-n", "2", "--"])
+        .args(node(&[], dir.path(), &plugin, "example_main"))
+        .env("HERALD_TRANSPORT", "mpi");
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "PMIX_RANK"] {
+        command.env_remove(var);
+    }
+    let output = command.output().expect("run herald run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    assert_ne!(output.status.code(), Some(TIMED_OUT), "hung:\n{text}");
+    assert!(
+        text.contains("the transport is MPI, but HERALD_RANK is set"),
+        "{text}"
+    );
+    // Before: each rank was rank 0 of a job of one, and ran the job's main.
+    assert!(!text.contains("over MPI"), "{text}");
 }

@@ -70,11 +70,22 @@ impl TransportChoice {
     pub fn resolve_with(self, has_var: &dyn Fn(&str) -> bool) -> Result<TransportKind, HostError> {
         match self {
             TransportChoice::Tcp => Ok(TransportKind::Tcp),
+            // Ranks that `herald run` started are not MPI processes: over MPI each
+            // would be a job of one of its own, and every one of them rank 0.
+            TransportChoice::Mpi if MPI_SUPPORT && has_var("HERALD_RANK") => Err(HostError::Start(
+                "the transport is MPI, but HERALD_RANK is set: this process is a rank of a \
+                     job over herald's TCP links (`herald run` or the environment), which MPI \
+                     does not know, so every rank would be rank 0 of a job of its own; start \
+                     the job with mpirun or srun for MPI, or unset HERALD_TRANSPORT (or use \
+                     --transport tcp)"
+                    .into(),
+            )),
             TransportChoice::Mpi if MPI_SUPPORT => Ok(TransportKind::Mpi),
             TransportChoice::Mpi => Err(HostError::Start(
                 "this herald was built without MPI support: rebuild it with the `mpi` cargo \
-                 feature (e.g. `cargo build --release --features herald/mpi`, or for the Python \
-                 package MATURIN_PEP517_ARGS=\"--features mpi\" pip install ./pyhost), or use \
+                 feature (`cargo build --release --features herald/mpi,herald-c/mpi` for herald \
+                 node and libherald.so; for the Python package MATURIN_PEP517_ARGS=\"--features \
+                 extension-module,mpi --auditwheel skip\" pip install ./pyhost), or use \
                  --transport tcp / HERALD_TRANSPORT=tcp"
                     .into(),
             )),
@@ -159,10 +170,23 @@ mod tests {
         );
         let mpi = TransportChoice::Mpi.resolve_with(&herald_run);
         if MPI_SUPPORT {
-            assert_eq!(mpi.ok(), Some(TransportKind::Mpi));
+            let error = mpi.map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains("HERALD_RANK is set"), "{error}");
+            assert_eq!(
+                TransportChoice::Mpi.resolve_with(&mpirun).ok(),
+                Some(TransportKind::Mpi)
+            );
         } else {
             let error = mpi.map(|_| ()).unwrap_err().to_string();
             assert!(error.contains("without MPI support"), "{error}");
+            // How to rebuild each of herald node, libherald.so and the wheel.
+            for feature in [
+                "herald/mpi",
+                "herald-c/mpi",
+                "extension-module,mpi --auditwheel skip",
+            ] {
+                assert!(error.contains(feature), "{feature}: {error}");
+            }
         }
     }
 }
