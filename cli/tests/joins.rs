@@ -1,7 +1,9 @@
 //! Late joiners on real processes over TCP: a 4th `herald node --join` process
 //! joins a running 3-rank job whose plugin registered a task globally, replays
 //! the registration, and runs the task rank 0 launches on it; a joiner that lacks
-//! the library is not admitted, and says which node and which file.
+//! the library is not admitted, and says which node and which file; two joiners
+//! arriving at once, while registrations are in flight, each run every
+//! registration exactly once.
 
 mod common;
 
@@ -83,4 +85,49 @@ fn a_joiner_that_lacks_the_library_is_not_admitted() {
     job.expect_line(|l| l.rank == 0 && l.text.contains("launch to node 3 failed"));
     let statuses = job.wait();
     assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+}
+
+#[test]
+fn two_joiners_arriving_while_registrations_are_in_flight_run_each_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = build_c(dir.path(), "join_flight", "join_flight", "");
+    let secret = herald_tcp::Secret::random().to_hex();
+    let main = format!("{}:flight_main", plugin.display());
+    let setup = |_| RankSetup {
+        args: args([
+            &"--load",
+            &plugin,
+            &"--main",
+            &main,
+            &"--library-path",
+            &dir.path(),
+        ]),
+        env: vec![
+            ("FLIGHT_FIRST".into(), "12".into()),
+            ("FLIGHT_SECOND".into(), "4".into()),
+            ("FLIGHT_NODES".into(), "5".into()),
+        ],
+    };
+    let mut job = Job::start_with(3, common::free_port(), &secret, |_| Vec::new(), setup);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for joiners"));
+    let joiners = [
+        start_joiner(&job, dir.path(), &secret),
+        start_joiner(&job, dir.path(), &secret),
+    ];
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+    let once = format!("ran: {}{}", "1".repeat(16), "0".repeat(16));
+    for node in 0..5 {
+        let wanted = format!("node {node} {once}");
+        assert_eq!(job.count(&wanted), 1, "{wanted}\n{}", job.transcript());
+    }
+    for joiner in joiners {
+        let output = joiner.join().expect("joiner thread");
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -281,6 +281,40 @@ fn secret_file_is_0600_and_is_not_overwritten_unless_forced() {
     assert_eq!(second.trim_end().len(), 64);
 }
 
+/// HERALD_SECRET_FILE naming a FIFO or a device is refused at once, naming it,
+/// instead of blocking for a writer that never comes (a FIFO) or reading until
+/// memory runs out (`/dev/zero`). The FIFO has no writer: a rank that opened it
+/// to read would wait for ever (`timeout` ends it and the test fails).
+#[test]
+fn a_secret_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("job.secret");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        // `timeout` is the failure guard: it ends a rank that blocks (status 124).
+        let output = Command::new("timeout")
+            .arg("10")
+            .arg(herald())
+            .args(["node", "--rank", "0", "--size", "2", "--coordinator"])
+            .arg(common::free_port().to_string())
+            .env("HERALD_SECRET_FILE", path)
+            .env_remove("HERALD_SECRET")
+            .output()
+            .expect("herald node");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let status = output.status;
+        assert_ne!(
+            status.code(),
+            Some(124),
+            "{} blocked herald node",
+            path.display()
+        );
+        assert!(!status.success(), "{stderr}");
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+}
+
 /// A bad setting is named once, by what it is: an error whose message already
 /// carries its cause is not followed by that cause again, and a bad secret is
 /// not called a failure to tell which rank this is.

@@ -336,6 +336,44 @@ fn a_rank_started_in_the_root_directory_allows_nothing_implicitly() {
     assert_eq!(text.matches("inner ran").count(), 2, "{text}");
 }
 
+/// A rank started in a private directory allows it implicitly, but not once
+/// anyone may write to it: rank 0's main (loaded from there) makes it writable
+/// by anyone mid-job, then registers a task of its own library. Every node
+/// refuses the library, naming it, and the task runs nowhere.
+#[test]
+fn a_working_directory_that_becomes_writable_by_anyone_allows_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 700");
+    let library = build_c(dir.path(), "writable", "writable", "");
+    let main = format!("{}:writable_main", library.display());
+    let output = Command::new(common::herald())
+        .current_dir(dir.path())
+        .env_remove("HERALD_LIBRARY_PATH")
+        .env("WRITABLE_DIR", dir.path())
+        .args(["run", "-n", "2", "--"])
+        .arg(common::herald())
+        .args(["node", "--load"])
+        .arg(&library)
+        .arg("--main")
+        .arg(&main)
+        .output()
+        .expect("herald run");
+    // Let the tempdir be removed as usual.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 700");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("registration failed"), "{text}");
+    assert!(text.contains("writable by anyone"), "{text}");
+    assert!(!text.contains("task ran"), "{text}");
+}
+
 /// Compiles `cli/tests/c/{name}.c` into `output` with `cc -shared -fPIC` and
 /// extra flags (after the source, so libraries can follow it).
 fn compile(name: &str, output: &Path, flags: &[&str]) {

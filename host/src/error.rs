@@ -113,6 +113,19 @@ pub enum LoadError {
         /// The allowed directories.
         allowed: Vec<PathBuf>,
     },
+    /// The library lies in an allowed directory that anyone may write to now,
+    /// though nobody could when herald started here: anyone may have put it there.
+    #[error(
+        "library {path} is in {dir}, which has become writable by anyone since herald \
+         started here, so nothing loads from it; make it writable by its owner only \
+         (chmod o-w) on every node"
+    )]
+    OpenedDirectory {
+        /// The canonical path.
+        path: PathBuf,
+        /// The allowed directory anyone may now write to.
+        dir: PathBuf,
+    },
     /// The file is not there, or not readable.
     #[error("library {path} cannot be read: {reason}; install it at the same path on every node")]
     Unreadable {

@@ -415,20 +415,35 @@ fn parse_coordinator(value: &str) -> Result<SocketAddr, BootstrapError> {
 }
 
 fn read_secret_file(path: &str) -> Result<Secret, BootstrapError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BootstrapError::SecretFile {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |source| BootstrapError::SecretFile {
         path: path.to_owned(),
         source,
-    })?;
-    #[cfg(unix)]
-    if let Ok(meta) = std::fs::metadata(path) {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path,
-                "herald: HERALD_SECRET_FILE is readable by other users; chmod 600 it"
-            );
-        }
+    };
+    // Opened without blocking, then judged by what was opened: a FIFO would
+    // otherwise wait for a writer, and a device such as /dev/zero never ends.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
+    if !meta.is_file() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file; write the secret to one with `herald secret --file`",
+        )));
     }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            path,
+            "herald: HERALD_SECRET_FILE is readable by other users; chmod 600 it"
+        );
+    }
+    // A secret is 64 hex digits; more than this is not one, whatever follows.
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).map_err(failed)?;
     Secret::from_hex(&text).map_err(|source| BootstrapError::BadSecret {
         var: "HERALD_SECRET_FILE",
         source,

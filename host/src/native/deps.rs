@@ -100,7 +100,7 @@ impl Resolver<'_> {
                 return Err(LoadError::DependencyNotAllowed {
                     library: object.to_owned(),
                     dependency: canonical,
-                    allowed: self.policy.allowed().to_vec(),
+                    allowed: self.policy.allowed(),
                 });
             }
             let dependency = CheckedFile::open(&canonical)?;

@@ -192,11 +192,7 @@ pub(crate) fn reference_for_address(
             return Err(not_exported(NOT_EXPORTED));
         };
         if !policy.allows(Path::new(&library.path)) {
-            return Err(LoadError::NotAllowed {
-                path: PathBuf::from(&library.path),
-                allowed: policy.allowed().to_vec(),
-            }
-            .into());
+            return Err(policy.refusal(Path::new(&library.path)).into());
         }
         return Ok((library, symbol));
     }
@@ -244,10 +240,7 @@ pub(crate) fn reference_for_path(path: &Path, policy: &Policy) -> Result<Library
 fn check(path: &Path, policy: &Policy) -> Result<Checked, LoadError> {
     let main = CheckedFile::open(path)?;
     if !policy.allows(&main.path) {
-        return Err(LoadError::NotAllowed {
-            path: main.path,
-            allowed: policy.allowed().to_vec(),
-        });
+        return Err(policy.refusal(&main.path));
     }
     let dependencies = deps::resolve(&main, policy)?;
     Ok(Checked { main, dependencies })

@@ -7,19 +7,42 @@
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
+use crate::error::LoadError;
+
 /// The allowed directories of one runtime, canonicalised, with the system's.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
-    allowed: Vec<PathBuf>,
+    allowed: Vec<Allowed>,
+}
+
+/// One allowed directory, and whether anyone could write to it when the
+/// runtime started: one that anyone can write to only later allows nothing
+/// from then on (anyone may have put the file there since).
+#[derive(Clone, Debug)]
+struct Allowed {
+    dir: PathBuf,
+    open_at_start: bool,
+}
+
+impl Allowed {
+    fn new(dir: PathBuf) -> Allowed {
+        let open_at_start = writable_by_anyone(&dir);
+        Allowed { dir, open_at_start }
+    }
+
+    /// Whether anyone may write to it now, though nobody could at the start.
+    fn opened(&self) -> bool {
+        !self.open_at_start && writable_by_anyone(&self.dir)
+    }
 }
 
 impl Policy {
     /// Canonicalises each directory, dropping (with a log line) those that do not exist.
     pub(crate) fn new(dirs: &[PathBuf]) -> Policy {
-        let mut allowed: Vec<PathBuf> = Vec::new();
+        let mut allowed: Vec<Allowed> = Vec::new();
         for dir in dirs {
             match std::fs::canonicalize(dir) {
-                Ok(dir) if !allowed.contains(&dir) => allowed.push(dir),
+                Ok(dir) if !allowed.iter().any(|a| a.dir == dir) => allowed.push(Allowed::new(dir)),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(dir = %dir.display(), %error, "herald: allowed directory skipped")
@@ -29,14 +52,37 @@ impl Policy {
         Policy { allowed }
     }
 
-    /// The allowed directories, canonical.
-    pub(crate) fn allowed(&self) -> &[PathBuf] {
-        &self.allowed
+    /// The allowed directories, canonical (those anyone may write to since the
+    /// start left out).
+    pub(crate) fn allowed(&self) -> Vec<PathBuf> {
+        self.allowed
+            .iter()
+            .filter(|a| !a.opened())
+            .map(|a| a.dir.clone())
+            .collect()
     }
 
     /// Whether a library may be loaded from `canonical`.
     pub(crate) fn allows(&self, canonical: &Path) -> bool {
-        self.allowed.iter().any(|dir| is_under(canonical, dir))
+        self.allowed
+            .iter()
+            .any(|a| is_under(canonical, &a.dir) && !a.opened())
+    }
+
+    /// Why `canonical`, which [`allows`](Self::allows) refused, may not be
+    /// loaded: it lies in an allowed directory that anyone may write to since
+    /// the start, or outside every allowed directory.
+    pub(crate) fn refusal(&self, canonical: &Path) -> LoadError {
+        match self.allowed.iter().find(|a| is_under(canonical, &a.dir)) {
+            Some(opened) => LoadError::OpenedDirectory {
+                path: canonical.to_path_buf(),
+                dir: opened.dir.clone(),
+            },
+            None => LoadError::NotAllowed {
+                path: canonical.to_path_buf(),
+                allowed: self.allowed(),
+            },
+        }
     }
 
     /// Whether `canonical` lies in a system library directory (where
@@ -44,6 +90,12 @@ impl Policy {
     pub(crate) fn is_system(&self, canonical: &Path) -> bool {
         system_dirs().iter().any(|dir| is_under(canonical, dir))
     }
+}
+
+/// Whether anyone, not only its owner and group, may write to `dir`.
+fn writable_by_anyone(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o002 != 0)
 }
 
 /// Whether `path` is `dir` or inside it, comparing whole components.
@@ -160,7 +212,10 @@ mod tests {
     #[test]
     fn directories_match_whole_components() {
         let policy = Policy {
-            allowed: vec![PathBuf::from("/opt/plug")],
+            allowed: vec![Allowed {
+                dir: PathBuf::from("/opt/plug"),
+                open_at_start: false,
+            }],
         };
         assert!(policy.allows(Path::new("/opt/plug/lib.so")));
         assert!(policy.allows(Path::new("/opt/plug/sub/lib.so")));
