@@ -15,7 +15,20 @@ use common::{Job, RankSetup, args, build_c};
 
 /// Starts the 3-rank job: rank 0 loads the plugin and runs `join_main`.
 fn start_job(dir: &Path, plugin: &Path, secret: &str, expect: &str) -> Job {
-    let main = format!("{}:join_main", plugin.display());
+    let env = [("JOIN_EXPECT", expect)];
+    start_job_running(dir, plugin, "join_main", secret, &env)
+}
+
+/// Starts a 3-rank job whose rank 0 loads `plugin` (from `dir`, an allowed
+/// directory) and runs its function `main`, every rank with `env`.
+fn start_job_running(
+    dir: &Path,
+    plugin: &Path,
+    main: &str,
+    secret: &str,
+    env: &[(&str, &str)],
+) -> Job {
+    let main = format!("{}:{main}", plugin.display());
     let setup = |_| RankSetup {
         args: args([
             &"--load",
@@ -25,7 +38,10 @@ fn start_job(dir: &Path, plugin: &Path, secret: &str, expect: &str) -> Job {
             &"--library-path",
             &dir,
         ]),
-        env: vec![("JOIN_EXPECT".into(), expect.into())],
+        env: env
+            .iter()
+            .map(|(name, value)| ((*name).into(), (*value).into()))
+            .collect(),
     };
     Job::start_with(3, common::free_port(), secret, |_| Vec::new(), setup)
 }
@@ -92,23 +108,12 @@ fn two_joiners_arriving_while_registrations_are_in_flight_run_each_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugin = build_c(dir.path(), "join_flight", "join_flight", "");
     let secret = herald_tcp::Secret::random().to_hex();
-    let main = format!("{}:flight_main", plugin.display());
-    let setup = |_| RankSetup {
-        args: args([
-            &"--load",
-            &plugin,
-            &"--main",
-            &main,
-            &"--library-path",
-            &dir.path(),
-        ]),
-        env: vec![
-            ("FLIGHT_FIRST".into(), "12".into()),
-            ("FLIGHT_SECOND".into(), "4".into()),
-            ("FLIGHT_NODES".into(), "5".into()),
-        ],
-    };
-    let mut job = Job::start_with(3, common::free_port(), &secret, |_| Vec::new(), setup);
+    let env = [
+        ("FLIGHT_FIRST", "12"),
+        ("FLIGHT_SECOND", "4"),
+        ("FLIGHT_NODES", "5"),
+    ];
+    let mut job = start_job_running(dir.path(), &plugin, "flight_main", &secret, &env);
     job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for joiners"));
     let joiners = [
         start_joiner(&job, dir.path(), &secret),
