@@ -31,7 +31,8 @@ pub struct NodeArgs {
     /// non-zero, naming the registration, if one fails here.
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["rank", "size", "coordinator"])]
     pub join: Option<String>,
-    /// Address this rank listens on (default: HERALD_BIND, else loopback).
+    /// Address this rank listens on (default: HERALD_BIND, else loopback). Over
+    /// TCP only.
     #[arg(long, value_name = "IP")]
     pub bind: Option<IpAddr>,
     /// A library rank 0 loads once the job has formed (repeatable, in order).
@@ -47,7 +48,8 @@ pub struct NodeArgs {
     /// unless one is /, the home directory or writable by anyone).
     #[arg(long = "library-path", value_name = "DIR")]
     pub library_path: Vec<PathBuf>,
-    /// Seconds to wait for every rank to join.
+    /// Seconds to wait for every rank to join (with --join: to be admitted into
+    /// the running job). Over TCP only.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub establish_timeout: u64,
     /// Idle time after which a link sends a heartbeat, in milliseconds

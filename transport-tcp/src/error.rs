@@ -168,7 +168,8 @@ pub enum HandshakeError {
 /// Two ranks of one job use different values of a setting every rank must share.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "node {peer} uses {name} {theirs}, this node {ours}: start every rank with the same {flag}"
+    "{} uses {name} {theirs}, this node {ours}: start every rank with the same {flag}",
+    peer_name(.peer)
 )]
 pub struct Disagreement {
     /// The peer's rank.
@@ -183,6 +184,16 @@ pub struct Disagreement {
     pub flag: String,
 }
 
+/// How a disagreement names the peer: a process joining a running job has no
+/// rank yet.
+fn peer_name(peer: &u32) -> String {
+    if *peer == crate::handshake::JOINING {
+        "a process joining the job".to_owned()
+    } else {
+        format!("node {peer}")
+    }
+}
+
 impl From<io::Error> for HandshakeError {
     fn from(err: io::Error) -> HandshakeError {
         match err.kind() {
@@ -190,5 +201,39 @@ impl From<io::Error> for HandshakeError {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut,
             _ => HandshakeError::Io(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fanout_disagreement(peer: u32) -> String {
+        Disagreement {
+            peer,
+            name: "fan-out".into(),
+            ours: "4".into(),
+            theirs: "8".into(),
+            flag: "--fanout".into(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_disagreement_names_a_ranked_peer_by_its_rank() {
+        assert_eq!(
+            fanout_disagreement(2),
+            "node 2 uses fan-out 8, this node 4: start every rank with the same --fanout"
+        );
+    }
+
+    /// A joiner has no rank yet: it is not called `node 4294967295`.
+    #[test]
+    fn a_disagreement_names_a_joining_process_as_such() {
+        assert_eq!(
+            fanout_disagreement(crate::handshake::JOINING),
+            "a process joining the job uses fan-out 8, this node 4: start every rank with \
+             the same --fanout"
+        );
     }
 }
