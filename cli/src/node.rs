@@ -263,7 +263,11 @@ fn serve(
         }
         code
     } else {
-        match runtime.wait_for_job_end(None) {
+        // At one end of a broken link to rank 0, this rank declares rank 0 down
+        // while rank 0 may declare it down: the job's verdict comes from the other
+        // ranks a moment later. A rank the job declared down exits with
+        // FENCED_EXIT, which lets `herald run` keep the rest of the job going.
+        match runtime.wait_for_verdict(fence_grace) {
             Ok(JobEnd::Ended { .. }) => {
                 // Rank 0 closes its links once every rank has acknowledged the end;
                 // leaving only then means no rank sees another leave while it has
@@ -272,16 +276,6 @@ fn serve(
                 0
             }
             Ok(JobEnd::CoordinatorLost { reason }) => {
-                // At one end of a broken link to rank 0, this rank declared rank 0
-                // down while rank 0 may have declared it down: the job's verdict
-                // comes from the other ranks a moment later. A rank the job
-                // declared down exits with FENCED_EXIT, which lets `herald run`
-                // keep the rest of the job going.
-                if let Some(JobEnd::Fenced { by, reason }) = runtime.wait_for_fence(fence_grace) {
-                    eprintln!("{}", fenced_message(rank, by, &reason));
-                    runtime.shutdown();
-                    return Ok(ExitCode::from(FENCED_EXIT));
-                }
                 eprintln!("herald node: rank 0 went down before ending the job: {reason}");
                 1
             }

@@ -517,9 +517,10 @@ impl Runtime {
         let me = self.node_id();
         // Marked first: nodes leaving once they have acknowledged is expected.
         self.shared.set_job_end(JobEnd::Ended { by: me });
+        let args = end_job_args(lost);
         let handles: Vec<TaskHandle> = (0..self.num_nodes())
             .filter(|node| *node != me)
-            .map(|node| self.launch_any(node, END_JOB_TASK.to_owned(), end_job_args(lost)))
+            .map(|node| self.launch_any(node, END_JOB_TASK.to_owned(), args.clone()))
             .collect();
         let mut first_error = None;
         for handle in handles {
@@ -535,13 +536,19 @@ impl Runtime {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// After the job ended with [`JobEnd::CoordinatorLost`]: waits up to `timeout`
-    /// for the job to declare this node down instead ([`JobEnd::Fenced`]), and
-    /// returns how the job ended then. A node at one end of a broken link to node
-    /// 0 declares node 0 down itself, and learns only a moment later (from the
-    /// other nodes) whether the job declared it down instead: node 0 declared it
-    /// down too, and its news reached the others first.
-    pub fn wait_for_fence(&self, timeout: Duration) -> Option<JobEnd> {
+    /// Blocks until the job ends, as [`wait_for_job_end`](Self::wait_for_job_end)
+    /// without a timeout; but when it ended with the loss of node 0
+    /// ([`JobEnd::CoordinatorLost`]), waits up to `grace` more for the job's
+    /// verdict that this node is down ([`JobEnd::Fenced`]), and returns that if it
+    /// comes. A node at one end of a broken link to node 0 declares node 0 down
+    /// itself, and learns only a moment later (from the other nodes) whether the
+    /// job declared it down instead: node 0 declared it down too, and its news
+    /// reached the others first.
+    pub fn wait_for_verdict(&self, grace: Duration) -> Result<JobEnd, HostError> {
+        let end = self.wait_for_job_end(None)?;
+        if !matches!(end, JobEnd::CoordinatorLost { .. }) {
+            return Ok(end);
+        }
         let slot = self
             .shared
             .job_end
@@ -550,11 +557,11 @@ impl Runtime {
         let (slot, _) = self
             .shared
             .job_end_changed
-            .wait_timeout_while(slot, timeout, |end| {
+            .wait_timeout_while(slot, grace, |end| {
                 matches!(end, Some(JobEnd::CoordinatorLost { .. }))
             })
             .unwrap_or_else(PoisonError::into_inner);
-        slot.clone()
+        Ok(slot.clone().unwrap_or(end))
     }
 
     /// Blocks until the job ends (see [`JobEnd`]), or `timeout` passes.

@@ -499,7 +499,7 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
 
 /// At one end of a broken link to node 0, a node declares node 0 down itself
 /// (the job's end: node 0 lost), then hears the job's verdict that it is down
-/// (from node 2): the fence replaces the loss of node 0, and `wait_for_fence`
+/// (from node 2): the fence replaces the loss of node 0, and `wait_for_verdict`
 /// returns it, so the node can end as one the job declared down.
 #[test]
 fn a_fence_heard_after_losing_node_0_replaces_that_end() {
@@ -524,8 +524,8 @@ fn a_fence_heard_after_losing_node_0_replaces_that_end() {
             .send(herald_tcp::MeshEvent::Frame { from: 2, bytes })
             .expect("event loop listening");
     }
-    match runtime.wait_for_fence(GUARD) {
-        Some(herald_host::JobEnd::Fenced { by: 0, reason }) => {
+    match runtime.wait_for_verdict(GUARD) {
+        Ok(herald_host::JobEnd::Fenced { by: 0, reason }) => {
             assert!(reason.contains("missed its heartbeats"), "{reason}")
         }
         other => panic!("expected the fence by node 0, got {other:?}"),

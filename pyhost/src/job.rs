@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
-use herald_host::{HostConfig, HostError, JobEnd, Runtime, TransportChoice, TransportKind};
+use herald_host::{HostConfig, Runtime, TransportChoice, TransportKind};
 use herald_tcp::{Bootstrap, BootstrapError, Mesh, bootstrap_from_env};
 
 use crate::executor::{PYTHON_KIND, PythonExecutor};
@@ -212,26 +212,6 @@ pub struct Node {
     /// How long a node that lost rank 0 waits to hear whether the job declared
     /// it down instead (the peer timeout over TCP; zero over MPI).
     pub fence_grace: Duration,
-}
-
-impl Node {
-    /// Blocks until the job ends. At one end of a broken link to rank 0 this
-    /// node declares rank 0 down itself, while the job's verdict (from the other
-    /// nodes, a moment later) may be that this node is down: after losing rank
-    /// 0 it waits [`Node::fence_grace`] for that verdict, and returns it if it
-    /// comes (the process then exits with `herald node`'s status 88, which lets
-    /// the launcher keep the rest of the job going).
-    pub fn wait_for_job_end(&self) -> Result<JobEnd, HostError> {
-        let end = self.runtime.wait_for_job_end(None)?;
-        if matches!(end, JobEnd::CoordinatorLost { .. }) {
-            if let Some(fenced @ JobEnd::Fenced { .. }) =
-                self.runtime.wait_for_fence(self.fence_grace)
-            {
-                return Ok(fenced);
-            }
-        }
-        Ok(end)
-    }
 }
 
 /// Whether this node knows that the job is over.

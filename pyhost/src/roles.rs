@@ -36,7 +36,7 @@ const FENCED_EXIT: u8 = 88;
 /// Returns the exit status.
 pub(crate) fn serve(node: &Node) -> u8 {
     let runtime = &node.runtime;
-    let end = node.wait_for_job_end();
+    let end = node.runtime.wait_for_verdict(node.fence_grace);
     interpreter::finish();
     if matches!(end, Ok(JobEnd::Ended { .. })) {
         // Rank 0 closes its links once every node has acknowledged the end; leaving

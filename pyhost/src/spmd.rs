@@ -128,7 +128,7 @@ pub(crate) fn end_of_program(py: Python<'_>) -> (Option<String>, &'static str) {
                 .err()
                 .map(|error| format!("ending the job: {error}"))
         } else {
-            let end = node.wait_for_job_end();
+            let end = node.runtime.wait_for_verdict(node.fence_grace);
             if matches!(end, Ok(JobEnd::Ended { .. })) {
                 // Leaving only once rank 0 closes its links: no node sees
                 // another leave while its job still runs.
