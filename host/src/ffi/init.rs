@@ -57,10 +57,7 @@ pub extern "C" fn herald_init(argc: *mut c_int, argv: *mut *mut *mut c_char) -> 
 pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, HostError>) -> c_int {
     // Refused before the lock, which herald_finalize on the main thread may hold.
     if let Some(reason) = crate::context::user_code_refusal() {
-        let text = reason;
-        eprintln!("{name}: {text}");
-        LAST_ERROR.with(|e| *e.borrow_mut() = Some((HERALD_ERR_INVALID, text)));
-        return HERALD_ERR_INVALID;
+        return failed(name, HERALD_ERR_INVALID, reason);
     }
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = match &*embedded {
@@ -88,11 +85,7 @@ pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, Host
             *embedded = Embedded::Running(runtime);
             super::HERALD_OK
         }
-        Err((code, text)) => {
-            eprintln!("{name}: {text}");
-            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
-            code
-        }
+        Err((code, text)) => failed(name, code, text),
     }
 }
 
@@ -111,17 +104,21 @@ pub extern "C" fn herald_finalize() -> c_int {
     };
     match outcome {
         Ok(()) => super::HERALD_OK,
-        Err((code, text)) => {
-            // HostError::Finalize's text already starts with the function's name.
-            if text.starts_with("herald_finalize") {
-                eprintln!("{text}");
-            } else {
-                eprintln!("herald_finalize: {text}");
-            }
-            LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
-            code
-        }
+        Err((code, text)) => failed("herald_finalize", code, text),
     }
+}
+
+/// `name` failed with `code`: says why on stderr (naming the function once:
+/// many texts already start with its name) and keeps the reason for
+/// `herald_wait(0, ...)`. Returns `code`.
+fn failed(name: &str, code: c_int, text: String) -> c_int {
+    if text.starts_with(name) {
+        eprintln!("{text}");
+    } else {
+        eprintln!("{name}: {text}");
+    }
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some((code, text)));
+    code
 }
 
 /// herald_finalize on a thread of the program.
