@@ -155,14 +155,13 @@ impl Progress {
             let mut active = false;
             loop {
                 match commands.try_recv() {
-                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
-                        return End::Shutdown;
-                    }
-                    Ok(Command::MpiFinalizing { done }) => return End::MpiFinalizing(done),
                     Ok(command) => {
-                        self.handle(command);
+                        if let Some(end) = self.handle(command) {
+                            return end;
+                        }
                         active = true;
                     }
+                    Err(TryRecvError::Disconnected) => return End::Shutdown,
                     Err(TryRecvError::Empty) => break,
                 }
             }
@@ -179,14 +178,13 @@ impl Progress {
                 Pause::Yield => std::thread::yield_now(),
                 // A command ends the sleep at once: sends never wait for a poll.
                 Pause::Sleep(pause) => match commands.recv_timeout(pause) {
-                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                        return End::Shutdown;
-                    }
-                    Ok(Command::MpiFinalizing { done }) => return End::MpiFinalizing(done),
                     Ok(command) => {
-                        self.handle(command);
+                        if let Some(end) = self.handle(command) {
+                            return end;
+                        }
                         self.backoff.active();
                     }
+                    Err(RecvTimeoutError::Disconnected) => return End::Shutdown,
                     Err(RecvTimeoutError::Timeout) => {}
                 },
             }
@@ -229,7 +227,8 @@ impl Progress {
         std::mem::forget(std::mem::take(&mut self.buffers));
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Carries out `command`; returns how serving ends if it ends it.
+    fn handle(&mut self, command: Command) -> Option<End> {
         match command {
             Command::Send { to, frame } => {
                 if self.closed.get(to as usize) == Some(&false) {
@@ -238,8 +237,10 @@ impl Progress {
             }
             Command::Close { to } => self.close(to),
             Command::Open => self.open = true,
-            Command::Shutdown | Command::MpiFinalizing { .. } => {}
+            Command::Shutdown => return Some(End::Shutdown),
+            Command::MpiFinalizing { done } => return Some(End::MpiFinalizing(done)),
         }
+        None
     }
 
     fn close(&mut self, to: u32) {
