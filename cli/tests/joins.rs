@@ -46,6 +46,18 @@ fn start_job_running(
     Job::start_with(3, common::free_port(), secret, |_| Vec::new(), setup)
 }
 
+/// Waits for a joiner started by [`start_joiner`]; fails, with its output, unless
+/// it succeeded.
+fn assert_joiner_succeeded(joiner: JoinHandle<Output>) {
+    let output = joiner.join().expect("joiner thread");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Starts `herald node --join` against the job, collecting its output.
 fn start_joiner(job: &Job, dir: &Path, secret: &str) -> JoinHandle<Output> {
     let mut command = Command::new(common::herald());
@@ -74,13 +86,7 @@ fn a_fourth_process_joins_replays_the_plugin_and_runs_its_task() {
     job.expect_line(|l| l.rank == 0 && l.text.contains("7 squared on node 3 is 49"));
     let statuses = job.wait();
     assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
-    let output = joiner.join().expect("joiner thread");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_joiner_succeeded(joiner);
 }
 
 #[test]
@@ -126,13 +132,5 @@ fn two_joiners_arriving_while_registrations_are_in_flight_run_each_once() {
         let wanted = format!("node {node} {once}");
         assert_eq!(job.count(&wanted), 1, "{wanted}\n{}", job.transcript());
     }
-    for joiner in joiners {
-        let output = joiner.join().expect("joiner thread");
-        assert!(
-            output.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    joiners.into_iter().for_each(assert_joiner_succeeded);
 }
