@@ -16,7 +16,7 @@ use crate::outlet::Outlet;
 use crate::seal::{Kind, Opener};
 
 /// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// A connection, from its first byte to its close.
 pub(crate) struct Conn {
@@ -188,14 +188,18 @@ impl Conn {
         me: &Identity,
         max_record: usize,
         now: Instant,
+        buffer: &mut [u8],
         received: &mut Vec<Received>,
     ) -> Result<(), ConnError> {
         if self.stage == Stage::Connecting {
             return Ok(());
         }
-        let mut buffer = [0u8; READ_CHUNK];
-        loop {
-            let n = match (&self.outlet.stream).read(&mut buffer) {
+        // A read that does not fill the buffer took everything the socket had:
+        // data that comes later raises a new readiness event, so reading again
+        // now (to see it would block) only costs a system call per frame.
+        let mut drained = false;
+        while !drained {
+            let n = match (&self.outlet.stream).read(buffer) {
                 Ok(0) => {
                     return Err(ConnError::Closed {
                         partial: self.partial(),
@@ -206,6 +210,7 @@ impl Conn {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(ConnError::Io(err)),
             };
+            drained = n < buffer.len();
             self.last_heard = now;
             let mut bytes = &buffer[..n];
             if self.stage == Stage::Handshake {

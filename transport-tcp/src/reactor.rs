@@ -23,7 +23,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::AsRawFd;
 
-use crate::conn::{Conn, ConnError, Received};
+use crate::conn::{Conn, ConnError, READ_CHUNK, Received};
 use crate::error::{HandshakeError, TcpError};
 use crate::events::EventSender;
 use crate::frame::Control;
@@ -211,6 +211,8 @@ pub(crate) struct Reactor {
     next_timer: Instant,
     /// When formation (or joining) fails if not done.
     formation_deadline: Instant,
+    /// Where connections read into: one buffer for all, allocated once.
+    read_buffer: Box<[u8]>,
 }
 
 /// A connection and the part of its handshake still to run.
@@ -343,6 +345,7 @@ impl Reactor {
             accept_again_at: None,
             next_timer: now,
             formation_deadline: now + settings_deadline,
+            read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
         };
         Ok((reactor, shared))
     }
@@ -829,6 +832,7 @@ impl Reactor {
                     &self.me,
                     max_record,
                     now,
+                    &mut self.read_buffer,
                     &mut received,
                 );
                 if result.is_ok() {
@@ -1146,6 +1150,7 @@ impl Reactor {
                 &self.me,
                 max_record,
                 now,
+                &mut self.read_buffer,
                 &mut received,
             );
         }
