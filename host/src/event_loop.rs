@@ -74,6 +74,8 @@ impl EventLoop {
                     .store(n, std::sync::atomic::Ordering::Relaxed)
             }),
         );
+        let occupancy = pool.poll_gate();
+        transport.set_poll_gate(Arc::new(move || !occupancy.long_running()));
         let watchdog = Watchdog::new(shared.config.slow_warning);
         Self {
             node,

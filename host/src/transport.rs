@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
-use herald_tcp::{EventHook, Mesh, MeshEvent};
+use herald_tcp::{EventHook, Mesh, MeshEvent, PollGate};
 
 /// Sends frames to other nodes. Implemented for herald-tcp's [`Mesh`]; another
 /// runtime can plug in its own links with
@@ -33,6 +33,13 @@ pub trait Transport: Send + 'static {
         let _ = hook;
         false
     }
+
+    /// Makes the transport's threads that poll for events ask `gate` first, and
+    /// sleep until an event instead when it says no (the runtime's workers are
+    /// busy with user code). Transports that never poll ignore it.
+    fn set_poll_gate(&self, gate: PollGate) {
+        let _ = gate;
+    }
 }
 
 impl Transport for Mesh {
@@ -50,6 +57,10 @@ impl Transport for Mesh {
 
     fn on_events(&self, hook: EventHook) -> bool {
         Mesh::on_events(self, hook)
+    }
+
+    fn set_poll_gate(&self, gate: PollGate) {
+        Mesh::set_poll_gate(self, gate);
     }
 }
 

@@ -12,6 +12,11 @@ use crate::MeshEvent;
 /// put it there. It must not block: it runs on the transport's I/O thread.
 pub type EventHook = Arc<dyn Fn() + Send + Sync>;
 
+/// Asked by a transport's thread before each poll while it polls for the next
+/// event: false makes it sleep until woken instead (the owner's own threads are
+/// busy running user code, which polling would take the cores from).
+pub type PollGate = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// The sending side of a transport's event channel, with the hook (set at most
 /// once) that is called after every event.
 #[derive(Clone)]

@@ -81,7 +81,7 @@ pub use config::{
     poll_from_env,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
-pub use events::{EventHook, EventSender};
+pub use events::{EventHook, EventSender, PollGate};
 pub use handshake::{WIRE_MAGIC, WIRE_VERSION};
 pub use mesh::{Mesh, MeshEvent};
 pub use raw::{RawLink, RawReceiver, RawSender};

@@ -8,7 +8,7 @@ use crossbeam_channel::Receiver;
 
 use crate::config::{Agreed, MeshConfig};
 use crate::error::TcpError;
-use crate::events::{EventHook, EventSender};
+use crate::events::{EventHook, EventSender, PollGate};
 use crate::handshake::{Identity, JOINING};
 use crate::raw::RawLink;
 use crate::reactor::{Command, Formed, Reactor, Settings, Shared};
@@ -159,6 +159,14 @@ impl Mesh {
     /// not block. Returns false if a hook was set already (the first stays).
     pub fn on_events(&self, hook: EventHook) -> bool {
         self.events.set_hook(hook)
+    }
+
+    /// Makes the I/O thread ask `gate` before each poll while it polls after
+    /// activity (see [`MeshConfig::spin`](crate::MeshConfig::spin)): when it says
+    /// no, the thread sleeps until an event instead. Returns false if a gate was
+    /// set already (the first stays).
+    pub fn set_poll_gate(&self, gate: PollGate) -> bool {
+        self.shared.poll_gate.set(gate).is_ok()
     }
 
     /// Closes the link to `to` for good, without waiting: frames already queued for

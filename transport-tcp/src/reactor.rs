@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 
 use crate::conn::{Conn, ConnError, READ_CHUNK, Received};
 use crate::error::{HandshakeError, TcpError};
-use crate::events::EventSender;
+use crate::events::{EventSender, PollGate};
 use crate::frame::Control;
 use crate::handshake::{Expect, Handshake, Hello, Identity, JOINING};
 use crate::mesh::MeshEvent;
@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// Where senders may write frames for each rank themselves, by rank.
     pub(crate) routes: RwLock<Vec<Mutex<Route>>>,
     pub(crate) max_queued_bytes: usize,
+    /// Whether the I/O thread may poll now (see [`PollGate`]); always, if unset.
+    pub(crate) poll_gate: OnceLock<PollGate>,
 }
 
 /// How a sender reaches one peer.
@@ -135,6 +137,11 @@ impl Shared {
         }
         drop(routes);
         self.command(Command::Send { to, frame });
+    }
+
+    /// Whether the owner lets the I/O thread poll now.
+    fn may_poll(&self) -> bool {
+        self.poll_gate.get().is_none_or(|gate| gate())
     }
 
     /// Hands a command to the I/O thread, waking it only if it sleeps.
@@ -312,6 +319,7 @@ impl Reactor {
             stats: Mutex::new(Vec::new()),
             routes: RwLock::new((0..size).map(|_| Mutex::default()).collect()),
             max_queued_bytes: settings.max_queued_bytes,
+            poll_gate: OnceLock::new(),
         });
         let formation = if settings.join {
             Formation::Joining
@@ -359,7 +367,8 @@ impl Reactor {
         let mut last_woke = started;
         loop {
             let now = Instant::now();
-            let spinning = now.duration_since(last_busy) < self.settings.spin;
+            let spinning =
+                now.duration_since(last_busy) < self.settings.spin && self.shared.may_poll();
             let timeout = if spinning {
                 // Polling, but a thread that has work gets the core first.
                 std::thread::yield_now();

@@ -5,6 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{TIMEOUT, assert_all_pairs_work, config, expect_frame, form, recv};
 use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
@@ -94,6 +96,42 @@ fn two_ranks_deliver_in_fifo_order() {
 #[test]
 fn four_ranks_deliver_in_fifo_order_between_every_pair() {
     exchange(4, 150);
+}
+
+/// A rank whose owner says "do not poll" (its workers are busy with user code)
+/// still delivers every frame: its I/O thread sleeps until each arrives. The
+/// gate is asked while the thread polls after activity, and not otherwise.
+#[test]
+fn a_closed_poll_gate_is_asked_and_frames_still_arrive() {
+    let meshes = form(2, "gate", |_| {});
+    let asked = Arc::new(AtomicU64::new(0));
+    let (zero, zero_events) = &meshes[0];
+    let (one, one_events) = &meshes[1];
+    let counted = Arc::clone(&asked);
+    assert!(one.set_poll_gate(Arc::new(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        false
+    })));
+    assert!(
+        !one.set_poll_gate(Arc::new(|| true)),
+        "a second gate replaced the first"
+    );
+    for round in 0..200u32 {
+        zero.send(1, round.to_le_bytes().to_vec());
+        expect_frame(one_events, 0, &round.to_le_bytes());
+        one.send(0, round.to_le_bytes().to_vec());
+        expect_frame(zero_events, 1, &round.to_le_bytes());
+    }
+    // Rank 1's I/O thread had activity 200 times and asks after each (unless
+    // its poll window had passed already, a slow machine's case) before it
+    // decides whether to poll on.
+    assert!(
+        asked.load(Ordering::Relaxed) >= 100,
+        "asked {asked:?} times"
+    );
+    for (mesh, _) in meshes {
+        mesh.shutdown();
+    }
 }
 
 #[test]
