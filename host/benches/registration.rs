@@ -57,12 +57,14 @@ fn main() {
         herald_core::DEFAULT_FANOUT
     );
     println!(
-        "{:>4} | {:>5} | {:>10} | {:>11} | {:>11} | {:>11} | {:>11} | {:>13} | {:>16}",
+        "{:>4} | {:>5} | {:>10} | {:>11} | {:>11} | {:>12} | {:>11} | {:>11} | {:>11} | {:>13} | {:>16}",
         "N",
         "depth",
         "TCP RTT us",
         "herald med",
         "herald p90",
+        "med, coord 0",
+        "med, other",
         "MPI med us",
         "MPI p90 us",
         "herald / MPI",
@@ -91,12 +93,14 @@ fn main() {
             Err(_) => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:>4} | {:>5} | {:>10.1} | {:>11.1} | {:>11.1} | {:>11} | {:>11} | {:>13} | {:>16.2}",
+            "{:>4} | {:>5} | {:>10.1} | {:>11.1} | {:>11.1} | {:>12} | {:>11} | {:>11} | {:>11} | {:>13} | {:>16.2}",
             nodes,
             tree_depth(nodes),
             herald.rtt_us,
             herald.median_us,
             herald.p90_us,
+            optional_us(herald.median_home_us),
+            optional_us(herald.median_away_us),
             mpi_median,
             mpi_p90,
             ratio,
@@ -107,7 +111,9 @@ fn main() {
         }
     }
     println!(
-        "herald med/p90: microseconds until a registration completed on every node; MPI: one \
+        "herald med/p90: microseconds until a registration completed on every node; med, coord \
+         0 / other: the median of the registrations whose key's coordinator is node 0 (the \
+         requester: one round trip at N = 2) / another node (two); MPI: one \
          bcast+reduce round timed on rank 0; target herald / MPI <= 3x. hops = tree depth + 1 \
          averaged over coordinators: a registration goes to its key's coordinator (1 hop if \
          that is not the requester), down and up the tree (depth round trips), and back."
@@ -120,6 +126,10 @@ struct HeraldResult {
     median_us: f64,
     p90_us: f64,
     hops: f64,
+    /// Medians of the registrations coordinated by node 0 and by another node
+    /// (NaN when there were none).
+    median_home_us: f64,
+    median_away_us: f64,
 }
 
 impl HeraldResult {
@@ -128,7 +138,15 @@ impl HeraldResult {
             .split_whitespace()
             .map(|f| f.parse().expect("a number in rank 0's result"))
             .collect();
-        let [rtt_us, median_us, p90_us, hops] = fields[..] else {
+        let [
+            rtt_us,
+            median_us,
+            p90_us,
+            hops,
+            median_home_us,
+            median_away_us,
+        ] = fields[..]
+        else {
             panic!("malformed result from rank 0: {line}");
         };
         HeraldResult {
@@ -136,6 +154,8 @@ impl HeraldResult {
             median_us,
             p90_us,
             hops,
+            median_home_us,
+            median_away_us,
         }
     }
 }
@@ -199,6 +219,8 @@ fn child(rank: u32) {
         address
     };
     let mut latencies = Vec::new();
+    // By the key's coordinator: node 0 itself, or another node.
+    let mut by_coordinator: [Vec<std::time::Duration>; 2] = [Vec::new(), Vec::new()];
     let mut hops = 0.0;
     for i in 0..count + 10 {
         let args = (i as u64).to_le_bytes().to_vec();
@@ -208,7 +230,9 @@ fn child(rank: u32) {
             .expect("register");
         let result = handle.wait().expect("registration");
         if i >= 10 {
-            latencies.push(started.elapsed());
+            let elapsed = started.elapsed();
+            latencies.push(elapsed);
+            by_coordinator[usize::from(result.key.home(size) != NodeId(0))].push(elapsed);
             hops += expected_hops(result.key, size);
         }
     }
@@ -217,7 +241,14 @@ fn child(rank: u32) {
     let median = common::median_us(&mut latencies);
     sorted.sort();
     let p90 = sorted[sorted.len() * 9 / 10].as_secs_f64() * 1e6;
-    println!("result {rtt_us} {median} {p90} {hops}");
+    let [home, away] = by_coordinator.map(|mut l| {
+        if l.is_empty() {
+            f64::NAN
+        } else {
+            common::median_us(&mut l)
+        }
+    });
+    println!("result {rtt_us} {median} {p90} {hops} {home} {away}");
     runtime.end_job().expect("end");
     runtime.shutdown();
     drop(raw);
@@ -234,4 +265,13 @@ fn expected_hops(key: Key, nodes: u32) -> f64 {
 fn tree_depth(nodes: u32) -> u32 {
     let tree = Tree::new(nodes, herald_core::DEFAULT_FANOUT, NodeId(0));
     (0..nodes).map(|n| tree.depth(NodeId(n))).max().unwrap_or(0)
+}
+
+/// A figure in microseconds, or "-" if there is none.
+fn optional_us(us: f64) -> String {
+    if us.is_nan() {
+        "-".into()
+    } else {
+        format!("{us:.1}")
+    }
 }
