@@ -60,8 +60,10 @@ pub struct HostConfig {
     /// that cannot hand it frames on its own thread) keep polling for this long
     /// (yielding the core to any thread that has work) before they park, so the
     /// next message or job of a burst costs no wake-up; an idle runtime parks.
-    /// Default 100 µs, or `HERALD_POLL_US`; zero on cores shared with CPU-bound
-    /// work, where polling takes time from it.
+    /// Idle workers and the transport's I/O thread park at once while a job
+    /// (user code) has been running on a worker for over 50 µs, leaving it the
+    /// core. Default 100 µs, or `HERALD_POLL_US`; zero on cores shared with
+    /// CPU-bound work of other processes, where polling takes time from it.
     pub poll_window: Duration,
 }
 

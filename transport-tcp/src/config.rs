@@ -105,8 +105,9 @@ pub struct MeshConfig {
     /// How long the I/O thread keeps polling after it last had something to do
     /// (yielding the core to any thread that has work between polls): replies that
     /// come back within it cost no wake-up. Zero: sleep at once (for cores shared
-    /// with CPU-bound work). It never polls while idle. `HERALD_POLL_US`, when
-    /// set, replaces it.
+    /// with CPU-bound work). It never polls while idle, nor while the owner's
+    /// [`PollGate`](crate::PollGate) says no. `HERALD_POLL_US`, when set,
+    /// replaces it.
     pub spin: Duration,
 }
 
