@@ -221,14 +221,9 @@ mod tests {
         )
     }
 
-    /// Pollers go on while the workers are idle or run short jobs, stop once a
-    /// job has run for longer than `LONG_RUNNING`, and go on again when it ends.
-    #[test]
-    fn pollers_stop_while_a_job_runs_long_and_go_on_when_it_ends() {
-        let pool = pool();
-        let occupancy = pool.poll_gate();
-        assert!(!occupancy.long_running(), "idle workers");
-
+    /// Submits a job that runs until released; returns once it runs, with the
+    /// time just before it was submitted and the way to release it.
+    fn start_blocked_job(pool: &WorkerPool) -> (Instant, crossbeam_channel::Sender<()>) {
         let (started, job_started) = crossbeam_channel::bounded(0);
         let (release, released) = crossbeam_channel::bounded::<()>(0);
         let submitted = Instant::now();
@@ -237,6 +232,18 @@ mod tests {
             let _ = released.recv();
         }));
         job_started.recv().expect("the job starts");
+        (submitted, release)
+    }
+
+    /// Pollers go on while the workers are idle or run short jobs, stop once a
+    /// job has run for longer than `LONG_RUNNING`, and go on again when it ends.
+    #[test]
+    fn pollers_stop_while_a_job_runs_long_and_go_on_when_it_ends() {
+        let pool = pool();
+        let occupancy = pool.poll_gate();
+        assert!(!occupancy.long_running(), "idle workers");
+
+        let (submitted, release) = start_blocked_job(&pool);
         // The job is running: the answer turns once it has run long enough, and
         // not before (it started after `submitted`).
         while !occupancy.long_running() {
@@ -275,14 +282,7 @@ mod tests {
         while idle.elapsed() < LONG_RUNNING * 4 {
             std::thread::yield_now();
         }
-        let (started, job_started) = crossbeam_channel::bounded(0);
-        let (release, released) = crossbeam_channel::bounded::<()>(0);
-        let submitted = Instant::now();
-        pool.submit(Box::new(move || {
-            let _ = started.send(());
-            let _ = released.recv();
-        }));
-        job_started.recv().expect("the second job starts");
+        let (submitted, release) = start_blocked_job(&pool);
         let long = occupancy.long_running();
         // Only a check made within the threshold of the submission says
         // anything (a slow machine may take longer to get here).
