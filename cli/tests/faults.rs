@@ -305,6 +305,44 @@ fn a_rank_cut_off_by_its_network_is_named_and_stops() {
     drop(net);
 }
 
+/// A callback that does not return holds its registration on every node, and
+/// the rank it runs on is alive and heartbeating, so nobody is declared down.
+/// The job must still say where it is stuck: rank 2 (neither the requester nor
+/// the coordinator) names the callback running there and for how long, and once
+/// the callback returns the registration completes everywhere.
+#[test]
+fn a_callback_that_does_not_return_is_named_on_its_own_rank() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let go = dir.path().join("go");
+    let env = [
+        ("HERALD_TEST_TAG".to_owned(), tag_coordinated_by(1, 3)),
+        ("HERALD_TEST_STALL_NODE".to_owned(), "2".to_owned()),
+        (
+            "HERALD_TEST_STALL_FILE".to_owned(),
+            go.display().to_string(),
+        ),
+    ];
+    let mut job = Job::start(3, |_| RankSetup {
+        args: main_args(dir.path(), &global, "global_main"),
+        env: env.to_vec(),
+    });
+    let warning = job.expect_line(|l| {
+        l.rank == 2 && l.stderr && l.text.contains("has been running on this node")
+    });
+    assert!(
+        warning.text.contains("global_noop") && warning.text.contains("callback"),
+        "the warning names the callback: {}",
+        warning.text
+    );
+    std::fs::write(&go, b"").expect("let the callback return");
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    assert_eq!(job.count("registration: ok on 3 nodes"), 1, "{transcript}");
+    assert!(!transcript.contains("in the job's view"), "{transcript}");
+}
+
 /// The normal end of a job is not a failure: ranks leave only once rank 0 has
 /// closed its links (after every rank acknowledged the end), so no rank sees
 /// another leave while it has not heard of the end, and nobody is declared down.

@@ -48,8 +48,9 @@ pub struct HostConfig {
     /// An idle worker thread beyond the first exits after this long.
     pub worker_idle_timeout: Duration,
     /// A registration or launch still unanswered after this long is logged as a
-    /// warning naming what it waits for (again each time the wait doubles); zero:
-    /// never. `herald node` sets it to the peer timeout.
+    /// warning naming what it waits for, and a callback or task still running
+    /// here after this long as one naming it (again each time the wait
+    /// doubles); zero: never. `herald node` sets it to half the peer timeout.
     pub slow_warning: Duration,
     /// The runtime handles no frame from other nodes until
     /// [`Runtime::open_events`](crate::Runtime::open_events): for a program that

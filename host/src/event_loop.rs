@@ -27,7 +27,7 @@ use crate::shared::{Command, Flush, Shared};
 use crate::stats::Counters;
 use crate::tasks::{END_JOB_TASK, FINALIZE_TASK, lost_in_end_job_args};
 use crate::transport::Transport;
-use crate::watchdog::{Waiting, Watchdog, coordinator_of};
+use crate::watchdog::{Label, Waiting, Watchdog, coordinator_of};
 
 pub(crate) struct EventLoop {
     node: Node,
@@ -185,10 +185,10 @@ impl EventLoop {
                         } else {
                             "requested here"
                         };
-                        let label = match self.shared.name_of(&key) {
+                        let label = Label::Text(match self.shared.name_of(&key) {
                             Some(name) => format!("{name}, {place}"),
                             None => place.to_owned(),
-                        };
+                        });
                         self.watchdog.start(
                             Waiting::Registration(request, key),
                             label,
@@ -208,7 +208,8 @@ impl EventLoop {
                 args,
                 parent,
             } => {
-                let label = task.clone();
+                let label = Label::Launch(task.clone(), to);
+                let task_is_end_job = task == END_JOB_TASK;
                 let launched = if task == END_JOB_TASK || task == FINALIZE_TASK {
                     // Ending the job (and arriving at its end) waits for what the
                     // target must finish, but not for it to have succeeded.
@@ -218,12 +219,12 @@ impl EventLoop {
                 };
                 match launched {
                     Ok(launch) => {
-                        if label == END_JOB_TASK {
+                        if task_is_end_job {
                             self.end_launches.insert(launch, to.0);
                         }
                         self.launches.insert(launch, handle);
                         self.watchdog
-                            .start(Waiting::Launch(launch, to), label, Instant::now());
+                            .start(Waiting::Launch(launch), label, Instant::now());
                     }
                     Err(UsageError::Fenced { by, reason }) => {
                         let error = HostError::Fenced { by: by.0, reason };
@@ -237,11 +238,13 @@ impl EventLoop {
             }
             Command::InvocationFinished { id, outcome } => {
                 self.running.remove(&id);
+                self.watchdog.finish_running(Waiting::Invocation(id));
                 if let Err(error) = self.node.invocation_finished(id, outcome) {
                     tracing::error!(%error, "herald: bug: finished an unknown invocation");
                 }
             }
             Command::TaskFinished { run, outcome } => {
+                self.watchdog.finish_running(Waiting::Task(run));
                 if let Err(error) = self.node.task_finished(run, outcome) {
                     tracing::error!(%error, "herald: bug: finished an unknown task");
                 }
@@ -353,7 +356,8 @@ impl EventLoop {
                     );
                     text
                 }
-                Waiting::Launch(_, to) => format!("the task's result from {to}"),
+                // Said by the watchdog itself.
+                Waiting::Launch(_) | Waiting::Invocation(_) | Waiting::Task(_) => String::new(),
             });
     }
 
@@ -368,6 +372,13 @@ impl EventLoop {
                     }
                     let keys: Arc<[Key]> = keys.into();
                     self.running.insert(invocation.id, Arc::clone(&keys));
+                    // A callback that never returns holds its registration (and
+                    // every wait for it) for ever: it is named here, where it runs.
+                    self.watchdog.start(
+                        Waiting::Invocation(invocation.id),
+                        Label::Registration(invocation.key, invocation.registration.clone()),
+                        Instant::now(),
+                    );
                     let shared = Arc::clone(&self.shared);
                     self.pool.submit(Box::new(move || {
                         execute::run_invocation(&shared, invocation, keys)
@@ -399,6 +410,11 @@ impl EventLoop {
                     self.shared.arrivals.arrive(from);
                 }
                 Output::RunTask(request) => {
+                    self.watchdog.start(
+                        Waiting::Task(request.run),
+                        Label::Text(request.task.clone()),
+                        Instant::now(),
+                    );
                     let shared = Arc::clone(&self.shared);
                     self.pool
                         .submit(Box::new(move || execute::run_task(&shared, request)));
