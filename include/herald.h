@@ -14,6 +14,12 @@
  * herald_init and herald_finalize (once each, from the program's main thread,
  * while no other thread of the program calls herald).
  *
+ * Processes: only the process that started herald is a node. A child it forks
+ * without exec has a copy of the runtime but none of its threads, and shares
+ * its links: there every herald call fails as outside herald
+ * (HERALD_ERR_NO_RUNTIME, herald_init HERALD_ERR_INVALID; herald_wait(0, ...)
+ * says the process was forked) and the parent's links are left alone.
+ *
  * Registration is never blocking. A registration made while a herald callback
  * runs on this thread - including from a constructor of a library that the
  * callback's node is loading - is nested: it runs on this node only (the

@@ -246,6 +246,39 @@ fn finalize_serves_until_every_rank_called_it() {
     }
 }
 
+/// A rank that forks: the child's herald calls fail naming the fork (its
+/// copy of the runtime has none of its threads and shares the parent's
+/// links), and the parent's links survive it: the job registers and ends.
+#[test]
+fn a_forked_child_cannot_use_or_break_its_parents_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = example_plugin(dir.path());
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_fork.c"),
+        "embed-fork",
+    );
+    let mut job = Job::start_program(2, &program, |_| RankSetup {
+        args: vec![plugin.clone().into()],
+        env: vec![(
+            "HERALD_LIBRARY_PATH".into(),
+            dir.path().display().to_string(),
+        )],
+    });
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert!(statuses.iter().all(|s| s.success()), "{transcript}");
+    assert_eq!(job.count("child: 0 failed"), 2, "{transcript}");
+    for rank in 0..2 {
+        assert_eq!(
+            job.count(&format!("rank {rank}: finalized (0)")),
+            1,
+            "{transcript}"
+        );
+    }
+    assert!(!transcript.contains("in the job's view"), "{transcript}");
+}
+
 #[test]
 fn calls_without_a_runtime_fail_with_a_reason() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -64,6 +64,20 @@ pub enum HostError {
          herald_host::install_global)"
     )]
     NoRuntime,
+    /// The C ABI was called in a child forked from the process whose runtime it
+    /// is: the child has none of its threads and shares its links.
+    #[error(
+        "this process (pid {pid}) was forked from process {node}, which is the job's node: \
+         herald works in that process only (a forked child has a copy of its runtime but none \
+         of its threads, and shares its links); call herald there, or exec a program that \
+         joins a job of its own"
+    )]
+    Forked {
+        /// This process.
+        pid: u32,
+        /// The process that started the runtime.
+        node: u32,
+    },
     /// A function pointer that cannot be named portably.
     #[error("cannot name the function at {address:#x} portably: {reason}")]
     NotExported {

@@ -81,7 +81,7 @@ pub use config::{
 pub use error::{HostError, LoadError};
 pub use executor::Executor;
 pub use ffi::keep_c_abi;
-pub use global::{global, install_global, uninstall_global};
+pub use global::{forked_from, global, install_global, uninstall_global};
 pub use handle::{RegistrationHandle, TaskHandle};
 pub use membership::{JOIN_ENV, LocalCluster, NodeDownHook, ViewHook, join_bootstrap};
 #[cfg(feature = "mpi")]

@@ -18,6 +18,7 @@ use herald_tcp::{BootstrapError, Mesh, bootstrap_from_env};
 
 use super::{
     HERALD_ERR_INVALID, HERALD_ERR_NO_RUNTIME, HERALD_ERR_WOULD_DEADLOCK, LAST_ERROR, code_of,
+    no_runtime,
 };
 use crate::{
     HostConfig, HostError, Runtime, TransportChoice, TransportKind, global, install_global,
@@ -58,6 +59,11 @@ pub(super) fn init_with(name: &str, start: impl FnOnce() -> Result<Runtime, Host
     // Refused before the lock, which herald_finalize on the main thread may hold.
     if let Some(reason) = crate::context::user_code_refusal() {
         return failed(name, HERALD_ERR_INVALID, reason);
+    }
+    // A fork of a process with a runtime: its copy of the state says Running,
+    // and the job is the parent's.
+    if crate::forked_from().is_some() {
+        return failed(name, HERALD_ERR_INVALID, no_runtime().to_string());
     }
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = match &*embedded {
@@ -123,6 +129,10 @@ fn failed(name: &str, code: c_int, text: String) -> c_int {
 
 /// herald_finalize on a thread of the program.
 fn finalize_embedded() -> Result<(), (c_int, String)> {
+    // A fork of the node must not end the parent's job over the parent's links.
+    if crate::forked_from().is_some() {
+        return Err((HERALD_ERR_NO_RUNTIME, no_runtime().to_string()));
+    }
     let mut embedded = EMBEDDED.lock().unwrap_or_else(PoisonError::into_inner);
     match std::mem::replace(&mut *embedded, Embedded::Finalized) {
         Embedded::Running(runtime) => {
