@@ -82,6 +82,7 @@ EOF
 # shellcheck disable=SC2046
 mpicc -Wall -Werror "$WORK/single.c" $(pkg-config --cflags --libs herald) -o "$WORK/single"
 cat > "$WORK/misuse.c" <<'EOF'
+#include <stdio.h>
 #include <string.h>
 #include "herald_mpi.h"
 /* herald_init_comm misused: it must return an error, never abort the job. */
@@ -98,6 +99,23 @@ int main(int argc, char **argv) {
         if (herald_init_comm(MPI_COMM_WORLD) != HERALD_OK) return 1;
         MPI_Finalize(); /* herald stops calling MPI: no crash */
         return herald_finalize() == HERALD_ERR_FAILED ? 0 : 1;
+    }
+    if (!strcmp(argv[1], "mpi-finalize-first-on-one")) { /* only rank 1 of 4 does */
+        int rank;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        if (herald_init_comm(MPI_COMM_WORLD) != HERALD_OK) return 1;
+        if (rank == 1) { /* its MPI_Finalize waits for the others' */
+            MPI_Finalize();
+            return herald_finalize() == HERALD_ERR_FAILED ? 0 : 1;
+        }
+        /* They learn that rank 1 is gone (instead of waiting for it for ever),
+         * and only then call MPI_Finalize. */
+        char error[512] = "";
+        rc = herald_finalize();
+        herald_wait(0, error, sizeof error);
+        printf("rank %d: herald_finalize %d: %s\n", rank, rc, error);
+        MPI_Finalize();
+        return rc == HERALD_ERR_FAILED && strstr(error, "[1]") ? 0 : 1;
     }
     MPI_Comm comm = MPI_COMM_NULL; /* null-comm; split-out: MPI_UNDEFINED but on rank 0 */
     if (!strcmp(argv[1], "split-out")) {
@@ -157,7 +175,14 @@ for mode in null-comm split-out before-init mpi-finalize-first; do
     esac
     echo "$OUTPUT" | grep -q "$expected" || { echo "$OUTPUT"; fail "herald_init_comm, $mode: no reason"; }
 done
-echo "mpi.sh: herald_init_comm on MPI_COMM_NULL or before MPI_Init refused, MPI_Finalize before herald_finalize survived"
+# One rank's MPI_Finalize first tells the others that its links close: their
+# herald_finalize fails naming it instead of waiting for it for ever (a hang
+# here is a failure: a short timeout).
+OUTPUT=$(timeout 60 mpirun --oversubscribe -np 4 ./misuse mpi-finalize-first-on-one 2>&1) \
+    || { echo "$OUTPUT"; fail "MPI_Finalize first on one rank: the others did not learn it"; }
+[ "$(echo "$OUTPUT" | grep -o "node(s) \[1\] went down before calling herald_finalize" | wc -l)" -ge 3 ] \
+    || { echo "$OUTPUT"; fail "MPI_Finalize first on one rank: not named by the others"; }
+echo "mpi.sh: herald_init_comm on MPI_COMM_NULL or before MPI_Init refused, MPI_Finalize before herald_finalize survived (on every rank or on one)"
 cd "$ROOT"
 
 echo "mpi.sh: the herald wheel with MPI support, under mpirun"

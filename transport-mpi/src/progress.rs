@@ -51,6 +51,10 @@ const RECEIVE_BATCH: usize = 64;
 /// peer to close its side.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// Longest the program's MPI_Finalize under herald waits for the sends that
+/// tell every peer this rank's links close (empty messages, sent eagerly).
+const ABANDON_LINGER: Duration = Duration::from_secs(1);
+
 /// (rank, size, whether herald initialised MPI) once joined, or why not.
 pub(crate) type Ready = Result<(u32, u32, bool), MpiError>;
 
@@ -217,8 +221,23 @@ impl Progress {
     }
 
     /// The program finalised MPI under herald: every peer is lost, and no MPI
-    /// call is made any more.
+    /// call is made any more. MPI still works while MPI_Finalize deletes the
+    /// attributes (where this runs), so every peer is told first that this link
+    /// closes: otherwise a peer still running would wait for ever for this rank
+    /// (nothing else tells it), and this rank for it inside MPI_Finalize.
     fn abandon(&mut self) {
+        // Not marked closed: the runtime still hears below that each is lost.
+        for node in 0..self.closed.len() as u32 {
+            if !self.closed[node as usize] {
+                self.start_send(node, CLOSE_TAG, Vec::new());
+            }
+        }
+        let deadline = Instant::now() + ABANDON_LINGER;
+        while !self.requests.is_empty() && Instant::now() < deadline {
+            if !self.complete_sends() {
+                std::thread::yield_now();
+            }
+        }
         self.lose_everyone(
             "the program called MPI_Finalize before herald_finalize (call herald_finalize first)",
         );
