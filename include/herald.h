@@ -67,7 +67,12 @@ typedef int (*herald_callback)(const void *args, size_t args_len);
 /* Where a task writes its result bytes (herald_output_write). */
 typedef struct herald_output herald_output;
 
-/* A task: argument bytes in, result bytes out. Return 0 on success. */
+/* A task: argument bytes in, result bytes out. Return 0 on success.
+ *
+ * Callbacks and tasks report failure by their return code: a C++ exception
+ * must not escape one (catch it, call herald_set_error, return non-zero).
+ * herald cannot catch it: it prints which callback or task threw, and the
+ * process aborts (the job then loses this node). */
 typedef int (*herald_task_fn)(const void *args, size_t args_len, herald_output *out);
 
 /* Joins the job this process was started in and starts herald's runtime:

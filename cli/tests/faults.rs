@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::netns::Netns;
-use common::{Job, RankSetup, args, build_c};
+use common::{Job, RankSetup, args, build_c, herald_run};
 use herald_core::{Message, NodeId, Registration, decode_frame};
 use herald_host::HostConfig;
 use herald_tcp::{Mesh, MeshConfig, RawLink, RawReceiver, Secret};
@@ -341,6 +341,40 @@ fn a_callback_that_does_not_return_is_named_on_its_own_rank() {
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
     assert_eq!(job.count("registration: ok on 3 nodes"), 1, "{transcript}");
     assert!(!transcript.contains("in the job's view"), "{transcript}");
+}
+
+/// A callback or task that throws (a C++ exception, here raised with the
+/// unwinder from C) cannot be caught by herald: the rank aborts, but first
+/// says which callback or task threw and what to do instead.
+#[test]
+fn an_exception_escaping_a_callback_or_task_is_named_before_the_abort() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let library = build_c(dir.path(), "throws", "throws", "");
+    for (mode, named) in [
+        (
+            "callback",
+            "an exception escaped callback throws_callback in ",
+        ),
+        (
+            "task",
+            "an exception escaped task 'throws.task' (throws_task in ",
+        ),
+    ] {
+        let output = herald_run(
+            2,
+            &main_args(dir.path(), &library, "throws_main"),
+            &[("HERALD_TEST_THROW", mode.to_owned())],
+            common::GUARD,
+        );
+        let transcript = format!("{}{}", output.stdout, output.stderr);
+        assert!(!output.status.success(), "{transcript}");
+        assert!(
+            transcript.contains(&format!("[1] herald: {named}")),
+            "rank 1 names the {mode} that threw:\n{transcript}"
+        );
+        assert!(transcript.contains("SIGABRT"), "{transcript}");
+        assert!(!transcript.contains("was not caught"), "{transcript}");
+    }
 }
 
 /// The normal end of a job is not a failure: ranks leave only once rank 0 has

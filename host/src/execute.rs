@@ -19,7 +19,9 @@ use crate::stats::Counters;
 use crate::tasks::{TaskEntry, TaskFn};
 
 /// The C signature of a registration callback: argument bytes in, 0 for success.
-type CallbackFn = unsafe extern "C" fn(args: *const c_void, args_len: usize) -> c_int;
+/// `C-unwind`, as [`TaskFn`]: a C++ exception that escapes it is named, then
+/// the process aborts.
+type CallbackFn = unsafe extern "C-unwind" fn(args: *const c_void, args_len: usize) -> c_int;
 
 /// Runs one invocation with this thread marked as executing it, then reports.
 pub(crate) fn run_invocation(shared: &Arc<Shared>, invocation: Invocation, keys: Arc<[Key]>) {
@@ -111,8 +113,10 @@ fn execute_code(shared: &Shared, code: &[u8], args: &[u8]) -> Result<(), String>
             // `int (*)(const void *, size_t)`; the symbol was named as one by the
             // node that registered it, in a library whose digest matches.
             let callback: CallbackFn = unsafe { std::mem::transmute(address) };
-            call_callback(callback, args)
-                .map_err(|e| format!("callback {symbol} in {}: {e}", library.path))
+            call_callback(callback, args, || {
+                format!("callback {symbol} in {}", library.path)
+            })
+            .map_err(|e| format!("callback {symbol} in {}: {e}", library.path))
         }
         WireCode::Code(CodeRef::Custom { kind, payload }) => {
             executor(shared, &kind)?.invoke(&payload, args)
@@ -162,8 +166,10 @@ fn execute_task(shared: &Shared, request: &TaskRequest) -> Result<Vec<u8>, Strin
     match &entry.code {
         TaskCode::Native { library, symbol } => {
             let function = resolve(shared, &entry, library, symbol)?;
-            call_task(function, &request.args)
-                .map_err(|e| format!("task '{}' ({symbol}): {e}", request.task))
+            call_task(function, &request.args, || {
+                format!("task '{}' ({symbol} in {})", request.task, library.path)
+            })
+            .map_err(|e| format!("task '{}' ({symbol}): {e}", request.task))
         }
         TaskCode::Custom { kind, payload } => {
             executor(shared, kind)?.run_task(payload, &request.args)
@@ -190,11 +196,17 @@ fn resolve(
     Ok(*entry.resolved.get_or_init(|| function))
 }
 
-fn call_callback(callback: CallbackFn, args: &[u8]) -> Result<(), String> {
+fn call_callback(
+    callback: CallbackFn,
+    args: &[u8],
+    what: impl Fn() -> String,
+) -> Result<(), String> {
     ffi::clear_callback_error();
+    let escape = Escape(&what);
     // SAFETY: `args` is valid for `args.len()` bytes for the whole call; the
     // callback's contract (herald.h) is to read at most that many.
     let status = unsafe { callback(args.as_ptr().cast(), args.len()) };
+    std::mem::forget(escape);
     match status {
         0 => Ok(()),
         status => Err(ffi::take_callback_error()
@@ -202,9 +214,10 @@ fn call_callback(callback: CallbackFn, args: &[u8]) -> Result<(), String> {
     }
 }
 
-fn call_task(function: TaskFn, args: &[u8]) -> Result<Vec<u8>, String> {
+fn call_task(function: TaskFn, args: &[u8], what: impl Fn() -> String) -> Result<Vec<u8>, String> {
     ffi::clear_callback_error();
     let mut output = ffi::TaskOutput::default();
+    let escape = Escape(&what);
     // SAFETY: `args` is valid for its length during the call and `output` outlives
     // it; the task writes results only through herald_output_write.
     let status = unsafe {
@@ -214,10 +227,27 @@ fn call_task(function: TaskFn, args: &[u8]) -> Result<Vec<u8>, String> {
             (&mut output as *mut ffi::TaskOutput).cast(),
         )
     };
+    std::mem::forget(escape);
     match status {
         0 => Ok(output.into_bytes()),
         status => Err(ffi::take_callback_error()
             .unwrap_or_else(|| format!("returned {status} (call herald_set_error to explain)"))),
+    }
+}
+
+/// Dropped only while an exception (a C++ `throw`) unwinds out of the native
+/// callback or task it guards (a normal return forgets it): says which one
+/// threw. Rust cannot catch foreign exceptions, so the process then aborts
+/// (`catch_unwind` in the worker), and the job loses this node.
+struct Escape<'a>(&'a dyn Fn() -> String);
+
+impl Drop for Escape<'_> {
+    fn drop(&mut self) {
+        eprintln!(
+            "herald: an exception escaped {}; callbacks and tasks must catch their exceptions \
+             and return non-zero (after herald_set_error) instead: this process aborts",
+            (self.0)()
+        );
     }
 }
 

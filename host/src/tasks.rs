@@ -8,9 +8,11 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use crate::code::{TaskCode, TaskVariant};
 
 /// The C signature of a native task: argument bytes in, result bytes written to
-/// `out` with `herald_output_write`, 0 for success.
+/// `out` with `herald_output_write`, 0 for success. `C-unwind`: a C++
+/// exception that escapes one unwinds into herald (defined behaviour), which
+/// names the task and aborts (see `execute::Escape`).
 pub(crate) type TaskFn =
-    unsafe extern "C" fn(args: *const c_void, args_len: usize, out: *mut c_void) -> c_int;
+    unsafe extern "C-unwind" fn(args: *const c_void, args_len: usize, out: *mut c_void) -> c_int;
 
 /// Task name of the built-in task that ends the job on the node it runs on.
 pub(crate) const END_JOB_TASK: &str = "herald.end_job";
