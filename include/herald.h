@@ -55,7 +55,7 @@ typedef uint64_t herald_handle;
 #define HERALD_OK 0
 #define HERALD_ERR_FAILED 1         /* failed on some node; the text names them */
 #define HERALD_ERR_WOULD_DEADLOCK 2 /* waiting here could never end */
-#define HERALD_ERR_INVALID 3        /* NULL pointer, bad UTF-8, unknown handle */
+#define HERALD_ERR_INVALID 3        /* NULL pointer, bad UTF-8, unknown handle, a length no buffer has */
 #define HERALD_ERR_NO_RUNTIME 4     /* no runtime: before herald_init, after herald_finalize,
                                        or a plugin loaded outside any herald host */
 #define HERALD_ERR_STOPPED 5        /* the runtime has stopped */

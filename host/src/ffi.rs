@@ -302,7 +302,8 @@ pub unsafe extern "C" fn herald_output_write(
     data: *const c_void,
     len: usize,
 ) -> c_int {
-    if out.is_null() || (data.is_null() && len > 0) {
+    // No buffer is longer than isize::MAX bytes (a negative length converted to size_t).
+    if out.is_null() || (data.is_null() && len > 0) || len > isize::MAX as usize {
         return HERALD_ERR_INVALID;
     }
     // SAFETY: `out` is the TaskOutput herald passed to this task, alive during it.
@@ -489,6 +490,13 @@ unsafe fn bytes(pointer: *const c_void, len: usize) -> Result<Vec<u8>, HostError
     }
     if pointer.is_null() {
         return Err(invalid("argument pointer is NULL but its length is not 0"));
+    }
+    if len > isize::MAX as usize {
+        // No buffer is that long: a negative length cast to size_t, say.
+        return Err(HostError::InvalidArgument(format!(
+            "argument length {len} is longer than any buffer (a negative length converted \
+             to size_t?)"
+        )));
     }
     // SAFETY: guaranteed by the caller.
     Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<u8>(), len) }.to_vec())

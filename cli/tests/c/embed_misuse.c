@@ -53,6 +53,13 @@ int main(int argc, char **argv) {
     herald_wait(0, error, sizeof error);
     check(code == HERALD_ERR_INVALID && strstr(error, "already"), "herald_init twice", error);
 
+    /* A negative length cast to size_t: no buffer is that long. Refused, not a crash. */
+    char bytes[4] = "abc";
+    herald_handle huge = herald_launch(0, "some.task", bytes, (size_t)-1);
+    code = herald_wait(huge, error, sizeof error);
+    check(huge == 0 && code == HERALD_ERR_INVALID && strstr(error, "length"),
+          "herald_launch with a length no buffer has", error);
+
     check(herald_finalize() == HERALD_OK, "herald_finalize", NULL);
     without_runtime("after herald_finalize");
     check(herald_finalize() == HERALD_ERR_NO_RUNTIME, "herald_finalize twice", NULL);
