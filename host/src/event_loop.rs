@@ -352,7 +352,8 @@ impl EventLoop {
                         ));
                     }
                     text.push_str(
-                        "; a node that stopped answering is declared down after the peer timeout",
+                        "; a node that stopped answering is declared down after the peer \
+                         timeout, and one still running the callback names it in its own log",
                     );
                     text
                 }
