@@ -299,3 +299,49 @@ def test_native_tasks_of_a_ctypes_library_run_everywhere():
     job = run(3, [DEMO], env={"NATIVETASKS_LIBRARY": library})
     assert job.returncode == 0, job.stdout + job.stderr
     assert "[0] native tasks ran on all 3 node(s)" in job.stdout
+
+
+def test_a_rank_that_cannot_be_started_stops_the_started_ones(tmp_path):
+    """With too few file descriptors for the ranks' pipes (a hard limit it
+    cannot raise), the launcher says which rank it could not start, and stops
+    the ranks it had started instead of leaving them waiting for the job."""
+    import resource
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    script = tmp_path / "starts.py"
+    script.write_text(
+        "import os, sys\n"
+        "open(os.path.join(sys.argv[1], str(os.getpid())), 'w').close()\n"
+        "import herald\n"
+    )
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    job = subprocess.run(
+        [sys.executable, "-m", "herald", "run", "-n", "40", str(script), str(pids)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=few_descriptors,
+    )
+    started = [int(name) for name in os.listdir(pids)]
+    try:
+        assert job.returncode != 0, job.stdout + job.stderr
+        assert "cannot start rank" in job.stderr, job.stderr
+        assert "Traceback" not in job.stderr, job.stderr
+        # It reaped the ranks it had started before it exited: none is left.
+        for pid in started:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

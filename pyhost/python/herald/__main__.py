@@ -9,7 +9,9 @@ Each rank runs ``python3 PROGRAM`` with the environment ``herald run`` gives
 (``HERALD_RANK``, ``HERALD_SIZE``, ``HERALD_COORDINATOR`` on a free loopback
 port, a fresh ``HERALD_SECRET``); ``import herald`` joins the job from it. Output
 lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
-the others are stopped; the exit status is the first failing rank's, else 0.
+the others are stopped; the exit status is the first failing rank's, else 0. A
+rank that cannot be started (too few file descriptors or processes) stops the
+ranks started before it, and the exit status is 1.
 SIGINT (Ctrl-C) or SIGTERM sent to it stops every rank (SIGTERM, then SIGKILL
 after a grace period) and exits with 128 + the signal's number. A rank that exits because the job declared it down (status 88, as ``herald
 run`` treats it) does not stop the others: the job goes on without it, and the
@@ -134,15 +136,29 @@ def _terminated(signum, frame):
 
 
 def _start_and_wait(nodes, program, environment, output_lock, ranks, pumps):
+    _raise_descriptor_limit(nodes)
     for rank in range(nodes):
         environment["HERALD_RANK"] = str(rank)
-        process = subprocess.Popen(
-            [sys.executable, *program],
-            env=dict(environment),
-            stdin=subprocess.DEVNULL if rank else None,
-            stdout=subprocess.PIPE if nodes > 1 else None,
-            stderr=subprocess.PIPE if nodes > 1 else None,
-        )
+        try:
+            process = subprocess.Popen(
+                [sys.executable, *program],
+                env=dict(environment),
+                stdin=subprocess.DEVNULL if rank else None,
+                stdout=subprocess.PIPE if nodes > 1 else None,
+                stderr=subprocess.PIPE if nodes > 1 else None,
+            )
+        except OSError as error:
+            # The ranks started so far would wait for the others until their
+            # job failed to form: they are stopped, as when a rank fails.
+            print(
+                f"python3 -m herald: cannot start rank {rank} of {nodes}: {error}; "
+                f"stopping the {len(ranks)} rank(s) started",
+                file=sys.stderr,
+            )
+            _stop(ranks)
+            for pump in pumps:
+                pump.join()
+            return 1
         ranks.append(process)
         if nodes > 1:
             for source, sink in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
@@ -239,6 +255,26 @@ def _pump(rank, source, sink, lock):
                 sink.write((prefix + line).decode(errors="replace"))
                 sink.flush()
     source.close()
+
+
+def _raise_descriptor_limit(nodes):
+    """Raises the soft limit on open files towards the hard one when the ranks'
+    pipes (two per rank, kept open while they run) need it, as ``herald run``
+    does."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * nodes + 64
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _free_port():
