@@ -59,7 +59,7 @@ impl Executor for PythonExecutor {
         let claimed = payload
             .strip_prefix(IMPORT_PREFIX)
             .and_then(|name| std::str::from_utf8(name).ok())
-            .and_then(claims::wait_for_claimed);
+            .and_then(|name| claims::wait_for_claimed(name, args));
         if let Some(outcome) = claimed {
             return outcome;
         }

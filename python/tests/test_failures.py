@@ -1,5 +1,6 @@
 """What goes wrong comes back named: which node, which exception, its traceback."""
 
+import os
 import signal
 import uuid
 
@@ -55,6 +56,45 @@ def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
     # The outcome of a global import is the job's: asking again gives the same answer.
     with pytest.raises(ImportError, match=f"this module refuses node {last}"):
         herald.import_global(name)
+
+
+def _write_per_node(base, name, version_of):
+    """Writes module ``name`` into every node's own directory under ``base``."""
+    for node in range(herald.num_nodes()):
+        directory = os.path.join(base, f"node{node}")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, f"{name}.py"), "w") as file:
+            file.write(f"import hp_probe\nhp_probe.count_import(__name__)\nVERSION = {version_of(node)}\n")
+
+
+def test_the_same_module_in_other_places_imports_everywhere(nodes, new_module_name, tmp_path):
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    name = new_module_name()
+    _write_per_node(base, name, lambda node: 1)
+    module = herald.import_global(name)
+    assert module.VERSION == 1
+    assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
+
+
+@pytest.mark.leaves_a_node_failed
+def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_name, tmp_path):
+    if len(nodes) < 2:
+        pytest.skip("needs a second node")
+    last = nodes[-1]
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    name = new_module_name()
+    _write_per_node(base, name, lambda node: 2 if node == last else 1)
+    with pytest.raises(ImportError) as raised:
+        herald.import_global(name)
+    error = raised.value
+    assert list(error.failures) == [last]
+    message = str(error)
+    here = os.path.join(base, f"node{last}", f"{name}.py")
+    there = os.path.join(base, "node0", f"{name}.py")
+    assert f"node {last} imported {name} from {here}" in message, message
+    assert f"not the file node 0 found ({there}" in message, message
 
 
 def test_task_exception_comes_back_with_the_remote_traceback(nodes):

@@ -79,7 +79,9 @@ def on_view_change(callback: Callable[[int, int, int], object]) -> None:
     """Calls ``callback(epoch, nodes, members)`` on every later view change."""
 
 def import_global(name: str | ModuleType, package: str | None = None) -> ModuleType:
-    """Imports a module in every interpreter of the job and returns it."""
+    """Imports a module in every interpreter of the job and returns it; raises
+    ``GlobalImportError`` naming each node where it failed or came from a file
+    other than the one this node found (compared by SHA-256)."""
 
 def register_global(fn: Callable[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Runs ``fn(*args, **kwargs)`` once on every node and returns when all have."""

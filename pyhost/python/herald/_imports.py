@@ -19,8 +19,10 @@ Three cases, by what the calling thread is doing (see ``_context``):
   waiting; the wait happens at the next safe point.
 """
 
+import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 import types
@@ -32,6 +34,11 @@ from ._errors import GlobalImportError, format_error
 
 _IMPORT_PAYLOAD_PREFIX = b"import:"
 _TAG_PREFIX = "python-import:"
+# The registration's argument: the file the requesting node found for the module,
+# as this prefix, its SHA-256, that node's id (u32, little-endian) and its path;
+# empty when the module has no file there (built in, frozen, a namespace package).
+_FILE_PREFIX = b"sha256\0"
+_DIGEST_BYTES = 32
 
 
 # One import that herald drives at a time on this node: two at once whose
@@ -46,7 +53,9 @@ def import_global(name, package=None):
     Returns once every node has imported it (or already had it); a module is
     imported at most once per interpreter, however many nodes ask. If it fails
     anywhere, raises :class:`herald.GlobalImportError` (an ``ImportError``)
-    whose message lists each failing node with its exception and traceback.
+    whose message lists each failing node with its exception and traceback. A
+    node that imports the module from a file other than the one found here
+    (compared by SHA-256) fails, naming both files.
     ``name`` may be a module object, or relative with ``package`` as in
     ``importlib.import_module``. The outcome is the job's: a module's global
     import happens once per job, so asking again after a failure raises the
@@ -66,14 +75,18 @@ def import_global(name, package=None):
         return import_here(name)
     if _context.inside_import():
         module = import_here(name)
-        handle = _herald.register(_payload(name), b"", _TAG_PREFIX + name)
+        handle = _herald.register(_payload(name), _file_record(module.__spec__), _TAG_PREFIX + name)
         _context.defer(f"import_global({name!r})", handle, lambda outcome: _check(name, outcome))
         return module
     _context.settle()
+    # What every node must import: the file found here (finding it may import
+    # the parent package, which is part of this node's import).
+    with _context.caller_import():
+        record = _file_record(_find_spec(name))
     # This thread's import is this node's part: the invocation here waits for it.
-    claim = _herald.claim_import(name)
+    claim = _herald.claim_import(name, record)
     try:
-        handle = _herald.register(_payload(name), b"", _TAG_PREFIX + name)
+        handle = _herald.register(_payload(name), record, _TAG_PREFIX + name)
         module, local_failure = _import_for_caller(name, claim)
         outcome = handle.wait()
     finally:
@@ -106,11 +119,33 @@ def import_here(name):
     return importlib.import_module(name)
 
 
-def import_for_node(name):
+def import_for_node(name, record=b""):
     """This node's invocation of ``import_global(name)``, when no thread here is
-    importing it for its own ``import_global`` (herald-python waits for that one)."""
+    importing it for its own ``import_global`` (herald-python waits for that one).
+    ``record`` is the file the requesting node checked: the import fails if the
+    module imported here comes from another file (it has run by then, as a
+    library replaced after it was checked has)."""
     with _node_imports:
-        import_here(name)
+        module = import_here(name)
+    mismatch = file_mismatch(name, _file_record(getattr(module, "__spec__", None)), record)
+    if mismatch is not None:
+        raise ImportError(mismatch, name=name)
+
+
+def file_mismatch(name, here, requested):
+    """Why the module file imported here (``here``, a file record) is not the one
+    the requesting node checked (``requested``), or None if it is (or either
+    node had no file to compare)."""
+    mine, theirs = _parse_record(here), _parse_record(requested)
+    if mine is None or theirs is None or mine[0] == theirs[0]:
+        return None
+    (digest, _node, path), (their_digest, their_node, their_path) = mine, theirs
+    return (
+        f"node {_herald.node_id()} imported {name} from {path} (SHA-256 {digest.hex()[:16]}...), "
+        f"not the file node {their_node} found ({their_path}, SHA-256 {their_digest.hex()[:16]}...): "
+        "every node must import the same module; install the same version on every node "
+        "or import it from a shared file system that is not written to during the job"
+    )
 
 
 def _import_for_caller(name, claim):
@@ -128,6 +163,47 @@ def _import_for_caller(name, claim):
     if claim is not None:
         claim.finish(failure)
     return module, failure
+
+
+def _find_spec(name):
+    """The spec this node would import ``name`` from, or None if it finds none
+    (the import then fails and says why)."""
+    for attempt in range(2):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if spec is not None:
+            return spec
+        if attempt == 0:
+            # A file newer than a path finder's cached listing (see import_here).
+            importlib.invalidate_caches()
+    return None
+
+
+def _file_record(spec):
+    """The file a module spec loads from, as a registration argument (see
+    ``_FILE_PREFIX``), or b"" if it loads from no file."""
+    path = getattr(spec, "origin", None) if getattr(spec, "has_location", False) else None
+    if not isinstance(path, str):
+        return b""
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.sha256(file.read()).digest()
+    except OSError:
+        return b""
+    return _FILE_PREFIX + digest + _herald.node_id().to_bytes(4, "little") + os.fsencode(path)
+
+
+def _parse_record(record):
+    """(digest, node, path) from a file record, or None if it names no file."""
+    head = len(_FILE_PREFIX)
+    if not record.startswith(_FILE_PREFIX) or len(record) < head + _DIGEST_BYTES + 4:
+        return None
+    digest = record[head : head + _DIGEST_BYTES]
+    node = int.from_bytes(record[head + _DIGEST_BYTES : head + _DIGEST_BYTES + 4], "little")
+    path = os.fsdecode(record[head + _DIGEST_BYTES + 4 :])
+    return digest, node, path
 
 
 def _check(name, outcome, local_failure=None):

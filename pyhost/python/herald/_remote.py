@@ -14,7 +14,7 @@ def invoke(payload, args):
         try:
             module_name = _imports.module_name_of(payload)
             if module_name is not None:
-                _imports.import_for_node(module_name)
+                _imports.import_for_node(module_name, args)
                 return None
             if payload == b"call":
                 _calls.run_call(args)

@@ -145,3 +145,15 @@ class LoadFails:
 
 def return_load_fails():
     return LoadFails()
+
+
+def add_node_path(base):
+    """Puts this node's own directory under ``base`` first on ``sys.path`` (for
+    modules whose file differs from node to node)."""
+    import os
+
+    path = os.path.join(base, f"node{herald.node_id()}")
+    os.makedirs(path, exist_ok=True)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return path
