@@ -160,3 +160,13 @@ pub(crate) fn local_mesh(nodes: u32) -> Vec<(LocalTransport, Receiver<MeshEvent>
         .map(|(me, events)| (LocalTransport::new(me as u32, Arc::clone(&peers)), events))
         .collect()
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// The transport refuses a job larger than the core would accept, and no
+    /// smaller one: the two bounds are one.
+    #[test]
+    fn the_transport_and_the_core_bound_a_job_alike() {
+        assert_eq!(herald_tcp::MAX_RANKS, herald_core::MAX_NODES);
+    }
+}

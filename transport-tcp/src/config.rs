@@ -37,6 +37,12 @@ pub fn poll_from_env() -> Option<Duration> {
         .map(Duration::from_micros)
 }
 
+/// Most ranks a job may have: herald's core accepts views of at most this many
+/// nodes (`herald_core::MAX_NODES`), and rank 0 keeps a little state per rank,
+/// so a larger size (a typo, a garbled `HERALD_SIZE`) is refused before any
+/// of it is allocated.
+pub const MAX_RANKS: u32 = 1 << 20;
+
 /// Most values a job can agree on at link set-up ([`MeshConfig::agreed`]).
 pub const MAX_AGREED_VALUES: usize = 16;
 /// Longest name of an agreed value, in bytes.
@@ -174,6 +180,12 @@ impl MeshConfig {
         let invalid = |reason: String| Err(TcpError::InvalidConfig { reason });
         if self.size == 0 {
             return invalid("size is 0; a job has at least one rank".into());
+        }
+        if self.size > MAX_RANKS {
+            return invalid(format!(
+                "size is {}; a job has at most {MAX_RANKS} ranks",
+                self.size
+            ));
         }
         if self.rank >= self.size {
             return invalid(format!(

@@ -77,8 +77,8 @@ pub use bootstrap::{Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_e
 pub use config::{
     Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN,
-    MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES, MeshConfig, POLL_ENV,
-    poll_from_env,
+    MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES, MAX_RANKS, MeshConfig,
+    POLL_ENV, poll_from_env,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
 pub use events::{EventHook, EventSender, PollGate};

@@ -236,9 +236,23 @@ fn invalid_configurations_are_refused_up_front() {
     bad.max_frame_bytes = 10;
     bad.cluster_id = "x".repeat(300);
     assert!(matches!(
-        Mesh::establish(bad),
+        Mesh::establish(bad.clone()),
         Err(TcpError::InvalidConfig { .. })
     ));
+    // A size no job can have is refused before anything is allocated for it
+    // (four billion ranks would need hundreds of gigabytes of rank 0's state).
+    bad.cluster_id = "c".into();
+    bad.size = 4_000_000_000;
+    match Mesh::establish(bad) {
+        Err(TcpError::InvalidConfig { reason }) => {
+            assert!(reason.contains("size is 4000000000"), "{reason}");
+            assert!(
+                reason.contains(&herald_tcp::MAX_RANKS.to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "a mesh")),
+    }
 }
 
 #[test]
