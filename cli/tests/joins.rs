@@ -134,3 +134,34 @@ fn two_joiners_arriving_while_registrations_are_in_flight_run_each_once() {
     }
     joiners.into_iter().for_each(assert_joiner_succeeded);
 }
+
+/// Joining an address where no job listens says so after the first attempt,
+/// not only when the establish timeout has passed, then fails naming it.
+#[test]
+fn a_joiner_told_a_dead_address_says_so_at_once() {
+    let dead = common::free_port();
+    let mut joiner = Command::new(common::herald())
+        .args(["node", "--join"])
+        .arg(dead.to_string())
+        .args(["--establish-timeout", "30"])
+        .env("HERALD_SECRET", herald_tcp::Secret::random().to_hex())
+        .env_remove("HERALD_SECRET_FILE")
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env_remove("HERALD_COORDINATOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the joiner");
+    let stderr = joiner.stderr.take().expect("stderr");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first)
+        .expect("read the joiner's stderr");
+    // The first line comes long before the 30 s deadline (the test would
+    // otherwise wait for the exit below, which only comes at the deadline).
+    assert!(
+        first.contains(&format!("joining through rank 0 at {dead}")) && first.contains("retrying"),
+        "{first}"
+    );
+    let _ = joiner.kill();
+    let _ = joiner.wait();
+}

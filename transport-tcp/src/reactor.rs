@@ -1329,6 +1329,17 @@ impl Reactor {
             );
             return self.peer_lost(rank, reason, false, now);
         }
+        if dial.attempts == 1 && matches!(self.formation, Formation::Joining) {
+            // A job being joined is running, so its rank 0 should answer at
+            // once: say so now rather than only when the deadline passes.
+            tracing::warn!(
+                "herald-tcp: joining through rank 0 at {}: {}; retrying until the establish \
+                 timeout ({:?})",
+                addr.map_or("no address".to_owned(), |a| a.to_string()),
+                dial.last_error,
+                self.settings.establish_timeout
+            );
+        }
         dial.retry_at = Some(now + dial.pause);
         dial.pause = (dial.pause * 2).min(MAX_RETRY);
         self.next_timer = self.next_timer.min(now + dial.pause);
