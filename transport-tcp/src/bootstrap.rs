@@ -126,6 +126,17 @@ pub enum BootstrapError {
          --rank and --size, or start under mpirun, srun or `herald run`"
     )]
     NoRank,
+    /// `HERALD_SIZE` asks for a job of several ranks, but no launcher's rank
+    /// variable says which one this process is (a job of one would ignore it).
+    #[error(
+        "HERALD_SIZE={size} but no rank is set: set HERALD_RANK (0 to {last}) in each \
+         process, or start the ranks with mpirun, srun or `herald run`",
+        last = size - 1
+    )]
+    SizeWithoutRank {
+        /// `HERALD_SIZE`.
+        size: u32,
+    },
     /// A variable that should hold a number does not.
     #[error("{var}={value:?} is not a non-negative integer; fix or unset it")]
     NotANumber {
@@ -376,9 +387,11 @@ fn find_rank(
             (None, _) => Err(BootstrapError::PmixWithoutSize),
         };
     }
-    slurm
-        .map(|(rank, size)| (rank, size, BootstrapSource::Slurm))
-        .ok_or(BootstrapError::NoRank)
+    match (slurm, herald_size) {
+        (Some((rank, size)), _) => Ok((rank, size, BootstrapSource::Slurm)),
+        (None, Some(size)) if size > 1 => Err(BootstrapError::SizeWithoutRank { size }),
+        (None, _) => Err(BootstrapError::NoRank),
+    }
 }
 
 fn check_pair((rank_var, rank): Named, (size_var, size): Named) -> Result<(), BootstrapError> {

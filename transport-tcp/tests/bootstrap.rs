@@ -97,6 +97,24 @@ fn nothing_at_all_says_what_to_set() {
 }
 
 #[test]
+fn a_size_without_a_rank_is_refused_not_taken_for_a_job_of_one() {
+    let err = boot(&[("HERALD_SIZE", "4")]).unwrap_err();
+    assert!(
+        matches!(err, BootstrapError::SizeWithoutRank { size: 4 }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("set HERALD_RANK (0 to 3)"),
+        "{err}"
+    );
+    // A size of one asks for what a process alone is anyway.
+    assert!(matches!(
+        boot(&[("HERALD_SIZE", "1")]),
+        Err(BootstrapError::NoRank)
+    ));
+}
+
+#[test]
 fn malformed_values_name_the_variable() {
     let err = boot(&[("OMPI_COMM_WORLD_RANK", "one"), OMPI[1]]).unwrap_err();
     assert!(
