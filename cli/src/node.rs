@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herald_host::{HostConfig, JobEnd, Runtime, RuntimeStats, TransportChoice, TransportKind};
+use herald_host::{
+    HostConfig, HostError, JobEnd, Runtime, RuntimeStats, TransportChoice, TransportKind,
+};
 use herald_tcp::{Bootstrap, Mesh, bootstrap_from_env};
 
 /// Flags of `herald node`.
@@ -173,8 +175,15 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
     // A joiner replays the job's registrations (its libraries' constructors call
     // the C ABI, installed just above) before it serves.
     if let Err(error) = runtime.wait_admitted() {
-        eprintln!("herald node: {error}");
         herald_host::uninstall_global();
+        if let HostError::Fenced { by, reason } = &error {
+            // Declared down while replaying: stop as any rank the job declared
+            // down does, so `herald run` lets the rest of the job go on.
+            eprintln!("{}", fenced_message(rank, *by, reason));
+            runtime.shutdown();
+            std::process::exit(i32::from(FENCED_EXIT));
+        }
+        eprintln!("herald node: {error}");
         return Ok(None);
     }
     tracing::info!(

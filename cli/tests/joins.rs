@@ -7,8 +7,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 
 use common::{Job, RankSetup, args, build_c};
@@ -60,6 +61,12 @@ fn assert_joiner_succeeded(joiner: JoinHandle<Output>) {
 
 /// Starts `herald node --join` against the job, collecting its output.
 fn start_joiner(job: &Job, dir: &Path, secret: &str) -> JoinHandle<Output> {
+    let mut command = joiner_command(job, dir, secret);
+    std::thread::spawn(move || command.output().expect("run the joiner"))
+}
+
+/// `herald node --join` against the job, allowing libraries from `dir`.
+fn joiner_command(job: &Job, dir: &Path, secret: &str) -> Command {
     let mut command = Command::new(common::herald());
     command
         .args(["node", "--join"])
@@ -72,7 +79,7 @@ fn start_joiner(job: &Job, dir: &Path, secret: &str) -> JoinHandle<Output> {
         .env_remove("HERALD_SIZE")
         .env_remove("HERALD_COORDINATOR")
         .env_remove("HERALD_LIBRARY_PATH");
-    std::thread::spawn(move || command.output().expect("run the joiner"))
+    command
 }
 
 #[test]
@@ -164,4 +171,80 @@ fn a_joiner_told_a_dead_address_says_so_at_once() {
     );
     let _ = joiner.kill();
     let _ = joiner.wait();
+}
+
+/// A joiner stopped (SIGSTOP) in the middle of replaying the log, for longer than
+/// the peer timeout, is declared down by rank 0; once continued it hears so and
+/// stops like any rank the job declared down: status 88, saying who declared it
+/// down and why (not that it "stopped before it was admitted", which sends the
+/// user looking for a library it could not load).
+#[test]
+fn a_joiner_stopped_while_it_replays_is_fenced_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = dir.path().join("gate");
+    // The joiner (node 3) stalls inside the replayed load until the gate exists,
+    // so the stop lands while it is replaying.
+    let stall = r#"
+#include <sys/stat.h>
+#include <unistd.h>
+__attribute__((constructor)) static void join_stall(void) {
+    const char *gate = getenv("JOIN_GATE");
+    struct stat st;
+    if (!gate || herald_node_id() != 3) return;
+    printf("node 3: replaying\n");
+    fflush(stdout);
+    while (stat(gate, &st) != 0) usleep(5000);
+}
+"#;
+    let plugin = build_c(dir.path(), "join", "join_stall", stall);
+    let secret = herald_tcp::Secret::random().to_hex();
+    let timing = [
+        ("HERALD_HEARTBEAT_MS", "200"),
+        ("HERALD_PEER_TIMEOUT_MS", "2000"),
+    ];
+    let mut env = vec![("JOIN_EXPECT", "refused")];
+    env.extend(timing);
+    let mut job = start_job_running(dir.path(), &plugin, "join_main", &secret, &env);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for a joiner"));
+    let mut joiner = joiner_command(&job, dir.path(), &secret);
+    joiner
+        .envs(timing)
+        .env("JOIN_GATE", &gate)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut joiner = joiner.spawn().expect("spawn the joiner");
+    let stderr = {
+        let mut pipe = joiner.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let mut stdout = BufReader::new(joiner.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("node 3: replaying") {
+        line.clear();
+        let read = stdout
+            .read_line(&mut line)
+            .expect("read the joiner's output");
+        assert_ne!(read, 0, "the joiner ended before replaying");
+    }
+    let pid = joiner.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // Rank 0 sees node 3 go down (peer timeout), and a launch to it fail.
+    job.expect_line(|l| l.rank == 0 && l.text.contains("launch to node 3 failed"));
+    std::fs::write(&gate, "").expect("open the gate");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let status = joiner.wait().expect("wait for the joiner");
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(88), "{stderr}");
+    assert!(
+        stderr.contains("rank 3 was declared down by node 0"),
+        "{stderr}"
+    );
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
 }

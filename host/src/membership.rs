@@ -119,8 +119,9 @@ impl Runtime {
 
     /// Waits until this joining node has replayed the job's log; at once for a
     /// node that started as a member. Fails with [`HostError::NotAdmitted`]
-    /// (naming this node and the registration) if it was refused; the runtime has
-    /// then stopped.
+    /// (naming this node and the registration) if it was refused, or with
+    /// [`HostError::Fenced`] if the job declared it down while it replayed; the
+    /// runtime has then stopped.
     pub fn wait_admitted(&self) -> Result<(), HostError> {
         let shared = self.shared();
         let mut admission = shared
@@ -137,8 +138,16 @@ impl Runtime {
                     return Err(HostError::NotAdmitted { reason });
                 }
                 Admission::Joining if self.is_stopped() => {
-                    return Err(HostError::NotAdmitted {
-                        reason: format!("node {} stopped before it was admitted", shared.node.0),
+                    // Declared down while replaying (e.g. stopped for longer than
+                    // the peer timeout): say so, as for any fenced node.
+                    return Err(match shared.stopped_error() {
+                        fenced @ HostError::Fenced { .. } => fenced,
+                        _ => HostError::NotAdmitted {
+                            reason: format!(
+                                "node {} stopped before it was admitted",
+                                shared.node.0
+                            ),
+                        },
                     });
                 }
                 Admission::Joining => {
