@@ -133,8 +133,10 @@ void herald_register_on_load(herald_callback callback, const void *args, size_t 
  * way inside a load, and inside a callback for a task launched to this node
  * that is held for a registration needing that callback (a task launched here
  * waits until every registration global here at its launch, other than the
- * launching callback's own and those enclosing it, is done here). Cycles
- * through other nodes are not detected. */
+ * launching callback's own and those enclosing it, is done here), or on a
+ * node still joining the job (replaying its registrations, which include the
+ * callback, before it runs any task). Cycles through other nodes are not
+ * detected. */
 int herald_wait(herald_handle handle, char *error, size_t error_len);
 
 /* Releases a registration handle: every handle herald_register_global,

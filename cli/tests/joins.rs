@@ -248,3 +248,35 @@ __attribute__((constructor)) static void join_stall(void) {
     let statuses = job.wait();
     assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
 }
+
+/// A replayed callback that launches a task to its own node and waits for it:
+/// on the job's ranks the task runs; on the joiner, which runs no task before
+/// its replay ends (and the replay waits for this callback), the wait is refused
+/// instead of hanging the join, the joiner is admitted and runs tasks.
+#[test]
+fn a_replayed_callback_waiting_for_a_task_on_its_own_node_is_refused_not_hung() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = build_c(dir.path(), "join_selftask", "join_selftask", "");
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = start_job_running(dir.path(), &plugin, "selftask_main", &secret, &[]);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("waiting for a joiner"));
+    for rank in 0..3 {
+        let ran = format!("node {rank}: self wait rc=0 echo from node {rank}");
+        job.expect_line(|l| l.text == ran);
+    }
+    let joiner = start_joiner(&job, dir.path(), &secret);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("node 0: echo from node 3"));
+    let statuses = job.wait();
+    assert!(statuses.iter().all(|s| s.success()), "{}", job.transcript());
+    let output = joiner.join().expect("joiner thread");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("node 3: self wait rc=2") && stdout.contains("joining"),
+        "{stdout}"
+    );
+}

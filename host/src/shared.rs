@@ -195,6 +195,15 @@ impl Shared {
         }
     }
 
+    /// Whether this node is still replaying the job's log (it joined late).
+    pub(crate) fn is_joining(&self) -> bool {
+        *self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            == Admission::Joining
+    }
+
     /// Where this node's join stands now.
     pub(crate) fn set_admission(&self, admission: Admission) {
         *self
@@ -447,7 +456,7 @@ impl Shared {
         let ticket = match context::placement(self.id).parent {
             Some(waiter) => self
                 .waits
-                .begin_task_wait(waiter.keys[0], handle)
+                .begin_task_wait(waiter.keys[0], handle, self.is_joining())
                 .map_err(|reason| HostError::WouldDeadlock { reason })?,
             None => None,
         };

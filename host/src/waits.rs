@@ -218,16 +218,29 @@ impl WaitGraph {
     /// The thread running the invocation of `from` is about to wait for the task
     /// with handle `handle`. `Ok(None)` when the task was not launched to this
     /// node (nothing here holds it); refused, with the reason, if what it needs
-    /// cannot be done before `from` returns.
+    /// cannot be done before `from` returns. `joining`: this node is replaying
+    /// the job's log, which holds every task here until it ends and waits for
+    /// every invocation running here (each is part of the replay), so a task
+    /// launched here cannot run before `from` returns.
     pub(crate) fn begin_task_wait(
         &self,
         from: Key,
         handle: u64,
+        joining: bool,
     ) -> Result<Option<WaitTicket>, String> {
         let mut state = lock(&self.state);
         let Some(needs) = state.tasks.get(&handle).cloned() else {
             return Ok(None);
         };
+        if joining {
+            return Err(format!(
+                "the task was launched to this node, which is still joining the job: it runs \
+                 no task before it has replayed the job's registrations, and that replay \
+                 waits for the invocation running on this thread ({}); return instead of \
+                 waiting",
+                from.short()
+            ));
+        }
         if state.task_needs(&needs, from) {
             return Err(format!(
                 "the task was launched to this node while the invocation running on this \
@@ -498,31 +511,53 @@ mod tests {
         // A and B run; each launches a task here, which needs the other.
         graph.launched_here(10, Some(key(1)), || true);
         graph.launched_here(11, Some(key(2)), || true);
-        let a_waits = graph.begin_task_wait(key(1), 10).expect("A may wait");
+        let a_waits = graph
+            .begin_task_wait(key(1), 10, false)
+            .expect("A may wait");
         assert!(a_waits.is_some(), "a task launched here is in the graph");
         let refused = graph
-            .begin_task_wait(key(2), 11)
+            .begin_task_wait(key(2), 11, false)
             .expect_err("B closes the cycle");
         assert!(refused.contains("a task held until"), "{refused}");
         graph.end_wait(&a_waits.expect("ticket"));
         // A task launched elsewhere is not held here.
-        assert!(matches!(graph.begin_task_wait(key(2), 99), Ok(None)));
+        assert!(matches!(graph.begin_task_wait(key(2), 99, false), Ok(None)));
         // A task launched by another thread while C was global needs C: C
         // waiting for it is refused at once.
         graph.global_invoked(key(3));
         graph.launched_here(12, None, || true);
-        assert!(graph.begin_task_wait(key(3), 12).is_err());
+        assert!(graph.begin_task_wait(key(3), 12, false).is_err());
         // One launched before D was global does not need D.
         graph.launched_here(13, None, || true);
         graph.global_invoked(key(4));
         assert!(
             graph
-                .begin_task_wait(key(4), 13)
+                .begin_task_wait(key(4), 13, false)
                 .expect("allowed")
                 .is_some()
         );
         graph.task_released(12);
-        assert!(matches!(graph.begin_task_wait(key(3), 12), Ok(None)));
+        assert!(matches!(graph.begin_task_wait(key(3), 12, false), Ok(None)));
+    }
+
+    #[test]
+    fn a_joining_node_refuses_a_wait_for_a_task_launched_here() {
+        let graph = WaitGraph::default();
+        graph.global_invoked(key(1));
+        graph.launched_here(10, Some(key(1)), || true);
+        let refused = graph
+            .begin_task_wait(key(1), 10, true)
+            .expect_err("the replay holds the task until the invocation returns");
+        assert!(refused.contains("still joining the job"), "{refused}");
+        // A task launched elsewhere is not held here, joining or not.
+        assert!(matches!(graph.begin_task_wait(key(1), 99, true), Ok(None)));
+        // Once admitted, the same wait is allowed.
+        assert!(
+            graph
+                .begin_task_wait(key(1), 10, false)
+                .expect("allowed")
+                .is_some()
+        );
     }
 
     #[test]
@@ -533,7 +568,7 @@ mod tests {
         // A waits for a task launched here from A, which needs B; then B nests A.
         graph.launched_here(10, Some(key(1)), || true);
         let a_waits = graph
-            .begin_task_wait(key(1), 10)
+            .begin_task_wait(key(1), 10, false)
             .expect("allowed")
             .expect("held here");
         assert_eq!(nested(&graph, 5, key(2), key(1)), 1);
@@ -546,7 +581,7 @@ mod tests {
         graph.launched_here(11, Some(key(3)), || true);
         assert!(
             graph
-                .begin_task_wait(key(3), 11)
+                .begin_task_wait(key(3), 11, false)
                 .expect("allowed")
                 .is_some()
         );
