@@ -501,3 +501,71 @@ fn init_and_finalize_inside_a_view_hook_are_refused() {
         );
     }
 }
+
+/// A process that joins (HERALD_JOIN) while rank 0 is already inside
+/// herald_finalize is a rank like the others: rank 0 ends the job only once it
+/// called herald_finalize too, and every rank, the joiner included, finalizes.
+#[test]
+fn rank_0_in_finalize_waits_for_a_rank_that_joined_meanwhile() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_join_finalize.c"),
+        "embed-join-finalize",
+    );
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = Job::start_program_with_secret(3, &program, &secret, |_| RankSetup {
+        args: Vec::new(),
+        env: Vec::new(),
+    });
+    job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
+    let mut joiner = Command::new(&program)
+        .env("HERALD_JOIN", job.coordinator.to_string())
+        .env("HERALD_SECRET", &secret)
+        .env_remove("HERALD_SECRET_FILE")
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env_remove("HERALD_COORDINATOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the joiner");
+    let mut lines = BufReader::new(joiner.stdout.take().expect("stdout")).lines();
+    let started = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(started, "rank 3: started");
+    // Ranks 1 and 2 call herald_finalize; the joiner has not yet.
+    for rank in 1..3 {
+        job.write_stdin(rank, "go\n");
+        job.expect_line(|l| l.rank == rank && l.text == format!("rank {rank}: finalizing"));
+    }
+    // Rank 0 must still wait for the joiner (wrongly, it would end the job, and
+    // leave once the joiner acknowledged the end, at once).
+    let ended = job.line_within(
+        |l| l.rank == 0 && l.text.starts_with("rank 0: finalized"),
+        std::time::Duration::from_secs(3),
+    );
+    assert!(
+        !ended,
+        "rank 0 ended the job before the joiner called herald_finalize:\n{}",
+        job.transcript()
+    );
+    let mut stdin = joiner.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write to the joiner");
+    drop(stdin);
+    let statuses = job.wait();
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "every rank succeeds:\n{}",
+        job.transcript()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = joiner.wait().expect("wait for the joiner");
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l == "rank 3: finalized (0)"),
+        "{rest:?}"
+    );
+}

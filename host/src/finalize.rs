@@ -76,16 +76,22 @@ impl Arrivals {
         state.fenced.clone()
     }
 
-    /// Blocks until every node of `0..nodes` other than `me` arrived or went down.
-    /// Returns the nodes that went down without arriving, or why this node was
-    /// fenced meanwhile.
-    fn wait_for_others(&self, me: u32, nodes: u32) -> Result<Vec<u32>, String> {
+    /// The view grew (a node joined): a wait for every node must count it too.
+    pub(crate) fn view_changed(&self) {
+        self.update(|_| true);
+    }
+
+    /// Blocks until every node of `0..nodes()` other than `me` arrived or went
+    /// down, `nodes()` read afresh after every change: a node that joins
+    /// meanwhile is a rank like the others. Returns the nodes that went down
+    /// without arriving, or why this node was fenced meanwhile.
+    fn wait_for_others(&self, me: u32, nodes: impl Fn() -> u32) -> Result<Vec<u32>, String> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(why) = &state.fenced {
                 return Err(why.clone());
             }
-            let missing = (0..nodes)
+            let missing = (0..nodes())
                 .filter(|n| *n != me && !state.arrived.contains(n) && !state.down.contains(n))
                 .count();
             if missing == 0 {
@@ -159,7 +165,7 @@ impl Runtime {
         let lost = self
             .shared()
             .arrivals
-            .wait_for_others(0, self.num_nodes())
+            .wait_for_others(0, || self.num_nodes())
             .map_err(HostError::Finalize)?;
         self.end_job_naming(&lost)?;
         lost_nodes_result(&lost)

@@ -185,6 +185,8 @@ impl Shared {
     /// The core's view changed: record it, then tell every hook.
     pub(crate) fn set_view(&self, view: View) {
         self.nodes.store(view.size, Ordering::Release);
+        // Rank 0's finalize waits for every node of the view, joiners included.
+        self.arrivals.view_changed();
         let hooks: Vec<ViewHook> = self
             .view_hooks
             .lock()

@@ -183,6 +183,18 @@ impl Job {
         Job::spawn(nodes, coordinator, &secret, program, |_| Vec::new(), setup)
     }
 
+    /// [`start_program`](Self::start_program) with the cluster secret `secret`
+    /// (so that a test can start a process that joins the job).
+    pub fn start_program_with_secret(
+        nodes: u32,
+        program: &Path,
+        secret: &str,
+        setup: impl Fn(u32) -> RankSetup,
+    ) -> Job {
+        let coordinator = free_loopback_port().expect("free port");
+        Job::spawn(nodes, coordinator, secret, program, |_| Vec::new(), setup)
+    }
+
     /// Starts `nodes` ranks of `herald node` with rank 0 listening on
     /// `coordinator` and the cluster secret `secret`; each rank's command is
     /// prefixed by `wrap(rank)` (e.g. `ip netns exec NAME`) when that is not empty.
@@ -282,6 +294,29 @@ impl Job {
                         self.transcript()
                     );
                 }
+            }
+        }
+    }
+
+    /// Whether a line matching `wanted` (from any rank) arrives within `within`:
+    /// for checking that something does not happen (a rank that would wrongly
+    /// go ahead does so at once; the window only bounds the test's patience).
+    pub fn line_within(&mut self, wanted: impl Fn(&Line) -> bool, within: Duration) -> bool {
+        if self.seen.iter().any(|l| wanted(l)) {
+            return true;
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let matched = wanted(&line);
+                    self.seen.push(line);
+                    if matched {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
             }
         }
     }
