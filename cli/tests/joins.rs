@@ -3,7 +3,9 @@
 //! the registration, and runs the task rank 0 launches on it; a joiner that lacks
 //! the library is not admitted, and says which node and which file; two joiners
 //! arriving at once, while registrations are in flight, each run every
-//! registration exactly once.
+//! registration exactly once; a joiner stopped mid-replay is fenced and says
+//! so; a replayed callback waiting for a task on its own node is refused, not
+//! hung.
 
 mod common;
 
