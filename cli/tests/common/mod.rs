@@ -302,7 +302,7 @@ impl Job {
     /// for checking that something does not happen (a rank that would wrongly
     /// go ahead does so at once; the window only bounds the test's patience).
     pub fn line_within(&mut self, wanted: impl Fn(&Line) -> bool, within: Duration) -> bool {
-        if self.seen.iter().any(|l| wanted(l)) {
+        if self.seen.iter().any(&wanted) {
             return true;
         }
         let deadline = Instant::now() + within;
