@@ -18,6 +18,12 @@ use crate::seal::{Kind, Opener};
 /// Bytes read from a socket at a time.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// Full reads a connection gets per turn of the I/O thread before the others
+/// get theirs (it comes back for the rest at once): a peer that sends without
+/// pause cannot starve the other links, whose heartbeats would then seem to
+/// stop and their ranks be declared down.
+pub(crate) const READS_PER_TURN: usize = 4;
+
 /// A connection, from its first byte to its close.
 pub(crate) struct Conn {
     /// The socket and its sending side, which senders may share.
@@ -180,8 +186,10 @@ impl Conn {
         self.flush(now)
     }
 
-    /// The socket is readable: reads until it would block, advancing the
-    /// handshake and opening records; what arrived goes to `received`.
+    /// The socket is readable: reads until it would block, or up to
+    /// [`READS_PER_TURN`] full buffers, advancing the handshake and opening
+    /// records; what arrived goes to `received`. Returns true if it stopped at
+    /// that bound: more may be waiting, and no new readiness event will say so.
     pub(crate) fn on_readable(
         &mut self,
         handshake: &mut Option<Handshake>,
@@ -190,15 +198,21 @@ impl Conn {
         now: Instant,
         buffer: &mut [u8],
         received: &mut Vec<Received>,
-    ) -> Result<(), ConnError> {
+    ) -> Result<bool, ConnError> {
         if self.stage == Stage::Connecting {
-            return Ok(());
+            return Ok(false);
         }
         // A read that does not fill the buffer took everything the socket had:
         // data that comes later raises a new readiness event, so reading again
         // now (to see it would block) only costs a system call per frame.
         let mut drained = false;
+        let mut reads = 0;
         while !drained {
+            if reads == READS_PER_TURN {
+                self.flush(now)?;
+                return Ok(true);
+            }
+            reads += 1;
             let n = match (&self.outlet.stream).read(buffer) {
                 Ok(0) => {
                     return Err(ConnError::Closed {
@@ -249,7 +263,8 @@ impl Conn {
             }
             self.take_records(bytes, received)?;
         }
-        self.flush(now)
+        self.flush(now)?;
+        Ok(false)
     }
 
     /// The peer's hello passed the reactor's checks: data may flow.

@@ -64,6 +64,7 @@ mod error;
 mod events;
 mod frame;
 mod handshake;
+mod joins;
 mod mesh;
 mod outlet;
 mod raw;

@@ -28,6 +28,7 @@ use crate::error::{HandshakeError, TcpError};
 use crate::events::{EventSender, PollGate};
 use crate::frame::Control;
 use crate::handshake::{Expect, Handshake, Hello, Identity, JOINING};
+use crate::joins::JoinOrder;
 use crate::mesh::MeshEvent;
 use crate::outlet::Outlet;
 use crate::refusals::Refusals;
@@ -220,6 +221,11 @@ pub(crate) struct Reactor {
     formation_deadline: Instant,
     /// Where connections read into: one buffer for all, allocated once.
     read_buffer: Box<[u8]>,
+    /// Rank 0: joiners admitted, reported to the owner in rank order.
+    joins: JoinOrder,
+    /// Connections that had more to read when their turn ended (see
+    /// [`READS_PER_TURN`](crate::conn::READS_PER_TURN)): read again next turn.
+    unread: Vec<usize>,
 }
 
 /// A connection and the part of its handshake still to run.
@@ -354,6 +360,8 @@ impl Reactor {
             next_timer: now,
             formation_deadline: now + settings_deadline,
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
+            joins: JoinOrder::new(size as u32),
+            unread: Vec::new(),
         };
         Ok((reactor, shared))
     }
@@ -375,7 +383,7 @@ impl Reactor {
                 Duration::ZERO
             } else {
                 self.shared.parked.store(true, Ordering::SeqCst);
-                if self.commands.is_empty() {
+                if self.commands.is_empty() && self.unread.is_empty() {
                     self.next_timer.saturating_duration_since(now)
                 } else {
                     Duration::ZERO
@@ -417,6 +425,10 @@ impl Reactor {
                         now,
                     ),
                 }
+            }
+            for index in std::mem::take(&mut self.unread) {
+                busy = true;
+                self.on_conn_event(index, true, false, now);
             }
             if now >= self.next_timer {
                 self.on_timers(now);
@@ -844,8 +856,11 @@ impl Reactor {
                     &mut self.read_buffer,
                     &mut received,
                 );
+                if let Ok(true) = read {
+                    self.unread.push(index);
+                }
                 if result.is_ok() {
-                    result = read;
+                    result = read.map(|_| ());
                 }
             }
             if slot.closing.is_some() {
@@ -1219,6 +1234,7 @@ impl Reactor {
             tracing::warn!(peer = rank, %reason, "herald-tcp: link to rank {rank} lost");
         }
         self.events.send(MeshEvent::PeerDown { node: rank, reason });
+        self.joiner_lost(rank);
         let _ = now;
     }
 
@@ -1457,7 +1473,20 @@ impl Reactor {
             stats_entry(&mut stats, rank);
         }
         tracing::debug!(rank, %listen, "herald-tcp: admitted a joining process");
-        self.events.send(MeshEvent::Joined { node: rank });
+        for node in self.joins.admitted(rank) {
+            self.events.send(MeshEvent::Joined { node });
+        }
+    }
+
+    /// Rank 0: `rank` was reported lost; joiners it held back are reported now
+    /// (see [`JoinOrder`]).
+    fn joiner_lost(&mut self, rank: u32) {
+        if self.me.rank != 0 || !matches!(self.formation, Formation::Formed) {
+            return;
+        }
+        for node in self.joins.lost(rank) {
+            self.events.send(MeshEvent::Joined { node });
+        }
     }
 
     /// A joiner: rank 0 gave us our rank.
@@ -1647,6 +1676,7 @@ impl Reactor {
         };
         tracing::warn!(peer = rank, %reason, "herald-tcp: link to rank {rank} lost");
         self.events.send(MeshEvent::PeerDown { node: rank, reason });
+        self.joiner_lost(rank);
     }
 
     /// A wake-up long after the previous one means this process itself was not

@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -155,4 +156,52 @@ fn a_peer_that_reads_nothing_is_dropped_at_the_queue_bound() {
     );
     drop(links);
     mesh.shutdown();
+}
+
+/// A peer that sends without pause does not starve the other links: rank 0
+/// reads every connection in turn, so it keeps hearing rank 2's heartbeats
+/// (and never takes rank 2 for silent) while rank 1 floods it for many peer
+/// timeouts.
+#[test]
+fn a_flooding_peer_does_not_silence_the_others() {
+    let meshes = form(3, "flood", fast);
+    let flooding = AtomicBool::new(true);
+    let flood = vec![7u8; 256 << 10];
+    let zero_events = &meshes[0].1;
+    // Anything but the flood ends the test, named without the flood's bytes.
+    let flood_or_nothing = |event: Result<MeshEvent, _>| match event {
+        Ok(MeshEvent::Frame { from: 1, .. }) => true,
+        Ok(MeshEvent::Frame { from, bytes }) => {
+            panic!("a frame of {} bytes from {from}", bytes.len())
+        }
+        Ok(other) => panic!("rank 0, flooded by rank 1, saw {other:?}"),
+        Err(_) => false,
+    };
+    thread::scope(|scope| {
+        let (one, flooding, flood) = (&meshes[1].0, &flooding, &flood);
+        let _stop = Stop(flooding);
+        scope.spawn(move || {
+            while flooding.load(Ordering::Relaxed) {
+                one.send(0, flood.clone());
+            }
+        });
+        let until = Instant::now() + 8 * PEER_TIMEOUT;
+        let mut frames = 0u64;
+        while Instant::now() < until {
+            frames += u64::from(flood_or_nothing(zero_events.recv_timeout(PEER_TIMEOUT)));
+        }
+        assert!(frames > 0, "the flood never arrived");
+    });
+    // The rest of the flood, then every link still works.
+    while flood_or_nothing(zero_events.recv_timeout(PEER_TIMEOUT)) {}
+    common::assert_all_pairs_work(&meshes);
+}
+
+/// Clears a flag when dropped (also when an assertion fails).
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }

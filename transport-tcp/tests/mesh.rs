@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 
 use common::{TIMEOUT, assert_all_pairs_work, config, expect_frame, form, recv};
 use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
@@ -293,5 +293,88 @@ fn a_process_joins_a_running_job_and_every_rank_reaches_it() {
     joiner.shutdown();
     for (mesh, _) in meshes {
         mesh.shutdown();
+    }
+}
+
+/// Processes joining at once are reported to rank 0's owner in the order of the
+/// ranks they were given, every one of them: the owner (herald's core) takes an
+/// admission to mean that every rank below it was given out, and declares a
+/// lower one that it has not seen absent. (A joiner gets its rank when its
+/// hello arrives and is admitted when its address does, and these can cross;
+/// about one burst in six crossed here before joins were reported in order.)
+#[test]
+fn joiners_arriving_at_once_are_reported_in_rank_order() {
+    const JOINERS: u32 = 12;
+    const BURSTS: u32 = 4;
+    let secret = Secret::random();
+    let meshes = common::form_with(2, "joins", &secret, |_| {});
+    let coordinator = meshes[0].0.local_addr();
+    let joining = AtomicBool::new(true);
+    let joined: Vec<Mesh> = std::thread::scope(|scope| {
+        // Rank 0's I/O thread is kept busy meanwhile (as by a job's traffic), so
+        // that the joiners' hellos and registrations interleave. It stops when
+        // this closure ends, also by a failed assertion.
+        let (busy, joining) = (&meshes[1].0, &joining);
+        let _stop = Stop(joining);
+        scope.spawn(move || {
+            while joining.load(Ordering::Relaxed) {
+                busy.send(0, vec![0; 64 << 10]);
+            }
+        });
+        let mut joined = Vec::new();
+        for burst in 0..BURSTS {
+            let first = 2 + burst * JOINERS;
+            let start = Barrier::new(JOINERS as usize);
+            let arrivals: Vec<Mesh> = std::thread::scope(|burst_scope| {
+                let joiners: Vec<_> = (0..JOINERS)
+                    .map(|_| {
+                        let config = config(0, 0, coordinator, &secret, "joins");
+                        let start = &start;
+                        burst_scope.spawn(move || {
+                            start.wait();
+                            Mesh::join(config).expect("every joiner is admitted").0
+                        })
+                    })
+                    .collect();
+                joiners
+                    .into_iter()
+                    .map(|j| j.join().expect("joiner thread"))
+                    .collect()
+            });
+            let mut ranks: Vec<u32> = arrivals.iter().map(Mesh::rank).collect();
+            ranks.sort_unstable();
+            assert_eq!(ranks, (first..first + JOINERS).collect::<Vec<_>>());
+            let reported: Vec<u32> = meshes[0]
+                .1
+                .iter()
+                .filter_map(|event| match event {
+                    MeshEvent::Joined { node } => Some(node),
+                    MeshEvent::Frame { from: 1, .. } => None,
+                    other => panic!("expected Joined, got {other:?}"),
+                })
+                .take(JOINERS as usize)
+                .collect();
+            assert_eq!(
+                reported, ranks,
+                "burst {burst}: joins reported out of rank order"
+            );
+            joined.extend(arrivals);
+        }
+        joined
+    });
+    for mesh in joined {
+        mesh.shutdown();
+    }
+    for (mesh, _) in meshes {
+        mesh.shutdown();
+    }
+}
+
+/// Clears a flag when dropped.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
