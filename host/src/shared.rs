@@ -356,8 +356,11 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Result<RegistrationResult, HostError> {
         let key = self.lock_keys().get(&handle).copied();
+        let refused = |reason: String| HostError::WouldDeadlock {
+            reason: self.with_name(key, reason),
+        };
         if let Some(reason) = context::deadlock_reason(self.id, key) {
-            return Err(HostError::WouldDeadlock { reason });
+            return Err(refused(reason));
         }
         if let Some(outcome) = self.try_registration(handle) {
             return outcome;
@@ -367,7 +370,7 @@ impl Shared {
             (Some(waiter), Some(key)) => Some(
                 self.waits
                     .begin_wait(waiter.keys[0], key)
-                    .map_err(|reason| HostError::WouldDeadlock { reason })?,
+                    .map_err(refused)?,
             ),
             _ => None,
         };
@@ -387,9 +390,7 @@ impl Shared {
                 waited: started.elapsed(),
             }),
             WaitOutcome::Closed => Err(self.stopped_error()),
-            WaitOutcome::Interrupted => Err(HostError::WouldDeadlock {
-                reason: refusal().unwrap_or_default(),
-            }),
+            WaitOutcome::Interrupted => Err(refused(refusal().unwrap_or_default())),
         }
     }
 
@@ -585,6 +586,16 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
             .cloned()
+    }
+
+    /// `reason` (a refusal that names the registration `key` by its short key)
+    /// with the registration's name (its tag, or what it runs) next to the key.
+    fn with_name(&self, key: Option<Key>, reason: String) -> String {
+        let Some((key, name)) = key.and_then(|key| Some((key, self.name_of(&key)?))) else {
+            return reason;
+        };
+        let short = format!("registration {}", key.short());
+        reason.replacen(&short, &format!("{short} ({name})"), 1)
     }
 
     fn remember_name(&self, registration: &Registration) {

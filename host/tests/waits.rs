@@ -172,6 +172,12 @@ fn two_invocations_nesting_each_other_do_not_both_wait() {
             "node {node}: {}",
             refused[0]
         );
+        // The registration waited for is named by what it runs, not only its key.
+        assert!(
+            refused[0].contains("(cycles:a) cannot") || refused[0].contains("(cycles:b) cannot"),
+            "node {node}: {}",
+            refused[0]
+        );
     }
     nodes.iter().for_each(Runtime::shutdown);
 }
