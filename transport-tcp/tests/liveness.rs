@@ -13,6 +13,17 @@ use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
 const HEARTBEAT: Duration = Duration::from_millis(50);
 const PEER_TIMEOUT: Duration = Duration::from_millis(400);
 
+/// The tests here run one at a time: their peer timeouts are short, and one of
+/// them floods a link at full speed, which would take the cores from the
+/// others' heartbeats.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn fast(config: &mut herald_tcp::MeshConfig) {
     config.heartbeat = HEARTBEAT;
     config.peer_timeout = PEER_TIMEOUT;
@@ -22,6 +33,7 @@ fn fast(config: &mut herald_tcp::MeshConfig) {
 /// peer timeouts with no frame sent, and no heartbeat is ever delivered as a frame.
 #[test]
 fn idle_links_stay_up_on_heartbeats_alone() {
+    let _serial = one_at_a_time();
     let meshes = form(3, "idle", fast);
     // Nothing may happen while the links idle for five peer timeouts.
     match meshes[0].1.recv_timeout(5 * PEER_TIMEOUT) {
@@ -38,6 +50,7 @@ fn idle_links_stay_up_on_heartbeats_alone() {
 /// after the peer timeout, with how far its frame got.
 #[test]
 fn a_peer_stalled_mid_frame_is_reported_down() {
+    let _serial = one_at_a_time();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let coordinator = listener.local_addr().expect("addr");
     let secret = Secret::random();
@@ -80,6 +93,7 @@ fn a_peer_stalled_mid_frame_is_reported_down() {
 /// peer then closes it.
 #[test]
 fn a_retired_link_reports_nothing_more() {
+    let _serial = one_at_a_time();
     let meshes = form(2, "retire", |_| {});
     meshes[0].0.close_peer(1);
     meshes[1].0.send(0, b"late".to_vec());
@@ -101,6 +115,7 @@ fn a_retired_link_reports_nothing_more() {
 /// setting, both values, and what to do.
 #[test]
 fn a_disagreement_fails_formation_naming_both_values() {
+    let _serial = one_at_a_time();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let coordinator = listener.local_addr().expect("addr");
     let secret = Secret::random();
@@ -126,6 +141,7 @@ fn a_disagreement_fails_formation_naming_both_values() {
 /// once more than `max_queued_bytes` wait for it, it is reported down.
 #[test]
 fn a_peer_that_reads_nothing_is_dropped_at_the_queue_bound() {
+    let _serial = one_at_a_time();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let coordinator = listener.local_addr().expect("addr");
     let secret = Secret::random();
@@ -164,6 +180,7 @@ fn a_peer_that_reads_nothing_is_dropped_at_the_queue_bound() {
 /// timeouts.
 #[test]
 fn a_flooding_peer_does_not_silence_the_others() {
+    let _serial = one_at_a_time();
     let meshes = form(3, "flood", fast);
     let flooding = AtomicBool::new(true);
     let flood = vec![7u8; 256 << 10];
