@@ -6,7 +6,7 @@
 use herald_core::{Node, NodeId};
 use herald_sim::{FaultKind, Scenario, ceil_log};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestCaseError, TestRunner};
 use sim_tests::{Spec, replay_command, run_twice, seed_from_env};
 
 /// Random seeds run by the swarm test (each run twice).
@@ -14,6 +14,11 @@ const SWARM_RUNS: u64 = 300;
 
 /// Property cases generated (each run twice), before shrinking.
 const PROPERTY_CASES: u32 = 128;
+
+/// The seed the property cases are drawn from, so that a run of the suite is
+/// the same run everywhere (CI included). `PROPTEST_RNG_SEED=<n>` draws other
+/// cases; `PROPTEST_RNG_SEED=$RANDOM` (or any fresh number) explores.
+const PROPERTY_SEED: u64 = 2026;
 
 /// Swarm testing: each seed configures every fault kind and the run enables a
 /// random subset of them; faults stop after a window and everything must finish
@@ -85,8 +90,13 @@ fn random_scenarios_keep_every_invariant() {
         check(&spec).unwrap_or_else(|e| panic!("{e}"));
         return;
     }
+    let rng_seed = match std::env::var("PROPTEST_RNG_SEED") {
+        Ok(_) => Config::default().rng_seed,
+        Err(_) => RngSeed::Fixed(PROPERTY_SEED),
+    };
     let config = Config {
         cases: PROPERTY_CASES,
+        rng_seed,
         source_file: Some(file!()),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/properties.txt",
@@ -197,4 +207,27 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             seed,
         },
     )
+}
+
+/// A liveness hole the random cases found (2026-11-30), not fixed yet: a launch
+/// waits for ever on its target when it requires a key whose dissemination never
+/// reached the target and never will. Here two partitions split the job and each
+/// side declared the other down; lib0's rounds ended naming node 38 unreachable,
+/// while node 19, on 38's side, received lib0 (a `Disseminate` from node 7). Node
+/// 19 then launches to 38, requiring lib0 (global on 19, its job-wide result
+/// unknown there), and 38 holds the task for ever. The fix is a protocol
+/// change (the target asking the launcher for a registration it has never heard
+/// of, and invoking it without taking part in a round, as it does for a round
+/// whose root is known down). Run it with `cargo test -p sim-tests --test
+/// properties -- --ignored`.
+#[test]
+#[ignore = "open liveness hole: a launch requiring a registration its target never receives"]
+fn a_launch_requiring_a_registration_its_target_never_receives_is_answered() {
+    let spec: Spec = "nodes=41,fanout=3,keys=2,requesters=5,depth=0,failing=0,crashes=3,\
+                      partitions=2,lose=false,links=1,one_sided=0,suspicions=0,pauses=1,\
+                      duplicates=1,small_frames=false,swarm=false,latency_us=50,launches=3,\
+                      seed=6529970351200201437"
+        .parse()
+        .expect("a valid spec");
+    check(&spec).unwrap_or_else(|e| panic!("{e}"));
 }
