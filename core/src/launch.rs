@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::node::{Output, TaskRequest};
 use crate::{
-    Key, LaunchId, Message, Node, NodeId, TaskError, TaskErrorKind, TaskOutcome, TaskRunId,
-    cut_text,
+    Key, LaunchId, Message, Node, NodeId, Registration, TaskError, TaskErrorKind, TaskOutcome,
+    TaskRunId, cut_text,
 };
 
 /// A task waiting for registrations it requires (or on its way to its target).
@@ -139,11 +139,56 @@ impl Node {
             .filter(|key| !self.entries.get(key).is_some_and(|e| e.is_done()))
             .copied()
             .collect();
+        self.fetch_unknown(run.origin, &held.missing);
         // A joiner holds every task until it has replayed the log.
         if held.missing.is_empty() && self.is_admitted() {
             self.start_task(run, held);
         } else {
             self.held.insert(run, held);
+        }
+    }
+
+    /// A task from `origin` requires keys this node has never heard of. Their
+    /// rounds may never reach it (they may have ended naming it unreachable, as
+    /// when a partition made each side declare the other down), so it asks the
+    /// launcher, which has them, once per key and launcher; if a round brings a
+    /// key first, the answer is ignored.
+    fn fetch_unknown(&mut self, origin: NodeId, missing: &BTreeSet<Key>) {
+        if origin == self.me() {
+            return;
+        }
+        let unknown: Vec<Key> = missing
+            .iter()
+            .filter(|key| !self.entries.contains_key(key))
+            .copied()
+            .collect();
+        let keys: Vec<Key> = unknown
+            .into_iter()
+            .filter(|key| self.fetched.insert((*key, origin)))
+            .collect();
+        if !keys.is_empty() {
+            self.send(origin, Message::Fetch { keys });
+        }
+    }
+
+    /// `from` holds a task of ours that requires these keys and has never heard
+    /// of them: send each registration this node has (every key a launch from
+    /// here requires has an entry here).
+    pub(crate) fn handle_fetch(&mut self, from: NodeId, keys: Vec<Key>) {
+        for key in keys {
+            if let Some(entry) = self.entries.get(&key) {
+                let registration = entry.registration.clone();
+                self.send(from, Message::Supply { key, registration });
+            }
+        }
+    }
+
+    /// A registration a held task required, from its launcher: run it here,
+    /// without taking part in any round (as for a round whose root is known
+    /// down), unless a round brought it meanwhile.
+    pub(crate) fn handle_supply(&mut self, key: Key, registration: Registration) {
+        if !self.entries.contains_key(&key) {
+            self.ensure_invoked_global(key, &registration);
         }
     }
 

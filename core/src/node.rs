@@ -226,6 +226,9 @@ pub struct Node {
     pub(crate) fenced: Option<(NodeId, String)>,
     /// Tasks received and waiting for their required registrations.
     pub(crate) held: BTreeMap<TaskRunId, HeldTask>,
+    /// Registrations asked of a launcher (key, launcher) for a held task that
+    /// required them before this node had heard of them (see `Message::Fetch`).
+    pub(crate) fetched: BTreeSet<(Key, NodeId)>,
     /// Tasks handed to the host and not yet finished.
     pub(crate) running: BTreeSet<TaskRunId>,
     next_invocation: u64,
@@ -483,6 +486,7 @@ impl Node {
             highest_launch: BTreeMap::new(),
             fenced: None,
             held: BTreeMap::new(),
+            fetched: BTreeSet::new(),
             running: BTreeSet::new(),
             next_invocation: 0,
             next_request: 0,
@@ -630,6 +634,8 @@ impl Node {
                 log,
                 more,
             } => self.handle_welcome(from, view, down, log, more),
+            Message::Fetch { keys } => self.handle_fetch(from, keys),
+            Message::Supply { key, registration } => self.handle_supply(key, registration),
         }
         Ok(())
     }
@@ -1013,6 +1019,7 @@ impl Node {
         }
         match message {
             Message::Request { key, registration }
+            | Message::Supply { key, registration }
             | Message::Disseminate {
                 key, registration, ..
             } => self.check_key(from, *key, registration),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Key, LaunchId, NodeId, NodeSet, Registration, Replay, Report, TaskOutcome};
 
 /// Version of the frame format; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// Default upper bound on an encoded frame, version byte included.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
@@ -95,6 +95,20 @@ pub enum Message {
         /// More chunks follow (a log larger than one frame is split).
         more: bool,
     },
+    /// Target to launcher: a task held here requires registrations this node has
+    /// never heard of (their rounds never reached it); send them.
+    Fetch {
+        /// The registrations' keys.
+        keys: Vec<Key>,
+    },
+    /// Launcher to target, for a `Fetch`: one registration the target lacks, to
+    /// run without taking part in any round.
+    Supply {
+        /// The registration's key.
+        key: Key,
+        /// The registration itself.
+        registration: Registration,
+    },
 }
 
 impl Message {
@@ -109,6 +123,8 @@ impl Message {
             Message::TaskResult { .. } => "task_result",
             Message::Down { .. } => "down",
             Message::Welcome { .. } => "welcome",
+            Message::Fetch { .. } => "fetch",
+            Message::Supply { .. } => "supply",
         }
     }
 }

@@ -436,3 +436,61 @@ fn a_refused_launch_does_not_excuse_the_next_one() {
         );
     }
 }
+
+/// A target that has never heard of a key a launch requires (its round may never
+/// reach it: it ended naming the target unreachable) asks the launcher for it
+/// (`Fetch`, once per key and launcher), runs what comes back (`Supply`) without
+/// taking part in any round, and then the task; a registration that a round
+/// brings first makes the supply a no-op.
+#[test]
+fn a_target_fetches_a_required_registration_it_never_received() {
+    let mut c = Cluster::new(3, 2);
+    let reg = registration_homed_at(0, 3, "never-reaches-2");
+    let key = reg.key();
+    c.register(0, &reg);
+    // The round's dissemination to node 2 is lost: node 2 never hears of it.
+    let lost = c
+        .in_flight
+        .iter()
+        .position(|(_, to, m)| to.0 == 2 && m.iter().any(|m| m.kind() == "disseminate"))
+        .expect("a dissemination to node 2");
+    c.in_flight.remove(lost);
+    c.deliver_all();
+    c.finish(1, key, Ok(()));
+    // Node 1 received the key: its launches to node 2 require it.
+    for _ in 0..2 {
+        c.node(1)
+            .launch(NodeId(2), "t", vec![], None)
+            .expect("launch");
+    }
+    c.pump();
+    while !c.in_flight_of_kind("launch").is_empty() {
+        c.deliver_one();
+    }
+    assert!(c.tasks.is_empty(), "held: node 2 lacks the key");
+    let fetches = c.in_flight_of_kind("fetch");
+    assert_eq!(fetches.len(), 1, "one fetch for both launches: {fetches:?}");
+    assert_eq!((fetches[0].0, fetches[0].1), (NodeId(2), NodeId(1)));
+    c.deliver_all();
+    assert_eq!(c.invocations_of(key), 3, "node 2 runs what node 1 supplied");
+    assert!(c.tasks.is_empty(), "still running on node 2");
+    c.finish(2, key, Ok(()));
+    assert_eq!(
+        c.tasks.len(),
+        2,
+        "both tasks run once the key is done there"
+    );
+    assert!(c.tasks.iter().all(|(node, _)| node.0 == 2));
+    // A supply of a key the node has (a round brought it meanwhile) changes nothing.
+    c.node(2)
+        .handle_message(
+            NodeId(1),
+            herald_core::Message::Supply {
+                key,
+                registration: reg.clone(),
+            },
+        )
+        .expect("a valid supply");
+    c.pump();
+    assert_eq!(c.invocations_of(key), 3, "at most once per node");
+}

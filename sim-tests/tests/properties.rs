@@ -209,19 +209,15 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
     )
 }
 
-/// A liveness hole the random cases found (2026-11-30), not fixed yet: a launch
-/// waits for ever on its target when it requires a key whose dissemination never
-/// reached the target and never will. Here two partitions split the job and each
-/// side declared the other down; lib0's rounds ended naming node 38 unreachable,
-/// while node 19, on 38's side, received lib0 (a `Disseminate` from node 7). Node
-/// 19 then launches to 38, requiring lib0 (global on 19, its job-wide result
-/// unknown there), and 38 holds the task for ever. The fix is a protocol
-/// change (the target asking the launcher for a registration it has never heard
-/// of, and invoking it without taking part in a round, as it does for a round
-/// whose root is known down). Run it with `cargo test -p sim-tests --test
-/// properties -- --ignored`.
+/// A liveness hole the random cases found (2026-11-30): a launch waited for ever
+/// on its target when it required a key whose dissemination never reached the
+/// target. Here two partitions split the job and each side declared the other
+/// down; lib0's rounds ended naming node 38 unreachable, while node 19, on 38's
+/// side, received lib0 (a `Disseminate` from node 7). Node 19 then launches to
+/// 38, requiring lib0 (global on 19, its job-wide result unknown there). Node 38
+/// now asks node 19 for it (`Fetch`), runs what node 19 sends (`Supply`) without
+/// taking part in a round, and then the task.
 #[test]
-#[ignore = "open liveness hole: a launch requiring a registration its target never receives"]
 fn a_launch_requiring_a_registration_its_target_never_receives_is_answered() {
     let spec: Spec = "nodes=41,fanout=3,keys=2,requesters=5,depth=0,failing=0,crashes=3,\
                       partitions=2,lose=false,links=1,one_sided=0,suspicions=0,pauses=1,\

@@ -328,7 +328,9 @@ impl NaiveNode {
             Message::Request { .. }
             | Message::Complete { .. }
             | Message::Down { .. }
-            | Message::Welcome { .. } => {}
+            | Message::Welcome { .. }
+            | Message::Fetch { .. }
+            | Message::Supply { .. } => {}
         }
     }
 

@@ -428,7 +428,8 @@ impl Scenario {
 
     /// The most messages a fault-free run of herald may send: for each top-level
     /// key `2(N-1)`, plus 2 for every distinct requester of it that is not its home;
-    /// plus 2 per launch to another node.
+    /// plus, per launch to another node, 2 (the launch and its result) and at most
+    /// one fetch and one supply per key (when the launch overtakes a round).
     pub fn message_bound(&self) -> u64 {
         let n = u64::from(self.nodes);
         let per_key = self.requesters_per_key();
@@ -440,7 +441,12 @@ impl Scenario {
             .filter(|(key, node)| key.home(self.nodes) != *node)
             .count() as u64
             * 2;
-        let fixed = disseminations + requests + 2 * self.remote_launches();
+        // A remote launch: the launch and its result, and if it reaches its
+        // target before some key it requires does, one fetch and one supply per
+        // key (the target cannot tell a round in flight from one that never
+        // comes).
+        let launches = self.remote_launches() * (2 + 1 + keys.len() as u64);
+        let fixed = disseminations + requests + launches;
         if self.joins.is_empty() {
             return fixed;
         }
@@ -452,7 +458,7 @@ impl Scenario {
         let rounds = keys.len() as u64 * 2 * slots.saturating_sub(1) * (1 + joins);
         let requests = per_key.len() as u64 * 2 * (1 + joins);
         let welcomes = joins * (1 + keys.len() as u64);
-        rounds + requests + welcomes + 2 * self.remote_launches()
+        rounds + requests + welcomes + launches
     }
 
     /// The most messages the naive baseline may send: every requester of every key
