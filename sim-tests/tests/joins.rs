@@ -219,12 +219,13 @@ impl Tamper for EmptyWelcome {
     }
 }
 
+/// (No launch to the joiner here: a launch that requires the key would make the
+/// joiner fetch it from the launcher, which heals the skipped replay.)
 #[test]
 fn a_joiner_that_skips_the_replay_is_caught() {
     let scenario = Scenario::new(3)
         .with_request(NodeId(1), 0, library())
-        .with_join(500_000)
-        .with_launch(NodeId(0), NodeId(3), 600_000, "saxpy");
+        .with_join(500_000);
     let honest = run_once::<Node>(&scenario);
     assert!(honest.is_ok(), "{:?}", honest.violations);
     let report = run_once::<Tampered<EmptyWelcome>>(&scenario);
