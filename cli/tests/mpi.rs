@@ -175,15 +175,12 @@ fn ranks_with_different_fanouts_refuse_to_start_naming_both_values() {
     let job = mpirun(2, &[], &["sh".into(), "-c".into(), script.into()]);
     assert_ne!(job.status, Some(0), "{}", job.output);
     assert_ne!(job.status, Some(TIMED_OUT), "the job hung:\n{}", job.output);
+    // Each rank names both values; mpirun may stop one rank before it prints,
+    // once the other has exited.
     assert!(
         job.output.contains(
             "node 1 uses fan-out 5, this node 4: start every rank with the same --fanout"
-        ),
-        "{}",
-        job.output
-    );
-    assert!(
-        job.output.contains(
+        ) || job.output.contains(
             "node 0 uses fan-out 4, this node 5: start every rank with the same --fanout"
         ),
         "{}",
