@@ -522,13 +522,8 @@ fn rank_0_in_finalize_waits_for_a_rank_that_joined_meanwhile() {
         env: Vec::new(),
     });
     job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
-    let mut joiner = Command::new(&program)
+    let mut joiner = common::as_joiner(&mut Command::new(&program), &secret)
         .env("HERALD_JOIN", job.coordinator.to_string())
-        .env("HERALD_SECRET", &secret)
-        .env_remove("HERALD_SECRET_FILE")
-        .env_remove("HERALD_RANK")
-        .env_remove("HERALD_SIZE")
-        .env_remove("HERALD_COORDINATOR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -70,16 +70,11 @@ fn start_joiner(job: &Job, dir: &Path, secret: &str) -> JoinHandle<Output> {
 /// `herald node --join` against the job, allowing libraries from `dir`.
 fn joiner_command(job: &Job, dir: &Path, secret: &str) -> Command {
     let mut command = Command::new(common::herald());
-    command
+    common::as_joiner(&mut command, secret)
         .args(["node", "--join"])
         .arg(job.coordinator.to_string())
         .arg("--library-path")
         .arg(dir)
-        .env("HERALD_SECRET", secret)
-        .env_remove("HERALD_SECRET_FILE")
-        .env_remove("HERALD_RANK")
-        .env_remove("HERALD_SIZE")
-        .env_remove("HERALD_COORDINATOR")
         .env_remove("HERALD_LIBRARY_PATH");
     command
 }
@@ -149,18 +144,16 @@ fn two_joiners_arriving_while_registrations_are_in_flight_run_each_once() {
 #[test]
 fn a_joiner_told_a_dead_address_says_so_at_once() {
     let dead = common::free_port();
-    let mut joiner = Command::new(common::herald())
-        .args(["node", "--join"])
-        .arg(dead.to_string())
-        .args(["--establish-timeout", "30"])
-        .env("HERALD_SECRET", herald_tcp::Secret::random().to_hex())
-        .env_remove("HERALD_SECRET_FILE")
-        .env_remove("HERALD_RANK")
-        .env_remove("HERALD_SIZE")
-        .env_remove("HERALD_COORDINATOR")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the joiner");
+    let mut joiner = common::as_joiner(
+        &mut Command::new(common::herald()),
+        &herald_tcp::Secret::random().to_hex(),
+    )
+    .args(["node", "--join"])
+    .arg(dead.to_string())
+    .args(["--establish-timeout", "30"])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start the joiner");
     let stderr = joiner.stderr.take().expect("stderr");
     let mut first = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first)

@@ -33,6 +33,18 @@ pub fn herald() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
 }
 
+/// Gives `command` the environment of a process joining a running job: the
+/// cluster secret, and none of the rank variables a test's own environment (or
+/// an enclosing `herald run`) may carry, which would make it a rank instead.
+pub fn as_joiner<'a>(command: &'a mut Command, secret: &str) -> &'a mut Command {
+    command
+        .env("HERALD_SECRET", secret)
+        .env_remove("HERALD_SECRET_FILE")
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env_remove("HERALD_COORDINATOR")
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
