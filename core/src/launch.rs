@@ -157,14 +157,10 @@ impl Node {
         if origin == self.me() {
             return;
         }
-        let unknown: Vec<Key> = missing
+        let keys: Vec<Key> = missing
             .iter()
-            .filter(|key| !self.entries.contains_key(key))
+            .filter(|key| !self.entries.contains_key(key) && self.fetched.insert((**key, origin)))
             .copied()
-            .collect();
-        let keys: Vec<Key> = unknown
-            .into_iter()
-            .filter(|key| self.fetched.insert((*key, origin)))
             .collect();
         if !keys.is_empty() {
             self.send(origin, Message::Fetch { keys });
