@@ -277,15 +277,9 @@ def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
         # It reaped its ranks before it exited: none is left running.
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
+        _assert_gone(pids)
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_left(pids)
         launcher.kill()
         launcher.wait()
 
@@ -336,12 +330,22 @@ def test_a_rank_that_cannot_be_started_stops_the_started_ones(tmp_path):
         assert "cannot start rank" in job.stderr, job.stderr
         assert "Traceback" not in job.stderr, job.stderr
         # It reaped the ranks it had started before it exited: none is left.
-        for pid in started:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
+        _assert_gone(started)
     finally:
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_left(started)
+
+
+def _assert_gone(pids):
+    """Every process in ``pids`` has exited and been reaped."""
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _kill_left(pids):
+    """Kills whatever of ``pids`` a failed test left running."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
