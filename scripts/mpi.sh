@@ -2,7 +2,9 @@
 # herald over the job's own MPI (the `mpi` cargo feature), in real mpirun jobs:
 #
 #   1. lints of the MPI builds (herald-mpi, herald-host, the CLI, libherald.so,
-#      herald-python with --features mpi), herald-mpi's unit tests
+#      herald-python with --features mpi), herald-mpi's unit tests, and its
+#      mpi_order example under mpirun -np 2 (frames sent by two threads arrive
+#      in order, then the close; shared memory and TCP)
 #   2. cli/tests/mpi.rs: `herald node --transport mpi` under mpirun: the C plugin
 #      scenario on 4 ranks, auto/tcp selection, a fan-out mismatch, an error
 #      text longer than a frame, a rank that dies (Open MPI aborts the job), the
@@ -54,6 +56,13 @@ cargo clippy -q -p herald-mpi -p herald-host -p herald -p herald-c -p herald-pyt
     --all-targets --features "$FEATURES" -- -D warnings
 cargo test -q -p herald-mpi --features herald-mpi/mpi
 cargo test -q -p herald --features herald/mpi --test mpi
+# Frames sent by two threads in turn, large ones among small, arrive in order and
+# before the close, over shared memory and over TCP.
+cargo build -q -p herald-mpi --features herald-mpi/mpi --example mpi_order
+for btl in vader,self tcp,self; do
+    "${MPIRUN[@]}" -np 2 --mca btl "$btl" "$TARGET_DIR/debug/examples/mpi_order" \
+        || fail "frames out of order over MPI (btl $btl)"
+done
 # target/debug/libherald.so with MPI support, which the C programs below link
 # (as a test's dependency it stays under deps/; built on its own it is put here).
 cargo build -q -p herald-c --features herald-c/mpi
