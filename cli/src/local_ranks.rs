@@ -72,13 +72,19 @@ pub fn forward_output(
     readers
 }
 
-/// Sends `rank` on `exited` once `child` has exited, from a thread of its own. The
-/// child is left a zombie, so its pid stays reserved (and killing it stays safe)
-/// until `Child::wait` reaps it.
-pub fn notify_exit(child: &Child, rank: u32, exited: Sender<u32>) {
+/// Sends `rank` on `exited` once `child` has exited, from a thread of its own, and
+/// calls `on_stop` with the signal each time a signal stops it (SIGSTOP, SIGTSTP,
+/// ...). The child is left a zombie, so its pid stays reserved (and killing it
+/// stays safe) until `Child::wait` reaps it.
+pub fn notify_exit(
+    child: &Child,
+    rank: u32,
+    exited: Sender<u32>,
+    on_stop: impl Fn(i32) + Send + 'static,
+) {
     let pid = child.id();
     std::thread::spawn(move || {
-        wait_without_reaping(pid);
+        wait_without_reaping(pid, on_stop);
         let _ = exited.send(rank);
     });
 }
@@ -101,8 +107,9 @@ fn forward_lines(
 }
 
 /// Blocks until process `pid` has exited, leaving it a zombie so that its pid
-/// stays reserved until `Child::wait` reaps it.
-fn wait_without_reaping(pid: u32) {
+/// stays reserved until `Child::wait` reaps it; calls `on_stop` with the signal
+/// each time a signal stops it meanwhile.
+fn wait_without_reaping(pid: u32, on_stop: impl Fn(i32)) {
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -112,11 +119,33 @@ fn wait_without_reaping(pid: u32) {
                 libc::P_PID,
                 pid as libc::id_t,
                 &mut info,
-                libc::WEXITED | libc::WNOWAIT,
+                libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
             )
         };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        if rc != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
             return;
         }
+        if info.si_code != libc::CLD_STOPPED {
+            return;
+        }
+        // SAFETY: a CLD_STOPPED report carries the stopping signal in si_status.
+        let signal = unsafe { info.si_status() };
+        // Takes this stop's report (WNOWAIT left it), and only it: WSTOPPED alone
+        // never reaps, and WNOHANG returns at once if the child ran on meanwhile.
+        // SAFETY: as above, on our own child.
+        let mut taken: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut taken,
+                libc::WSTOPPED | libc::WNOHANG,
+            )
+        };
+        on_stop(signal);
     }
 }

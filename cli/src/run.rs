@@ -2,7 +2,8 @@
 //! with a fresh cluster secret, and prefixes each output line with its rank.
 //! If a rank fails, the others are stopped and `herald run` fails too. SIGINT and
 //! SIGTERM are passed on to every rank (a stopped rank is continued to receive
-//! them); once all are reaped, `herald run` dies of the same signal.
+//! them); once all are reaped, `herald run` dies of the same signal. A rank that a
+//! signal stops is named, with how to resume it.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -175,7 +176,17 @@ pub fn run_local_job(
         };
         forwarder.add(child.id());
         readers.extend(forward_output(rank, &mut child, &on_line));
-        notify_exit(&child, rank, exited_tx.clone());
+        let pid = child.id();
+        notify_exit(&child, rank, exited_tx.clone(), move |signal| {
+            // A stopped rank cannot end (nor learn that the job declared it
+            // down): the job would wait for it in silence.
+            eprintln!(
+                "herald run: rank {rank} (pid {pid}) was stopped by {}; the job waits for it \
+                 (its peers declare it down once it has been silent for the peer timeout): \
+                 `kill -CONT {pid}` resumes it, `kill {pid}` ends it",
+                signals::name(signal)
+            );
+        });
         children.push(child);
     }
     drop(exited_tx);

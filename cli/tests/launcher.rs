@@ -190,6 +190,34 @@ fn sigterm_reaches_a_stopped_rank() {
     assert_gone(&pids, marker);
 }
 
+/// A rank stopped by a signal is named with its pid and how to resume it (the job
+/// would otherwise wait for it in silence); resumed, it ends and so does the job.
+#[test]
+fn a_stopped_rank_is_named_and_the_job_ends_once_it_is_resumed() {
+    let launcher = Launcher::start(
+        2,
+        "if [ \"$HERALD_RANK\" = 1 ]; then echo stopping $$; kill -STOP $$; fi; echo rank $HERALD_RANK done",
+    );
+    let line = launcher.stderr_line("herald run: rank 1 (pid");
+    let stopping = loop {
+        let line = recv(&launcher.stdout, "rank 1's pid");
+        if let Some(pid) = line.strip_prefix("[1] stopping ") {
+            break pid.parse::<i32>().expect("a pid");
+        }
+    };
+    let expected =
+        format!("herald run: rank 1 (pid {stopping}) was stopped by SIGSTOP; the job waits for it");
+    assert!(line.starts_with(&expected), "{line}");
+    assert!(
+        line.contains(&format!("`kill -CONT {stopping}` resumes it")),
+        "{line}"
+    );
+    // SAFETY: plain kill(2) of a rank this test started, not yet reaped.
+    assert_eq!(unsafe { libc::kill(stopping, libc::SIGCONT) }, 0);
+    let status = launcher.wait(&[stopping]);
+    assert!(status.success(), "herald run: {status}");
+}
+
 /// Blocks until `pid` is in the stopped state (`T` in /proc/PID/stat).
 fn wait_until_stopped(pid: i32) {
     let start = Instant::now();

@@ -270,7 +270,7 @@ impl Job {
             let mut child = command.spawn().expect("spawn a rank");
             forward_output(rank, &mut child, &on_line);
             stdins.push(child.stdin.take());
-            notify_exit(&child, rank, exit_tx.clone());
+            notify_exit(&child, rank, exit_tx.clone(), |_| {});
             children.push(child);
         }
         Job {
