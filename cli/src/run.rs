@@ -210,10 +210,11 @@ pub fn run_local_job(
         // After a forwarded signal the ranks are stopping already; let them.
         if first_failure.is_none() && forwarder.received().is_none() {
             first_failure = Some(rank);
-            for (other, child) in children.iter_mut().enumerate() {
-                if statuses[other].is_none() {
-                    // Not reaped yet, so the pid is still this child's.
-                    let _ = child.kill();
+            for (other, status) in statuses.iter().enumerate() {
+                if status.is_none() {
+                    // Its whole group: what the rank started (a wrapper script's
+                    // program) would otherwise live on, and hold its output pipes.
+                    forwarder.kill_group(other);
                 }
             }
         }

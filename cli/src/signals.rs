@@ -62,6 +62,16 @@ impl Forwarder {
         result
     }
 
+    /// Kills rank `index`'s whole process group with SIGKILL, unless it has been
+    /// reaped: the rank and whatever it started (a wrapper script's program), so
+    /// that nothing of a job stopped after a failure lives on holding its pipes.
+    pub fn kill_group(&self, index: usize) {
+        let state = self.lock();
+        if let Some(Some(pid)) = state.pids.get(index) {
+            send(*pid, libc::SIGKILL);
+        }
+    }
+
     /// The first signal received, if any.
     pub fn received(&self) -> Option<i32> {
         self.lock().received
