@@ -25,7 +25,7 @@ pub struct NodeArgs {
     pub size: Option<u32>,
     /// Where rank 0 listens (default: HERALD_COORDINATOR). The secret always comes
     /// from HERALD_SECRET or HERALD_SECRET_FILE, never from the command line.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub coordinator: Option<SocketAddr>,
     /// Join a running job through its rank 0, listening at HOST:PORT (default:
     /// HERALD_JOIN): this process gets a fresh rank, replays every registration
@@ -455,4 +455,21 @@ fn stats_line(stats: &RuntimeStats) -> String {
         stats.bytes_received,
         ready_ms
     )
+}
+
+/// `--coordinator HOST:PORT`: an address, or a host name resolved as
+/// `HERALD_COORDINATOR` is (its first address), so `$(hostname):7700` works
+/// on the command line as in the environment.
+fn parse_host_port(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = value.trim().parse() {
+        return Ok(addr);
+    }
+    let mut addrs = value
+        .trim()
+        .to_socket_addrs()
+        .map_err(|error| format!("{error}; use HOST:PORT, e.g. 127.0.0.1:7000"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{value} resolves to no address; use HOST:PORT"))
 }

@@ -72,6 +72,46 @@ fn constructor_nesting_reaches_every_node() {
     assert_eq!(job.count("inner ran"), 4, "{}", job.transcript());
 }
 
+/// `--coordinator HOST:PORT` takes a host name, as `HERALD_COORDINATOR` does
+/// (README's srun line: `$(hostname):7700`): two ranks given `localhost:PORT`
+/// on the command line form a job and run the example plugin.
+#[test]
+fn coordinator_flag_takes_a_host_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = dir.path().join("libexample.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&example)
+        .arg("-I")
+        .arg(common::repo_root().join("include"))
+        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    let coordinator = format!("localhost:{}", common::free_port().port());
+    let secret = herald_tcp::Secret::random().to_hex();
+    let main = format!("{}:example_main", example.display());
+    let rank = |rank: u32| {
+        let mut command = Command::new(common::herald());
+        common::as_joiner(&mut command, &secret)
+            .args(["node", "--rank", &rank.to_string(), "--size", "2"])
+            .args(["--coordinator", &coordinator, "--establish-timeout", "20"])
+            .arg("--library-path")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null());
+        if rank == 0 {
+            command.arg("--load").arg(&example).args(["--main", &main]);
+        }
+        command.spawn().expect("start herald node")
+    };
+    let mut ranks = [rank(0), rank(1)];
+    let statuses: Vec<_> = ranks
+        .iter_mut()
+        .map(|child| child.wait().expect("wait"))
+        .collect();
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
+}
+
 /// Node 0 loads library A while node 1 (in a task) loads library B; both
 /// constructors register globally. Everything completes on every node.
 #[test]
