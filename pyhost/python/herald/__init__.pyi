@@ -7,9 +7,31 @@ Without the wheel installed, point a type checker at them with
 
 import ctypes
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+
+__all__ = [
+    "Future",
+    "GlobalImportError",
+    "HeraldError",
+    "RegistrationError",
+    "RemoteError",
+    "RemoteTraceback",
+    "Task",
+    "TaskError",
+    "import_global",
+    "launch",
+    "load_library",
+    "node_id",
+    "num_nodes",
+    "on_view_change",
+    "register_global",
+    "serve",
+    "stats",
+    "task",
+    "wait_pending",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -25,6 +47,9 @@ class RegistrationError(HeraldError):
     failures: dict[int, str]
     unreachable: list[int]
     num_nodes: int
+    def __init__(
+        self, what: str, failures: Mapping[int, str], unreachable: Iterable[int], num_nodes: int
+    ) -> None: ...
 
 class GlobalImportError(ImportError):
     """``import_global`` failed on some nodes; the message lists each one."""
@@ -32,17 +57,26 @@ class GlobalImportError(ImportError):
     failures: dict[int, str]
     unreachable: list[int]
     num_nodes: int
+    def __init__(
+        self,
+        module_name: str,
+        failures: Mapping[int, str],
+        unreachable: Iterable[int],
+        num_nodes: int,
+    ) -> None: ...
 
 class TaskError(HeraldError):
     """A launched task produced no result (not registered there, node lost, ...)."""
 
     node: int
     kind: str  # "failed" | "requirement" | "unreachable"
+    def __init__(self, message: str, node: int, kind: str) -> None: ...
 
 class RemoteTraceback(Exception):
     """The traceback of an exception raised on another node (as ``__cause__``)."""
 
     text: str
+    def __init__(self, text: str) -> None: ...
 
 class RemoteError(HeraldError):
     """A remote exception that could not travel back as itself."""
@@ -51,11 +85,16 @@ class RemoteError(HeraldError):
     message: str
     node: int
     remote_traceback: str
+    def __init__(self, type_name: str, message: str, node: int, remote_traceback: str) -> None: ...
 
 class Future(Generic[_T]):
-    """The pending result of a launched task."""
+    """The pending result of a launched task (made by :func:`launch` and
+    :meth:`Task.launch`, not by the program)."""
 
     node: int
+    def __init__(
+        self, handle: object, node: int, what: str, decode: Callable[[bytes, int, str], _T] | None
+    ) -> None: ...
     def result(self, timeout: float | None = None) -> _T: ...
     def done(self) -> bool: ...
 
