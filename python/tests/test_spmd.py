@@ -98,6 +98,65 @@ def test_the_exit_status_is_the_first_failing_ranks(tmp_path):
     assert job.returncode == 5, job.stdout + job.stderr
 
 
+CHILD_LEFT_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pid_file = sys.argv[1]
+    if os.environ["HERALD_RANK"] == "1":
+        # Fails once rank 0's child is running.
+        deadline = time.monotonic() + 60
+        while not os.path.exists(pid_file):
+            assert time.monotonic() < deadline, "rank 0 started no child"
+            time.sleep(0.01)
+        sys.exit(3)
+    child = subprocess.Popen(["sleep", "600"])
+    with open(pid_file + ".tmp", "w") as file:
+        file.write(str(child.pid))
+    os.rename(pid_file + ".tmp", pid_file)
+    child.wait()
+    """
+)
+
+
+def test_a_failing_rank_stops_what_the_others_started(tmp_path):
+    """Stopping rank 0 after rank 1 failed stops its child too: left running,
+    the child would hold rank 0's output pipe and keep the launcher waiting
+    for ten minutes."""
+    script = tmp_path / "child_left.py"
+    script.write_text(CHILD_LEFT_SCRIPT)
+    pid_file = tmp_path / "child.pid"
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    child = None
+    try:
+        try:
+            job = subprocess.run(
+                [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the launcher still waited a minute after rank 1 failed")
+        child = int(pid_file.read_text())
+        assert job.returncode == 3, job.stdout + job.stderr
+        # It has exited (the launcher's reading of rank 0's output ended only
+        # once no process held it), if perhaps not been reaped by its new parent.
+        assert _state(child) in (None, "Z"), f"rank 0's child {child} outlived the job"
+    finally:
+        if child is None and pid_file.exists():
+            child = int(pid_file.read_text())
+        if child is not None:
+            _kill_left([child])
+
+
 DECLARED_DOWN_SCRIPT = textwrap.dedent(
     """
     import os
@@ -340,6 +399,15 @@ def _assert_gone(pids):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _state(pid):
+    """The state letter of process ``pid`` (``Z``: a zombie), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
 
 
 def _kill_left(pids):

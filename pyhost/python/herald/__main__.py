@@ -12,8 +12,9 @@ lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
 the others are stopped; the exit status is the first failing rank's, else 0. A
 rank that cannot be started (too few file descriptors or processes) stops the
 ranks started before it, and the exit status is 1.
-SIGINT (Ctrl-C) or SIGTERM sent to it stops every rank (SIGTERM, then SIGKILL
-after a grace period) and exits with 128 + the signal's number. A rank that exits because the job declared it down (status 88, as ``herald
+SIGINT (Ctrl-C) or SIGTERM sent to it stops every rank (the same signal, then
+SIGKILL after a grace period) and exits with 128 + the signal's number. Each
+rank runs in a session of its own, so stopping it stops what it started too. A rank that exits because the job declared it down (status 88, as ``herald
 run`` treats it) does not stop the others: the job goes on without it, and the
 exit status is still non-zero at the end.
 """
@@ -119,7 +120,7 @@ def _run(nodes, program):
             # A second SIGTERM: no more grace.
             for process in ranks:
                 if process.poll() is None:
-                    process.kill()
+                    _signal_group(process, signal.SIGKILL)
             for process in ranks:
                 process.wait()
         return 128 + signal.SIGTERM
@@ -146,6 +147,10 @@ def _start_and_wait(nodes, program, environment, output_lock, ranks, pumps):
                 stdin=subprocess.DEVNULL if rank else None,
                 stdout=subprocess.PIPE if nodes > 1 else None,
                 stderr=subprocess.PIPE if nodes > 1 else None,
+                # Its own process group (and session), so that stopping the rank
+                # stops what it started too: a child left running would keep
+                # the rank's output pipes open, and this launcher waiting.
+                start_new_session=True,
             )
         except OSError as error:
             # The ranks started so far would wait for the others until their
@@ -170,7 +175,9 @@ def _start_and_wait(nodes, program, environment, output_lock, ranks, pumps):
     try:
         status = _wait(ranks)
     except KeyboardInterrupt:
-        _stop(ranks)
+        # The ranks, in sessions of their own, did not get the terminal's
+        # Ctrl-C: they get it from here.
+        _stop(ranks, signal.SIGINT)
         status = 128 + signal.SIGINT
     for pump in pumps:
         pump.join()
@@ -230,16 +237,28 @@ def _wait(ranks):
     return code if code > 0 else 128 - code
 
 
-def _stop(processes):
+def _stop(processes, signum=signal.SIGTERM):
+    """Stops each rank's process group: ``signum``, then SIGKILL after a grace
+    period."""
     for process in processes:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            _signal_group(process, signum)
     for process in processes:
         try:
             process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait()
+
+
+def _signal_group(process, signum):
+    """Sends ``signum`` to the process group a rank leads. Only for a rank not
+    reaped yet (``poll()`` gave None, or ``wait`` timed out), whose pid, and so
+    its group's id, nothing else can have."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _pump(rank, source, sink, lock):
