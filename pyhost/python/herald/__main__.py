@@ -12,7 +12,7 @@ lines are prefixed with the rank (``[2] ...``) when N > 1. When a rank fails,
 the others are stopped; the exit status is the first failing rank's, else 0. A
 rank that cannot be started (too few file descriptors or processes) stops the
 ranks started before it, and the exit status is 1.
-SIGINT (Ctrl-C) or SIGTERM sent to it stops every rank (the same signal, then
+SIGINT (Ctrl-C), SIGTERM or SIGHUP sent to it stops every rank (the same signal, then
 SIGKILL after a grace period) and exits with 128 + the signal's number. Each
 rank runs in a session of its own, so stopping it stops what it started too. A rank that exits because the job declared it down (status 88, as ``herald
 run`` treats it) does not stop the others: the job goes on without it, and the
@@ -109,31 +109,40 @@ def _run(nodes, program):
     ranks = []
     pumps = []
     # SIGTERM (a batch system, `timeout`) stops the ranks too, as Ctrl-C does,
-    # instead of leaving them running without their launcher.
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # instead of leaving them running without their launcher; so does SIGHUP
+    # (the terminal went away), which the ranks, in sessions of their own, do
+    # not get from the terminal.
+    previous = {signum: signal.signal(signum, _terminated) for signum in _STOP_SIGNALS}
     try:
         return _start_and_wait(nodes, program, environment, output_lock, ranks, pumps)
-    except _Terminated:
+    except _Terminated as terminated:
+        signum = terminated.args[0]
         try:
-            _stop(ranks)
+            _stop(ranks, signum)
         except _Terminated:
-            # A second SIGTERM: no more grace.
+            # A second signal: no more grace.
             for process in ranks:
                 if process.poll() is None:
                     _signal_group(process, signal.SIGKILL)
             for process in ranks:
                 process.wait()
-        return 128 + signal.SIGTERM
+        return 128 + signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# The signals that stop the job, passed on to the ranks (SIGINT arrives as
+# KeyboardInterrupt).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class _Terminated(Exception):
-    """SIGTERM arrived."""
+    """SIGTERM or SIGHUP arrived (its number is the argument)."""
 
 
 def _terminated(signum, frame):
-    raise _Terminated
+    raise _Terminated(signum)
 
 
 def _start_and_wait(nodes, program, environment, output_lock, ranks, pumps):
