@@ -55,7 +55,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub establish_timeout: u64,
     /// Idle time after which a link sends a heartbeat, in milliseconds
-    /// (default: HERALD_HEARTBEAT_MS, else 1000; 0 = none, then --peer-timeout-ms 0).
+    /// (default: HERALD_HEARTBEAT_MS, else 1000; 0 = none, which turns silence
+    /// detection off too unless a peer timeout is given, which is then refused).
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// Silence after which a peer is declared down, in milliseconds (default:
@@ -144,6 +145,9 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
     }
     if let Some(ms) = args.peer_timeout_ms {
         mesh_config.peer_timeout = Duration::from_millis(ms);
+    } else if mesh_config.heartbeat.is_zero() && boot.peer_timeout.is_none() {
+        // --heartbeat-ms 0 alone: no heartbeats, so no silence detection either.
+        mesh_config.peer_timeout = Duration::ZERO;
     }
     let mut config = host_config(args);
     if !mesh_config.peer_timeout.is_zero() {

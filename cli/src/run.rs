@@ -27,7 +27,8 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "nodes", value_name = "N")]
     pub nodes: u32,
     /// Every rank's heartbeat interval on idle links, in milliseconds (passed to the
-    /// ranks as HERALD_HEARTBEAT_MS; default 1000, 0 = none).
+    /// ranks as HERALD_HEARTBEAT_MS; default 1000, 0 = none: then no silence
+    /// detection either, unless --peer-timeout-ms is given, which is refused).
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// Silence after which a rank declares a peer down, in milliseconds (passed to

@@ -112,6 +112,51 @@ fn coordinator_flag_takes_a_host_name() {
     assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
 }
 
+/// `--heartbeat-ms 0` alone ("0 = none") turns silence detection off, on
+/// `herald run` (passed on as HERALD_HEARTBEAT_MS) and on `herald node`,
+/// instead of failing every rank for a peer timeout it never asked for.
+#[test]
+fn heartbeat_zero_alone_turns_silence_detection_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = dir.path().join("libexample.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&example)
+        .arg("-I")
+        .arg(common::repo_root().join("include"))
+        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    let main = format!("{}:example_main", example.display());
+    for flags in [
+        &["run", "-n", "2", "--heartbeat-ms", "0", "--"][..],
+        &["run", "-n", "2", "--"][..],
+    ] {
+        let mut command = Command::new(common::herald());
+        command.args(flags).arg(common::herald()).arg("node");
+        if !flags.contains(&"--heartbeat-ms") {
+            command.args(["--heartbeat-ms", "0"]);
+        }
+        let output = command
+            .arg("--load")
+            .arg(&example)
+            .args(["--main", &main, "--library-path"])
+            .arg(dir.path())
+            .env_remove("HERALD_PEER_TIMEOUT_MS")
+            .env_remove("HERALD_HEARTBEAT_MS")
+            .output()
+            .expect("herald run");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{flags:?}\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("all tasks succeeded on every node"),
+            "{stdout}"
+        );
+    }
+}
+
 /// Node 0 loads library A while node 1 (in a task) loads library B; both
 /// constructors register globally. Everything completes on every node.
 #[test]

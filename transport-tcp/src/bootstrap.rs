@@ -111,6 +111,10 @@ impl Bootstrap {
         }
         if let Some(peer_timeout) = self.peer_timeout {
             config.peer_timeout = peer_timeout;
+        } else if config.heartbeat.is_zero() {
+            // No heartbeats: an idle link is silent, so silence means nothing;
+            // detection is off unless a timeout was asked for (and then refused).
+            config.peer_timeout = Duration::ZERO;
         }
         Ok(config)
     }

@@ -311,3 +311,32 @@ fn flags_are_checked_like_the_environment() {
         Err(BootstrapError::ZeroSize { var: "--size" })
     ));
 }
+
+/// `HERALD_HEARTBEAT_MS=0` alone turns silence detection off (no heartbeats: an
+/// idle link is silent), where it used to leave the default 10 s timeout, which
+/// the mesh then refused; a timeout given with it is kept (and refused there).
+#[test]
+fn no_heartbeat_alone_turns_silence_detection_off() {
+    let hex = Secret::random().to_hex();
+    let base = [
+        HERALD[0],
+        HERALD[1],
+        ("HERALD_COORDINATOR", "127.0.0.1:7000"),
+        ("HERALD_SECRET", hex.as_str()),
+    ];
+    let config = |extra: &[(&str, &str)]| {
+        let vars: Vec<_> = base.iter().chain(extra).copied().collect();
+        boot(&vars)
+            .and_then(|boot| boot.mesh_config())
+            .unwrap_or_else(|err| panic!("{extra:?}: {err}"))
+    };
+    let off = config(&[("HERALD_HEARTBEAT_MS", "0")]);
+    assert!(off.heartbeat.is_zero() && off.peer_timeout.is_zero());
+    let asked = config(&[
+        ("HERALD_HEARTBEAT_MS", "0"),
+        ("HERALD_PEER_TIMEOUT_MS", "5000"),
+    ]);
+    assert_eq!(asked.peer_timeout, std::time::Duration::from_secs(5));
+    let default = config(&[]);
+    assert!(!default.heartbeat.is_zero() && !default.peer_timeout.is_zero());
+}
