@@ -98,18 +98,34 @@ fn coordinator_flag_takes_a_host_name() {
             .args(["--coordinator", &coordinator, "--establish-timeout", "20"])
             .arg("--library-path")
             .arg(dir.path())
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         if rank == 0 {
             command.arg("--load").arg(&example).args(["--main", &main]);
         }
         command.spawn().expect("start herald node")
     };
-    let mut ranks = [rank(0), rank(1)];
-    let statuses: Vec<_> = ranks
-        .iter_mut()
-        .map(|child| child.wait().expect("wait"))
+    let ranks = [rank(0), rank(1)];
+    let outputs: Vec<_> = ranks
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("wait"))
         .collect();
-    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
+    let transcript: String = outputs
+        .iter()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .collect();
+    assert!(outputs.iter().all(|o| o.status.success()), "{transcript}");
+    assert!(
+        transcript.contains("all tasks succeeded on every node"),
+        "{transcript}"
+    );
 }
 
 /// `--heartbeat-ms 0` alone ("0 = none") turns silence detection off, on
