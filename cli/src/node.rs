@@ -305,9 +305,14 @@ fn serve(
     }
     herald_host::uninstall_global();
     runtime.shutdown();
-    Ok(ExitCode::from(
-        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
-    ))
+    Ok(ExitCode::from(exit_status(code)))
+}
+
+/// The exit status for `--main`'s return value: the value itself from 0 to 255;
+/// any other value, such as -1, is a failure too, and gives 255 (as `exit(-1)`
+/// does in C), never 0.
+fn exit_status(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(u8::MAX)
 }
 
 /// Longest a rank waits, after the end of the job, for rank 0 to close its links.

@@ -173,6 +173,39 @@ fn heartbeat_zero_alone_turns_silence_detection_off() {
     }
 }
 
+/// `--main`'s return value is rank 0's exit code: 7 gives 7, and -1 (C's usual
+/// failure) is a failure too, 255 as `exit(-1)` gives, not the success it was.
+#[test]
+fn main_return_value_is_the_exit_code_and_negative_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let library = build_c(
+        dir.path(),
+        "plain",
+        "mains",
+        "int main_seven(void) { return 7; }\nint main_minus_one(void) { return -1; }\n\
+         int main_zero(void) { return 0; }",
+    );
+    let secret = herald_tcp::Secret::random().to_hex();
+    for (symbol, expected) in [("main_seven", 7), ("main_minus_one", 255), ("main_zero", 0)] {
+        let mut command = Command::new(common::herald());
+        let output = common::as_joiner(&mut command, &secret)
+            .args(["node", "--rank", "0", "--size", "1", "--coordinator"])
+            .arg(common::free_port().to_string())
+            .arg("--library-path")
+            .arg(dir.path())
+            .arg("--main")
+            .arg(format!("{}:{symbol}", library.display()))
+            .output()
+            .expect("herald node");
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "{symbol}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// Node 0 loads library A while node 1 (in a task) loads library B; both
 /// constructors register globally. Everything completes on every node.
 #[test]
