@@ -195,11 +195,26 @@ pub fn run_local_job(
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut first_failure = None;
     let mut first_fenced = None;
+    let mut stopped = false;
     for rank in exited.iter() {
+        let index = rank as usize;
+        // A first failure stops the job: each rank's whole group, this one's too
+        // while it is not reaped (its group id is still its own), since what a
+        // rank started (a wrapper script's program, a background child) would
+        // otherwise live on and hold its output pipes, and `herald run` with them.
+        // After a forwarded signal the ranks are stopping already; let them.
+        let failed = |status: ExitStatus| !status.success() && !is_fenced(status);
+        if !stopped
+            && forwarder.received().is_none()
+            && status_without_reaping(children[index].id()).is_some_and(failed)
+        {
+            stopped = true;
+            kill_unreaped_groups(&forwarder, &statuses);
+        }
         let status = forwarder
-            .reap(rank as usize, || children[rank as usize].wait())
+            .reap(index, || children[index].wait())
             .with_context(|| format!("waiting for rank {rank}"))?;
-        statuses[rank as usize] = Some(status);
+        statuses[index] = Some(status);
         if status.success() {
             continue;
         }
@@ -208,15 +223,11 @@ pub fn run_local_job(
             first_fenced.get_or_insert(rank);
             continue;
         }
-        // After a forwarded signal the ranks are stopping already; let them.
         if first_failure.is_none() && forwarder.received().is_none() {
             first_failure = Some(rank);
-            for (other, status) in statuses.iter().enumerate() {
-                if status.is_none() {
-                    // Its whole group: what the rank started (a wrapper script's
-                    // program) would otherwise live on, and hold its output pipes.
-                    forwarder.kill_group(other);
-                }
+            if !stopped {
+                stopped = true;
+                kill_unreaped_groups(&forwarder, &statuses);
             }
         }
     }
@@ -233,6 +244,47 @@ pub fn run_local_job(
         first_failure: first_failure.or(first_fenced),
         signal: forwarder.received(),
     })
+}
+
+/// Kills the process group of every rank not reaped yet (see
+/// [`Forwarder::kill_group`]).
+fn kill_unreaped_groups(forwarder: &Forwarder, statuses: &[Option<ExitStatus>]) {
+    for (rank, status) in statuses.iter().enumerate() {
+        if status.is_none() {
+            forwarder.kill_group(rank);
+        }
+    }
+}
+
+/// The exit status of rank process `pid`, which has exited but is not reaped
+/// yet, read without reaping it (so its pid and group id stay its own); None if
+/// it cannot be read.
+fn status_without_reaping(pid: u32) -> Option<ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    // SAFETY: siginfo_t is plain data; waitid fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waits on our own child without reaping it (WNOWAIT) or blocking.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+        )
+    };
+    // SAFETY: waitid returned 0, so `info` is a SIGCHLD siginfo (si_pid 0 if
+    // the child has not exited), whose si_pid and si_status are set.
+    let (exited_pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if rc != 0 || exited_pid == 0 {
+        return None;
+    }
+    // Encoded as a wait status, as waitpid gives it.
+    match info.si_code {
+        libc::CLD_EXITED => Some(ExitStatus::from_raw((status & 0xff) << 8)),
+        libc::CLD_KILLED => Some(ExitStatus::from_raw(status & 0x7f)),
+        libc::CLD_DUMPED => Some(ExitStatus::from_raw((status & 0x7f) | 0x80)),
+        _ => None,
+    }
 }
 
 /// Whether a rank ended because the job declared it down (`herald node`'s exit

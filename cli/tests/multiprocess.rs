@@ -577,6 +577,59 @@ fn herald_run_stops_what_the_other_ranks_started_when_a_rank_fails() {
     assert!(!alive, "rank 0's child outlived the job");
 }
 
+/// What the failing rank itself left running is stopped too: rank 1 starts a
+/// ten-minute `sleep` in the background and fails. Left running, the sleep
+/// would hold rank 1's output pipe and keep `herald run` waiting for it.
+#[test]
+fn herald_run_stops_what_the_failing_rank_left_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = r#"if [ "$HERALD_RANK" = 1 ]; then
+            sleep 600 &
+            echo $! > "$PID_FILE.tmp" && mv "$PID_FILE.tmp" "$PID_FILE"
+            exit 3
+        fi
+        exec sleep 600"#;
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let pid_path = pid_file.clone();
+    std::thread::spawn(move || {
+        let output = Command::new(common::herald())
+            .args(["run", "-n", "2", "--", "sh", "-c", script])
+            .env("PID_FILE", &pid_path)
+            .output();
+        let _ = done_tx.send(output);
+    });
+    let output = done.recv_timeout(common::GUARD);
+    let sleep_pid: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    let alive = sleep_pid.is_some_and(|pid| {
+        // A zombie (exited, not yet reaped by its new parent) is gone too.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .starts_with('Z')
+        })
+    });
+    if alive {
+        if let Some(pid) = sleep_pid {
+            // SAFETY: kill(2) on the test's own leftover `sleep`.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let output = output
+        .expect("herald run ended once it stopped rank 1's child")
+        .expect("herald run ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("rank 1 failed"), "{stderr}");
+    assert!(sleep_pid.is_some(), "rank 1 started its child: {stderr}");
+    assert!(!alive, "rank 1's child outlived the job");
+}
+
 /// Starts `nodes` ranks of `herald node` that may load libraries from `dir`: rank 0
 /// loads `library` and runs its function `main`. Every rank also gets the variables
 /// `env`, each naming a library for the test's driver to load.
