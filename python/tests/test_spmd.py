@@ -157,6 +157,57 @@ def test_a_failing_rank_stops_what_the_others_started(tmp_path):
             _kill_left([child])
 
 
+FAILING_LEAVES_A_CHILD_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pid_file = sys.argv[1]
+    if os.environ["HERALD_RANK"] == "1":
+        child = subprocess.Popen(["sleep", "600"])
+        with open(pid_file + ".tmp", "w") as file:
+            file.write(str(child.pid))
+        os.rename(pid_file + ".tmp", pid_file)
+        os._exit(3)
+    time.sleep(600)
+    """
+)
+
+
+def test_what_a_failing_rank_left_running_is_stopped(tmp_path):
+    """Rank 1 fails leaving a child running, which holds rank 1's output pipe:
+    the launcher stops it too rather than wait for it."""
+    script = tmp_path / "failing_leaves_a_child.py"
+    script.write_text(FAILING_LEAVES_A_CHILD_SCRIPT)
+    pid_file = tmp_path / "child.pid"
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    child = None
+    try:
+        try:
+            job = subprocess.run(
+                [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the launcher still waited a minute after rank 1 failed")
+        child = int(pid_file.read_text())
+        assert job.returncode == 3, job.stdout + job.stderr
+        assert _state(child) in (None, "Z"), f"rank 1's child {child} outlived the job"
+    finally:
+        if child is None and pid_file.exists():
+            child = int(pid_file.read_text())
+        if child is not None:
+            _kill_left([child])
+
+
 DECLARED_DOWN_SCRIPT = textwrap.dedent(
     """
     import os

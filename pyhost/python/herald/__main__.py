@@ -203,6 +203,14 @@ def _wait(ranks):
     lock = threading.Lock()
 
     def watch(rank, process):
+        code = _exit_code_without_reaping(process)
+        if code not in (None, 0, FENCED_EXIT):
+            with lock:
+                # The first failure stops the job: what this rank left running
+                # (in its session) goes too, while its group id is still its
+                # own (not reaped yet, and nobody polls before `failed`).
+                if not failed.is_set():
+                    _signal_group(process, signal.SIGTERM)
         code = process.wait()
         if code == FENCED_EXIT:
             print(
@@ -234,7 +242,8 @@ def _wait(ranks):
     if not first:
         done.join()
         return 0
-    still_running = [process for process in ranks if process.poll() is None]
+    with lock:
+        still_running = [process for process in ranks if process.poll() is None]
     if still_running:
         rank, code = stopping[0]
         print(
@@ -258,6 +267,18 @@ def _stop(processes, signum=signal.SIGTERM):
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
             process.wait()
+
+
+def _exit_code_without_reaping(process):
+    """Waits until ``process`` has exited and returns its exit code (minus the
+    signal that ended it), leaving it unreaped; None if it cannot tell."""
+    try:
+        info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    except (AttributeError, OSError):
+        return None
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _signal_group(process, signum):
