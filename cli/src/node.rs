@@ -56,7 +56,7 @@ pub struct NodeArgs {
     pub establish_timeout: u64,
     /// Idle time after which a link sends a heartbeat, in milliseconds
     /// (default: HERALD_HEARTBEAT_MS, else 1000; 0 = none, which turns silence
-    /// detection off too unless a peer timeout is given, which is then refused).
+    /// detection off too; a non-zero peer timeout with it is refused).
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// Silence after which a peer is declared down, in milliseconds (default:

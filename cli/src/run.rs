@@ -28,7 +28,7 @@ pub struct RunArgs {
     pub nodes: u32,
     /// Every rank's heartbeat interval on idle links, in milliseconds (passed to the
     /// ranks as HERALD_HEARTBEAT_MS; default 1000, 0 = none: then no silence
-    /// detection either, unless --peer-timeout-ms is given, which is refused).
+    /// detection either; a non-zero --peer-timeout-ms with it is refused).
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// Silence after which a rank declares a peer down, in milliseconds (passed to
