@@ -3,7 +3,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -177,17 +177,35 @@ fn a_peer_that_reads_nothing_is_dropped_at_the_queue_bound() {
 /// A peer that sends without pause does not starve the other links: rank 0
 /// reads every connection in turn, so it keeps hearing rank 2's heartbeats
 /// (and never takes rank 2 for silent) while rank 1 floods it for many peer
-/// timeouts.
+/// timeouts. Rank 0 handles each frame on its I/O thread for a millisecond (as
+/// the runtime does, through the events hook), so it reads slower than rank 1
+/// writes; rank 1 keeps up to `IN_FLIGHT` frames (128 MiB) that rank 0 has not
+/// yet delivered, which keeps rank 0's socket full, and half the queue bound
+/// (256 MiB): a sender that outruns its reader past that bound declares it down,
+/// by design, which an unpaced flood does.
 #[test]
 fn a_flooding_peer_does_not_silence_the_others() {
+    const IN_FLIGHT: u64 = 512;
+    const HANDLING: Duration = Duration::from_millis(1);
     let _serial = one_at_a_time();
     let meshes = form(3, "flood", fast);
+    meshes[0].0.on_events(std::sync::Arc::new(|| {
+        // Work, not a wait: the I/O thread is busy with the frame.
+        let start = Instant::now();
+        while start.elapsed() < HANDLING {
+            std::hint::spin_loop();
+        }
+    }));
     let flooding = AtomicBool::new(true);
+    let delivered = AtomicU64::new(0);
     let flood = vec![7u8; 256 << 10];
     let zero_events = &meshes[0].1;
     // Anything but the flood ends the test, named without the flood's bytes.
     let flood_or_nothing = |event: Result<MeshEvent, _>| match event {
-        Ok(MeshEvent::Frame { from: 1, .. }) => true,
+        Ok(MeshEvent::Frame { from: 1, .. }) => {
+            delivered.fetch_add(1, Ordering::Relaxed);
+            true
+        }
         Ok(MeshEvent::Frame { from, bytes }) => {
             panic!("a frame of {} bytes from {from}", bytes.len())
         }
@@ -195,19 +213,27 @@ fn a_flooding_peer_does_not_silence_the_others() {
         Err(_) => false,
     };
     thread::scope(|scope| {
-        let (one, flooding, flood) = (&meshes[1].0, &flooding, &flood);
+        let (one, flooding, flood, delivered) = (&meshes[1].0, &flooding, &flood, &delivered);
         let _stop = Stop(flooding);
         scope.spawn(move || {
+            let mut sent = 0u64;
             while flooding.load(Ordering::Relaxed) {
-                one.send(0, flood.clone());
+                if sent - delivered.load(Ordering::Relaxed) < IN_FLIGHT {
+                    one.send(0, flood.clone());
+                    sent += 1;
+                } else {
+                    thread::yield_now();
+                }
             }
         });
         let until = Instant::now() + 8 * PEER_TIMEOUT;
-        let mut frames = 0u64;
         while Instant::now() < until {
-            frames += u64::from(flood_or_nothing(zero_events.recv_timeout(PEER_TIMEOUT)));
+            flood_or_nothing(zero_events.recv_timeout(PEER_TIMEOUT));
         }
-        assert!(frames > 0, "the flood never arrived");
+        assert!(
+            delivered.load(Ordering::Relaxed) > 0,
+            "the flood never arrived"
+        );
     });
     // The rest of the flood, then every link still works.
     while flood_or_nothing(zero_events.recv_timeout(PEER_TIMEOUT)) {}
