@@ -190,6 +190,12 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
         eprintln!("herald node: {error}");
         return Ok(None);
     }
+    if join.is_some() {
+        // The job's ranks may run a program that ends with herald_finalize (or
+        // a Python script); rank 0 then waits for every rank's, and this one
+        // has none: it serves until the job ends.
+        runtime.arrive_serving();
+    }
     tracing::info!(
         "herald node: rank {rank} of {size}, bootstrap from {:?}",
         boot.source

@@ -564,3 +564,51 @@ fn rank_0_in_finalize_waits_for_a_rank_that_joined_meanwhile() {
         "{rest:?}"
     );
 }
+
+/// `herald node --join` into a job whose ranks call `herald_init`: the joiner
+/// runs no program, so it tells rank 0 it has nothing to finalize; rank 0's
+/// `herald_finalize` then ends the job once the job's own ranks have called it,
+/// instead of waiting for the joiner until it is killed.
+#[test]
+fn a_herald_node_joiner_does_not_hold_back_the_end_of_a_herald_init_job() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_join_finalize.c"),
+        "embed-join-finalize",
+    );
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = Job::start_program_with_secret(2, &program, &secret, |_| RankSetup {
+        args: Vec::new(),
+        env: Vec::new(),
+    });
+    job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
+    let mut joiner = common::as_joiner(&mut Command::new(herald()), &secret)
+        .args(["node", "-v", "--join"])
+        .arg(job.coordinator.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the joiner");
+    let mut errors = BufReader::new(joiner.stderr.take().expect("stderr")).lines();
+    // Admitted (it says so once it has replayed the job's log and serves).
+    let admitted = errors
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("herald node: rank 2 of 3"));
+    assert!(admitted.is_some(), "the joiner was not admitted");
+    job.write_stdin(1, "go\n");
+    let statuses = job.wait();
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "every rank succeeds:\n{}",
+        job.transcript()
+    );
+    let rest: Vec<String> = errors.map_while(Result::ok).collect();
+    let status = joiner.wait().expect("wait for the joiner");
+    assert!(status.success(), "the joiner: {status}\n{rest:?}");
+}

@@ -160,6 +160,18 @@ impl Runtime {
         outcome
     }
 
+    /// Tells rank 0 that this rank runs no program of its own, so has nothing to
+    /// finalize: it only serves until the job ends (`herald node` joining a job,
+    /// say). A rank 0 in [`finalize`](Self::finalize) then does not wait for it,
+    /// as it waits for every rank that runs the job's program. Returns at once;
+    /// call it once, from a rank other than 0.
+    pub fn arrive_serving(&self) {
+        if self.node_id() != 0 {
+            // Answered by rank 0's event loop itself; nothing waits for the answer.
+            drop(self.launch_any(0, FINALIZE_TASK.to_owned(), Vec::new()));
+        }
+    }
+
     /// Rank 0: every other rank arrived (or went down); then the job ends.
     fn finalize_as_coordinator(&self) -> Result<(), HostError> {
         let lost = self
