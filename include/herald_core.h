@@ -48,9 +48,11 @@ typedef struct herald_core herald_core;
 
 /* Return codes. */
 #define HERALD_CORE_OK 0
-#define HERALD_CORE_ERR_INVALID 1   /* NULL pointer, bad UTF-8, node outside the job */
+#define HERALD_CORE_ERR_INVALID 1   /* NULL pointer, bad UTF-8, node outside the job,
+                                       a length no buffer has (above PTRDIFF_MAX) */
 #define HERALD_CORE_ERR_UNKNOWN 2   /* an invocation or task the core is not running */
-#define HERALD_CORE_ERR_TOO_LARGE 3 /* does not fit in a frame: pass large data by reference */
+#define HERALD_CORE_ERR_TOO_LARGE 3 /* does not fit in a frame: pass large data by reference
+                                       (refused on the length alone, unread) */
 #define HERALD_CORE_ERR_PROTOCOL 4  /* an invalid frame: the core declared its sender down */
 #define HERALD_CORE_ERR_BROKEN 5    /* a bug in herald stopped this core: free it */
 #define HERALD_CORE_ERR_FENCED 6    /* this node was declared down: it takes no further part */
@@ -85,7 +87,11 @@ int herald_core_register(herald_core *core, const void *code, size_t code_len, c
                          size_t args_len, const char *tag, uint64_t parent, uint64_t *request);
 
 /* Feeds in one frame received from node `from` (bytes of a HERALD_CORE_TRANSMIT
- * output of that node, delivered in order). */
+ * output of that node, delivered in order). A `from` outside the job (at least
+ * `size`) is HERALD_CORE_ERR_INVALID and declares nobody down. The job's
+ * membership is fixed: a frame whose messages name a node outside it is invalid
+ * (HERALD_CORE_ERR_PROTOCOL), so every `to` and `node` the core outputs is below
+ * `size`. */
 int herald_core_handle_frame(herald_core *core, uint32_t from, const void *frame,
                              size_t frame_len);
 
@@ -109,7 +115,9 @@ int herald_core_launch(herald_core *core, uint32_t to, const char *task, const v
                        size_t args_len, uint64_t parent, uint64_t *launch);
 
 /* Reports that a task (HERALD_CORE_RUN_TASK, named by its origin and launch) has
- * finished: `error` NULL with its result bytes, or its error text. */
+ * finished: `error` NULL with its result bytes, or its error text. A result
+ * larger than a frame is not copied: the task fails with a text saying so
+ * (HERALD_CORE_TASK_FAILED at the launcher). */
 int herald_core_task_finished(herald_core *core, uint32_t origin, uint64_t launch,
                               const void *result, size_t result_len, const char *error);
 

@@ -6,11 +6,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use herald_core::{
     Config, InvocationId, LaunchId, Node, NodeId, Output, RegisterError, Registration, TaskRunId,
-    UsageError, encode_frames,
+    UsageError, decode_frame, encode_frames,
 };
 
+use crate::members::outside_the_job;
 use crate::output::{HERALD_CORE_NONE, Lent, Staged, herald_core_output};
-use crate::text::{bytes, c_text, copy_out, optional_lossy, optional_utf8};
+use crate::text::{Refused, bytes, c_text, copy_out, optional_lossy, optional_utf8};
 
 /// Success.
 pub const HERALD_CORE_OK: c_int = 0;
@@ -138,11 +139,13 @@ pub unsafe extern "C" fn herald_core_register(
 ) -> c_int {
     // SAFETY: the caller guarantees `core` NULL or live.
     status(unsafe { core.as_mut() }, |core| {
-        // SAFETY: the caller guarantees the pointers.
+        let max = core.max_frame_bytes();
+        // SAFETY: the caller guarantees the pointers (lengths above a frame are
+        // refused unread).
         let (code, args, tag) = unsafe {
             (
-                bytes(code.cast(), code_len, "code").map_err(invalid)?,
-                bytes(args.cast(), args_len, "args").map_err(invalid)?,
+                bytes(code.cast(), code_len, max, "code").map_err(refused)?,
+                bytes(args.cast(), args_len, max, "args").map_err(refused)?,
                 optional_utf8(tag, "tag").map_err(invalid)?,
             )
         };
@@ -175,14 +178,18 @@ pub unsafe extern "C" fn herald_core_handle_frame(
 ) -> c_int {
     // SAFETY: the caller guarantees `core` NULL or live.
     status(unsafe { core.as_mut() }, |core| {
-        // SAFETY: the caller guarantees `frame`.
-        let frame = unsafe { bytes(frame.cast(), frame_len, "frame") }.map_err(invalid)?;
-        core.node.handle_frame(NodeId(from), frame).map_err(|e| {
-            (
-                HERALD_CORE_ERR_PROTOCOL,
-                format!("frame from node {from}: {e}"),
-            )
-        })
+        let nodes = core.node.config().nodes();
+        if from >= nodes {
+            // No such node to declare down: the caller's mistake, not a peer's.
+            return Err(invalid(format!(
+                "frame from node {from}, which is not a node of this job of {nodes}"
+            )));
+        }
+        // SAFETY: the caller guarantees `frame` (no length limit: a frame over
+        // max_frame_bytes is its sender's fault, and the decoder refuses it unread).
+        let frame =
+            unsafe { bytes(frame.cast(), frame_len, usize::MAX, "frame") }.map_err(refused)?;
+        core.handle_frame(NodeId(from), frame)
     })
 }
 
@@ -262,7 +269,7 @@ pub unsafe extern "C" fn herald_core_launch(
                 optional_utf8(task, "task")
                     .map_err(invalid)?
                     .ok_or_else(|| invalid("task is NULL".to_owned()))?,
-                bytes(args.cast(), args_len, "args").map_err(invalid)?,
+                bytes(args.cast(), args_len, core.max_frame_bytes(), "args").map_err(refused)?,
             )
         };
         let id = core
@@ -292,13 +299,17 @@ pub unsafe extern "C" fn herald_core_task_finished(
 ) -> c_int {
     // SAFETY: the caller guarantees `core` NULL or live.
     status(unsafe { core.as_mut() }, |core| {
+        let max = core.max_frame_bytes();
         // SAFETY: the caller guarantees `error` NULL or a C string.
         let outcome = match unsafe { optional_lossy(error) } {
             Some(text) => Err(text),
-            // SAFETY: the caller guarantees `result` valid for `result_len`.
-            None => Ok(unsafe { bytes(result.cast(), result_len, "result") }
-                .map_err(invalid)?
-                .to_vec()),
+            // SAFETY: the caller guarantees `result` valid for `result_len`; a
+            // result no frame holds fails the task, as the core would, uncopied.
+            None => match unsafe { bytes(result.cast(), result_len, max, "the task's result") } {
+                Ok(result) => Ok(result.to_vec()),
+                Err(Refused::TooLarge(text)) => Err(text),
+                Err(Refused::Invalid(text)) => return Err(invalid(text)),
+            },
         };
         let run = TaskRunId {
             origin: NodeId(origin),
@@ -336,6 +347,43 @@ pub unsafe extern "C" fn herald_core_poll(
 }
 
 impl HeraldCore {
+    fn max_frame_bytes(&self) -> usize {
+        self.node.config().max_frame_bytes()
+    }
+
+    /// Feeds a frame from `from`, a node of the job, to the core, refusing it
+    /// as invalid if a message names a node outside the job (see `members`).
+    fn handle_frame(&mut self, from: NodeId, frame: &[u8]) -> Result<(), Failure> {
+        let protocol = |e: &dyn std::fmt::Display| {
+            (
+                HERALD_CORE_ERR_PROTOCOL,
+                format!("frame from node {}: {e}", from.0),
+            )
+        };
+        let nodes = self.node.config().nodes();
+        let messages = match decode_frame(frame, self.max_frame_bytes()) {
+            // The core checks the sender and declares it down for a bad frame.
+            Ok(messages) if from != self.node.config().node() => messages,
+            _ => {
+                return self
+                    .node
+                    .handle_frame(from, frame)
+                    .map_err(|e| protocol(&e));
+            }
+        };
+        if let Some(outside) = messages.iter().find_map(|m| outside_the_job(m, nodes)) {
+            let why = format!("sent an invalid message: {outside}");
+            self.node.peer_down(from, why.clone());
+            return Err(protocol(&why));
+        }
+        for message in messages {
+            self.node
+                .handle_message(from, message)
+                .map_err(|e| protocol(&e))?;
+        }
+        Ok(())
+    }
+
     /// The next output, transmits encoded into frames.
     fn next_staged(&mut self) -> Option<Staged> {
         loop {
@@ -419,6 +467,13 @@ fn parent_of(parent: u64) -> Option<InvocationId> {
 
 fn invalid(text: String) -> Failure {
     (HERALD_CORE_ERR_INVALID, text)
+}
+
+fn refused(refused: Refused) -> Failure {
+    match refused {
+        Refused::Invalid(text) => (HERALD_CORE_ERR_INVALID, text),
+        Refused::TooLarge(text) => (HERALD_CORE_ERR_TOO_LARGE, text),
+    }
 }
 
 fn usage(error: UsageError) -> Failure {

@@ -55,22 +55,46 @@ pub(crate) unsafe fn optional_lossy(text: *const c_char) -> Option<String> {
     )
 }
 
-/// Borrows `len` bytes at `data` (NULL allowed when `len` is 0).
+/// Why an input's bytes were refused before any was read.
+pub(crate) enum Refused {
+    /// NULL with a length, or a length no buffer has (above `isize::MAX`).
+    Invalid(String),
+    /// A length no frame holds: refused, or turned into an error, without copying.
+    TooLarge(String),
+}
+
+/// Borrows `len` bytes at `data` (NULL allowed when `len` is 0). Lengths above
+/// `max` are refused on the length alone, so a careless caller's huge length is
+/// never read nor copied.
 ///
 /// # Safety
-/// `data` valid for `len` bytes, or `len` 0.
+/// `data` valid for `len` bytes when `len` is at most `max`, or `len` 0.
 pub(crate) unsafe fn bytes<'a>(
     data: *const u8,
     len: usize,
+    max: usize,
     what: &str,
-) -> Result<&'a [u8], String> {
+) -> Result<&'a [u8], Refused> {
     if len == 0 {
         return Ok(&[]);
     }
     if data.is_null() {
-        return Err(format!("{what} is NULL but its length is {len}"));
+        return Err(Refused::Invalid(format!(
+            "{what} is NULL but its length is {len}"
+        )));
     }
-    // SAFETY: guaranteed by the caller.
+    // A slice longer than isize::MAX bytes is undefined behaviour even unread.
+    if isize::try_from(len).is_err() {
+        return Err(Refused::Invalid(format!(
+            "{what} has a length of {len} bytes, which no buffer has"
+        )));
+    }
+    if len > max {
+        return Err(Refused::TooLarge(format!(
+            "{what} of {len} bytes exceeds the frame limit of {max} bytes; pass large data by reference"
+        )));
+    }
+    // SAFETY: guaranteed by the caller (`len` is at most `max`).
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 

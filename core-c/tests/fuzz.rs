@@ -154,7 +154,11 @@ proptest! {
         let mut core = Core::new(0, NODES);
         let code = core.handle_frame(from, &bytes);
         check(code, &core);
-        prop_assert!([HERALD_CORE_OK, HERALD_CORE_ERR_PROTOCOL].contains(&code), "code {code}");
+        if from < NODES {
+            prop_assert!([HERALD_CORE_OK, HERALD_CORE_ERR_PROTOCOL].contains(&code), "code {code}");
+        } else {
+            prop_assert_eq!(code, HERALD_CORE_ERR_INVALID, "node {} is outside the job", from);
+        }
         drain_all(&mut core);
         // Still working.
         prop_assert!(core.register(b"after", b"", None, None).is_ok());

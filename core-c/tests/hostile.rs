@@ -1,0 +1,323 @@
+//! A hostile or careless C caller: frames naming nodes outside the job, lengths
+//! no buffer has, results larger than any frame. Each is refused with an error
+//! code, leaves the core usable, and never makes it send to a node outside the job.
+
+mod common;
+
+use std::ptr;
+
+use common::{Core, Job, Out};
+use herald_core::{Key, Message, NodeId, NodeSet, Report, encode_frames};
+use herald_core_c::*;
+
+const NODES: u32 = 4;
+
+/// A valid frame node 1 sends node 0 (a registration's request or round).
+fn frame_from_1_to_0() -> Vec<u8> {
+    let mut job = Job::new(NODES);
+    job.cores[1]
+        .register(b"code", b"args", None, None)
+        .expect("registered");
+    job.run(|_, _, _| None);
+    job.sent
+        .iter()
+        .find(|(from, to, _)| (*from, *to) == (1, 0))
+        .map(|(_, _, frame)| frame.clone())
+        .expect("node 1 sent node 0 a frame")
+}
+
+fn frame(messages: &[Message]) -> Vec<u8> {
+    let mut frames =
+        encode_frames(messages, herald_core::DEFAULT_MAX_FRAME_BYTES).expect("encoded");
+    assert_eq!(frames.len(), 1);
+    frames.remove(0)
+}
+
+/// Registers on `core`, runs what it invokes, and returns every output: it must
+/// send only to nodes of the job.
+fn register_and_check_targets(core: &mut Core, code: &[u8]) -> Vec<Out> {
+    core.register(code, b"", None, None).expect("registered");
+    let mut outputs = Vec::new();
+    while let Some(out) = core.poll() {
+        if let Out::Invoke { invocation, .. } = out {
+            assert_eq!(core.invocation_finished(invocation, None), HERALD_CORE_OK);
+        }
+        if let Out::Transmit { to, .. } = out {
+            assert!(
+                to < NODES,
+                "the core sends to node {to}, outside the job of {NODES}"
+            );
+        }
+        outputs.push(out);
+    }
+    outputs
+}
+
+#[test]
+fn a_frame_from_a_node_outside_the_job_is_refused_and_grows_nothing() {
+    let valid = frame_from_1_to_0();
+    for from in [NODES, NODES + 1, 1000, (1 << 20) - 1, 1 << 20, u32::MAX] {
+        let mut core = Core::new(0, NODES);
+        assert_eq!(
+            core.handle_frame(from, &valid),
+            HERALD_CORE_ERR_INVALID,
+            "from node {from}"
+        );
+        assert!(
+            core.error().contains(&format!("node {from}")) && core.error().contains("job of 4"),
+            "{}",
+            core.error()
+        );
+        // Also random bytes: the sender is not a node to declare down.
+        assert_eq!(
+            core.handle_frame(from, b"\x04\xff"),
+            HERALD_CORE_ERR_INVALID
+        );
+        let outputs = register_and_check_targets(&mut core, b"after");
+        assert!(
+            !outputs.iter().any(|o| matches!(o, Out::PeerDown { .. })),
+            "{outputs:?}"
+        );
+        assert_eq!(
+            core.launch(NODES, "t", b"", None),
+            Err(HERALD_CORE_ERR_INVALID)
+        );
+        assert_eq!(
+            core.launch(999, "t", b"", None),
+            Err(HERALD_CORE_ERR_INVALID)
+        );
+    }
+}
+
+#[test]
+fn a_message_naming_a_node_outside_the_job_is_an_invalid_frame() {
+    let mut set = NodeSet::default();
+    set.insert(NodeId(500));
+    let beyond = Report {
+        failed: set,
+        ..Report::default()
+    };
+    let hostile = [
+        Message::Down {
+            node: NodeId(1000),
+            by: NodeId(1),
+            reason: "x".into(),
+        },
+        Message::Down {
+            node: NodeId(2),
+            by: NodeId(70_000),
+            reason: "x".into(),
+        },
+        Message::Disseminate {
+            key: Key([1; 32]),
+            root: NodeId(1),
+            view: 5000,
+            registration: herald_core::Registration::new(b"c".to_vec(), Vec::new()),
+        },
+        Message::Disseminate {
+            key: Key([1; 32]),
+            root: NodeId(9),
+            view: NODES,
+            registration: herald_core::Registration::new(b"c".to_vec(), Vec::new()),
+        },
+        Message::Ack {
+            key: Key([1; 32]),
+            root: NodeId(0),
+            report: beyond.clone(),
+        },
+        Message::Complete {
+            key: Key([1; 32]),
+            view: 9000,
+            report: Report::default(),
+        },
+        Message::Complete {
+            key: Key([1; 32]),
+            view: NODES,
+            report: beyond,
+        },
+    ];
+    for message in hostile {
+        let mut core = Core::new(0, NODES);
+        assert_eq!(
+            core.handle_frame(1, &frame(&[message.clone()])),
+            HERALD_CORE_ERR_PROTOCOL,
+            "{message:?}"
+        );
+        assert!(core.error().contains("outside"), "{}", core.error());
+        let outputs = register_and_check_targets(&mut core, b"after");
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Out::PeerDown { node: 1, by: 0, .. })),
+            "{message:?}: its sender is declared down: {outputs:?}"
+        );
+        assert_eq!(
+            core.launch(NODES, "t", b"", None),
+            Err(HERALD_CORE_ERR_INVALID)
+        );
+    }
+}
+
+#[test]
+fn lengths_no_buffer_has_are_refused_without_reading() {
+    let mut core = Core::new(0, 2);
+    let one = [7u8; 1];
+    let p = one.as_ptr().cast();
+    for len in [usize::MAX, isize::MAX as usize + 1] {
+        // SAFETY: the lengths are refused before `p` is read past its one byte.
+        unsafe {
+            assert_eq!(
+                herald_core_register(
+                    core.0,
+                    p,
+                    len,
+                    ptr::null(),
+                    0,
+                    ptr::null(),
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_INVALID
+            );
+            assert_eq!(
+                herald_core_register(
+                    core.0,
+                    p,
+                    1,
+                    p,
+                    len,
+                    ptr::null(),
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_INVALID
+            );
+            assert_eq!(
+                herald_core_launch(
+                    core.0,
+                    1,
+                    c"t".as_ptr(),
+                    p,
+                    len,
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_INVALID
+            );
+            assert_eq!(
+                herald_core_handle_frame(core.0, 1, p, len),
+                HERALD_CORE_ERR_INVALID
+            );
+            assert_eq!(
+                herald_core_task_finished(core.0, 1, 0, p, len, ptr::null()),
+                HERALD_CORE_ERR_INVALID
+            );
+        }
+        assert!(core.error().contains("no buffer"), "{}", core.error());
+    }
+    // Lengths a buffer might have but no frame does: too large, not copied.
+    for len in [isize::MAX as usize, 1 << 40] {
+        // SAFETY: refused on the length alone, before `p` is read.
+        unsafe {
+            assert_eq!(
+                herald_core_register(
+                    core.0,
+                    p,
+                    len,
+                    ptr::null(),
+                    0,
+                    ptr::null(),
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_TOO_LARGE
+            );
+            assert_eq!(
+                herald_core_register(
+                    core.0,
+                    p,
+                    1,
+                    p,
+                    len,
+                    ptr::null(),
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_TOO_LARGE
+            );
+            assert_eq!(
+                herald_core_launch(
+                    core.0,
+                    1,
+                    c"t".as_ptr(),
+                    p,
+                    len,
+                    HERALD_CORE_NO_PARENT,
+                    ptr::null_mut()
+                ),
+                HERALD_CORE_ERR_TOO_LARGE
+            );
+        }
+    }
+    // Not a bug of herald's: the core still works, and no peer was declared down.
+    let outputs = core.drain();
+    assert!(outputs.is_empty(), "{outputs:?}");
+    core.register(b"c", b"", None, None).expect("still usable");
+}
+
+#[test]
+fn a_result_larger_than_any_frame_fails_the_task_without_being_copied() {
+    let (mut a, mut b) = (Core::new(0, 2), Core::new(1, 2));
+    let launch = a.launch(1, "t", b"", None).expect("launched");
+    deliver(&mut a, 0, &mut b);
+    let (origin, launched) = b
+        .drain()
+        .into_iter()
+        .find_map(|out| match out {
+            Out::RunTask { origin, launch, .. } => Some((origin, launch)),
+            _ => None,
+        })
+        .expect("the task runs on node 1");
+    let one = [7u8; 1];
+    let p = one.as_ptr().cast();
+    for len in [usize::MAX, isize::MAX as usize + 1] {
+        // SAFETY: refused on the length alone; the task keeps running.
+        let code = unsafe { herald_core_task_finished(b.0, origin, launched, p, len, ptr::null()) };
+        assert_eq!(code, HERALD_CORE_ERR_INVALID);
+    }
+    // SAFETY: refused on the length alone, before the one byte is read past.
+    let code = unsafe {
+        herald_core_task_finished(b.0, origin, launched, p, isize::MAX as usize, ptr::null())
+    };
+    assert_eq!(code, HERALD_CORE_OK, "{}", b.error());
+    deliver(&mut b, 1, &mut a);
+    let answer = a
+        .drain()
+        .into_iter()
+        .find_map(|out| match out {
+            Out::TaskCompleted {
+                launch: l,
+                status,
+                error,
+                ..
+            } if l == launch => Some((status, error)),
+            _ => None,
+        })
+        .expect("answered");
+    assert_eq!(answer.0, HERALD_CORE_TASK_FAILED);
+    assert!(answer.1.contains("exceeds the frame limit"), "{}", answer.1);
+}
+
+/// Hands every frame `from` (node `me`) has for `to` over to it.
+fn deliver(from: &mut Core, me: u32, to: &mut Core) {
+    for out in from.drain() {
+        if let Out::Transmit { frame, .. } = out {
+            assert_eq!(
+                to.handle_frame(me, &frame),
+                HERALD_CORE_OK,
+                "{}",
+                to.error()
+            );
+        }
+    }
+}
