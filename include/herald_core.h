@@ -23,10 +23,13 @@
  * (it may move between threads); different cores are independent.
  *
  * Errors: functions returning int give HERALD_CORE_OK or an error code, and
- * herald_core_error() tells why. Bytes from the network never crash the core: an
- * invalid frame returns HERALD_CORE_ERR_PROTOCOL, and the core declares its
- * sender down itself (a correct node never sends one; a HERALD_CORE_PEER_DOWN
- * output follows).
+ * herald_core_error() tells why. A `core` that is not a live core (NULL, freed,
+ * or never returned by herald_core_new) is refused unread with
+ * HERALD_CORE_ERR_INVALID (herald_core_poll: HERALD_CORE_NONE); beware that a
+ * freed core's address may be given to a later core. Bytes from the network
+ * never crash the core: an invalid frame returns HERALD_CORE_ERR_PROTOCOL, and
+ * the core declares its sender down itself (a correct node never sends one; a
+ * HERALD_CORE_PEER_DOWN output follows).
  *
  * Failures: the caller's transport reports a lost peer with
  * herald_core_peer_down; the core spreads the news so that every node agrees
@@ -68,7 +71,8 @@ typedef struct herald_core herald_core;
 herald_core *herald_core_new(uint32_t rank, uint32_t size, uint32_t fanout,
                              size_t max_frame_bytes, char *error, size_t error_len);
 
-/* Frees a core (NULL is ignored). */
+/* Frees a core (NULL, a core freed already, or any pointer herald_core_new did
+ * not return, is ignored). */
 void herald_core_free(herald_core *core);
 
 /* Why the last call on `core` that returned an error failed (never NULL; valid

@@ -9,6 +9,7 @@ use herald_core::{
     UsageError, decode_frame, encode_frames,
 };
 
+use crate::live;
 use crate::members::outside_the_job;
 use crate::output::{HERALD_CORE_NONE, Lent, Staged, herald_core_output};
 use crate::text::{Refused, bytes, c_text, copy_out, optional_lossy, optional_utf8};
@@ -82,7 +83,11 @@ pub unsafe extern "C" fn herald_core_new(
         })
     });
     match made {
-        Ok(Ok(core)) => Box::into_raw(Box::new(core)),
+        Ok(Ok(core)) => {
+            let core = Box::into_raw(Box::new(core));
+            live::add(core);
+            core
+        }
         Ok(Err(text)) => {
             // SAFETY: the caller guarantees `error`.
             unsafe { copy_out(&text, error, error_len) };
@@ -99,11 +104,13 @@ pub unsafe extern "C" fn herald_core_new(
 /// Frees a core.
 ///
 /// # Safety
-/// `core` NULL or a pointer from `herald_core_new` not freed yet.
+/// None on `core`: a pointer that is not a live core is ignored, not read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_free(core: *mut HeraldCore) {
-    if !core.is_null() {
-        // SAFETY: made by Box::into_raw in herald_core_new, freed once (caller).
+    // A core freed already, or never made, is left alone.
+    if live::remove(core) {
+        // SAFETY: made by Box::into_raw in herald_core_new, and removed from the
+        // live set just now, so freed once.
         drop(unsafe { Box::from_raw(core) });
     }
 }
@@ -111,20 +118,24 @@ pub unsafe extern "C" fn herald_core_free(core: *mut HeraldCore) {
 /// Why the last failing call on `core` failed.
 ///
 /// # Safety
-/// `core` NULL or a live pointer from `herald_core_new`.
+/// None on `core`: a pointer that is not a live core is not read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_error(core: *const HeraldCore) -> *const c_char {
-    // SAFETY: guaranteed by the caller.
-    match unsafe { core.as_ref() } {
+    if core.is_null() {
+        return c"the core is NULL".as_ptr();
+    }
+    // SAFETY: a live core (checked); the caller does not call it concurrently.
+    match unsafe { live_core(core.cast_mut()) } {
         Some(core) => core.error.as_ptr().cast(),
-        None => c"the core is NULL".as_ptr(),
+        None => NOT_LIVE.as_ptr(),
     }
 }
 
 /// Requests a registration (see `herald_core.h`).
 ///
 /// # Safety
-/// `core` a live core; `code`/`args` valid for their lengths (or NULL with 0);
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `code`/`args` valid for their lengths (or NULL with 0);
 /// `tag` NULL or a C string; `request` NULL or valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_register(
@@ -137,8 +148,8 @@ pub unsafe extern "C" fn herald_core_register(
     parent: u64,
     request: *mut u64,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         let max = core.max_frame_bytes();
         // SAFETY: the caller guarantees the pointers (lengths above a frame are
         // refused unread).
@@ -168,7 +179,8 @@ pub unsafe extern "C" fn herald_core_register(
 /// Feeds in a frame received from `from`.
 ///
 /// # Safety
-/// `core` a live core; `frame` valid for `frame_len` bytes (or NULL with 0).
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `frame` valid for `frame_len` bytes (or NULL with 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_handle_frame(
     core: *mut HeraldCore,
@@ -176,8 +188,8 @@ pub unsafe extern "C" fn herald_core_handle_frame(
     frame: *const c_void,
     frame_len: usize,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         let nodes = core.node.config().nodes();
         if from >= nodes {
             // No such node to declare down: the caller's mistake, not a peer's.
@@ -196,15 +208,16 @@ pub unsafe extern "C" fn herald_core_handle_frame(
 /// Reports that an invocation returned (`error` NULL for success).
 ///
 /// # Safety
-/// `core` a live core; `error` NULL or a C string.
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `error` NULL or a C string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_invocation_finished(
     core: *mut HeraldCore,
     invocation: u64,
     error: *const c_char,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         // SAFETY: the caller guarantees `error`.
         let outcome = match unsafe { optional_lossy(error) } {
             None => Ok(()),
@@ -219,15 +232,16 @@ pub unsafe extern "C" fn herald_core_invocation_finished(
 /// Reports that `node` is down for good.
 ///
 /// # Safety
-/// `core` a live core; `reason` NULL or a C string.
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `reason` NULL or a C string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_peer_down(
     core: *mut HeraldCore,
     node: u32,
     reason: *const c_char,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         let config = core.node.config();
         if node >= config.nodes() || NodeId(node) == config.node() {
             return Err(invalid(format!(
@@ -249,7 +263,8 @@ pub unsafe extern "C" fn herald_core_peer_down(
 /// Launches a task on `to`.
 ///
 /// # Safety
-/// `core` a live core; `task` a C string; `args` valid for `args_len` (or NULL
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `task` a C string; `args` valid for `args_len` (or NULL
 /// with 0); `launch` NULL or valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_launch(
@@ -261,8 +276,8 @@ pub unsafe extern "C" fn herald_core_launch(
     parent: u64,
     launch: *mut u64,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         // SAFETY: the caller guarantees the pointers.
         let (task, args) = unsafe {
             (
@@ -286,7 +301,8 @@ pub unsafe extern "C" fn herald_core_launch(
 /// Reports that a task finished (`error` NULL with its result bytes).
 ///
 /// # Safety
-/// `core` a live core; `result` valid for `result_len` (or NULL with 0); `error`
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `result` valid for `result_len` (or NULL with 0); `error`
 /// NULL or a C string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_task_finished(
@@ -297,8 +313,8 @@ pub unsafe extern "C" fn herald_core_task_finished(
     result_len: usize,
     error: *const c_char,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    status(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    status(unsafe { live_core(core) }, |core| {
         let max = core.max_frame_bytes();
         // SAFETY: the caller guarantees `error` NULL or a C string.
         let outcome = match unsafe { optional_lossy(error) } {
@@ -322,14 +338,15 @@ pub unsafe extern "C" fn herald_core_task_finished(
 /// Writes the next output and returns its kind, or `HERALD_CORE_NONE`.
 ///
 /// # Safety
-/// `core` a live core; `output` NULL or valid for a write.
+/// `core` not used by another thread during the call (any pointer: one that is
+/// not a live core is refused unread); `output` NULL or valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_poll(
     core: *mut HeraldCore,
     output: *mut herald_core_output,
 ) -> c_int {
-    // SAFETY: the caller guarantees `core` NULL or live.
-    let polled = guarded(unsafe { core.as_mut() }, |core| {
+    // SAFETY: checked live; the caller does not call it concurrently.
+    let polled = guarded(unsafe { live_core(core) }, |core| {
         if output.is_null() {
             return Err(invalid("output is NULL".to_owned()));
         }
@@ -459,6 +476,24 @@ fn guarded<T>(
             Err(HERALD_CORE_ERR_BROKEN)
         }
     }
+}
+
+/// Why a call on a pointer that is not a live core failed.
+const NOT_LIVE: &std::ffi::CStr =
+    c"this is not a live herald_core: freed already, or never made by herald_core_new";
+
+/// `core` if it is a live core (made and not freed); None for NULL and any other
+/// pointer, which is not read.
+///
+/// # Safety
+/// No other thread uses the core during the call (the header's rule).
+unsafe fn live_core<'a>(core: *mut HeraldCore) -> Option<&'a mut HeraldCore> {
+    if !live::contains(core) {
+        return None;
+    }
+    // SAFETY: live, so a valid HeraldCore from herald_core_new; not aliased by
+    // the caller's guarantee.
+    unsafe { core.as_mut() }
 }
 
 fn parent_of(parent: u64) -> Option<InvocationId> {

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod live;
 mod members;
 mod output;
 mod text;

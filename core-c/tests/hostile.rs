@@ -139,7 +139,7 @@ fn a_message_naming_a_node_outside_the_job_is_an_invalid_frame() {
     for message in hostile {
         let mut core = Core::new(0, NODES);
         assert_eq!(
-            core.handle_frame(1, &frame(&[message.clone()])),
+            core.handle_frame(1, &frame(std::slice::from_ref(&message))),
             HERALD_CORE_ERR_PROTOCOL,
             "{message:?}"
         );
