@@ -181,7 +181,9 @@ void herald_task_release(herald_handle handle);
 /* Frees memory herald handed out. */
 void herald_free(void *pointer);
 
-/* Appends result bytes from inside a task. */
+/* Appends result bytes from inside a task, to the `out` it was given, until it
+ * returns (threads it waits for may write too; writes are serialised). An `out`
+ * kept after the task returned is refused: HERALD_ERR_INVALID, nothing written. */
 int herald_output_write(herald_output *out, const void *data, size_t len);
 
 /* Sets the error text for the running callback or task, which then returns non-zero. */

@@ -310,6 +310,36 @@ fn calls_without_a_runtime_fail_with_a_reason() {
     assert_eq!(stdout.matches("ok: ").count(), 16, "{transcript}");
 }
 
+/// A task that keeps its `herald_output` and writes through it after returning
+/// (from the main thread) is refused with HERALD_ERR_INVALID; before, the write
+/// appended to a buffer already handed out as the result (heap corruption). A
+/// helper thread writing while the task waits for it still works.
+#[test]
+fn a_write_to_a_finished_tasks_output_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = common::build_c(dir.path(), "stale_output", "stale_output", "");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/stale_output_main.c"),
+        "stale-output",
+    );
+    let output = Command::new(&program)
+        .arg(&plugin)
+        .env_remove("HERALD_RANK")
+        .env_remove("HERALD_SIZE")
+        .env("HERALD_LIBRARY_PATH", dir.path())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let transcript = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{transcript}");
+    assert_eq!(stdout.matches("ok: ").count(), 6, "{transcript}");
+    assert!(
+        stdout.contains("stale output: 0 failed, finalize 0"),
+        "{transcript}"
+    );
+}
+
 /// A plugin loaded with plain `dlopen` registers from its constructor with
 /// nobody waiting; if that registration fails, herald_finalize says so.
 #[test]

@@ -216,17 +216,11 @@ fn call_callback(
 
 fn call_task(function: TaskFn, args: &[u8], what: impl Fn() -> String) -> Result<Vec<u8>, String> {
     ffi::clear_callback_error();
-    let mut output = ffi::TaskOutput::default();
+    let output = ffi::TaskOutput::open();
     let escape = Escape(&what);
-    // SAFETY: `args` is valid for its length during the call and `output` outlives
-    // it; the task writes results only through herald_output_write.
-    let status = unsafe {
-        function(
-            args.as_ptr().cast(),
-            args.len(),
-            (&mut output as *mut ffi::TaskOutput).cast(),
-        )
-    };
+    // SAFETY: `args` is valid for its length during the call; the output pointer
+    // is an opaque id the task passes to herald_output_write, never dereferenced.
+    let status = unsafe { function(args.as_ptr().cast(), args.len(), output.pointer()) };
     std::mem::forget(escape);
     match status {
         0 => Ok(output.into_bytes()),

@@ -7,8 +7,10 @@
 //! (module `init`). Every function checks its pointers; none unwinds into C.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::code::{TaskCode, TaskVariant};
 use crate::error::HostError;
@@ -36,16 +38,57 @@ pub const HERALD_ERR_NO_RUNTIME: c_int = 4;
 /// The runtime has stopped.
 pub const HERALD_ERR_STOPPED: c_int = 5;
 
-/// Result bytes of a native task, written with `herald_output_write`.
-#[derive(Default)]
+/// Result bytes of a native task, written with `herald_output_write`. The task
+/// gets an opaque `herald_output *` that is only a number: `herald_output_write`
+/// looks it up among the outputs of running tasks, so a pointer kept past the
+/// task's return (or made up) is refused instead of writing to freed memory.
 pub(crate) struct TaskOutput {
-    bytes: Vec<u8>,
+    /// Its `herald_output *`; never reused.
+    id: usize,
+    /// Shared with writers in flight (a helper thread of the task, say).
+    bytes: OutputBytes,
 }
 
+type OutputBytes = Arc<Mutex<Vec<u8>>>;
+
+/// The outputs of the tasks running now, by id.
+static OUTPUTS: Mutex<BTreeMap<usize, OutputBytes>> = Mutex::new(BTreeMap::new());
+/// The next output's id (0 would be NULL).
+static NEXT_OUTPUT: AtomicUsize = AtomicUsize::new(1);
+
 impl TaskOutput {
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    /// An output open to `herald_output_write` until `into_bytes` (or drop).
+    pub(crate) fn open() -> TaskOutput {
+        let output = TaskOutput {
+            id: NEXT_OUTPUT.fetch_add(1, Ordering::Relaxed),
+            bytes: OutputBytes::default(),
+        };
+        outputs().insert(output.id, Arc::clone(&output.bytes));
+        output
     }
+
+    /// The `herald_output *` the task is given.
+    pub(crate) fn pointer(&self) -> *mut c_void {
+        std::ptr::without_provenance_mut(self.id)
+    }
+
+    /// Closes the output (later writes are refused) and takes its bytes, once
+    /// any write in flight has finished.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        outputs().remove(&self.id);
+        std::mem::take(&mut *self.bytes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Drop for TaskOutput {
+    fn drop(&mut self) {
+        outputs().remove(&self.id);
+    }
+}
+
+fn outputs() -> std::sync::MutexGuard<'static, BTreeMap<usize, OutputBytes>> {
+    // Each operation on the map is one call: consistent after any panic.
+    OUTPUTS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 thread_local! {
@@ -292,10 +335,12 @@ pub unsafe extern "C" fn herald_free(pointer: *mut c_void) {
     unsafe { libc::free(pointer) }
 }
 
-/// Appends `len` bytes to a task's result. Returns `HERALD_OK` or `HERALD_ERR_INVALID`.
+/// Appends `len` bytes to a task's result. Returns `HERALD_OK` or
+/// `HERALD_ERR_INVALID` (also for an `out` that is not a running task's: kept
+/// past its return, or made up).
 ///
 /// # Safety
-/// `out` must be the pointer herald passed to the running task; `data` valid for `len`.
+/// `data` valid for `len` bytes (`out` is only looked up, never read).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_output_write(
     out: *mut c_void,
@@ -306,13 +351,16 @@ pub unsafe extern "C" fn herald_output_write(
     if out.is_null() || (data.is_null() && len > 0) || len > isize::MAX as usize {
         return HERALD_ERR_INVALID;
     }
-    // SAFETY: `out` is the TaskOutput herald passed to this task, alive during it.
-    let output = unsafe { &mut *out.cast::<TaskOutput>() };
+    let Some(bytes) = outputs().get(&out.addr()).cloned() else {
+        return HERALD_ERR_INVALID;
+    };
     if len > 0 {
         // SAFETY: the caller guarantees `data` is valid for `len` bytes.
-        output
-            .bytes
-            .extend_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) });
+        let data = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+        bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(data);
     }
     HERALD_OK
 }
