@@ -31,7 +31,7 @@
  * Code is named portably: the library's canonical path (the same on every
  * node), the SHA-256 of its file, and the symbol's name, found with dladdr. So
  * callbacks and task functions must be exported (not static) functions of a
- * shared library, and libraries (and their dependencies outside the system
+ * shared library (a variable cast to a function pointer is refused), and libraries (and their dependencies outside the system
  * library directories) must sit in a directory every node allows
  * (HERALD_LIBRARY_PATH and --library-path, which add to the defaults: the
  * working directory and the executable's directory, unless one is /, the home

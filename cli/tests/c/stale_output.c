@@ -30,3 +30,6 @@ int stale_output_task(const void *args, size_t len, herald_output *out) {
     pthread_join(thread, NULL);
     return helper.code;
 }
+
+/* Data, not code: a careless cast makes it a callback or task function. */
+int stale_output_not_code = 42;

@@ -1,5 +1,6 @@
 /* Runs stale_output_task (cli/tests/c/stale_output.c) in a job of one, then
  * writes through the output pointer it kept: each stale write must be refused.
+ * Then registers a data symbol as a callback and as a task: both refused.
  * Prints one line per check; exits with the number of failed checks. */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -34,6 +35,21 @@ int main(int argc, char **argv) {
                code == HERALD_ERR_INVALID ? "ok" : "FAILED", code);
         failures += code != HERALD_ERR_INVALID;
     }
+    /* A data symbol cast to a function: refused at registration (it would
+     * crash the node that calls it), and the process still runs. */
+    void *data = dlsym(plugin, "stale_output_not_code");
+    herald_handle bad = herald_register_global((herald_callback)data, NULL, 0, NULL);
+    int refused = herald_wait(bad, error, sizeof error);
+    printf("%s: a data symbol as a callback is refused (%d: %s)\n",
+           bad == 0 && refused != HERALD_OK && strstr(error, "not a function") ? "ok" : "FAILED",
+           refused, error);
+    failures += !(bad == 0 && refused != HERALD_OK && strstr(error, "not a function"));
+    bad = herald_register_task("stale.data", (herald_task_fn)data);
+    refused = herald_wait(bad, error, sizeof error);
+    printf("%s: a data symbol as a task is refused (%d: %s)\n",
+           bad == 0 && refused != HERALD_OK && strstr(error, "not a function") ? "ok" : "FAILED",
+           refused, error);
+    failures += !(bad == 0 && refused != HERALD_OK && strstr(error, "not a function"));
     int code = herald_finalize();
     printf("stale output: %d failed, finalize %d\n", failures, code);
     return failures || code;

@@ -180,6 +180,11 @@ pub(crate) fn reference_for_address(
         .to_bytes()
         .to_vec();
     let exported = !info.dli_sname.is_null() && info.dli_saddr as usize == address;
+    if exported && is_data_symbol(address) {
+        return Err(not_exported(
+            "it is not a function but data (a variable cast to a function pointer?); pass the function itself",
+        ));
+    }
     // SAFETY: as above, for the symbol name, when there is one.
     let symbol = exported.then(|| {
         unsafe { CStr::from_ptr(info.dli_sname) }
@@ -220,6 +225,51 @@ pub(crate) fn reference_for_address(
     };
     lock(&BY_LOADER_NAME).insert(name, library.clone());
     Ok((library, symbol))
+}
+
+/// Whether the exported symbol at `address` is data (an object, common or
+/// thread-local symbol): calling it would crash every node. Symbols of no type
+/// (hand-written assembly) pass, as does everything where `dladdr1` is missing.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+fn is_data_symbol(address: usize) -> bool {
+    /// `Elf64_Sym` of <elf.h>.
+    #[repr(C)]
+    struct Elf64Sym {
+        st_name: u32,
+        st_info: u8,
+        st_other: u8,
+        st_shndx: u16,
+        st_value: u64,
+        st_size: u64,
+    }
+    const RTLD_DL_SYMENT: std::ffi::c_int = 1;
+    const STT_OBJECT: u8 = 1;
+    const STT_COMMON: u8 = 5;
+    const STT_TLS: u8 = 6;
+    // SAFETY: as for dladdr; zeroed is a valid Dl_info.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let mut symbol: *mut c_void = std::ptr::null_mut();
+    // SAFETY: dladdr1 reads the loader's tables and stores a pointer to the
+    // symbol's table entry in `symbol` (RTLD_DL_SYMENT), or returns 0.
+    let found = unsafe {
+        libc::dladdr1(
+            address as *const c_void,
+            &mut info,
+            &mut symbol,
+            RTLD_DL_SYMENT,
+        )
+    };
+    if found == 0 || symbol.is_null() {
+        return false;
+    }
+    // SAFETY: an ElfW(Sym) in the object's symbol table, mapped while it is loaded.
+    let kind = unsafe { (*symbol.cast::<Elf64Sym>()).st_info } & 0xf;
+    matches!(kind, STT_OBJECT | STT_COMMON | STT_TLS)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+fn is_data_symbol(_address: usize) -> bool {
+    false
 }
 
 const NOT_EXPORTED: &str =
