@@ -63,8 +63,8 @@ typedef struct herald_core herald_core;
 /* "No enclosing invocation": a top-level registration or launch. */
 #define HERALD_CORE_NO_PARENT UINT64_MAX
 
-/* Creates node `rank` of a job of `size` nodes. `fanout` is the number of
- * children per node of the dissemination tree (0: the default, 4);
+/* Creates node `rank` of a job of `size` nodes (at most 1048576). `fanout` is
+ * the number of children per node of the dissemination tree (0: the default, 4);
  * `max_frame_bytes` bounds every frame sent or accepted (0: the default, 64 MiB),
  * and must be the same on every node. Returns NULL on a bad configuration, with
  * the reason copied (NUL-terminated) into `error` if it is not NULL. */

@@ -5,8 +5,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use herald_core::{
-    Config, InvocationId, LaunchId, Node, NodeId, Output, RegisterError, Registration, TaskRunId,
-    UsageError, decode_frame, encode_frames,
+    Config, InvocationId, LaunchId, MAX_NODES, Node, NodeId, Output, RegisterError, Registration,
+    TaskRunId, UsageError, decode_frame, encode_frames,
 };
 
 use crate::live;
@@ -64,6 +64,13 @@ pub unsafe extern "C" fn herald_core_new(
     error_len: usize,
 ) -> *mut HeraldCore {
     let made = catch_unwind(|| {
+        // The core refuses frames from ids from MAX_NODES up: a larger job could
+        // not work.
+        if size > MAX_NODES {
+            return Err(format!(
+                "a job of {size} nodes is larger than herald's limit of {MAX_NODES}"
+            ));
+        }
         let mut config = Config::new(NodeId(rank), size).map_err(|e| e.to_string())?;
         if fanout != 0 {
             config = config.with_fanout(fanout).map_err(|e| e.to_string())?;

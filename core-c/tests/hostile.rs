@@ -321,3 +321,14 @@ fn deliver(from: &mut Core, me: u32, to: &mut Core) {
         }
     }
 }
+
+#[test]
+fn a_job_larger_than_the_core_accepts_is_refused_at_creation() {
+    // Node ids from MAX_NODES up are refused as senders: such a job could not work.
+    let error = Core::with(0, herald_core::MAX_NODES + 1, 0, 0)
+        .err()
+        .expect("refused");
+    assert!(error.contains("1048576"), "{error}");
+    assert!(Core::with(0, u32::MAX, 0, 0).is_err());
+    assert!(Core::with(herald_core::MAX_NODES - 1, herald_core::MAX_NODES, 0, 0).is_ok());
+}
