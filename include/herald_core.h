@@ -25,11 +25,11 @@
  * Errors: functions returning int give HERALD_CORE_OK or an error code, and
  * herald_core_error() tells why. A `core` that is not a live core (NULL, freed,
  * or never returned by herald_core_new) is refused unread with
- * HERALD_CORE_ERR_INVALID (herald_core_poll: HERALD_CORE_NONE); beware that a
- * freed core's address may be given to a later core. Bytes from the network
- * never crash the core: an invalid frame returns HERALD_CORE_ERR_PROTOCOL, and
- * the core declares its sender down itself (a correct node never sends one; a
- * HERALD_CORE_PEER_DOWN output follows).
+ * HERALD_CORE_ERR_INVALID (herald_core_poll: HERALD_CORE_NONE): a `herald_core *`
+ * is an opaque name, never reused, so a stale one never reaches a later core.
+ * Bytes from the network never crash the core: an invalid frame returns
+ * HERALD_CORE_ERR_PROTOCOL, and the core declares its sender down itself (a
+ * correct node never sends one; a HERALD_CORE_PEER_DOWN output follows).
  *
  * Failures: the caller's transport reports a lost peer with
  * herald_core_peer_down; the core spreads the news so that every node agrees

@@ -90,11 +90,7 @@ pub unsafe extern "C" fn herald_core_new(
         })
     });
     match made {
-        Ok(Ok(core)) => {
-            let core = Box::into_raw(Box::new(core));
-            live::add(core);
-            core
-        }
+        Ok(Ok(core)) => live::add(Box::new(core)),
         Ok(Err(text)) => {
             // SAFETY: the caller guarantees `error`.
             unsafe { copy_out(&text, error, error_len) };
@@ -115,11 +111,7 @@ pub unsafe extern "C" fn herald_core_new(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn herald_core_free(core: *mut HeraldCore) {
     // A core freed already, or never made, is left alone.
-    if live::remove(core) {
-        // SAFETY: made by Box::into_raw in herald_core_new, and removed from the
-        // live set just now, so freed once.
-        drop(unsafe { Box::from_raw(core) });
-    }
+    drop(live::remove(core));
 }
 
 /// Why the last failing call on `core` failed.
@@ -495,11 +487,9 @@ const NOT_LIVE: &std::ffi::CStr =
 /// # Safety
 /// No other thread uses the core during the call (the header's rule).
 unsafe fn live_core<'a>(core: *mut HeraldCore) -> Option<&'a mut HeraldCore> {
-    if !live::contains(core) {
-        return None;
-    }
-    // SAFETY: live, so a valid HeraldCore from herald_core_new; not aliased by
-    // the caller's guarantee.
+    let core = live::get(core)?;
+    // SAFETY: a live core, boxed by herald_core_new; not aliased by the caller's
+    // guarantee (one thread at a time per core).
     unsafe { core.as_mut() }
 }
 

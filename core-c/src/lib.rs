@@ -1,7 +1,8 @@
 //! herald-core-c: the C API of the sans-IO protocol core, declared in
 //! `include/herald_core.h` and exported by `libherald.so`.
 //!
-//! A `herald_core` is a [`herald_core::Node`] behind an opaque pointer, plus the
+//! A `herald_core` is a [`herald_core::Node`] behind an opaque pointer (an id
+//! that every call looks up, so stale and made-up pointers are refused), plus the
 //! storage its outputs borrow from: every pointer in a `herald_core_output` stays
 //! valid until the next call on the same core, and nothing else is handed out, so
 //! the caller frees only the core itself. Frames are encoded inside (the caller

@@ -1,9 +1,7 @@
 //! A careless caller's handles: a core freed twice, used after it was freed, or
 //! never made by herald_core_new. Each call is refused with HERALD_CORE_ERR_INVALID
-//! (poll: HERALD_CORE_NONE) instead of touching memory that is not a core.
-//!
-//! One test in its own binary: no other test makes cores meanwhile, so a freed
-//! core's address is not handed to a new one while the test still holds it.
+//! (poll: HERALD_CORE_NONE) instead of touching memory that is not a core, also
+//! once more cores were made (a handle is never reused).
 
 use std::ffi::CStr;
 use std::ptr;
@@ -81,6 +79,14 @@ fn freed_and_never_made_cores_are_refused() {
     // SAFETY: made by herald_core_new; freeing it twice is the misuse under test.
     unsafe { herald_core_free(freed) };
     every_call_refused(freed);
+    // Cores made since (the allocator may reuse the freed memory) are not it.
+    let later: Vec<*mut HeraldCore> = (0..64).map(|_| new_core()).collect();
+    assert!(!later.contains(&freed));
+    every_call_refused(freed);
+    for core in later {
+        // SAFETY: made by herald_core_new, freed once.
+        unsafe { herald_core_free(core) };
+    }
     // Memory that never was a core (readable, so a check that reads would not crash).
     let mut fake = [0u64; 64];
     every_call_refused(fake.as_mut_ptr().cast());
