@@ -80,6 +80,22 @@ impl Node {
         (requires, self.global_keys.len())
     }
 
+    /// Moves this node's own watermark in `known_done` past the global keys that
+    /// have an outcome here: a launch to this node needs none of them (done, or
+    /// failed here and so never required), so it looks only at the keys from the
+    /// first one still running, not at every key this node ever had.
+    pub(crate) fn advance_own_watermark(&mut self) {
+        let me = self.me();
+        let mut done = self.known_done.get(&me).copied().unwrap_or(0);
+        while let Some(key) = self.global_keys.get(done) {
+            if self.entries.get(key).and_then(|e| e.outcome()).is_none() {
+                break;
+            }
+            done += 1;
+        }
+        self.known_done.insert(me, done);
+    }
+
     pub(crate) fn send_launch(
         &mut self,
         to: NodeId,
@@ -321,5 +337,47 @@ impl Node {
             }
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Node, NodeId, Registration};
+
+    fn registration(name: &str) -> Registration {
+        Registration::new(name.as_bytes().to_vec(), Vec::new())
+    }
+
+    /// A launch to this node skips the keys done here, however many, by the
+    /// watermark, and requires the one still running (and those after it).
+    #[test]
+    fn a_launch_here_looks_only_past_the_keys_done_here() {
+        let config = Config::new(NodeId(0), 1).expect("a config");
+        let mut node = Node::new(config);
+        let mut invocations = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            node.register(registration(name), None).expect("register");
+        }
+        while let Some(output) = node.poll_output() {
+            if let crate::Output::Invoke(invocation) = output {
+                invocations.push(invocation);
+            }
+        }
+        assert_eq!(invocations.len(), 4);
+        // a, b and d finish; c is still running.
+        for index in [0, 1, 3] {
+            node.invocation_finished(invocations[index].id, Ok(()))
+                .expect("finish");
+        }
+        node.advance_own_watermark();
+        assert_eq!(node.known_done.get(&NodeId(0)), Some(&2));
+        let (requires, _) = node.requirements_for(NodeId(0), None);
+        assert_eq!(requires, vec![invocations[2].key]);
+        // c fails: nothing is required any more, and the watermark passes all.
+        node.invocation_finished(invocations[2].id, Err("no".into()))
+            .expect("finish");
+        node.advance_own_watermark();
+        assert_eq!(node.known_done.get(&NodeId(0)), Some(&4));
+        assert!(node.requirements_for(NodeId(0), None).0.is_empty());
     }
 }

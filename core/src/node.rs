@@ -721,6 +721,9 @@ impl Node {
         if len > max {
             return Err(UsageError::TooLarge { len, max });
         }
+        if to == self.me() {
+            self.advance_own_watermark();
+        }
         let (requires, watermark) = self.requirements_for(to, enclosing);
         // Only a strict launch that required every global key here proves, once it
         // ran, that all of them are done on the target.
