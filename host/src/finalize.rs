@@ -157,7 +157,17 @@ impl Runtime {
             }
         });
         self.shutdown();
-        outcome
+        // Declared down at any step (the arrival at rank 0 included): the
+        // collective failed for this rank, saying who declared it down.
+        outcome.map_err(|error| match error {
+            HostError::Fenced { .. } => HostError::Finalize(
+                self.shared()
+                    .arrivals
+                    .fenced()
+                    .unwrap_or_else(|| error.to_string()),
+            ),
+            other => other,
+        })
     }
 
     /// Tells rank 0 that this rank runs no program of its own, so has nothing to

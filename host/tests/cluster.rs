@@ -497,6 +497,45 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
     assert!(runtime.is_stopped());
 }
 
+/// A node declared down while its finalize waits for node 0 to take its arrival
+/// fails the collective with the reason (`HostError::Finalize`, which the C ABI
+/// returns as HERALD_ERR_FAILED), not with the bare fence of the wait.
+#[test]
+fn a_node_fenced_while_it_arrives_leaves_finalize_with_the_reason() {
+    let (events, runtime) = silent_node(1);
+    let (outcome_tx, outcome) = crossbeam_channel::unbounded();
+    {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || outcome_tx.send(runtime.finalize()));
+    }
+    // Its arrival is launched to node 0, which never answers.
+    let deadline = std::time::Instant::now() + GUARD;
+    while runtime.stats().launches == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finalize never arrived"
+        );
+        std::thread::yield_now();
+    }
+    let down = herald_core::Message::Down {
+        node: herald_core::NodeId(1),
+        by: herald_core::NodeId(0),
+        reason: "missed its heartbeats".into(),
+    };
+    for bytes in herald_core::encode_frames(&[down], 1 << 20).expect("encodes") {
+        events
+            .send(herald_tcp::MeshEvent::Frame { from: 0, bytes })
+            .expect("event loop listening");
+    }
+    match outcome.recv_timeout(GUARD).expect("finalize returned") {
+        Err(HostError::Finalize(why)) => assert!(
+            why.contains("declared down by node 0") && why.contains("missed its heartbeats"),
+            "{why}"
+        ),
+        other => panic!("expected the fence's reason, got {other:?}"),
+    }
+}
+
 /// At one end of a broken link to node 0, a node declares node 0 down itself
 /// (the job's end: node 0 lost), then hears the job's verdict that it is down
 /// (from node 2): the fence replaces the loss of node 0, and `wait_for_verdict`
