@@ -106,28 +106,31 @@ fn forward_lines(
     })
 }
 
+/// What `waitid` reports about our child `pid` with `flags` (all zeroes when
+/// WNOHANG finds nothing to report), or why it failed.
+pub fn wait_child(pid: u32, flags: libc::c_int) -> std::io::Result<libc::siginfo_t> {
+    // SAFETY: siginfo_t is plain data; waitid fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waits on our own child, with the caller's flags (WNOWAIT leaves it
+    // unreaped, so its pid stays its own).
+    let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    if rc == 0 {
+        Ok(info)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Blocks until process `pid` has exited, leaving it a zombie so that its pid
 /// stays reserved until `Child::wait` reaps it; calls `on_stop` with the signal
 /// each time a signal stops it meanwhile.
 fn wait_without_reaping(pid: u32, on_stop: impl Fn(i32)) {
     loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waits on our own child without reaping it (WNOWAIT).
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
-            )
+        let info = match wait_child(pid, libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT) {
+            Ok(info) => info,
+            Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(_) => return,
         };
-        if rc != 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
-        }
         if info.si_code != libc::CLD_STOPPED {
             return;
         }
@@ -135,17 +138,7 @@ fn wait_without_reaping(pid: u32, on_stop: impl Fn(i32)) {
         let signal = unsafe { info.si_status() };
         // Takes this stop's report (WNOWAIT left it), and only it: WSTOPPED alone
         // never reaps, and WNOHANG returns at once if the child ran on meanwhile.
-        // SAFETY: as above, on our own child.
-        let mut taken: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut taken,
-                libc::WSTOPPED | libc::WNOHANG,
-            )
-        };
+        let _ = wait_child(pid, libc::WSTOPPED | libc::WNOHANG);
         on_stop(signal);
     }
 }

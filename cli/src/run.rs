@@ -17,7 +17,9 @@ use herald_tcp::Secret;
 use crate::signals::{self, Forwarder};
 use crate::{
     capacity,
-    local_ranks::{Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env},
+    local_ranks::{
+        Stream, forward_output, free_loopback_port, notify_exit, set_bootstrap_env, wait_child,
+    },
 };
 
 /// Flags of `herald run`.
@@ -261,21 +263,11 @@ fn kill_unreaped_groups(forwarder: &Forwarder, statuses: &[Option<ExitStatus>]) 
 /// it cannot be read.
 fn status_without_reaping(pid: u32) -> Option<ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
-    // SAFETY: siginfo_t is plain data; waitid fills it in.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waits on our own child without reaping it (WNOWAIT) or blocking.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
-        )
-    };
-    // SAFETY: waitid returned 0, so `info` is a SIGCHLD siginfo (si_pid 0 if
-    // the child has not exited), whose si_pid and si_status are set.
+    let info = wait_child(pid, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG).ok()?;
+    // SAFETY: a SIGCHLD siginfo from waitid (all zeroes, si_pid 0, if the child
+    // has not exited), whose si_pid and si_status are set.
     let (exited_pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if rc != 0 || exited_pid == 0 {
+    if exited_pid == 0 {
         return None;
     }
     // Encoded as a wait status, as waitpid gives it.

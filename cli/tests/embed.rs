@@ -542,18 +542,7 @@ fn rank_0_in_finalize_waits_for_a_rank_that_joined_meanwhile() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = build_program(
-        dir.path(),
-        &repo_root().join("cli/tests/c/embed_join_finalize.c"),
-        "embed-join-finalize",
-    );
-    let secret = herald_tcp::Secret::random().to_hex();
-    let mut job = Job::start_program_with_secret(3, &program, &secret, |_| RankSetup {
-        args: Vec::new(),
-        env: Vec::new(),
-    });
-    job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
+    let (_dir, program, secret, mut job) = join_finalize_job(3);
     let mut joiner = common::as_joiner(&mut Command::new(&program), &secret)
         .env("HERALD_JOIN", job.coordinator.to_string())
         .stdin(Stdio::piped())
@@ -606,18 +595,7 @@ fn a_herald_node_joiner_does_not_hold_back_the_end_of_a_herald_init_job() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = build_program(
-        dir.path(),
-        &repo_root().join("cli/tests/c/embed_join_finalize.c"),
-        "embed-join-finalize",
-    );
-    let secret = herald_tcp::Secret::random().to_hex();
-    let mut job = Job::start_program_with_secret(2, &program, &secret, |_| RankSetup {
-        args: Vec::new(),
-        env: Vec::new(),
-    });
-    job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
+    let (_dir, _program, secret, mut job) = join_finalize_job(2);
     let mut joiner = common::as_joiner(&mut Command::new(herald()), &secret)
         .args(["node", "-v", "--join"])
         .arg(job.coordinator.to_string())
@@ -643,4 +621,23 @@ fn a_herald_node_joiner_does_not_hold_back_the_end_of_a_herald_init_job() {
     let rest: Vec<String> = errors.map_while(Result::ok).collect();
     let status = joiner.wait().expect("wait for the joiner");
     assert!(status.success(), "the joiner: {status}\n{rest:?}");
+}
+
+/// A job of `nodes` ranks of `cli/tests/c/embed_join_finalize.c` (built into a
+/// directory kept alive by the first value), with its secret, once rank 0 is
+/// inside herald_finalize.
+fn join_finalize_job(nodes: u32) -> (tempfile::TempDir, PathBuf, String, Job) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = build_program(
+        dir.path(),
+        &repo_root().join("cli/tests/c/embed_join_finalize.c"),
+        "embed-join-finalize",
+    );
+    let secret = herald_tcp::Secret::random().to_hex();
+    let mut job = Job::start_program_with_secret(nodes, &program, &secret, |_| RankSetup {
+        args: Vec::new(),
+        env: Vec::new(),
+    });
+    job.expect_line(|l| l.rank == 0 && l.text == "rank 0: finalizing");
+    (dir, program, secret, job)
 }

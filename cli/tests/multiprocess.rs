@@ -537,44 +537,7 @@ fn herald_run_stops_what_the_other_ranks_started_when_a_rank_fails() {
         sleep 600 &
         echo $! > "$PID_FILE.tmp" && mv "$PID_FILE.tmp" "$PID_FILE"
         wait"#;
-    let (done_tx, done) = crossbeam_channel::bounded(1);
-    let pid_path = pid_file.clone();
-    std::thread::spawn(move || {
-        let output = Command::new(common::herald())
-            .args(["run", "-n", "2", "--", "sh", "-c", script])
-            .env("PID_FILE", &pid_path)
-            .output();
-        let _ = done_tx.send(output);
-    });
-    let output = done.recv_timeout(common::GUARD);
-    let sleep_pid: Option<i32> = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|text| text.trim().parse().ok());
-    let alive = sleep_pid.is_some_and(|pid| {
-        // A zombie (exited, not yet reaped by its new parent) is gone too.
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .starts_with('Z')
-        })
-    });
-    if alive {
-        if let Some(pid) = sleep_pid {
-            // SAFETY: kill(2) on the test's own leftover `sleep`.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let output = output
-        .expect("herald run ended once it stopped rank 0 and its child")
-        .expect("herald run ran");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("rank 1 failed"), "{stderr}");
-    assert!(sleep_pid.is_some(), "rank 0 started its child: {stderr}");
-    assert!(!alive, "rank 0's child outlived the job");
+    assert_failing_job_leaves_no_child(script, &pid_file, "rank 0");
 }
 
 /// What the failing rank itself left running is stopped too: rank 1 starts a
@@ -590,17 +553,25 @@ fn herald_run_stops_what_the_failing_rank_left_running() {
             exit 3
         fi
         exec sleep 600"#;
+    assert_failing_job_leaves_no_child(script, &pid_file, "rank 1");
+}
+
+/// Runs `herald run -n 2 -- sh -c SCRIPT`, in which rank 1 fails and `whose` rank
+/// starts a background child and writes its pid to `$PID_FILE` (`pid_file`), and
+/// checks that `herald run` fails naming rank 1 and that the child is gone.
+fn assert_failing_job_leaves_no_child(script: &str, pid_file: &Path, whose: &str) {
     let (done_tx, done) = crossbeam_channel::bounded(1);
-    let pid_path = pid_file.clone();
+    let pid_path = pid_file.to_path_buf();
+    let script = script.to_owned();
     std::thread::spawn(move || {
         let output = Command::new(common::herald())
-            .args(["run", "-n", "2", "--", "sh", "-c", script])
+            .args(["run", "-n", "2", "--", "sh", "-c", &script])
             .env("PID_FILE", &pid_path)
             .output();
         let _ = done_tx.send(output);
     });
     let output = done.recv_timeout(common::GUARD);
-    let sleep_pid: Option<i32> = std::fs::read_to_string(&pid_file)
+    let sleep_pid: Option<i32> = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|text| text.trim().parse().ok());
     let alive = sleep_pid.is_some_and(|pid| {
@@ -621,13 +592,13 @@ fn herald_run_stops_what_the_failing_rank_left_running() {
         }
     }
     let output = output
-        .expect("herald run ended once it stopped rank 1's child")
+        .unwrap_or_else(|_| panic!("herald run ended once it stopped {whose}'s child"))
         .expect("herald run ran");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("rank 1 failed"), "{stderr}");
-    assert!(sleep_pid.is_some(), "rank 1 started its child: {stderr}");
-    assert!(!alive, "rank 1's child outlived the job");
+    assert!(sleep_pid.is_some(), "{whose} started its child: {stderr}");
+    assert!(!alive, "{whose}'s child outlived the job");
 }
 
 /// Starts `nodes` ranks of `herald node` that may load libraries from `dir`: rank 0

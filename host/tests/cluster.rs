@@ -466,17 +466,7 @@ fn a_fenced_node_leaves_finalize_with_the_reason() {
     let (events, runtime) = silent_node(1);
     // Never answered: node 0 is silent.
     let _pending = runtime.register_global(custom("never-answered"), vec![], None);
-    let down = herald_core::Message::Down {
-        node: herald_core::NodeId(1),
-        by: herald_core::NodeId(0),
-        reason: "missed its heartbeats".into(),
-    };
-    let frame = herald_core::encode_frames(&[down], 1 << 20).expect("encodes");
-    for bytes in frame {
-        events
-            .send(herald_tcp::MeshEvent::Frame { from: 0, bytes })
-            .expect("event loop listening");
-    }
+    tell_down(&events, 0, 1, 0, "missed its heartbeats");
     // A fenced node's job is over for it.
     assert!(matches!(
         runtime.wait_for_job_end(Some(GUARD)),
@@ -517,16 +507,7 @@ fn a_node_fenced_while_it_arrives_leaves_finalize_with_the_reason() {
         );
         std::thread::yield_now();
     }
-    let down = herald_core::Message::Down {
-        node: herald_core::NodeId(1),
-        by: herald_core::NodeId(0),
-        reason: "missed its heartbeats".into(),
-    };
-    for bytes in herald_core::encode_frames(&[down], 1 << 20).expect("encodes") {
-        events
-            .send(herald_tcp::MeshEvent::Frame { from: 0, bytes })
-            .expect("event loop listening");
-    }
+    tell_down(&events, 0, 1, 0, "missed its heartbeats");
     match outcome.recv_timeout(GUARD).expect("finalize returned") {
         Err(HostError::Finalize(why)) => assert!(
             why.contains("declared down by node 0") && why.contains("missed its heartbeats"),
@@ -553,16 +534,7 @@ fn a_fence_heard_after_losing_node_0_replaces_that_end() {
         runtime.wait_for_job_end(Some(GUARD)),
         Ok(herald_host::JobEnd::CoordinatorLost { .. })
     ));
-    let down = herald_core::Message::Down {
-        node: herald_core::NodeId(1),
-        by: herald_core::NodeId(0),
-        reason: "missed its heartbeats".into(),
-    };
-    for bytes in herald_core::encode_frames(&[down], 1 << 20).expect("encodes") {
-        events
-            .send(herald_tcp::MeshEvent::Frame { from: 2, bytes })
-            .expect("event loop listening");
-    }
+    tell_down(&events, 2, 1, 0, "missed its heartbeats");
     match runtime.wait_for_verdict(GUARD) {
         Ok(herald_host::JobEnd::Fenced { by: 0, reason }) => {
             assert!(reason.contains("missed its heartbeats"), "{reason}")
@@ -576,6 +548,27 @@ fn a_fence_heard_after_losing_node_0_replaces_that_end() {
 /// are injected through the returned sender), accepting every "rec" invocation.
 fn silent_node(node: u32) -> (crossbeam_channel::Sender<herald_tcp::MeshEvent>, Runtime) {
     silent_node_of(node, 2)
+}
+
+/// Hands the node listening on `events` a frame from `from` with the news that
+/// `by` declared `node` down for `reason`.
+fn tell_down(
+    events: &crossbeam_channel::Sender<herald_tcp::MeshEvent>,
+    from: u32,
+    node: u32,
+    by: u32,
+    reason: &str,
+) {
+    let down = herald_core::Message::Down {
+        node: herald_core::NodeId(node),
+        by: herald_core::NodeId(by),
+        reason: reason.into(),
+    };
+    for bytes in herald_core::encode_frames(&[down], 1 << 20).expect("encodes") {
+        events
+            .send(herald_tcp::MeshEvent::Frame { from, bytes })
+            .expect("event loop listening");
+    }
 }
 
 /// Node `node` of a job of `nodes` whose other nodes never send anything.
@@ -679,20 +672,7 @@ fn a_fenced_node_stops_and_its_waiters_learn_who_and_why() {
     let (events, runtime) = silent_node(1);
     let handle = runtime.register_global(custom("fenced"), vec![], None);
     let task = runtime.launch(0, "anything", vec![]);
-    let down = herald_core::Message::Down {
-        node: herald_core::NodeId(1),
-        by: herald_core::NodeId(0),
-        reason: "sent nothing for 10 s".into(),
-    };
-    let frame = herald_core::encode_frames(&[down], herald_core::DEFAULT_MAX_FRAME_BYTES)
-        .expect("encode")
-        .remove(0);
-    events
-        .send(herald_tcp::MeshEvent::Frame {
-            from: 0,
-            bytes: frame,
-        })
-        .expect("event loop listening");
+    tell_down(&events, 0, 1, 0, "sent nothing for 10 s");
     let fenced = |error: HostError| {
         assert!(
             matches!(&error, HostError::Fenced { by: 0, reason } if reason.contains("sent nothing")),
