@@ -126,35 +126,7 @@ def test_a_failing_rank_stops_what_the_others_started(tmp_path):
     """Stopping rank 0 after rank 1 failed stops its child too: left running,
     the child would hold rank 0's output pipe and keep the launcher waiting
     for ten minutes."""
-    script = tmp_path / "child_left.py"
-    script.write_text(CHILD_LEFT_SCRIPT)
-    pid_file = tmp_path / "child.pid"
-    environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
-        environment.pop(variable, None)
-    child = None
-    try:
-        try:
-            job = subprocess.run(
-                [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail("the launcher still waited a minute after rank 1 failed")
-        child = int(pid_file.read_text())
-        assert job.returncode == 3, job.stdout + job.stderr
-        # It has exited (the launcher's reading of rank 0's output ended only
-        # once no process held it), if perhaps not been reaped by its new parent.
-        assert _state(child) in (None, "Z"), f"rank 0's child {child} outlived the job"
-    finally:
-        if child is None and pid_file.exists():
-            child = int(pid_file.read_text())
-        if child is not None:
-            _kill_left([child])
+    _assert_failing_job_leaves_no_child(tmp_path, "child_left.py", CHILD_LEFT_SCRIPT, "rank 0")
 
 
 FAILING_LEAVES_A_CHILD_SCRIPT = textwrap.dedent(
@@ -179,8 +151,19 @@ FAILING_LEAVES_A_CHILD_SCRIPT = textwrap.dedent(
 def test_what_a_failing_rank_left_running_is_stopped(tmp_path):
     """Rank 1 fails leaving a child running, which holds rank 1's output pipe:
     the launcher stops it too rather than wait for it."""
-    script = tmp_path / "failing_leaves_a_child.py"
-    script.write_text(FAILING_LEAVES_A_CHILD_SCRIPT)
+    _assert_failing_job_leaves_no_child(
+        tmp_path, "failing_leaves_a_child.py", FAILING_LEAVES_A_CHILD_SCRIPT, "rank 1"
+    )
+
+
+def _assert_failing_job_leaves_no_child(tmp_path, name, source, whose):
+    """Runs ``python3 -m herald run -n 2`` on ``source``, in which rank 1 fails
+    (status 3) and ``whose`` rank writes the pid of a child it started to the
+    file named by its first argument: the launcher ends within a minute and the
+    child is gone. (Its exit ended the launcher's reading of that rank's output,
+    if perhaps its new parent has not reaped it yet.)"""
+    script = tmp_path / name
+    script.write_text(source)
     pid_file = tmp_path / "child.pid"
     environment = dict(os.environ)
     for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
@@ -200,13 +183,12 @@ def test_what_a_failing_rank_left_running_is_stopped(tmp_path):
             pytest.fail("the launcher still waited a minute after rank 1 failed")
         child = int(pid_file.read_text())
         assert job.returncode == 3, job.stdout + job.stderr
-        assert _state(child) in (None, "Z"), f"rank 1's child {child} outlived the job"
+        assert _state(child) in (None, "Z"), f"{whose}'s child {child} outlived the job"
     finally:
         if child is None and pid_file.exists():
             child = int(pid_file.read_text())
         if child is not None:
             _kill_left([child])
-
 
 DECLARED_DOWN_SCRIPT = textwrap.dedent(
     """
