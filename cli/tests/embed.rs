@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Job, RankSetup, herald, repo_root};
+use common::{Job, RankSetup, example_plugin, herald, repo_root};
 
 /// Compiles the C program `source` into `dir/name`, linked against the
 /// libherald.so built for this test (with an rpath to it).
@@ -123,20 +123,6 @@ fn core_output_layout_matches_the_header() {
     .map(|(name, value)| format!("{name} {value}\n"))
     .collect::<String>();
     assert_eq!(c_layout, rust_layout);
-}
-
-fn example_plugin(dir: &Path) -> PathBuf {
-    let plugin = dir.join("libexample_plugin.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&plugin)
-        .arg("-I")
-        .arg(repo_root().join("include"))
-        .arg(repo_root().join("examples/c-plugin/plugin.c"))
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc failed for the example plugin");
-    plugin
 }
 
 #[test]

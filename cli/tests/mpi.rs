@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
-use common::{GUARD, build_c, herald, repo_root};
+use common::{GUARD, build_c, example_plugin, herald};
 
 /// The exit status `timeout` gives a command that ran out of time.
 const TIMED_OUT: i32 = 124;
@@ -79,21 +79,6 @@ fn node(flags: &[&str], dir: &Path, library: &Path, main: &str) -> Vec<OsString>
         dir.into(),
     ]);
     all
-}
-
-fn example_plugin(dir: &Path) -> std::path::PathBuf {
-    let source = repo_root().join("examples/c-plugin/plugin.c");
-    let library = dir.join("libexample_plugin.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-I"])
-        .arg(repo_root().join("include"))
-        .arg(&source)
-        .arg("-o")
-        .arg(&library)
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc failed for the example plugin");
-    library
 }
 
 #[test]

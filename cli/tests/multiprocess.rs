@@ -17,16 +17,7 @@ use common::{Job, RankSetup, args, build_c};
 #[test]
 fn constructor_nesting_reaches_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let example = dir.path().join("libexample.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&example)
-        .arg("-I")
-        .arg(common::repo_root().join("include"))
-        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
-        .status()
-        .expect("cc");
-    assert!(status.success());
+    let example = common::example_plugin(dir.path());
     let main = format!("{}:example_main", example.display());
     let output = Command::new(common::herald())
         .args(["run", "-n", "4", "--"])
@@ -78,16 +69,7 @@ fn constructor_nesting_reaches_every_node() {
 #[test]
 fn coordinator_flag_takes_a_host_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let example = dir.path().join("libexample.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&example)
-        .arg("-I")
-        .arg(common::repo_root().join("include"))
-        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
-        .status()
-        .expect("cc");
-    assert!(status.success());
+    let example = common::example_plugin(dir.path());
     let coordinator = format!("localhost:{}", common::free_port().port());
     let secret = herald_tcp::Secret::random().to_hex();
     let main = format!("{}:example_main", example.display());
@@ -134,16 +116,7 @@ fn coordinator_flag_takes_a_host_name() {
 #[test]
 fn heartbeat_zero_alone_turns_silence_detection_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let example = dir.path().join("libexample.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&example)
-        .arg("-I")
-        .arg(common::repo_root().join("include"))
-        .arg(common::repo_root().join("examples/c-plugin/plugin.c"))
-        .status()
-        .expect("cc");
-    assert!(status.success());
+    let example = common::example_plugin(dir.path());
     let main = format!("{}:example_main", example.display());
     for flags in [
         &["run", "-n", "2", "--heartbeat-ms", "0", "--"][..],

@@ -73,6 +73,22 @@ pub fn build_c(dir: &Path, name: &str, output: &str, extra: &str) -> PathBuf {
     library
 }
 
+/// The README's example plugin (`examples/c-plugin/plugin.c`) built into `dir`
+/// as `libexample_plugin.so`, as README's `cc` line builds it.
+pub fn example_plugin(dir: &Path) -> PathBuf {
+    let plugin = dir.join("libexample_plugin.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&plugin)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(repo_root().join("examples/c-plugin/plugin.c"))
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for the example plugin");
+    plugin
+}
+
 /// What a `herald run` printed, and how it ended.
 pub struct RunOutput {
     pub status: ExitStatus,
