@@ -166,44 +166,7 @@ fn lengths_no_buffer_has_are_refused_without_reading() {
     for len in [usize::MAX, isize::MAX as usize + 1] {
         // SAFETY: the lengths are refused before `p` is read past its one byte.
         unsafe {
-            assert_eq!(
-                herald_core_register(
-                    core.0,
-                    p,
-                    len,
-                    ptr::null(),
-                    0,
-                    ptr::null(),
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_INVALID
-            );
-            assert_eq!(
-                herald_core_register(
-                    core.0,
-                    p,
-                    1,
-                    p,
-                    len,
-                    ptr::null(),
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_INVALID
-            );
-            assert_eq!(
-                herald_core_launch(
-                    core.0,
-                    1,
-                    c"t".as_ptr(),
-                    p,
-                    len,
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_INVALID
-            );
+            assert_eq!(length_codes(&core, p, len), [HERALD_CORE_ERR_INVALID; 3]);
             assert_eq!(
                 herald_core_handle_frame(core.0, 1, p, len),
                 HERALD_CORE_ERR_INVALID
@@ -218,51 +181,56 @@ fn lengths_no_buffer_has_are_refused_without_reading() {
     // Lengths a buffer might have but no frame does: too large, not copied.
     for len in [isize::MAX as usize, 1 << 40] {
         // SAFETY: refused on the length alone, before `p` is read.
-        unsafe {
-            assert_eq!(
-                herald_core_register(
-                    core.0,
-                    p,
-                    len,
-                    ptr::null(),
-                    0,
-                    ptr::null(),
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_TOO_LARGE
-            );
-            assert_eq!(
-                herald_core_register(
-                    core.0,
-                    p,
-                    1,
-                    p,
-                    len,
-                    ptr::null(),
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_TOO_LARGE
-            );
-            assert_eq!(
-                herald_core_launch(
-                    core.0,
-                    1,
-                    c"t".as_ptr(),
-                    p,
-                    len,
-                    HERALD_CORE_NO_PARENT,
-                    ptr::null_mut()
-                ),
-                HERALD_CORE_ERR_TOO_LARGE
-            );
-        }
+        let codes = unsafe { length_codes(&core, p, len) };
+        assert_eq!(codes, [HERALD_CORE_ERR_TOO_LARGE; 3]);
     }
     // Not a bug of herald's: the core still works, and no peer was declared down.
     let outputs = core.drain();
     assert!(outputs.is_empty(), "{outputs:?}");
     core.register(b"c", b"", None, None).expect("still usable");
+}
+
+/// What `core` answers to `len` bytes at `p` as a registration's code, as its
+/// arguments, and as a launch's arguments.
+///
+/// # Safety
+///
+/// `p` points to at least one readable byte; the calls may read `len` of them.
+unsafe fn length_codes(core: &Core, p: *const std::ffi::c_void, len: usize) -> [i32; 3] {
+    // SAFETY: as the caller vouched.
+    unsafe {
+        [
+            herald_core_register(
+                core.0,
+                p,
+                len,
+                ptr::null(),
+                0,
+                ptr::null(),
+                HERALD_CORE_NO_PARENT,
+                ptr::null_mut(),
+            ),
+            herald_core_register(
+                core.0,
+                p,
+                1,
+                p,
+                len,
+                ptr::null(),
+                HERALD_CORE_NO_PARENT,
+                ptr::null_mut(),
+            ),
+            herald_core_launch(
+                core.0,
+                1,
+                c"t".as_ptr(),
+                p,
+                len,
+                HERALD_CORE_NO_PARENT,
+                ptr::null_mut(),
+            ),
+        ]
+    }
 }
 
 #[test]
