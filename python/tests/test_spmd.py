@@ -23,7 +23,7 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 DEMO = os.path.join(REPO_DIR, "examples", "python", "nativetasks", "demo.py")
 
 
-def run(nodes, args, env=None):
+def run(nodes, args, env=None, timeout=120):
     """``python3 -m herald run -n NODES ARGS``, a job of its own."""
     environment = dict(os.environ)
     for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
@@ -34,7 +34,7 @@ def run(nodes, args, env=None):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -165,20 +165,10 @@ def _assert_failing_job_leaves_no_child(tmp_path, name, source, whose):
     script = tmp_path / name
     script.write_text(source)
     pid_file = tmp_path / "child.pid"
-    environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
-        environment.pop(variable, None)
     child = None
     try:
         try:
-            job = subprocess.run(
-                [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            job = run(2, [str(script), str(pid_file)], timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail("the launcher still waited a minute after rank 1 failed")
         child = int(pid_file.read_text())
