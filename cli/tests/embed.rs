@@ -14,6 +14,15 @@ use common::{Job, RankSetup, example_plugin, herald, repo_root};
 
 /// Compiles the C program `source` into `dir/name`, linked against the
 /// libherald.so built for this test (with an rpath to it).
+/// Starts `nodes` ranks of `program`, each given `plugin` as its argument and
+/// `dir` (where the plugin is) as `HERALD_LIBRARY_PATH`.
+fn start_with_plugin(nodes: u32, program: &Path, plugin: &Path, dir: &Path) -> Job {
+    Job::start_program(nodes, program, |_| RankSetup {
+        args: vec![plugin.into()],
+        env: vec![("HERALD_LIBRARY_PATH".into(), dir.display().to_string())],
+    })
+}
+
 fn build_program(dir: &Path, source: &Path, name: &str) -> PathBuf {
     let library = libherald();
     assert!(library.exists(), "{} was not built", library.display());
@@ -180,13 +189,7 @@ fn finalize_serves_until_every_rank_called_it() {
         "embed-spmd",
     );
     let nodes = 4;
-    let mut job = Job::start_program(nodes, &program, |_| RankSetup {
-        args: vec![plugin.clone().into()],
-        env: vec![(
-            "HERALD_LIBRARY_PATH".into(),
-            dir.path().display().to_string(),
-        )],
-    });
+    let mut job = start_with_plugin(nodes, &program, &plugin, dir.path());
     // Every rank but 0 is inside herald_finalize; rank 0 has not called it yet.
     for rank in 1..nodes {
         job.expect_line(|l| l.rank == rank && l.text == format!("rank {rank}: finalizing"));
@@ -244,13 +247,7 @@ fn a_forked_child_cannot_use_or_break_its_parents_runtime() {
         &repo_root().join("cli/tests/c/embed_fork.c"),
         "embed-fork",
     );
-    let mut job = Job::start_program(2, &program, |_| RankSetup {
-        args: vec![plugin.clone().into()],
-        env: vec![(
-            "HERALD_LIBRARY_PATH".into(),
-            dir.path().display().to_string(),
-        )],
-    });
+    let mut job = start_with_plugin(2, &program, &plugin, dir.path());
     let statuses = job.wait();
     let transcript = job.transcript();
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
@@ -454,13 +451,7 @@ fn init_and_finalize_inside_callbacks_and_tasks_are_refused() {
         "inside-main",
     );
     let nodes = 3;
-    let mut job = Job::start_program(nodes, &program, |_| RankSetup {
-        args: vec![plugin.clone().into()],
-        env: vec![(
-            "HERALD_LIBRARY_PATH".into(),
-            dir.path().display().to_string(),
-        )],
-    });
+    let mut job = start_with_plugin(nodes, &program, &plugin, dir.path());
     let statuses = job.wait();
     let transcript = job.transcript();
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
