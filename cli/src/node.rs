@@ -476,15 +476,6 @@ fn stats_line(stats: &RuntimeStats) -> String {
 /// `HERALD_COORDINATOR` is (its first address), so `$(hostname):7700` works
 /// on the command line as in the environment.
 fn parse_host_port(value: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(addr) = value.trim().parse() {
-        return Ok(addr);
-    }
-    let mut addrs = value
-        .trim()
-        .to_socket_addrs()
-        .map_err(|error| format!("{error}; use HOST:PORT, e.g. 127.0.0.1:7000"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{value} resolves to no address; use HOST:PORT"))
+    herald_tcp::resolve_host_port(value)
+        .map_err(|reason| format!("{reason}; use HOST:PORT, e.g. 127.0.0.1:7000"))
 }

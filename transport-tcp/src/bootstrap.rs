@@ -414,21 +414,26 @@ fn check_pair((rank_var, rank): Named, (size_var, size): Named) -> Result<(), Bo
 }
 
 fn parse_coordinator(value: &str) -> Result<SocketAddr, BootstrapError> {
-    let bad = |reason: String| BootstrapError::BadCoordinator {
+    resolve_host_port(value).map_err(|reason| BootstrapError::BadCoordinator {
         value: value.to_owned(),
         reason,
-    };
+    })
+}
+
+/// `HOST:PORT` as an address: a literal one, or a host name resolved (its first
+/// address wins, as with `connect`); else why not. How `HERALD_COORDINATOR` is
+/// read, and `herald node --coordinator`.
+pub fn resolve_host_port(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.trim().parse() {
         return Ok(addr);
     }
-    // A host name: resolve it (the first address wins, as with `connect`).
     let mut addrs = value
         .trim()
         .to_socket_addrs()
-        .map_err(|err| bad(err.to_string()))?;
+        .map_err(|err| err.to_string())?;
     addrs
         .next()
-        .ok_or_else(|| bad("the host name resolves to no address".into()))
+        .ok_or_else(|| "the host name resolves to no address".to_owned())
 }
 
 fn read_secret_file(path: &str) -> Result<Secret, BootstrapError> {

@@ -74,7 +74,9 @@ mod seal;
 mod secret;
 mod stats;
 
-pub use bootstrap::{Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_env};
+pub use bootstrap::{
+    Bootstrap, BootstrapError, BootstrapSource, bootstrap_from_env, resolve_host_port,
+};
 pub use config::{
     Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN,
