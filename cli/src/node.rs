@@ -128,11 +128,19 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
             .ok()
             .filter(|address| !address.trim().is_empty())
     });
-    let boot = match &join {
+    let mut boot = match &join {
         Some(address) => herald_host::join_bootstrap(address, &|name| std::env::var(name).ok())
             .context("herald node --join: incomplete bootstrap")?,
         None => bootstrap(args)?,
     };
+    // The flags override the environment, before the bootstrap derives what
+    // follows from both (no heartbeats and no timeout: no silence detection).
+    if let Some(ms) = args.heartbeat_ms {
+        boot.heartbeat = Some(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.peer_timeout_ms {
+        boot.peer_timeout = Some(Duration::from_millis(ms));
+    }
     let mut mesh_config = boot
         .mesh_config()
         .context("herald node: incomplete bootstrap")?;
@@ -140,15 +148,6 @@ fn start_tcp(args: &NodeArgs) -> anyhow::Result<Option<Started>> {
         mesh_config.bind = bind;
     }
     mesh_config.establish_timeout = Duration::from_secs(args.establish_timeout.max(1));
-    if let Some(ms) = args.heartbeat_ms {
-        mesh_config.heartbeat = Duration::from_millis(ms);
-    }
-    if let Some(ms) = args.peer_timeout_ms {
-        mesh_config.peer_timeout = Duration::from_millis(ms);
-    } else if mesh_config.heartbeat.is_zero() && boot.peer_timeout.is_none() {
-        // --heartbeat-ms 0 alone: no heartbeats, so no silence detection either.
-        mesh_config.peer_timeout = Duration::ZERO;
-    }
     let mut config = host_config(args);
     if !mesh_config.peer_timeout.is_zero() {
         // Half the timeout: the warning names what a registration waits for before
