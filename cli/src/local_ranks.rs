@@ -22,9 +22,45 @@ pub enum Stream {
     Stderr,
 }
 
-/// A loopback port free right now, for rank 0 to listen on.
+/// A loopback port free right now, for rank 0 to listen on once it starts.
+/// Taken below the kernel's ephemeral range when it can be: a port from that
+/// range (what binding port 0 gives) may be handed to any process's outgoing
+/// connection before rank 0 binds it ("Address already in use", seen in CI);
+/// one below it can only be taken by another explicit bind.
 pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    let below = ephemeral_low().unwrap_or(0);
+    if below > FIRST_UNPRIVILEGED {
+        let span = u32::from(below - FIRST_UNPRIVILEGED);
+        // A start that differs from process to process, so jobs started at
+        // once do not all probe the same ports (RandomState is seeded randomly).
+        let start = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        ) as u32
+            % span;
+        for step in 0..span.min(PROBES) {
+            let port = FIRST_UNPRIVILEGED + ((start + step) % span) as u16;
+            if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                return listener.local_addr();
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// Ports from here up need no privilege to bind.
+const FIRST_UNPRIVILEGED: u16 = 1024;
+/// Ports tried below the ephemeral range before settling for one in it.
+const PROBES: u32 = 64;
+
+/// The first port of the kernel's ephemeral range (for outgoing connections).
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Makes `command` rank `rank` of a job of `nodes` on this machine: the variables

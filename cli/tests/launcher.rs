@@ -384,3 +384,29 @@ fn demo_refuses_zero_nodes_itself() {
     assert!(!stderr.contains("herald run"), "{stderr}");
     assert!(!stdout.contains("compiled just now"), "{stdout}");
 }
+
+/// The port `herald run` gives rank 0 lies below the kernel's ephemeral range
+/// (where outgoing connections could take it before rank 0 binds it), and is
+/// free to bind.
+#[test]
+fn rank_0_gets_a_port_no_outgoing_connection_can_take() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("the ephemeral port range");
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .expect("its first port");
+    if low <= 1024 {
+        println!("the ephemeral range starts at {low}: nothing lies below it");
+        return;
+    }
+    for _ in 0..20 {
+        let addr = common::free_port();
+        assert!(
+            (1024..low).contains(&addr.port()),
+            "{addr} is in the ephemeral range from {low}"
+        );
+        std::net::TcpListener::bind(addr).expect("the port is free");
+    }
+}
