@@ -440,3 +440,19 @@ def _kill_left(pids):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_the_launcher_gives_rank_0_a_port_no_outgoing_connection_can_take():
+    """Below the kernel's ephemeral range, where an outgoing connection could
+    take it before rank 0 binds it; and free to bind."""
+    from herald import __main__ as launcher
+
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+        low = int(file.read().split()[0])
+    if low <= 1024:
+        pytest.skip(f"the ephemeral range starts at {low}: nothing lies below it")
+    for _ in range(20):
+        port = launcher._free_port()
+        assert 1024 <= port < low, f"port {port} is in the ephemeral range from {low}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))

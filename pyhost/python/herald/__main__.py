@@ -327,9 +327,40 @@ def _raise_descriptor_limit(nodes):
 
 
 def _free_port():
+    """A loopback port free now, for rank 0 to listen on once it starts: below
+    the kernel's ephemeral range when there is room (as ``herald run`` picks
+    it), since a port from that range (what binding port 0 gives) may be handed
+    to any outgoing connection before rank 0 binds it."""
+    below = _ephemeral_low()
+    if below > _FIRST_UNPRIVILEGED:
+        span = below - _FIRST_UNPRIVILEGED
+        start = secrets.randbelow(span)
+        for step in range(min(span, _PROBES)):
+            port = _FIRST_UNPRIVILEGED + (start + step) % span
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# Ports from here up need no privilege; how many are tried below the ephemeral
+# range before settling for one in it.
+_FIRST_UNPRIVILEGED = 1024
+_PROBES = 64
+
+
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range, or 0 if unknown."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 if __name__ == "__main__":
