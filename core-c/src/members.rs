@@ -19,8 +19,9 @@ pub(crate) fn outside_the_job(message: &Message, nodes: u32) -> Option<String> {
         Message::Down { node, by, .. } => beyond(*node).or(beyond(*by)),
         // A welcome is ignored by a node that is not joining (none here); the
         // others name no node (a task result's node is not used to route).
-        Message::Request { .. }
-        | Message::Launch { .. }
+        Message::Ran { view: v, .. } => view(*v),
+        Message::Request { offer, .. } => offer.and_then(view),
+        Message::Launch { .. }
         | Message::TaskResult { .. }
         | Message::Welcome { .. }
         | Message::Fetch { .. }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use crate::node::Output;
 use crate::{
     Key, Limits, Message, Node, NodeId, Registration, RegistrationResult, Report, RequestId, Tree,
+    cut_text,
 };
 
 /// This node's part in disseminating one key down the tree rooted at one coordinator.
@@ -36,6 +37,29 @@ impl Round {
 pub(crate) struct Waiters {
     coordinator: NodeId,
     requests: Vec<RequestId>,
+    /// Set when the request offered the coordinator this node's own outcome
+    /// (`Message::Ran`) instead of its part in the round.
+    offer: Option<Offer>,
+}
+
+/// A requester's offer to report its own run to the coordinator (see `Message::Ran`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Offer {
+    /// The requester's view size when it offered: the tree it is a leaf child in.
+    view: u32,
+    /// Whether `Ran` has been sent.
+    sent: bool,
+}
+
+/// Whether `node` can stand for its part in the round of `tree` over `view` with
+/// `Ran` under an offer made over `offered`: it is a child of the root with no
+/// children, so its own outcome is its subtree's, and its view did not know of
+/// nodes the round does not (it grafts no joiners below itself).
+fn ran_stands_for_ack(tree: &Tree, view: u32, node: NodeId, offered: u32) -> bool {
+    node.0 < view
+        && offered <= view
+        && tree.parent(node) == Some(tree.root())
+        && tree.children(node).next().is_none()
 }
 
 impl Node {
@@ -62,12 +86,19 @@ impl Node {
             Waiters {
                 coordinator,
                 requests: vec![request],
+                offer: None,
             },
         );
         self.ask_coordinator(key, coordinator);
     }
 
-    pub(crate) fn handle_request(&mut self, from: NodeId, key: Key, registration: Registration) {
+    pub(crate) fn handle_request(
+        &mut self,
+        from: NodeId,
+        key: Key,
+        registration: Registration,
+        offer: Option<u32>,
+    ) {
         if let Some((result, view)) = self.completed.get(&key) {
             let (report, view) = (report_of(result, self.limits()), *view);
             self.send(from, Message::Complete { key, view, report });
@@ -75,7 +106,25 @@ impl Node {
         }
         self.requesters.entry(key).or_default().insert(from);
         self.ensure_invoked_global(key, &registration);
-        self.coordinate(key);
+        self.coordinate(key, offer.map(|view| (from, view)));
+    }
+
+    /// `Ran` from a requester that offered it: its part in the round rooted here,
+    /// when it stands for one (otherwise the requester takes part as usual).
+    pub(crate) fn handle_ran(&mut self, from: NodeId, key: Key, view: u32, error: Option<String>) {
+        let me = self.me();
+        let Some(round) = self.rounds.get(&(key, me)) else {
+            return;
+        };
+        let tree = self.tree(me, round.view);
+        if !round.pending.contains(&from) || !ran_stands_for_ack(&tree, round.view, from, view) {
+            return;
+        }
+        let mut report = Report::default();
+        if let Some(error) = error {
+            report.add_failure(from, &error, self.limits());
+        }
+        self.handle_ack(from, key, me, report);
     }
 
     pub(crate) fn handle_disseminate(
@@ -135,16 +184,6 @@ impl Node {
             return;
         }
         self.ensure_invoked_global(key, &registration);
-        self.rounds.insert(
-            (key, root),
-            Round {
-                parent: Some(from),
-                pending: BTreeSet::new(),
-                report: Report::default(),
-                acknowledged: false,
-                view,
-            },
-        );
         let mut children: Vec<NodeId> = if me.0 < view {
             tree.children(me).collect()
         } else {
@@ -152,6 +191,25 @@ impl Node {
         };
         // Joiners admitted here that the root did not know of hang below this node.
         children.extend(self.admitted.range(NodeId(view)..).copied());
+        // The root took this node's `Ran` for its part (under the same rule).
+        let ran = self.waiters.get(&key).is_some_and(|waiters| {
+            waiters.coordinator == root
+                && from == root
+                && children.is_empty()
+                && waiters.offer.is_some_and(|offer| {
+                    offer.sent && ran_stands_for_ack(&tree, view, me, offer.view)
+                })
+        });
+        self.rounds.insert(
+            (key, root),
+            Round {
+                parent: Some(from),
+                pending: BTreeSet::new(),
+                report: Report::default(),
+                acknowledged: ran,
+                view,
+            },
+        );
         self.spread(key, root, children);
         self.check_round(key, root);
     }
@@ -198,6 +256,7 @@ impl Node {
         for root in roots {
             self.check_round(key, root);
         }
+        self.send_ran(key);
     }
 
     pub(crate) fn disseminations_peer_down(&mut self, dead: NodeId) {
@@ -241,6 +300,7 @@ impl Node {
             let coordinator = self.coordinator_for(key);
             if let Some(waiters) = self.waiters.get_mut(&key) {
                 waiters.coordinator = coordinator;
+                waiters.offer = None;
             }
             self.ask_coordinator(key, coordinator);
         }
@@ -259,15 +319,71 @@ impl Node {
 
     fn ask_coordinator(&mut self, key: Key, coordinator: NodeId) {
         if coordinator == self.me() {
-            self.coordinate(key);
-        } else if let Some(entry) = self.entries.get(&key) {
-            let registration = entry.registration.clone();
-            self.send(coordinator, Message::Request { key, registration });
+            self.coordinate(key, None);
+            return;
         }
+        let Some(registration) = self.entries.get(&key).map(|e| e.registration.clone()) else {
+            return;
+        };
+        let offer = self.offer_to(coordinator);
+        if let Some(waiters) = self.waiters.get_mut(&key) {
+            waiters.offer = offer.map(|view| Offer { view, sent: false });
+        }
+        self.send(
+            coordinator,
+            Message::Request {
+                key,
+                registration,
+                offer,
+            },
+        );
+        self.send_ran(key);
     }
 
-    /// Starts the round rooted here, unless one is under way. The local entry exists.
-    fn coordinate(&mut self, key: Key) {
+    /// The view to offer `coordinator` this node's own outcome under: when this
+    /// node is a childless child of the coordinator in the tree over its view, its
+    /// `Ran` can stand for its part in the round, which saves the coordinator a
+    /// `Disseminate` and the round a hop. Not while joining (its runs wait for the
+    /// replay).
+    fn offer_to(&self, coordinator: NodeId) -> Option<u32> {
+        let tree = self.tree(coordinator, self.size);
+        (self.joining.is_none() && ran_stands_for_ack(&tree, self.size, self.me(), self.size))
+            .then_some(self.size)
+    }
+
+    /// Reports this node's own outcome to the coordinator it offered it to, once
+    /// done here, unless the coordinator's round reached this node first (its
+    /// `Ack` then says the same).
+    fn send_ran(&mut self, key: Key) {
+        let Some(waiters) = self.waiters.get(&key) else {
+            return;
+        };
+        let coordinator = waiters.coordinator;
+        let Some(view) = waiters.offer.filter(|offer| !offer.sent).map(|o| o.view) else {
+            return;
+        };
+        if self.rounds.contains_key(&(key, coordinator)) {
+            return;
+        }
+        let Some(outcome) = self.entries.get(&key).and_then(|e| e.outcome()).cloned() else {
+            return;
+        };
+        if let Some(offer) = self.waiters.get_mut(&key).and_then(|w| w.offer.as_mut()) {
+            offer.sent = true;
+        }
+        // Cut as an `Ack` would carry it: a huge error text must not make the
+        // message too large to send.
+        let error = outcome
+            .err()
+            .map(|error| cut_text(&error, self.limits().text_bytes));
+        self.send(coordinator, Message::Ran { key, view, error });
+    }
+
+    /// Starts the round rooted here, unless one is under way. The local entry
+    /// exists. A requester that offered its own outcome (`requester`: who, over
+    /// which view) is left out of the dissemination when its `Ran` stands for its
+    /// part: the round waits for that instead.
+    fn coordinate(&mut self, key: Key, requester: Option<(NodeId, u32)>) {
         let me = self.me();
         if self.rounds.contains_key(&(key, me)) {
             return;
@@ -282,7 +398,16 @@ impl Node {
                 view: self.size,
             },
         );
-        let children = self.tree(me, self.size).children(me).collect();
+        let tree = self.tree(me, self.size);
+        let ran = requester
+            .filter(|(node, view)| {
+                !self.dead.contains(node) && ran_stands_for_ack(&tree, self.size, *node, *view)
+            })
+            .map(|(node, _)| node);
+        let children = tree.children(me).filter(|c| Some(*c) != ran).collect();
+        if let (Some(node), Some(round)) = (ran, self.rounds.get_mut(&(key, me))) {
+            round.pending.insert(node);
+        }
         self.spread(key, me, children);
         self.check_round(key, me);
     }

@@ -600,7 +600,12 @@ impl Node {
             return result;
         }
         match message {
-            Message::Request { key, registration } => self.handle_request(from, key, registration),
+            Message::Request {
+                key,
+                registration,
+                offer,
+            } => self.handle_request(from, key, registration, offer),
+            Message::Ran { key, view, error } => self.handle_ran(from, key, view, error),
             Message::Disseminate {
                 key,
                 root,
@@ -1021,7 +1026,9 @@ impl Node {
             }
         }
         match message {
-            Message::Request { key, registration }
+            Message::Request {
+                key, registration, ..
+            }
             | Message::Supply { key, registration }
             | Message::Disseminate {
                 key, registration, ..

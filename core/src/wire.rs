@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Key, LaunchId, NodeId, NodeSet, Registration, Replay, Report, TaskOutcome};
 
 /// Version of the frame format; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// Default upper bound on an encoded frame, version byte included.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
@@ -19,6 +19,22 @@ pub enum Message {
         key: Key,
         /// The registration itself, so the coordinator can disseminate it.
         registration: Registration,
+        /// The requester's view size, when in the tree over it the requester is a
+        /// child of the coordinator with no children of its own: it will report its
+        /// own run with [`Message::Ran`], so the coordinator may leave it out of the
+        /// round's dissemination.
+        offer: Option<u32>,
+    },
+    /// Requester to coordinator, after a `Request` with an offer: the registration
+    /// has finished here. It stands for this node's `Ack` in the round rooted at
+    /// the coordinator when this node is a childless child of the root there.
+    Ran {
+        /// The registration's key.
+        key: Key,
+        /// The view size the request offered under.
+        view: u32,
+        /// The error text if it failed here.
+        error: Option<String>,
     },
     /// Parent to child in the tree rooted at `root`: run this and acknowledge.
     Disseminate {
@@ -116,6 +132,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Request { .. } => "request",
+            Message::Ran { .. } => "ran",
             Message::Disseminate { .. } => "disseminate",
             Message::Ack { .. } => "ack",
             Message::Complete { .. } => "complete",

@@ -162,6 +162,7 @@ fn messages_from_a_node_reported_down_are_ignored() {
             Message::Request {
                 key: reg.key(),
                 registration: reg.clone(),
+                offer: None,
             },
         )
         .expect("ignored without error");

@@ -78,6 +78,7 @@ fn a_one_sided_down_reaches_the_declared_node_which_is_fenced() {
             Message::Request {
                 key: reg.key(),
                 registration: reg,
+                offer: None,
             },
         )
         .expect("ignored");

@@ -17,6 +17,7 @@ fn sample_messages() -> Vec<Message> {
         Message::Request {
             key: reg.key(),
             registration: reg.clone(),
+            offer: None,
         },
         Message::Disseminate {
             key: reg.key(),
@@ -121,6 +122,7 @@ fn node_rejects_bad_senders_and_forged_keys() {
     let request = Message::Request {
         key: reg.key(),
         registration: reg.clone(),
+        offer: None,
     };
     let mut node = fresh();
     assert!(matches!(
@@ -139,6 +141,7 @@ fn node_rejects_bad_senders_and_forged_keys() {
     let forged = Message::Request {
         key: Key([7; 32]),
         registration: reg.clone(),
+        offer: None,
     };
     let stray = Message::Disseminate {
         key: reg.key(),

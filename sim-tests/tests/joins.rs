@@ -49,7 +49,7 @@ fn library() -> Script {
 /// before anything else, the replay holds two registrations in order.
 #[test]
 fn a_join_during_a_registration() {
-    for (nodes, min) in [(2, 809), (3, 2_927)] {
+    for (nodes, min) in [(2, 517), (3, 2_539)] {
         let scenario = Scenario::new(nodes)
             .with_fanout(2)
             .with_request(NodeId(nodes - 1), 0, library())
@@ -69,7 +69,7 @@ fn a_join_during_a_registration() {
 /// the coordinator), frames in flight lost with it.
 #[test]
 fn a_join_racing_a_crash() {
-    for (nodes, candidates, min) in [(2, vec![0, 1, 2], 8_052), (3, vec![3], 142_941)] {
+    for (nodes, candidates, min) in [(2, vec![0, 1, 2], 5_300), (3, vec![3], 111_421)] {
         let faults = Faults {
             crashes: 1,
             lose_in_flight: true,

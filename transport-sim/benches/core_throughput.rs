@@ -242,8 +242,15 @@ fn whole_registration() -> (u64, Duration) {
 /// Has `node` coordinate `registration` for requester node 1; returns its key.
 fn coordinate(node: &mut Node, registration: Registration) -> Key {
     let key = registration.key();
-    node.handle_message(NodeId(1), Message::Request { key, registration })
-        .expect("valid request");
+    node.handle_message(
+        NodeId(1),
+        Message::Request {
+            key,
+            registration,
+            offer: None,
+        },
+    )
+    .expect("valid request");
     while let Some(output) = node.poll_output() {
         if let Output::Invoke(invocation) = output {
             node.invocation_finished(invocation.id, Ok(()))

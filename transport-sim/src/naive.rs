@@ -326,6 +326,7 @@ impl NaiveNode {
                 }
             }
             Message::Request { .. }
+            | Message::Ran { .. }
             | Message::Complete { .. }
             | Message::Down { .. }
             | Message::Welcome { .. }
