@@ -19,6 +19,16 @@ fn sample_messages() -> Vec<Message> {
             registration: reg.clone(),
             offer: None,
         },
+        Message::Request {
+            key: reg.key(),
+            registration: reg.clone(),
+            offer: Some(4),
+        },
+        Message::Ran {
+            key: reg.key(),
+            view: 4,
+            error: Some("failed here".into()),
+        },
         Message::Disseminate {
             key: reg.key(),
             root: NodeId(2),

@@ -62,7 +62,8 @@ fn naive(scenario: &Scenario, test: &str) -> RunReport {
     report
 }
 
-/// Exactly `2(N-1)` messages when the requester is the home, `2(N-1)+2` otherwise;
+/// Exactly `2(N-1)` messages when the requester is the home, `2(N-1)+1` when it is
+/// a childless child of the home (its `Ran` stands for its part), `2(N-1)+2` otherwise;
 /// `N` replicated requesters within `2(N-1)+2N`; hops within `2·ceil(log_k N)+2`.
 #[test]
 fn herald_against_naive_at_scale() {
