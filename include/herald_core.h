@@ -95,7 +95,9 @@ int herald_core_register(herald_core *core, const void *code, size_t code_len, c
  * `size`) is HERALD_CORE_ERR_INVALID and declares nobody down. The job's
  * membership is fixed: a frame whose messages name a node outside it is invalid
  * (HERALD_CORE_ERR_PROTOCOL), so every `to` and `node` the core outputs is below
- * `size`. */
+ * `size`. Messages are decoded and handled one at a time: those before an
+ * invalid one are handled, and a frame takes no more memory than its largest
+ * message, however many it packs. */
 int herald_core_handle_frame(herald_core *core, uint32_t from, const void *frame,
                              size_t frame_len);
 

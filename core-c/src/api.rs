@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use herald_core::{
     Config, InvocationId, LaunchId, MAX_NODES, Node, NodeId, Output, RegisterError, Registration,
-    TaskRunId, UsageError, decode_frame, encode_frames,
+    TaskRunId, UsageError, encode_frames,
 };
 
 use crate::live;
@@ -377,27 +377,14 @@ impl HeraldCore {
             )
         };
         let nodes = self.node.config().nodes();
-        let messages = match decode_frame(frame, self.max_frame_bytes()) {
-            // The core checks the sender and declares it down for a bad frame.
-            Ok(messages) if from != self.node.config().node() => messages,
-            _ => {
-                return self
-                    .node
-                    .handle_frame(from, frame)
-                    .map_err(|e| protocol(&e));
-            }
-        };
-        if let Some(outside) = messages.iter().find_map(|m| outside_the_job(m, nodes)) {
-            let why = format!("sent an invalid message: {outside}");
-            self.node.peer_down(from, why.clone());
-            return Err(protocol(&why));
-        }
-        for message in messages {
-            self.node
-                .handle_message(from, message)
-                .map_err(|e| protocol(&e))?;
-        }
-        Ok(())
+        // The core decodes and handles the messages one at a time, and declares
+        // the sender down for a bad frame or a message naming a node outside
+        // this job's fixed membership.
+        self.node
+            .handle_frame_inspecting(from, frame, |message| {
+                outside_the_job(message, nodes).map_or(Ok(()), Err)
+            })
+            .map_err(|e| protocol(&e))
     }
 
     /// The next output, transmits encoded into frames.

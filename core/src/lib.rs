@@ -76,6 +76,6 @@ pub use registration::{Key, Registration};
 pub use tree::Tree;
 pub use view::{JoinFailure, MAX_NODES, Replay, View};
 pub use wire::{
-    DEFAULT_MAX_FRAME_BYTES, EncodeError, FrameError, Message, WIRE_VERSION, decode_frame,
-    encode_frames,
+    DEFAULT_MAX_FRAME_BYTES, EncodeError, FrameError, FrameMessages, Message, WIRE_VERSION,
+    decode_frame, encode_frames, frame_messages,
 };

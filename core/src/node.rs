@@ -6,7 +6,7 @@ use crate::dissemination::{Round, Waiters};
 use crate::launch::{HeldTask, SentLaunch};
 use crate::local::Entry;
 use crate::view::{JoinFailure, Joining, MAX_NODES};
-use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, decode_frame};
+use crate::wire::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_messages};
 use crate::{
     InvocationId, Key, LaunchId, Limits, Message, NodeId, Registration, RegistrationResult, Report,
     RequestId, TaskOutcome, TaskRunId, Tree, View, cut_text,
@@ -451,6 +451,14 @@ pub enum ProtocolError {
         /// The key it claimed.
         key: Key,
     },
+    /// A message the caller of [`Node::handle_frame_inspecting`] refused.
+    #[error("{from} sent a message this node refuses: {reason}")]
+    Refused {
+        /// The sender.
+        from: NodeId,
+        /// Why, as the caller said.
+        reason: String,
+    },
 }
 
 /// What this node knows of one key locally.
@@ -564,21 +572,43 @@ impl Node {
 
     /// Feeds in one frame received from `from` over an authenticated link.
     ///
-    /// A frame no correct node sends (it does not decode, or a message in it is
-    /// invalid) makes this node declare `from` down, exactly as a lost link would:
-    /// nothing then waits for a message it skipped. The error says why, for the log.
+    /// Its messages are decoded and handled one at a time, so a frame never takes
+    /// more memory than its largest message. A frame no correct node sends (bytes
+    /// that do not decode, or an invalid message) makes this node declare `from`
+    /// down, exactly as a lost link would, once it has handled the messages before
+    /// them: nothing then waits for a message it skipped. The error says why, for
+    /// the log.
     pub fn handle_frame(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), ProtocolError> {
+        self.handle_frame_inspecting(from, bytes, |_| Ok(()))
+    }
+
+    /// [`handle_frame`](Self::handle_frame), showing each message to `inspect`
+    /// before it is handled (a host counts them, say). A message `inspect` refuses,
+    /// with the reason, is invalid: `from` is declared down and nothing after it
+    /// is handled ([`ProtocolError::Refused`]).
+    pub fn handle_frame_inspecting(
+        &mut self,
+        from: NodeId,
+        bytes: &[u8],
+        mut inspect: impl FnMut(&Message) -> Result<(), String>,
+    ) -> Result<(), ProtocolError> {
         self.check_sender(from)?;
-        match decode_frame(bytes, self.config.max_frame_bytes) {
-            Ok(messages) => messages
-                .into_iter()
-                .try_for_each(|message| self.handle_message(from, message)),
-            Err(error) => {
-                let error = ProtocolError::from(error);
-                self.peer_down(from, format!("sent an invalid frame: {error}"));
-                Err(error)
+        let messages = match frame_messages(bytes, self.config.max_frame_bytes) {
+            Ok(messages) => messages,
+            Err(error) => return Err(self.invalid_frame(from, error)),
+        };
+        for message in messages {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => return Err(self.invalid_frame(from, error)),
+            };
+            if let Err(reason) = inspect(&message) {
+                self.peer_down(from, format!("sent an invalid message: {reason}"));
+                return Err(ProtocolError::Refused { from, reason });
             }
+            self.handle_message(from, message)?;
         }
+        Ok(())
     }
 
     /// Feeds in one decoded message received from `from`. Messages from a node
@@ -969,6 +999,13 @@ impl Node {
             reason: reason.clone(),
         });
         self.fenced = Some((by, reason));
+    }
+
+    /// `from` sent bytes that are no frame: it is declared down.
+    fn invalid_frame(&mut self, from: NodeId, error: FrameError) -> ProtocolError {
+        let error = ProtocolError::from(error);
+        self.peer_down(from, format!("sent an invalid frame: {error}"));
+        error
     }
 
     /// The sender must be another node with an id the transport could assign; a

@@ -230,26 +230,76 @@ pub fn encode_frames(
 }
 
 /// Decodes one frame received from a peer into its messages.
+///
+/// A message can take fifty times more memory decoded than on the wire (an empty
+/// `Fetch` is 2 bytes): to handle a frame, take its messages one at a time from
+/// [`frame_messages`] instead, as [`Node::handle_frame`](crate::Node::handle_frame) does.
 pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Vec<Message>, FrameError> {
+    frame_messages(bytes, max_frame_bytes)?.collect()
+}
+
+/// Checks one frame received from a peer (its size, its version, that it holds a
+/// message) and returns its messages, each decoded only when it is taken: handled
+/// one at a time, a frame never needs more memory than its largest message,
+/// whatever it packs.
+///
+/// ```
+/// use herald_core::{encode_frames, frame_messages, Key, Message, Report};
+/// let complete = Message::Complete { key: Key::default(), view: 2, report: Report::default() };
+/// let mut frame = encode_frames(&[complete.clone()], 4096).unwrap().remove(0);
+/// frame.push(0xff); // junk after the first message
+/// let mut messages = frame_messages(&frame, 4096).unwrap();
+/// assert_eq!(messages.next(), Some(Ok(complete)));
+/// assert!(matches!(messages.next(), Some(Err(_))), "then the junk, as an error");
+/// assert_eq!(messages.next(), None, "and nothing after it");
+/// ```
+pub fn frame_messages(
+    bytes: &[u8],
+    max_frame_bytes: usize,
+) -> Result<FrameMessages<'_>, FrameError> {
     if bytes.len() > max_frame_bytes {
         return Err(FrameError::TooLarge {
             len: bytes.len(),
             max: max_frame_bytes,
         });
     }
-    let (&version, mut rest) = bytes.split_first().ok_or(FrameError::Empty)?;
+    let (&version, rest) = bytes.split_first().ok_or(FrameError::Empty)?;
     if version != WIRE_VERSION {
         return Err(FrameError::UnsupportedVersion { found: version });
     }
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let (message, tail) = postcard::take_from_bytes::<Message>(rest)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
-        messages.push(message);
-        rest = tail;
-    }
-    if messages.is_empty() {
+    if rest.is_empty() {
         return Err(FrameError::Malformed("frame holds no message".into()));
     }
-    Ok(messages)
+    Ok(FrameMessages {
+        rest,
+        failed: false,
+    })
+}
+
+/// The messages of one frame, decoded as they are taken (see [`frame_messages`]):
+/// each is a message or, once, the error that ends the frame.
+#[derive(Clone, Debug)]
+pub struct FrameMessages<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl Iterator for FrameMessages<'_> {
+    type Item = Result<Message, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        match postcard::take_from_bytes::<Message>(self.rest) {
+            Ok((message, tail)) => {
+                self.rest = tail;
+                Some(Ok(message))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(FrameError::Malformed(error.to_string())))
+            }
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Framing and decoding of untrusted bytes.
 
 use herald_core::{
-    Config, FrameError, Key, LaunchId, Message, Node, NodeId, Output, ProtocolError, Registration,
-    Report, TaskError, TaskErrorKind, WIRE_VERSION, decode_frame, encode_frames,
+    Config, FrameError, Key, LaunchId, LocalState, Message, Node, NodeId, Output, ProtocolError,
+    Registration, Report, TaskError, TaskErrorKind, WIRE_VERSION, decode_frame, encode_frames,
 };
 use proptest::prelude::*;
 
@@ -219,4 +219,70 @@ proptest! {
         let _ = node.handle_frame(NodeId(1), &frame);
         while node.poll_output().is_some() {}
     }
+}
+
+#[test]
+fn messages_before_junk_in_a_frame_are_handled_and_its_sender_is_declared_down() {
+    let reg = Registration::new(b"before junk".to_vec(), vec![]);
+    let request = Message::Request {
+        key: reg.key(),
+        registration: reg.clone(),
+        offer: None,
+    };
+    let mut frame = encode_frames(&[request], MAX).expect("encodes").remove(0);
+    frame.extend_from_slice(&[0xff, 0xff, 0xff]);
+    let mut node = fresh();
+    let error = node.handle_frame(NodeId(1), &frame).expect_err("junk");
+    assert!(
+        matches!(error, ProtocolError::Frame(FrameError::Malformed(_))),
+        "{error:?}"
+    );
+    assert_eq!(
+        node.local_state(&reg.key()),
+        Some(LocalState::Running),
+        "the request before the junk was handled"
+    );
+    assert!(node.dead_nodes().contains(&NodeId(1)), "its sender is down");
+}
+
+#[test]
+fn a_message_the_caller_refuses_stops_the_frame_and_downs_its_sender() {
+    let first = Registration::new(b"first".to_vec(), vec![]);
+    let second = Registration::new(b"second".to_vec(), vec![]);
+    let requests: Vec<Message> = [&first, &second]
+        .into_iter()
+        .map(|reg| Message::Request {
+            key: reg.key(),
+            registration: reg.clone(),
+            offer: None,
+        })
+        .collect();
+    let frame = encode_frames(&requests, MAX).expect("encodes").remove(0);
+    let mut node = fresh();
+    let mut seen = 0;
+    let error = node
+        .handle_frame_inspecting(NodeId(1), &frame, |_| {
+            seen += 1;
+            if seen == 2 {
+                Err("the second one".into())
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("refused");
+    assert_eq!(
+        error,
+        ProtocolError::Refused {
+            from: NodeId(1),
+            reason: "the second one".into()
+        }
+    );
+    assert!(node.local_state(&first.key()).is_some());
+    assert!(node.local_state(&second.key()).is_none(), "not handled");
+    assert!(node.dead_nodes().contains(&NodeId(1)));
+}
+
+/// Node 0 of a job of 2.
+fn fresh() -> Node {
+    Node::new(Config::new(NodeId(0), 2).expect("config"))
 }

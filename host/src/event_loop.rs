@@ -13,7 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use herald_core::{
     InvocationId, Key, LaunchId, Message, Node, NodeId, Output, RegisterError, RequestId,
-    UsageError, decode_frame, encode_frames,
+    UsageError, encode_frames,
 };
 use herald_tcp::MeshEvent;
 
@@ -266,25 +266,20 @@ impl EventLoop {
                 let counters = &self.shared.counters;
                 Counters::add(&counters.frames_received, 1);
                 Counters::add(&counters.bytes_received, bytes.len() as u64);
-                let messages = match decode_frame(&bytes, self.shared.config.max_frame_bytes) {
-                    Ok(messages) => messages,
-                    // The core decodes it again, fails the same way and declares
-                    // the sender down: one place decides about a bad peer.
-                    Err(_) => {
-                        if let Err(error) = self.node.handle_frame(NodeId(from), &bytes) {
-                            reject_peer(from, &error);
+                // The core decodes and handles the messages one at a time (and
+                // decides about a bad peer); the loop only watches them go by.
+                let watchdog = &mut self.watchdog;
+                let handled = self
+                    .node
+                    .handle_frame_inspecting(NodeId(from), &bytes, |message| {
+                        Counters::add(&counters.messages_received, 1);
+                        if let Message::Ack { key, .. } = message {
+                            watchdog.acknowledged(key, NodeId(from));
                         }
-                        return;
-                    }
-                };
-                Counters::add(&counters.messages_received, messages.len() as u64);
-                for message in messages {
-                    if let Message::Ack { key, .. } = &message {
-                        self.watchdog.acknowledged(key, NodeId(from));
-                    }
-                    if let Err(error) = self.node.handle_message(NodeId(from), message) {
-                        return reject_peer(from, &error);
-                    }
+                        Ok(())
+                    });
+                if let Err(error) = handled {
+                    reject_peer(from, &error);
                 }
             }
             MeshEvent::Joined { node } => {
