@@ -456,3 +456,39 @@ def test_the_launcher_gives_rank_0_a_port_no_outgoing_connection_can_take():
         assert 1024 <= port < low, f"port {port} is in the ephemeral range from {low}"
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
+
+
+def test_a_stopped_rank_is_named_with_how_to_resume_it(tmp_path):
+    """A rank stopped by a signal can neither end nor learn that the job declared
+    it down: the launcher says which one, with its pid, and the job finishes once
+    it is resumed as the message says."""
+    script = tmp_path / "stops.py"
+    script.write_text(
+        "import os, signal, herald\n"
+        "if herald.node_id() == 1:\n"
+        "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "assert herald.import_global('json')\n"
+        "print('rank', herald.node_id(), 'done')\n"
+    )
+    environment = dict(os.environ)
+    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
+        environment.pop(variable, None)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "herald", "run", "-n", "2", str(script)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = launcher.stderr.readline()
+        assert "rank 1 (pid " in line and "was stopped by SIGSTOP" in line, line
+        pid = int(line.split("(pid ")[1].split(")")[0])
+        assert f"`kill -CONT {pid}` resumes it" in line, line
+        os.kill(pid, signal.SIGCONT)
+        out, err = launcher.communicate(timeout=120)
+        assert launcher.returncode == 0, err
+        assert "[1] rank 1 done" in out and "[0] rank 0 done" in out, out
+    finally:
+        launcher.kill()
+        launcher.wait()

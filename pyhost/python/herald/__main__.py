@@ -203,7 +203,19 @@ def _wait(ranks):
     lock = threading.Lock()
 
     def watch(rank, process):
-        code = _exit_code_without_reaping(process)
+        def stopped(signum):
+            # A stopped rank can neither end nor learn that the job declared it
+            # down: the job would wait for it in silence.
+            pid = process.pid
+            print(
+                f"python3 -m herald: rank {rank} (pid {pid}) was stopped by {_signal_name(signum)}; "
+                "the job waits for it (its peers declare it down once it has been silent for "
+                f"the peer timeout): `kill -CONT {pid}` resumes it, `kill {pid}` ends it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        code = _exit_code_without_reaping(process, stopped)
         if code not in (None, 0, FENCED_EXIT):
             with lock:
                 # The first failure stops the job: what this rank left running
@@ -269,16 +281,34 @@ def _stop(processes, signum=signal.SIGTERM):
             process.wait()
 
 
-def _exit_code_without_reaping(process):
+def _exit_code_without_reaping(process, on_stop=lambda signum: None):
     """Waits until ``process`` has exited and returns its exit code (minus the
-    signal that ended it), leaving it unreaped; None if it cannot tell."""
+    signal that ended it), leaving it unreaped; None if it cannot tell. Calls
+    ``on_stop`` with the signal each time one stops the process."""
+    while True:
+        try:
+            info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT)
+        except (AttributeError, OSError):
+            return None
+        if info is None:
+            return None
+        if info.si_code != os.CLD_STOPPED:
+            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        # Take this stop's report (WNOWAIT left it), and only it: WSTOPPED alone
+        # never takes an exit, which stays for the wait that reaps the rank.
+        try:
+            os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WNOHANG)
+        except OSError:
+            pass
+        on_stop(info.si_status)
+
+
+def _signal_name(signum):
+    """``SIGSTOP`` for 19, or the number if it has no name."""
     try:
-        info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-    except (AttributeError, OSError):
-        return None
-    if info is None:
-        return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _signal_group(process, signum):
