@@ -494,3 +494,43 @@ fn a_target_fetches_a_required_registration_it_never_received() {
     c.pump();
     assert_eq!(c.invocations_of(key), 3, "at most once per node");
 }
+
+/// The coordinator dies mid-round with no requester left to ask again: node 2,
+/// which the round had not reached, never runs the registration by a round, but
+/// a task that node 0 (which ran it) launches there fetches it first and runs.
+#[test]
+fn a_node_a_dead_coordinators_round_missed_fetches_the_key_for_a_launch() {
+    let mut c = Cluster::new(4, 4);
+    let reg = registration_homed_at(1, 4, "coordinator dies");
+    let key = reg.key();
+    c.register(1, &reg);
+    c.cut_link(1, 2); // its disseminate to node 2 is lost
+    c.deliver_all();
+    c.finish(0, key, Ok(()));
+    c.peer_down_everywhere(1);
+    c.settle();
+    assert!(!c.ran(2, key), "no round reached node 2");
+    let launch = c
+        .node(0)
+        .launch(NodeId(2), "needs it", vec![], None)
+        .expect("launch");
+    c.pump();
+    c.settle();
+    assert!(c.ran(2, key), "node 2 fetched it from node 0");
+    assert_eq!(c.tasks.len(), 1, "and ran the task after it");
+    let tasks = std::mem::take(&mut c.tasks);
+    for (node, task) in tasks {
+        c.node(node.0)
+            .task_finished(task.run, Ok(b"ok".to_vec()))
+            .expect("finish");
+    }
+    c.pump();
+    c.settle();
+    assert!(
+        c.task_results
+            .iter()
+            .any(|(node, id, outcome)| node.0 == 0 && *id == launch && outcome.is_ok()),
+        "{:?}",
+        c.task_results
+    );
+}

@@ -273,7 +273,8 @@ impl EventLoop {
                     .node
                     .handle_frame_inspecting(NodeId(from), &bytes, |message| {
                         Counters::add(&counters.messages_received, 1);
-                        if let Message::Ack { key, .. } = message {
+                        // A requester's `Ran` may stand for its acknowledgement.
+                        if let Message::Ack { key, .. } | Message::Ran { key, .. } = message {
                             watchdog.acknowledged(key, NodeId(from));
                         }
                         Ok(())
