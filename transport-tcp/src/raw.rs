@@ -3,7 +3,8 @@
 //! and read what the real ranks send them. Not for jobs.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::MeshConfig;
@@ -37,6 +38,51 @@ pub struct RawReceiver {
 }
 
 impl RawLink {
+    /// Opens one more link, as rank `config.rank`, to rank `to` at `addr` (a
+    /// rank may hold two connections with a peer: one each way, or a new one).
+    pub fn dial(config: &MeshConfig, to: u32, addr: SocketAddr) -> Result<RawLink, TcpError> {
+        let deadline = Instant::now() + config.establish_timeout;
+        dial(&identity(config), to, addr, deadline, max_record(config))
+    }
+
+    /// The address of this end of the link.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sender.stream.local_addr()
+    }
+
+    /// Half-closes the link: the peer reads the end of the stream after what
+    /// was sent, as when a rank closes a link it is done with.
+    pub fn close_write(&self) -> io::Result<()> {
+        self.sender.stream.shutdown(Shutdown::Write)
+    }
+
+    /// Closes the link with a reset instead of the end of the stream, as the
+    /// kernel does for a socket closed with data unread: the peer's next write
+    /// on it fails.
+    pub fn reset(self) -> io::Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the descriptor is this link's open socket, and `linger` is a
+        // valid `struct linger` whose size is the length passed.
+        let set = unsafe {
+            libc::setsockopt(
+                self.sender.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Both halves share the socket: it closes (and resets) with the last.
+        drop(self);
+        Ok(())
+    }
+
     /// Splits the link so one thread can send while another reads.
     pub fn split(self) -> (RawSender, RawReceiver) {
         (self.sender, self.receiver)
@@ -143,14 +189,8 @@ pub(crate) fn establish(
     listener: &TcpListener,
 ) -> Result<Vec<Option<RawLink>>, TcpError> {
     let deadline = Instant::now() + config.establish_timeout;
-    let me = Identity {
-        rank: config.rank,
-        size: config.size,
-        cluster_id: config.cluster_id.clone(),
-        secret: config.secret.clone(),
-        agreed: config.all_agreed(),
-    };
-    let max_record = config.max_frame_bytes.max(1 << 20) + RECORD_OVERHEAD;
+    let me = identity(config);
+    let max_record = max_record(config);
     let mut zero = dial(&me, 0, config.coordinator, deadline, max_record)?;
     let listen = listener.local_addr().map_err(|source| TcpError::Io {
         context: "reading the listen address".into(),
@@ -181,6 +221,22 @@ pub(crate) fn establish(
         }
     }
     Ok(links)
+}
+
+/// Who a raw link says it is.
+fn identity(config: &MeshConfig) -> Identity {
+    Identity {
+        rank: config.rank,
+        size: config.size,
+        cluster_id: config.cluster_id.clone(),
+        secret: config.secret.clone(),
+        agreed: config.all_agreed(),
+    }
+}
+
+/// The largest record a raw link accepts (control messages may exceed frames).
+fn max_record(config: &MeshConfig) -> usize {
+    config.max_frame_bytes.max(1 << 20) + RECORD_OVERHEAD
 }
 
 fn dial(
