@@ -59,8 +59,30 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 const MAX_UNKNOWN_RANKS: usize = 1 << 16;
 /// Most commands handled between two looks at the sockets.
 const COMMAND_BATCH: usize = 256;
+/// Most turns of reads (see [`READS_PER_TURN`](crate::conn::READS_PER_TURN))
+/// a connection gets when it is drained before its peer is reported lost: more
+/// than a socket's receive buffer holds.
+const DRAIN_TURNS: usize = 64;
 /// Pause after `accept` failed (out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a readiness event says of a connection.
+#[derive(Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// The peer closed its side, or the socket failed: read on to the end.
+    closed: bool,
+}
+
+impl Ready {
+    /// A connection that stopped reading at the bound of one turn.
+    const READ_ON: Ready = Ready {
+        readable: true,
+        writable: false,
+        closed: false,
+    };
+}
 
 /// What the [`Mesh`](crate::Mesh) handle and the I/O thread share.
 pub(crate) struct Shared {
@@ -226,6 +248,9 @@ pub(crate) struct Reactor {
     /// Connections that had more to read when their turn ended (see
     /// [`READS_PER_TURN`](crate::conn::READS_PER_TURN)): read again next turn.
     unread: Vec<usize>,
+    /// Connections whose records are being handled, innermost last (handling
+    /// one may lose a peer, which drains the others).
+    delivering: Vec<usize>,
 }
 
 /// A connection and the part of its handshake still to run.
@@ -362,6 +387,7 @@ impl Reactor {
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
             joins: JoinOrder::new(size as u32),
             unread: Vec::new(),
+            delivering: Vec::new(),
         };
         Ok((reactor, shared))
     }
@@ -420,15 +446,20 @@ impl Reactor {
                     WAKER => {}
                     Token(token) => self.on_conn_event(
                         token - FIRST_CONN,
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
-                        event.is_writable() || event.is_error(),
+                        Ready {
+                            readable: event.is_readable()
+                                || event.is_read_closed()
+                                || event.is_error(),
+                            writable: event.is_writable() || event.is_error(),
+                            closed: event.is_read_closed() || event.is_error(),
+                        },
                         now,
                     ),
                 }
             }
             for index in std::mem::take(&mut self.unread) {
                 busy = true;
-                self.on_conn_event(index, true, false, now);
+                self.on_conn_event(index, Ready::READ_ON, now);
             }
             if now >= self.next_timer {
                 self.on_timers(now);
@@ -834,7 +865,7 @@ impl Reactor {
             .is_some_and(|s| s.conn.is_open() && s.closing.is_none())
     }
 
-    fn on_conn_event(&mut self, index: usize, readable: bool, writable: bool, now: Instant) {
+    fn on_conn_event(&mut self, index: usize, ready: Ready, now: Instant) {
         let mut received = Vec::new();
         let max_record = self.max_record();
         let result = {
@@ -842,13 +873,13 @@ impl Reactor {
                 return;
             };
             let mut result = Ok(());
-            if writable {
+            if ready.writable {
                 result = slot.conn.on_writable(&mut slot.handshake, &self.me, now);
             }
             // A failed write does not stop the read: what the peer sent before
             // it closed (the news that this rank was declared down) comes first.
-            if readable {
-                let read = slot.conn.on_readable(
+            if ready.readable {
+                let mut read = slot.conn.on_readable(
                     &mut slot.handshake,
                     &self.me,
                     max_record,
@@ -856,6 +887,18 @@ impl Reactor {
                     &mut self.read_buffer,
                     &mut received,
                 );
+                if ready.closed && matches!(read, Ok(false)) {
+                    // The close came with the last data: a short read stopped
+                    // before it, and no later event will tell of it.
+                    read = slot.conn.on_readable(
+                        &mut slot.handshake,
+                        &self.me,
+                        max_record,
+                        now,
+                        &mut self.read_buffer,
+                        &mut received,
+                    );
+                }
                 if let Ok(true) = read {
                     self.unread.push(index);
                 }
@@ -1127,7 +1170,8 @@ impl Reactor {
         if matches!(err, ConnError::Io(_)) {
             // A write failed: deliver what the peer sent before it went (it may
             // be the news that this rank was declared down), then let it go.
-            self.drain(index, now);
+            // How the read ends does not matter: the connection is lost anyway.
+            let _ = self.drain(index, now);
         }
         let Some(slot) = self.conns[index].as_ref() else {
             return;
@@ -1158,27 +1202,78 @@ impl Reactor {
         }
     }
 
-    /// Reads and handles what is left on `index`, ignoring how the read ends.
-    fn drain(&mut self, index: usize, now: Instant) {
+    /// Reads and handles what `index` has received, up to [`DRAIN_TURNS`] turns
+    /// of reads; returns how the reading ended if it failed.
+    fn drain(&mut self, index: usize, now: Instant) -> Option<ConnError> {
         let max_record = self.max_record();
         let mut received = Vec::new();
+        let mut ended = Ok(false);
         {
-            let Some(slot) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-                return;
-            };
-            if !slot.conn.is_open() || slot.closing.is_some() {
-                return;
+            if self.delivering.contains(&index) {
+                // What it read before is still being handled: reading on now
+                // would hand later records out first. Once its peer is lost,
+                // the rest of what it read goes unhandled, as after any loss.
+                return None;
             }
-            let _ = slot.conn.on_readable(
-                &mut slot.handshake,
-                &self.me,
-                max_record,
-                now,
-                &mut self.read_buffer,
-                &mut received,
-            );
+            let slot = self.conns.get_mut(index).and_then(Option::as_mut)?;
+            if !slot.conn.is_authenticated() || slot.closing.is_some() {
+                return None;
+            }
+            for _ in 0..DRAIN_TURNS {
+                ended = slot.conn.on_readable(
+                    &mut slot.handshake,
+                    &self.me,
+                    max_record,
+                    now,
+                    &mut self.read_buffer,
+                    &mut received,
+                );
+                if !matches!(ended, Ok(true)) {
+                    break;
+                }
+            }
         }
         self.deliver(index, received, now);
+        match ended {
+            Ok(true) => {
+                self.unread.push(index);
+                None
+            }
+            Ok(false) => None,
+            Err(err) => Some(err),
+        }
+    }
+
+    /// Before `rank` is reported lost: reads and handles what its other
+    /// connections have already received, and those whose hello has not been
+    /// read yet (any may be its). Two ranks may hold a connection each way, and
+    /// a rank that retires a peer sends the news that it was declared down on
+    /// one and closes both: the fenced rank may see the other fail first (a
+    /// write, or the end of its stream), and must still hear the news before it
+    /// reports the innocent sender lost.
+    fn drain_peer(&mut self, rank: u32, now: Instant) {
+        let candidates: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| {
+                self.conns[i].as_ref().is_some_and(|s| {
+                    s.closing.is_none()
+                        && s.conn.is_authenticated()
+                        && s.conn.rank.is_none_or(|r| r == rank)
+                })
+            })
+            .collect();
+        for index in candidates {
+            let Some(err) = self.drain(index, now) else {
+                continue;
+            };
+            // One that turned out to be another rank's fails as it would have
+            // when its own turn came; the lost rank's go with it below.
+            let other = self.conns[index]
+                .as_ref()
+                .is_some_and(|s| s.conn.rank != Some(rank));
+            if other {
+                self.conn_failed(index, err, now);
+            }
+        }
     }
 
     /// Largest record a connection accepts: the frame limit, or more for control
@@ -1189,19 +1284,30 @@ impl Reactor {
 
     /// Handles what `index` received, in order, until the connection goes.
     fn deliver(&mut self, index: usize, received: Vec<Received>, now: Instant) {
+        self.delivering.push(index);
         for item in received {
             if self.conns[index].is_none() {
-                return;
+                break;
             }
             self.on_received(index, item, now);
         }
+        self.delivering.pop();
     }
 
-    /// The peer is gone: close everything with it and report it once.
+    /// The peer is gone: deliver what it sent before it went, close everything
+    /// with it and report it once.
     fn peer_lost(&mut self, rank: u32, reason: String, clean: bool, now: Instant) {
+        let live = self
+            .peers
+            .get(rank as usize)
+            .is_some_and(|p| p.state == PeerState::Live);
+        if live && self.closing_until.is_none() {
+            self.drain_peer(rank, now);
+        }
         let Some(peer) = self.peers.get_mut(rank as usize) else {
             return;
         };
+        // Read after draining: what it delivered may have reported the peer already.
         let state = peer.state;
         peer.state = PeerState::Down;
         peer.dial = None;
