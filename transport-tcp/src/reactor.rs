@@ -71,16 +71,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 struct Ready {
     readable: bool,
     writable: bool,
-    /// The peer closed its side, or the socket failed: read on to the end.
+    /// The peer closed its side, or the socket failed (or may have): read on
+    /// past a short read, to the end.
     closed: bool,
 }
 
 impl Ready {
-    /// A connection that stopped reading at the bound of one turn.
+    /// A connection that stopped reading at the bound of one turn: the event
+    /// that announced a close may have come before it, and will not again.
     const READ_ON: Ready = Ready {
         readable: true,
         writable: false,
-        closed: false,
+        closed: true,
     };
 }
 
