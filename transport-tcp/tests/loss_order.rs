@@ -52,7 +52,10 @@ fn a_failed_write_delivers_what_the_peer_sent_on_its_other_connection_first() {
 
 /// Rank 1 closes its first link cleanly, and rank 0 reads the end of that
 /// stream before it looks at the second one: the news waiting there is
-/// delivered before rank 1 is reported lost.
+/// delivered before rank 1 is reported lost. The end of the stream arrives
+/// with the frame before it, so one readiness event announces both: rank 0
+/// must read on to the end then (no heartbeat or timeout would tell it later:
+/// they are off here).
 #[test]
 fn a_closed_connection_delivers_what_the_peer_sent_on_its_other_connection_first() {
     let mut race = Race::start("loss-order-close");
@@ -139,8 +142,8 @@ impl Race {
         });
     }
 
-    /// Lets rank 0's I/O thread go on; returns the frames rank 0 delivered up
-    /// to the report that rank 1 is lost, each with the report last (as "DOWN").
+    /// Lets rank 0's I/O thread go on; returns the frames rank 0 delivered from
+    /// then on, up to the report that rank 1 is lost, which ends them as "DOWN".
     fn release(self) -> Vec<Vec<u8>> {
         self.release.send(()).expect("release the I/O thread");
         let mut seen = Vec::new();
