@@ -170,7 +170,8 @@ impl Mesh {
     }
 
     /// Closes the link to `to` for good, without waiting: frames already queued for
-    /// it are sent first (they may tell it why), then the connection is closed;
+    /// it are sent first (they may tell it why), then the connection is closed (a
+    /// second one `to` dialled, once `to` has closed the first or 2 s later);
     /// later frames to it are dropped, frames from it discarded, and no
     /// [`MeshEvent::PeerDown`] is reported for it. For a peer the job declared down.
     pub fn close_peer(&self, to: u32) {

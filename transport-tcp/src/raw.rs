@@ -102,6 +102,11 @@ impl RawLink {
     pub fn recv_frame(&mut self) -> io::Result<Option<Vec<u8>>> {
         self.receiver.recv_frame()
     }
+
+    /// Sets a read timeout (a read past it fails with `WouldBlock`).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.receiver.set_read_timeout(timeout)
+    }
 }
 
 impl RawSender {

@@ -687,8 +687,28 @@ impl Reactor {
         peer.waiting.clear();
         peer.waiting_bytes = 0;
         peer.dial = None;
+        self.close_retired(to, now);
+    }
+
+    /// Closes the connections of `rank`, retired, once what is queued is written:
+    /// the one its frames go on first, the others only once that one is gone
+    /// (`rank` read it to its end and closed it, or the linger ended). The end
+    /// of another, seen first, would look to `rank` like this rank's loss while
+    /// the news that it was declared down still waits behind frames on the first.
+    fn close_retired(&mut self, rank: u32, now: Instant) {
+        let Some(peer) = self.peers.get(rank as usize) else {
+            return;
+        };
+        if let Some(via) = peer.send_via.filter(|&c| self.conns[c].is_some()) {
+            return self.close_conn_gently(via, now);
+        }
         for conn in peer.conns.clone() {
-            self.close_conn_gently(conn, now);
+            let open = self.conns[conn]
+                .as_ref()
+                .is_some_and(|s| s.closing.is_none());
+            if open {
+                self.close_conn_gently(conn, now);
+            }
         }
     }
 
@@ -703,12 +723,18 @@ impl Reactor {
         for rank in 0..self.peers.len() as u32 {
             self.retire(rank, now);
         }
-        // Strangers and dials in progress are simply dropped.
+        // The rest of each rank's links close too (the end of the job carries no
+        // news); strangers and dials in progress are simply dropped.
         for index in 0..self.conns.len() {
-            let drop_now = self.conns[index]
-                .as_ref()
-                .is_some_and(|s| s.closing.is_none());
-            if drop_now {
+            let Some(slot) = self.conns[index].as_ref() else {
+                continue;
+            };
+            if slot.closing.is_some() {
+                continue;
+            }
+            if slot.conn.rank.is_some() && slot.conn.is_authenticated() {
+                self.close_conn_gently(index, now);
+            } else {
                 self.drop_conn(index);
             }
         }
@@ -841,6 +867,14 @@ impl Reactor {
                             dial.conn = None;
                         }
                     }
+                }
+                let retired = self
+                    .peers
+                    .get(rank as usize)
+                    .is_some_and(|p| p.state == PeerState::Retired);
+                if was_route && retired {
+                    // What it carried is written or given up on: the others go now.
+                    self.close_retired(rank, Instant::now());
                 }
             }
         }

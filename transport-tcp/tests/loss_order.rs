@@ -79,6 +79,61 @@ fn a_closed_connection_delivers_what_the_peer_sent_on_its_other_connection_first
     drop(first);
 }
 
+/// The sending side: a rank that retires a peer with two connections closes
+/// the one it sent the news on first, and the other only once the peer has
+/// read the first to its end and closed it, so the peer cannot see the other
+/// end first while the news still waits (behind other frames) on the first.
+#[test]
+fn a_retired_peer_s_other_connection_closes_after_the_one_with_the_news() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let coordinator = listener.local_addr().expect("addr");
+    let secret = Secret::random();
+    let cluster = "loss-order-retire";
+    let one = quiet(config(1, 3, coordinator, &secret, cluster));
+    let raw = {
+        let one = one.clone();
+        thread::spawn(move || Mesh::establish_raw(one).expect("raw rank 1"))
+    };
+    let two = quiet(config(2, 3, coordinator, &secret, cluster));
+    let two = thread::spawn(move || Mesh::establish(two).expect("rank 2"));
+    let zero = quiet(config(0, 3, coordinator, &secret, cluster));
+    let (mesh, events) = Mesh::establish_with_listener(zero, listener).expect("rank 0");
+    let (two, two_events) = two.join().expect("rank 2 thread");
+    let mut links = raw.join().expect("raw thread");
+    let mut first = links[0].take().expect("rank 1's link to rank 0");
+    let (mut second, second_addr) = second_link(&one, coordinator, &events);
+    // Frames to rank 1 go on the first connection it opened.
+    mesh.send(1, NEWS.to_vec());
+    mesh.close_peer(1);
+    // Commands are handled in order: once rank 2 has this, rank 1 is retired.
+    mesh.send(2, b"marker".to_vec());
+    match recv(&two_events, "the marker") {
+        MeshEvent::Frame { from: 0, bytes } if bytes == b"marker" => {}
+        other => panic!("expected rank 0's marker, got {other:?}"),
+    }
+    let state = socket(coordinator, second_addr).map(|s| s.state);
+    assert_eq!(
+        state,
+        Some(ESTABLISHED),
+        "rank 0 closed the second connection before rank 1 closed the first"
+    );
+    first.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    assert_eq!(first.recv_frame().expect("the news"), Some(NEWS.to_vec()));
+    assert_eq!(first.recv_frame().expect("the end"), None);
+    first.close_write().expect("close the first link");
+    // Then the second closes too, with nothing on it.
+    second.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    assert_eq!(second.recv_frame().expect("the end"), None);
+    assert!(
+        events.try_recv().is_err(),
+        "a retired peer reported nothing"
+    );
+    // Rank 1 leaves, so the others' shutdown need not wait for it.
+    drop((first, second, links));
+    two.shutdown();
+    mesh.shutdown();
+}
+
 /// A real rank 0 and a hand-played rank 1 with two connections to it, rank 0's
 /// I/O thread held in its events hook.
 struct Race {
