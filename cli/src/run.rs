@@ -50,6 +50,10 @@ pub struct JobOutcome {
     /// The first rank that failed, if any (the others were then stopped), else the
     /// first rank the job declared down (the others went on).
     pub first_failure: Option<u32>,
+    /// Other ranks that had failed on their own when the job was stopped (a rank
+    /// that aborts often takes the one that loses it down too: which of the two
+    /// `herald run` sees first is chance, so it names both).
+    pub also_failed: Vec<u32>,
     /// The signal (SIGINT or SIGTERM) `herald run` received and passed on, if any.
     pub signal: Option<i32>,
 }
@@ -109,6 +113,10 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
                 eprintln!(
                     "herald run: rank {rank} failed ({status}); the other ranks were stopped"
                 );
+            }
+            for &other in &outcome.also_failed {
+                let status = outcome.statuses[other as usize];
+                eprintln!("herald run: rank {other} had failed too ({status})");
             }
             ExitCode::FAILURE
         }
@@ -198,6 +206,8 @@ pub fn run_local_job(
     let mut first_failure = None;
     let mut first_fenced = None;
     let mut stopped = false;
+    // Ranks that had failed on their own when the job was stopped.
+    let mut own_failures = Vec::new();
     for rank in exited.iter() {
         let index = rank as usize;
         // A first failure stops the job: each rank's whole group, this one's too
@@ -211,6 +221,7 @@ pub fn run_local_job(
             && status_without_reaping(children[index].id()).is_some_and(failed)
         {
             stopped = true;
+            own_failures = failed_unreaped(&children, &statuses);
             kill_unreaped_groups(&forwarder, &statuses);
         }
         let status = forwarder
@@ -229,6 +240,7 @@ pub fn run_local_job(
             first_failure = Some(rank);
             if !stopped {
                 stopped = true;
+                own_failures = failed_unreaped(&children, &statuses);
                 kill_unreaped_groups(&forwarder, &statuses);
             }
         }
@@ -241,11 +253,28 @@ pub fn run_local_job(
         .enumerate()
         .map(|(rank, s)| s.with_context(|| format!("rank {rank} was never reaped")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    own_failures.retain(|&rank| Some(rank) != first_failure);
     Ok(JobOutcome {
         statuses,
         first_failure: first_failure.or(first_fenced),
+        also_failed: own_failures,
         signal: forwarder.received(),
     })
+}
+
+/// The ranks not reaped yet that have already failed (not merely been declared
+/// down), read without reaping them.
+fn failed_unreaped(children: &[std::process::Child], statuses: &[Option<ExitStatus>]) -> Vec<u32> {
+    statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, status)| status.is_none())
+        .filter(|&(rank, _)| {
+            status_without_reaping(children[rank].id())
+                .is_some_and(|status| !status.success() && !is_fenced(status))
+        })
+        .map(|(rank, _)| rank as u32)
+        .collect()
 }
 
 /// Kills the process group of every rank not reaped yet (see
@@ -283,4 +312,46 @@ fn status_without_reaping(pid: u32) -> Option<ExitStatus> {
 /// status for that).
 fn is_fenced(status: ExitStatus) -> bool {
     status.code() == Some(i32::from(crate::node::FENCED_EXIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// A rank that has failed is found without being reaped; one still running,
+    /// one that succeeded and one the job declared down are not.
+    #[test]
+    fn failed_unreaped_names_the_ranks_that_already_failed() {
+        let spawn = |script: &str| {
+            Command::new("sh")
+                .args(["-c", script])
+                .spawn()
+                .expect("spawn sh")
+        };
+        let fenced = format!("exit {}", crate::node::FENCED_EXIT);
+        let mut children = vec![
+            spawn("exit 0"),
+            spawn("exit 3"),
+            spawn("exec sleep 60"),
+            spawn(&fenced),
+            spawn("kill -ABRT $$"),
+        ];
+        for rank in [0, 1, 3, 4] {
+            // Blocks until it has exited, and leaves it unreaped.
+            wait_child(children[rank].id(), libc::WEXITED | libc::WNOWAIT).expect("waitid");
+        }
+        let statuses = vec![None; children.len()];
+        assert_eq!(failed_unreaped(&children, &statuses), [1, 4]);
+        assert_eq!(
+            status_without_reaping(children[0].id()).map(|s| s.success()),
+            Some(true),
+            "still unreaped"
+        );
+        children[2].kill().expect("kill sleep");
+        for child in &mut children {
+            child.wait().expect("reap");
+        }
+    }
 }
