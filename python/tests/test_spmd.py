@@ -464,17 +464,20 @@ def test_a_stopped_rank_is_named_with_how_to_resume_it(tmp_path):
     it is resumed as the message says."""
     script = tmp_path / "stops.py"
     script.write_text(
-        "import os, signal, herald\n"
+        "import os, signal, sys, herald\n"
         "if herald.node_id() == 1:\n"
+        "    with open(sys.argv[1], 'w') as file:\n"
+        "        file.write(str(os.getpid()))\n"
         "    os.kill(os.getpid(), signal.SIGSTOP)\n"
         "assert herald.import_global('json')\n"
         "print('rank', herald.node_id(), 'done')\n"
     )
+    pid_file = tmp_path / "pid"
     environment = dict(os.environ)
     for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
         environment.pop(variable, None)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "herald", "run", "-n", "2", str(script)],
+        [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -492,3 +495,6 @@ def test_a_stopped_rank_is_named_with_how_to_resume_it(tmp_path):
     finally:
         launcher.kill()
         launcher.wait()
+        # A failed test must not leave the stopped rank behind.
+        if pid_file.exists() and pid_file.read_text():
+            _kill_left([int(pid_file.read_text())])
