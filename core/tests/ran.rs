@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Cluster, registration_homed_at};
-use herald_core::{Config, Message, Node, NodeId, Output, Registration};
+use herald_core::{Config, Key, Message, Node, NodeId, Output, Registration};
 
 #[test]
 fn a_childless_child_of_the_home_reports_its_run_instead_of_taking_part() {
@@ -184,6 +184,42 @@ fn coordinator() -> Node {
     Node::new(config)
 }
 
+/// Node 0's request for `reg` reaches the coordinator, with `offer`; it runs
+/// there at once. The outputs.
+fn request_from_0(node: &mut Node, reg: &Registration, offer: Option<u32>) -> Vec<Output> {
+    let message = Message::Request {
+        key: reg.key(),
+        registration: reg.clone(),
+        offer,
+    };
+    node.handle_message(NodeId(0), message).expect("valid");
+    let out = outputs(node);
+    for output in &out {
+        if let Output::Invoke(invocation) = output {
+            node.invocation_finished(invocation.id, Ok(()))
+                .expect("finish");
+        }
+    }
+    [out, outputs(node)].concat()
+}
+
+/// `from` acknowledges the coordinator's round of `key`; the outputs.
+fn ack(node: &mut Node, from: u32, key: Key) -> Vec<Output> {
+    let root = node.config().node();
+    let report = Default::default();
+    let message = Message::Ack { key, root, report };
+    node.handle_message(NodeId(from), message).expect("valid");
+    outputs(node)
+}
+
+/// `from` reports its own run of `key`, offered over `view`; the outputs.
+fn ran(node: &mut Node, from: u32, key: Key, view: u32, error: Option<&str>) -> Vec<Output> {
+    let error = error.map(str::to_owned);
+    let message = Message::Ran { key, view, error };
+    node.handle_message(NodeId(from), message).expect("valid");
+    outputs(node)
+}
+
 fn outputs(node: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| node.poll_output()).collect()
 }
@@ -202,16 +238,6 @@ fn disseminated_to(outputs: &[Output]) -> Vec<NodeId> {
         .collect()
 }
 
-fn finish_all(node: &mut Node, outputs: &[Output]) -> Vec<Output> {
-    for output in outputs {
-        if let Output::Invoke(invocation) = output {
-            node.invocation_finished(invocation.id, Ok(()))
-                .expect("finish");
-        }
-    }
-    self::outputs(node)
-}
-
 fn completes(outputs: &[Output]) -> bool {
     outputs.iter().any(|o| {
         matches!(o, Output::Transmit { messages, .. } if messages.iter().any(|m| m.kind() == "complete"))
@@ -222,33 +248,12 @@ fn completes(outputs: &[Output]) -> bool {
 fn an_offer_over_a_view_larger_than_the_coordinators_is_declined() {
     let mut node = coordinator();
     let reg = Registration::new(b"larger view".to_vec(), vec![]);
-    let key = reg.key();
     // Node 0 claims a view of 5: it may have admitted joiners node 2 never heard
     // of, which would hang below it, so it must take part as usual.
-    node.handle_message(
-        NodeId(0),
-        Message::Request {
-            key,
-            registration: reg,
-            offer: Some(5),
-        },
-    )
-    .expect("valid");
-    let out = outputs(&mut node);
+    let out = request_from_0(&mut node, &reg, Some(5));
     assert_eq!(disseminated_to(&out), [NodeId(0), NodeId(1)]);
-    let out = finish_all(&mut node, &out);
-    for from in [0, 1] {
-        node.handle_message(
-            NodeId(from),
-            Message::Ack {
-                key,
-                root: NodeId(2),
-                report: Default::default(),
-            },
-        )
-        .expect("valid");
-    }
-    assert!(completes(&[out, outputs(&mut node)].concat()));
+    assert!(!completes(&ack(&mut node, 1, reg.key())));
+    assert!(completes(&ack(&mut node, 0, reg.key())));
 }
 
 #[test]
@@ -256,50 +261,13 @@ fn a_ran_that_cannot_stand_for_a_part_is_ignored() {
     let mut node = coordinator();
     let reg = Registration::new(b"stray ran".to_vec(), vec![]);
     let key = reg.key();
-    node.handle_message(
-        NodeId(0),
-        Message::Request {
-            key,
-            registration: reg,
-            offer: Some(5),
-        },
-    )
-    .expect("valid");
-    let out = outputs(&mut node);
-    let mut out = finish_all(&mut node, &out);
-    node.handle_message(
-        NodeId(1),
-        Message::Ack {
-            key,
-            root: NodeId(2),
-            report: Default::default(),
-        },
-    )
-    .expect("valid");
+    let mut out = request_from_0(&mut node, &reg, Some(5));
+    out.extend(ack(&mut node, 1, key));
     // A ran under the declined offer, and one from a node that made none.
-    for (from, view) in [(0, 5), (1, 3)] {
-        node.handle_message(
-            NodeId(from),
-            Message::Ran {
-                key,
-                view,
-                error: None,
-            },
-        )
-        .expect("valid");
-    }
-    out.extend(outputs(&mut node));
+    out.extend(ran(&mut node, 0, key, 5, None));
+    out.extend(ran(&mut node, 1, key, 3, None));
     assert!(!completes(&out), "node 0's own part is still outstanding");
-    node.handle_message(
-        NodeId(0),
-        Message::Ack {
-            key,
-            root: NodeId(2),
-            report: Default::default(),
-        },
-    )
-    .expect("valid");
-    assert!(completes(&outputs(&mut node)));
+    assert!(completes(&ack(&mut node, 0, key)));
     assert!(node.is_quiescent());
 }
 
@@ -308,39 +276,11 @@ fn an_accepted_offer_leaves_the_requester_out_and_its_ran_completes_the_round() 
     let mut node = coordinator();
     let reg = Registration::new(b"accepted".to_vec(), vec![]);
     let key = reg.key();
-    node.handle_message(
-        NodeId(0),
-        Message::Request {
-            key,
-            registration: reg,
-            offer: Some(3),
-        },
-    )
-    .expect("valid");
-    let out = outputs(&mut node);
+    let mut out = request_from_0(&mut node, &reg, Some(3));
     assert_eq!(disseminated_to(&out), [NodeId(1)]);
-    let mut out = finish_all(&mut node, &out);
-    node.handle_message(
-        NodeId(1),
-        Message::Ack {
-            key,
-            root: NodeId(2),
-            report: Default::default(),
-        },
-    )
-    .expect("valid");
-    out.extend(outputs(&mut node));
+    out.extend(ack(&mut node, 1, key));
     assert!(!completes(&out), "waits for node 0's ran");
-    node.handle_message(
-        NodeId(0),
-        Message::Ran {
-            key,
-            view: 3,
-            error: Some("failed at 0".into()),
-        },
-    )
-    .expect("valid");
-    assert!(completes(&outputs(&mut node)));
+    assert!(completes(&ran(&mut node, 0, key, 3, Some("failed at 0"))));
     let result = node.global_result(&key).expect("completed");
     assert_eq!(result.failures[0].node, NodeId(0));
     assert!(node.is_quiescent());

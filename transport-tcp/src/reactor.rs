@@ -915,17 +915,11 @@ impl Reactor {
             // A failed write does not stop the read: what the peer sent before
             // it closed (the news that this rank was declared down) comes first.
             if ready.readable {
-                let mut read = slot.conn.on_readable(
-                    &mut slot.handshake,
-                    &self.me,
-                    max_record,
-                    now,
-                    &mut self.read_buffer,
-                    &mut received,
-                );
-                if ready.closed && matches!(read, Ok(false)) {
-                    // The close came with the last data: a short read stopped
-                    // before it, and no later event will tell of it.
+                // The close came with the last data when the event says so: a
+                // short read stops before it, and no later event will tell of it.
+                let passes = if ready.closed { 2 } else { 1 };
+                let mut read = Ok(false);
+                for _ in 0..passes {
                     read = slot.conn.on_readable(
                         &mut slot.handshake,
                         &self.me,
@@ -934,6 +928,9 @@ impl Reactor {
                         &mut self.read_buffer,
                         &mut received,
                     );
+                    if !matches!(read, Ok(false)) {
+                        break;
+                    }
                 }
                 if let Ok(true) = read {
                     self.unread.push(index);
