@@ -269,6 +269,21 @@ struct Slot {
     peer_closed: bool,
 }
 
+impl Slot {
+    /// One turn of reads (see [`Conn::on_readable`]): true if more may be left.
+    fn read_turn(
+        &mut self,
+        me: &Identity,
+        max_record: usize,
+        now: Instant,
+        buffer: &mut [u8],
+        received: &mut Vec<Received>,
+    ) -> Result<bool, ConnError> {
+        self.conn
+            .on_readable(&mut self.handshake, me, max_record, now, buffer, received)
+    }
+}
+
 /// What this rank knows of another rank.
 #[derive(Default)]
 struct Peer {
@@ -920,8 +935,7 @@ impl Reactor {
                 let passes = if ready.closed { 2 } else { 1 };
                 let mut read = Ok(false);
                 for _ in 0..passes {
-                    read = slot.conn.on_readable(
-                        &mut slot.handshake,
+                    read = slot.read_turn(
                         &self.me,
                         max_record,
                         now,
@@ -1253,8 +1267,7 @@ impl Reactor {
                 return None;
             }
             for _ in 0..DRAIN_TURNS {
-                ended = slot.conn.on_readable(
-                    &mut slot.handshake,
+                ended = slot.read_turn(
                     &self.me,
                     max_record,
                     now,
