@@ -498,3 +498,32 @@ def test_a_stopped_rank_is_named_with_how_to_resume_it(tmp_path):
         # A failed test must not leave the stopped rank behind.
         if pid_file.exists() and pid_file.read_text():
             _kill_left([int(pid_file.read_text())])
+
+
+def test_every_rank_that_failed_on_its_own_is_named(capfd):
+    """A rank that aborts often takes the one that loses it down too, and which
+    exit the launcher sees first is chance: both are named, and the rank it
+    stopped is not."""
+    from herald import __main__ as launcher
+
+    def start(script):
+        return subprocess.Popen(["sh", "-c", script], start_new_session=True)
+
+    ranks = [start("exit 1"), start("kill -ABRT $$"), start("exec sleep 60")]
+    try:
+        for process in ranks[:2]:
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        code = launcher._wait(ranks)
+        err = capfd.readouterr().err
+        assert code in (1, 128 + signal.SIGABRT), err
+        named = {
+            line.split()[4]
+            for line in err.splitlines()
+            if line.startswith("python3 -m herald: rank ") and "failed" in line
+        }
+        assert named == {"0", "1"}, err
+        assert f"exit status -{int(signal.SIGABRT)}" in err, err
+    finally:
+        _kill_left([process.pid for process in ranks])
+        for process in ranks:
+            process.wait()

@@ -254,17 +254,54 @@ def _wait(ranks):
     if not first:
         done.join()
         return 0
+    if stopping:
+        _stop_after_failure(ranks, stopping[0], lock)
+    code = first[0][1]
+    return code if code > 0 else 128 - code
+
+
+def _stop_after_failure(ranks, failure, lock):
+    """Names the rank that failed (``failure``: rank, exit code) and every other
+    that had failed on its own by then, and stops those still running. A rank
+    that aborts often takes the one that loses it down too, and which exit a
+    watcher saw first is chance."""
+    rank, code = failure
     with lock:
+        also = _failed_already(ranks, skip=rank)
         still_running = [process for process in ranks if process.poll() is None]
     if still_running:
-        rank, code = stopping[0]
         print(
             f"python3 -m herald: rank {rank} failed (exit status {code}); stopping the others",
             file=sys.stderr,
         )
-        _stop(still_running)
-    code = first[0][1]
-    return code if code > 0 else 128 - code
+    for other, other_code in also:
+        print(
+            f"python3 -m herald: rank {other} had failed too (exit status {other_code})",
+            file=sys.stderr,
+        )
+    _stop(still_running)
+
+
+def _failed_already(ranks, skip):
+    """The ranks other than ``skip`` that have already failed (not merely been
+    declared down), with their exit codes, reaped or not (read without reaping)."""
+    failed = []
+    for rank, process in enumerate(ranks):
+        code = process.returncode
+        if code is None:
+            try:
+                info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+            except ChildProcessError:
+                # Its watcher is reaping it this very moment: it has exited.
+                info = None
+                code = process.wait()
+            if info is not None:
+                code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            elif code is None:
+                continue
+        if rank != skip and code not in (0, FENCED_EXIT):
+            failed.append((rank, code))
+    return failed
 
 
 def _stop(processes, signum=signal.SIGTERM):
