@@ -100,6 +100,11 @@ impl Node {
         offer: Option<u32>,
     ) {
         if let Some((result, view)) = self.completed.get(&key) {
+            // Once per requester: a correct one asks each coordinator once, and a
+            // repeated ask must not make a small frame a huge answer.
+            if !self.answered.insert((key, from)) {
+                return;
+            }
             let (report, view) = (report_of(result, self.limits()), *view);
             self.send(from, Message::Complete { key, view, report });
             return;

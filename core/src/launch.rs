@@ -185,10 +185,14 @@ impl Node {
 
     /// `from` holds a task of ours that requires these keys and has never heard
     /// of them: send each registration this node has (every key a launch from
-    /// here requires has an entry here).
+    /// here requires has an entry here), once per key and target, as a correct
+    /// target asks (a repeated ask must not make a small frame a huge answer).
     pub(crate) fn handle_fetch(&mut self, from: NodeId, keys: Vec<Key>) {
         for key in keys {
             if let Some(entry) = self.entries.get(&key) {
+                if !self.supplied.insert((key, from)) {
+                    continue;
+                }
                 let registration = entry.registration.clone();
                 self.send(from, Message::Supply { key, registration });
             }

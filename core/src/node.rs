@@ -229,6 +229,14 @@ pub struct Node {
     /// Registrations asked of a launcher (key, launcher) for a held task that
     /// required them before this node had heard of them (see `Message::Fetch`).
     pub(crate) fetched: BTreeSet<(Key, NodeId)>,
+    /// Registrations supplied (key, target) in answer to a `Fetch`: a correct
+    /// target asks once, so a repeat is not answered again (each answer carries
+    /// the registration, which may be thousands of times the size of the ask).
+    pub(crate) supplied: BTreeSet<(Key, NodeId)>,
+    /// As coordinator: requests (key, requester) answered from `completed`. A
+    /// correct requester asks each coordinator once, so a repeat is not answered
+    /// again (each answer carries a report of up to 16 error texts).
+    pub(crate) answered: BTreeSet<(Key, NodeId)>,
     /// Tasks handed to the host and not yet finished.
     pub(crate) running: BTreeSet<TaskRunId>,
     next_invocation: u64,
@@ -495,6 +503,8 @@ impl Node {
             fenced: None,
             held: BTreeMap::new(),
             fetched: BTreeSet::new(),
+            supplied: BTreeSet::new(),
+            answered: BTreeSet::new(),
             running: BTreeSet::new(),
             next_invocation: 0,
             next_request: 0,

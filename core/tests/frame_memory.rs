@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use herald_core::{Config, Message, Node, NodeId, decode_frame, encode_frames};
+use herald_core::{Config, Key, Message, Node, NodeId, Registration, decode_frame, encode_frames};
 
 struct Counting;
 
@@ -76,5 +76,119 @@ fn a_frame_of_tiny_messages_is_handled_in_little_more_than_its_own_size() {
     assert!(
         decoding > 10 * frame.len(),
         "decoded whole: {decoding} bytes (the measure has teeth)"
+    );
+}
+
+/// The messages `node` answers a frame with: every `Transmit` drained, encoded
+/// as the host would send them. Returns (messages of `kind`, encoded bytes).
+fn answer_to(node: &mut Node, kind: &str) -> (usize, usize) {
+    let (mut count, mut bytes) = (0, 0);
+    while let Some(output) = node.poll_output() {
+        if let herald_core::Output::Transmit { messages, .. } = output {
+            count += messages.iter().filter(|m| m.kind() == kind).count();
+            let limit = node.config().max_frame_bytes();
+            bytes += encode_frames(&messages, limit)
+                .expect("encodes")
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>();
+        }
+    }
+    (count, bytes)
+}
+
+/// A node with one registration done here (top-level, as coordinator and
+/// launcher): `args` argument bytes, and a job-wide result naming node 1 failed
+/// with an error text of 4 KiB, so both its `Supply` and its `Complete` are large.
+fn node_holding(args: usize) -> (Node, Key, Registration) {
+    let config = Config::new(NodeId(0), 2).expect("config");
+    let mut node = Node::new(config);
+    // Coordinated here: its home is node 0.
+    let registration = (0u8..)
+        .map(|code| Registration::new(vec![code], vec![7u8; args]))
+        .find(|r| r.key().home(2) == NodeId(0))
+        .expect("some code is homed at node 0");
+    let key = registration.key();
+    node.register(registration.clone(), None)
+        .expect("registered");
+    while let Some(output) = node.poll_output() {
+        if let herald_core::Output::Invoke(invocation) = output {
+            node.invocation_finished(invocation.id, Ok(()))
+                .expect("finished");
+        }
+    }
+    let failed = Message::Ack {
+        key,
+        root: NodeId(0),
+        report: {
+            let mut report = herald_core::Report::default();
+            report.add_failure(
+                NodeId(1),
+                &"e".repeat(4096),
+                herald_core::Limits::for_frame(herald_core::DEFAULT_MAX_FRAME_BYTES),
+            );
+            report
+        },
+    };
+    node.handle_message(NodeId(1), failed)
+        .expect("node 1's ack");
+    while node.poll_output().is_some() {}
+    (node, key, registration)
+}
+
+/// A correct node asks a launcher for a key once (`Fetch`, once per key and
+/// launcher) and a coordinator for a key once (`Request`, once per key and
+/// coordinator). A frame repeating a small `Fetch` or `Request` must not be
+/// answered once per copy: each answer (`Supply` with the registration, a
+/// `Complete` with the report) can be thousands of times larger than what asked
+/// for it, so a 64 KiB frame would take gigabytes to answer.
+#[test]
+fn a_frame_repeating_a_small_question_is_answered_once() {
+    let copies = 1000;
+    let (mut node, key, _) = node_holding(64 << 10);
+    let fetches = vec![Message::Fetch { keys: vec![key] }; copies];
+    let frame = encode_frames(&fetches, node.config().max_frame_bytes())
+        .expect("encodes")
+        .remove(0);
+    node.handle_frame(NodeId(1), &frame).expect("valid frame");
+    let (supplies, bytes) = answer_to(&mut node, "supply");
+    assert_eq!(
+        supplies,
+        1,
+        "a {}-byte frame of fetches answered with {bytes} bytes",
+        frame.len()
+    );
+    let one_fetch = vec![Message::Fetch {
+        keys: vec![key; copies],
+    }];
+    let frame = encode_frames(&one_fetch, node.config().max_frame_bytes())
+        .expect("encodes")
+        .remove(0);
+    node.handle_frame(NodeId(1), &frame).expect("valid frame");
+    assert_eq!(answer_to(&mut node, "supply").0, 0, "already supplied");
+
+    let (mut node, key, small) = node_holding(0);
+    let requests = vec![
+        Message::Request {
+            key,
+            registration: small,
+            offer: None,
+        };
+        copies
+    ];
+    let frame = encode_frames(&requests, node.config().max_frame_bytes())
+        .expect("encodes")
+        .remove(0);
+    node.handle_frame(NodeId(1), &frame).expect("valid frame");
+    let (completes, bytes) = answer_to(&mut node, "complete");
+    assert_eq!(
+        completes,
+        1,
+        "a {}-byte frame of requests answered with {bytes} bytes",
+        frame.len()
+    );
+    assert!(
+        bytes > 4096,
+        "the answer carries node 1's error text: {bytes} bytes"
     );
 }
