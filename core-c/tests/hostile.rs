@@ -300,3 +300,50 @@ fn a_job_larger_than_the_core_accepts_is_refused_at_creation() {
     assert!(Core::with(0, u32::MAX, 0, 0).is_err());
     assert!(Core::with(herald_core::MAX_NODES - 1, herald_core::MAX_NODES, 0, 0).is_ok());
 }
+
+/// A frame repeating one small `Fetch` (a correct node asks a launcher once per
+/// key) is answered with the registration once, not once per copy: through the C
+/// API each copy was a `Supply` carrying the registration's 64 KiB of arguments,
+/// all encoded at the next poll (a 34 KB frame made 65 MB of frames, an 8 MiB
+/// one would make 16 GB). The core stays usable.
+#[test]
+fn a_frame_repeating_a_small_fetch_is_answered_once() {
+    let mut core = Core::new(0, 2);
+    let args = vec![7u8; 64 << 10];
+    core.register(b"code", &args, None, None)
+        .expect("registered");
+    for out in core.drain() {
+        if let Out::Invoke { invocation, .. } = out {
+            assert_eq!(core.invocation_finished(invocation, None), HERALD_CORE_OK);
+        }
+    }
+    core.drain();
+    let key = herald_core::Registration::new(b"code".to_vec(), args).key();
+    let repeated = frame(&vec![Message::Fetch { keys: vec![key] }; 1000]);
+    assert_eq!(
+        core.handle_frame(1, &repeated),
+        HERALD_CORE_OK,
+        "{}",
+        core.error()
+    );
+    let answered: usize = core
+        .drain()
+        .iter()
+        .map(|out| match out {
+            Out::Transmit { frame, .. } => frame.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        answered > 64 << 10 && answered < 2 * (64 << 10),
+        "a {}-byte frame answered with {answered} bytes",
+        repeated.len()
+    );
+    let outputs = register_and_check_targets(&mut core, b"after");
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Out::Transmit { to: 1, .. })),
+        "the core goes on: {outputs:?}"
+    );
+}
