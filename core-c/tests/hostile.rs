@@ -347,3 +347,50 @@ fn a_frame_repeating_a_small_fetch_is_answered_once() {
         "the core goes on: {outputs:?}"
     );
 }
+
+/// Valid messages before one naming a node outside the job are handled, once;
+/// nothing after it is; the sender is declared down once. The same frame handed
+/// over again (a caller retrying) handles nothing twice.
+#[test]
+fn messages_before_an_invalid_one_are_handled_once_and_none_after() {
+    let registration = |code: &[u8]| herald_core::Registration::new(code.to_vec(), Vec::new());
+    let request = |code: &[u8]| Message::Request {
+        key: registration(code).key(),
+        registration: registration(code),
+        offer: None,
+    };
+    let hostile = frame(&[
+        request(b"before"),
+        Message::Down {
+            node: NodeId(1000),
+            by: NodeId(1),
+            reason: "x".into(),
+        },
+        request(b"after"),
+    ]);
+    let mut core = Core::new(0, NODES);
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(core.handle_frame(1, &hostile), HERALD_CORE_ERR_PROTOCOL);
+        assert!(core.error().contains("outside"), "{}", core.error());
+        outputs.extend(core.drain());
+    }
+    let invoked: Vec<&[u8]> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Invoke { code, .. } => Some(code.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(invoked, [b"before".as_slice()], "{outputs:?}");
+    let downs = outputs
+        .iter()
+        .filter(|o| matches!(o, Out::PeerDown { node: 1, .. }))
+        .count();
+    assert_eq!(downs, 1, "{outputs:?}");
+    let after = register_and_check_targets(&mut core, b"later");
+    assert!(
+        after.iter().any(|o| matches!(o, Out::Invoke { .. })),
+        "the core goes on: {after:?}"
+    );
+}
