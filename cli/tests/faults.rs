@@ -1,7 +1,8 @@
 //! Real faults on real processes: a rank stopped (SIGSTOP) past the peer timeout,
 //! a peer that stalls in the middle of a frame, a peer that sends an invalid
 //! frame (the one-sided down of old), a 70 MiB error text, ranks started with
-//! different fan-outs, and a rank cut off by its network (network namespaces).
+//! different fan-outs, a rank cut off by its network (network namespaces), and a
+//! requester's coordinator killed while the requester's own run (`Ran`) is due.
 //! Timeouts are short (heartbeat 200 ms, peer timeout 3 s) so each test takes
 //! seconds; the harness's guard only bounds a broken run.
 
@@ -341,6 +342,55 @@ fn a_callback_that_does_not_return_is_named_on_its_own_rank() {
     assert!(statuses.iter().all(|s| s.success()), "{transcript}");
     assert_eq!(job.count("registration: ok on 3 nodes"), 1, "{transcript}");
     assert!(!transcript.contains("in the job's view"), "{transcript}");
+}
+
+/// The requester's own run (`Ran`): rank 0 requests a key that rank 1
+/// coordinates (at N = 3 rank 0 is a childless child of rank 1, so it reports its
+/// own run instead of being sent the registration) and is still in its callback
+/// when rank 1 is killed. Rank 0 asks the next live node, rank 2, which already
+/// ran it in rank 1's round, and reports its run there once the callback returns:
+/// the registration completes naming rank 1 unreachable, and every rank ran it
+/// once.
+#[test]
+fn a_requesters_coordinator_killed_before_its_run_is_done_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = build_c(dir.path(), "global", "global", "");
+    let go = dir.path().join("go");
+    let env = [
+        ("HERALD_TEST_TAG".to_owned(), tag_coordinated_by(1, 3)),
+        ("HERALD_TEST_STALL_NODE".to_owned(), "0".to_owned()),
+        (
+            "HERALD_TEST_STALL_FILE".to_owned(),
+            go.display().to_string(),
+        ),
+    ];
+    let mut job = Job::start(3, |_| RankSetup {
+        args: main_args(dir.path(), &global, "global_main"),
+        env: env.to_vec(),
+    });
+    job.expect_line(|l| l.rank == 0 && l.text.contains("node 0: in the callback"));
+    job.expect_line(|l| l.rank == 2 && l.text == "node 2: ran");
+    job.kill(1);
+    job.expect_line(|l| l.rank == 0 && l.text.contains("node 1 is down in the job's view"));
+    std::fs::write(&go, b"").expect("let the callback return");
+    let statuses = job.wait();
+    let transcript = job.transcript();
+    assert_eq!(
+        job.count_lines(|l| l.rank == 0
+            && l.text.contains("registration: rc=")
+            && l.text.contains("unreachable nodes: 1")),
+        1,
+        "{transcript}"
+    );
+    assert_eq!(
+        statuses[0].code(),
+        Some(3),
+        "failed naming a node\n{transcript}"
+    );
+    assert!(statuses[2].success(), "{transcript}");
+    for rank in [0, 2] {
+        assert_eq!(ran(&job, rank), 1, "{transcript}");
+    }
 }
 
 /// A callback or task that throws (a C++ exception, here raised with the
