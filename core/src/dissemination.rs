@@ -56,10 +56,7 @@ struct Offer {
 /// children, so its own outcome is its subtree's, and its view did not know of
 /// nodes the round does not (it grafts no joiners below itself).
 fn ran_stands_for_ack(tree: &Tree, view: u32, node: NodeId, offered: u32) -> bool {
-    node.0 < view
-        && offered <= view
-        && tree.parent(node) == Some(tree.root())
-        && tree.children(node).next().is_none()
+    node.0 < view && offered <= view && tree.is_childless_child_of_root(node)
 }
 
 impl Node {

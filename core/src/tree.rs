@@ -76,6 +76,19 @@ impl Tree {
         false
     }
 
+    /// Whether `node` is a child of the root with no children of its own: its
+    /// own outcome is its whole subtree's (see `Message::Ran`).
+    ///
+    /// ```
+    /// use herald_core::{NodeId, Tree};
+    /// let tree = Tree::new(7, 2, NodeId(0));
+    /// assert!(!tree.is_childless_child_of_root(NodeId(2)), "2 has children 5 and 6");
+    /// assert!(Tree::new(3, 2, NodeId(0)).is_childless_child_of_root(NodeId(2)));
+    /// ```
+    pub fn is_childless_child_of_root(&self, node: NodeId) -> bool {
+        self.parent(node) == Some(self.root()) && self.children(node).next().is_none()
+    }
+
     fn position(&self, node: NodeId) -> u64 {
         (u64::from(node.0) + self.nodes - self.root % self.nodes) % self.nodes
     }

@@ -255,13 +255,13 @@ fn child(rank: u32) {
     drop(raw);
 }
 
-/// Round trips a registration from node 0 needs: to the coordinator and back if
-/// it is another node, plus one per tree level.
+/// Round trips a registration from node 0 needs: one per tree level, plus one to
+/// the coordinator and back if it is another node of which node 0 is not a
+/// childless child (its own run then stands for its part).
 fn expected_hops(key: Key, nodes: u32) -> f64 {
     let coordinator = key.home(nodes);
     let tree = Tree::new(nodes, herald_core::DEFAULT_FANOUT, coordinator);
-    let stands_for_its_part =
-        tree.parent(NodeId(0)) == Some(coordinator) && tree.children(NodeId(0)).next().is_none();
+    let stands_for_its_part = tree.is_childless_child_of_root(NodeId(0));
     let extra = if coordinator == NodeId(0) || stands_for_its_part {
         0.0
     } else {

@@ -114,8 +114,7 @@ fn herald_against_naive_at_scale() {
             // A childless child of the home reports its run with `Ran` instead of
             // taking part (request, ran, complete for disseminate and ack).
             let tree = Tree::new(nodes, k, home_of(&script, nodes));
-            let ran = tree.parent(requester) == Some(tree.root())
-                && tree.children(requester).next().is_none();
+            let ran = tree.is_childless_child_of_root(requester);
             assert_eq!(
                 report.messages,
                 2 * n1 + if ran { 1 } else { 2 },
