@@ -215,10 +215,9 @@ pub fn run_local_job(
         // rank started (a wrapper script's program, a background child) would
         // otherwise live on and hold its output pipes, and `herald run` with them.
         // After a forwarded signal the ranks are stopping already; let them.
-        let failed = |status: ExitStatus| !status.success() && !is_fenced(status);
         if !stopped
             && forwarder.received().is_none()
-            && status_without_reaping(children[index].id()).is_some_and(failed)
+            && status_without_reaping(children[index].id()).is_some_and(failed_on_its_own)
         {
             stopped = true;
             own_failures = failed_unreaped(&children, &statuses);
@@ -270,8 +269,7 @@ fn failed_unreaped(children: &[std::process::Child], statuses: &[Option<ExitStat
         .enumerate()
         .filter(|(_, status)| status.is_none())
         .filter(|&(rank, _)| {
-            status_without_reaping(children[rank].id())
-                .is_some_and(|status| !status.success() && !is_fenced(status))
+            status_without_reaping(children[rank].id()).is_some_and(failed_on_its_own)
         })
         .map(|(rank, _)| rank as u32)
         .collect()
@@ -312,6 +310,12 @@ fn status_without_reaping(pid: u32) -> Option<ExitStatus> {
 /// status for that).
 fn is_fenced(status: ExitStatus) -> bool {
     status.code() == Some(i32::from(crate::node::FENCED_EXIT))
+}
+
+/// Whether a rank failed, rather than succeeding or ending because the job
+/// declared it down (which stops nothing).
+fn failed_on_its_own(status: ExitStatus) -> bool {
+    !status.success() && !is_fenced(status)
 }
 
 #[cfg(test)]
