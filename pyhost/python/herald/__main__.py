@@ -296,7 +296,7 @@ def _failed_already(ranks, skip):
                 info = None
                 code = process.wait()
             if info is not None:
-                code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+                code = _exit_code(info)
             elif code is None:
                 continue
         if rank != skip and code not in (0, FENCED_EXIT):
@@ -330,7 +330,7 @@ def _exit_code_without_reaping(process, on_stop=lambda signum: None):
         if info is None:
             return None
         if info.si_code != os.CLD_STOPPED:
-            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            return _exit_code(info)
         # Take this stop's report (WNOWAIT left it), and only it: WSTOPPED alone
         # never takes an exit, which stays for the wait that reaps the rank.
         try:
@@ -338,6 +338,12 @@ def _exit_code_without_reaping(process, on_stop=lambda signum: None):
         except OSError:
             pass
         on_stop(info.si_status)
+
+
+def _exit_code(info):
+    """The exit code a ``waitid`` result reports, minus the signal that ended the
+    process, as ``Popen.returncode`` gives it."""
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _signal_name(signum):
