@@ -23,11 +23,19 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 DEMO = os.path.join(REPO_DIR, "examples", "python", "nativetasks", "demo.py")
 
 
-def run(nodes, args, env=None, timeout=120):
-    """``python3 -m herald run -n NODES ARGS``, a job of its own."""
+def _outside_any_job():
+    """This process's environment without the variables of the job it runs in
+    (under herald run or herald-python), so that a launcher started with it
+    starts a job of its own."""
     environment = dict(os.environ)
     for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
         environment.pop(variable, None)
+    return environment
+
+
+def run(nodes, args, env=None, timeout=120):
+    """``python3 -m herald run -n NODES ARGS``, a job of its own."""
+    environment = _outside_any_job()
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "herald", "run", "-n", str(nodes), *args],
@@ -337,9 +345,7 @@ def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
         "    file.write(str(os.getpid()))\n"
         "sys.stdin.read() if herald.node_id() == 0 else herald.serve()\n"
     )
-    environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
-        environment.pop(variable, None)
+    environment = _outside_any_job()
     launcher = subprocess.Popen(
         [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(tmp_path / "pid")],
         env=environment,
@@ -394,9 +400,7 @@ def test_a_rank_that_cannot_be_started_stops_the_started_ones(tmp_path):
     )
     pids = tmp_path / "pids"
     pids.mkdir()
-    environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
-        environment.pop(variable, None)
+    environment = _outside_any_job()
     job = subprocess.run(
         [sys.executable, "-m", "herald", "run", "-n", "40", str(script), str(pids)],
         env=environment,
@@ -473,9 +477,7 @@ def test_a_stopped_rank_is_named_with_how_to_resume_it(tmp_path):
         "print('rank', herald.node_id(), 'done')\n"
     )
     pid_file = tmp_path / "pid"
-    environment = dict(os.environ)
-    for variable in ("HERALD_RANK", "HERALD_SIZE", "HERALD_COORDINATOR", "HERALD_SECRET"):
-        environment.pop(variable, None)
+    environment = _outside_any_job()
     launcher = subprocess.Popen(
         [sys.executable, "-m", "herald", "run", "-n", "2", str(script), str(pid_file)],
         env=environment,
