@@ -79,6 +79,13 @@ fn a_frame_of_tiny_messages_is_handled_in_little_more_than_its_own_size() {
     );
 }
 
+/// `messages` in one frame under `node`'s limit, as a peer would send them.
+fn one_frame(node: &Node, messages: &[Message]) -> Vec<u8> {
+    let frames = encode_frames(messages, node.config().max_frame_bytes()).expect("encodes");
+    assert_eq!(frames.len(), 1, "the messages fit one frame");
+    frames.into_iter().next().unwrap_or_default()
+}
+
 /// The messages `node` answers a frame with: every `Transmit` drained, encoded
 /// as the host would send them. Returns (messages of `kind`, encoded bytes).
 fn answer_to(node: &mut Node, kind: &str) -> (usize, usize) {
@@ -147,9 +154,7 @@ fn a_frame_repeating_a_small_question_is_answered_once() {
     let copies = 1000;
     let (mut node, key, _) = node_holding(64 << 10);
     let fetches = vec![Message::Fetch { keys: vec![key] }; copies];
-    let frame = encode_frames(&fetches, node.config().max_frame_bytes())
-        .expect("encodes")
-        .remove(0);
+    let frame = one_frame(&node, &fetches);
     node.handle_frame(NodeId(1), &frame).expect("valid frame");
     let (supplies, bytes) = answer_to(&mut node, "supply");
     assert_eq!(
@@ -161,9 +166,7 @@ fn a_frame_repeating_a_small_question_is_answered_once() {
     let one_fetch = vec![Message::Fetch {
         keys: vec![key; copies],
     }];
-    let frame = encode_frames(&one_fetch, node.config().max_frame_bytes())
-        .expect("encodes")
-        .remove(0);
+    let frame = one_frame(&node, &one_fetch);
     node.handle_frame(NodeId(1), &frame).expect("valid frame");
     assert_eq!(answer_to(&mut node, "supply").0, 0, "already supplied");
 
@@ -176,9 +179,7 @@ fn a_frame_repeating_a_small_question_is_answered_once() {
         };
         copies
     ];
-    let frame = encode_frames(&requests, node.config().max_frame_bytes())
-        .expect("encodes")
-        .remove(0);
+    let frame = one_frame(&node, &requests);
     node.handle_frame(NodeId(1), &frame).expect("valid frame");
     let (completes, bytes) = answer_to(&mut node, "complete");
     assert_eq!(
