@@ -64,11 +64,7 @@ fn a_joiner_replays_the_log_in_order_one_at_a_time_before_any_task() {
         .expect("finish");
     c.pump();
     c.settle();
-    assert!(
-        c.task_results
-            .iter()
-            .any(|(n, l, o)| n.0 == 0 && *l == launch && o.is_ok())
-    );
+    assert!(c.answered_ok(0, launch));
     for reg in &regs {
         assert_eq!(c.invocations_of(reg.key()), 4, "once on each of 4 nodes");
     }
@@ -199,11 +195,7 @@ fn a_launch_that_reaches_the_joiner_before_its_welcome_is_held() {
     c.node(3).task_finished(run, Ok(vec![])).expect("finish");
     c.pump();
     c.settle();
-    assert!(
-        c.task_results
-            .iter()
-            .any(|(n, l, o)| n.0 == 0 && *l == launch && o.is_ok())
-    );
+    assert!(c.answered_ok(0, launch));
 }
 
 #[test]

@@ -229,6 +229,14 @@ impl Cluster {
             .map(|(_, _, result)| result)
     }
 
+    /// Whether `node` had `launch` answered with a result (the task ran and
+    /// returned).
+    pub fn answered_ok(&self, node: u32, launch: LaunchId) -> bool {
+        self.task_results
+            .iter()
+            .any(|(n, l, outcome)| n.0 == node && *l == launch && outcome.is_ok())
+    }
+
     /// Cuts the link between `a` and `b`: frames on it, in flight or later, are lost.
     pub fn cut_link(&mut self, a: u32, b: u32) {
         self.cut.push((a.min(b), a.max(b)));
