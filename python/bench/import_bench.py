@@ -531,11 +531,10 @@ def print_phases(results):
 
 THREAD_GROUPS = (
     ("rank 0 main", lambda name: name == "0:herald-python"),
+    ("other mains", lambda name: name.split(":")[-1] == "herald-python"),
     ("workers", lambda name: name.split(":")[-1].startswith("herald-worker")),
     ("event loops", lambda name: name.split(":")[-1].startswith("herald-event-lo")),
-    ("event fwd", lambda name: name.split(":")[-1].startswith("herald-python-e")),
-    ("tcp writers", lambda name: name.split(":")[-1].startswith("herald-tcp-w")),
-    ("tcp readers", lambda name: name.split(":")[-1].startswith("herald-tcp-r")),
+    ("I/O threads", lambda name: name.split(":")[-1].startswith("herald-io")),
     ("other", lambda name: True),
 )
 
