@@ -529,3 +529,24 @@ def test_every_rank_that_failed_on_its_own_is_named(capfd):
         _kill_left([process.pid for process in ranks])
         for process in ranks:
             process.wait()
+
+
+def test_bad_command_lines_are_refused():
+    def launcher(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "herald", *args],
+            env=_outside_any_job(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # Nothing to run is a usage error, as for herald-python and `herald`.
+    bare = launcher()
+    assert bare.returncode == 2 and "nothing to run" in bare.stderr, bare
+    assert "usage: python3 -m herald run" in bare.stderr
+    helped = launcher("--help")
+    assert helped.returncode == 0 and "usage: python3 -m herald run" in helped.stdout
+    assert launcher("frob").returncode == 2
+    assert launcher("run", "-n", "0", "x.py").returncode == 2

@@ -56,7 +56,9 @@ def main(argv):
 
 def _parse(argv):
     """(nodes, program), or (None, None) for help; ValueError if wrong."""
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise ValueError("nothing to run: give the command, run")
+    if argv[0] in ("-h", "--help"):
         return None, None
     if argv[0] != "run":
         raise ValueError(f"unknown command {argv[0]!r}: the command is run")
