@@ -207,12 +207,22 @@ impl MeshConfig {
                 u32::MAX - 1
             ));
         }
-        if !self.peer_timeout.is_zero()
-            && (self.heartbeat.is_zero() || self.peer_timeout < 2 * self.heartbeat)
-        {
+        if !self.peer_timeout.is_zero() && self.heartbeat.is_zero() {
+            return invalid(format!(
+                "a peer timeout of {:?} with no heartbeats (heartbeat 0): every idle link \
+                 would fall silent and its peer be declared down; give a heartbeat of at \
+                 most half the timeout (--heartbeat-ms, HERALD_HEARTBEAT_MS), or a peer \
+                 timeout of 0 to turn silence detection off (--peer-timeout-ms, \
+                 HERALD_PEER_TIMEOUT_MS)",
+                self.peer_timeout
+            ));
+        }
+        if !self.peer_timeout.is_zero() && self.peer_timeout < 2 * self.heartbeat {
             return invalid(format!(
                 "peer timeout {:?} with heartbeat {:?}: the timeout must be at least twice \
-                 the heartbeat (or zero to turn silence detection off)",
+                 the heartbeat; raise --peer-timeout-ms (HERALD_PEER_TIMEOUT_MS), lower \
+                 --heartbeat-ms (HERALD_HEARTBEAT_MS), or give a peer timeout of 0 to turn \
+                 silence detection off",
                 self.peer_timeout, self.heartbeat
             ));
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use common::{TIMEOUT, assert_all_pairs_work, config, expect_frame, form, recv};
 use herald_tcp::{Mesh, MeshEvent, Secret, TcpError};
@@ -202,7 +203,7 @@ fn formation_times_out_naming_the_missing_ranks() {
         &Secret::random(),
         "lonely",
     );
-    config.establish_timeout = std::time::Duration::from_millis(300);
+    config.establish_timeout = Duration::from_millis(300);
     match Mesh::establish_with_listener(config, listener) {
         Err(err @ TcpError::Timeout { .. }) => {
             let TcpError::Timeout { ref missing, .. } = err else {
@@ -239,6 +240,27 @@ fn invalid_configurations_are_refused_up_front() {
         Mesh::establish(bad.clone()),
         Err(TcpError::InvalidConfig { .. })
     ));
+    // Timing that cannot work is refused saying what to change.
+    bad.cluster_id = "c".into();
+    bad.peer_timeout = Duration::from_secs(5);
+    bad.heartbeat = Duration::ZERO;
+    match Mesh::establish(bad.clone()) {
+        Err(TcpError::InvalidConfig { reason }) => {
+            assert!(reason.contains("no heartbeats"), "{reason}");
+            assert!(reason.contains("--heartbeat-ms"), "{reason}");
+            assert!(reason.contains("peer timeout of 0"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "a mesh")),
+    }
+    bad.heartbeat = Duration::from_secs(3);
+    match Mesh::establish(bad.clone()) {
+        Err(TcpError::InvalidConfig { reason }) => {
+            assert!(reason.contains("at least twice"), "{reason}");
+            assert!(reason.contains("--peer-timeout-ms"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "a mesh")),
+    }
+    bad.heartbeat = Duration::from_secs(1);
     // A size no job can have is refused before anything is allocated for it
     // (four billion ranks would need hundreds of gigabytes of rank 0's state).
     bad.cluster_id = "c".into();
