@@ -232,7 +232,8 @@ pub enum BootstrapError {
     },
     /// A mesh needs a coordinator address and none was given.
     #[error(
-        "no coordinator address: set HERALD_COORDINATOR=HOST:PORT (where rank 0 listens) or pass --coordinator"
+        "no coordinator address: set HERALD_COORDINATOR=HOST:PORT, where rank 0 listens, in every \
+         rank's environment (`herald node` also takes --coordinator); `herald run` does this for you"
     )]
     MissingCoordinator,
     /// A mesh needs a secret and none was given.
