@@ -95,8 +95,12 @@ class Future(Generic[_T]):
     def __init__(
         self, handle: object, node: int, what: str, decode: Callable[[bytes, int, str], _T] | None
     ) -> None: ...
-    def result(self, timeout: float | None = None) -> _T: ...
-    def done(self) -> bool: ...
+    def result(self, timeout: float | None = None) -> _T:
+        """Waits for the task and returns its result: re-raises the task's own
+        exception, :class:`TaskError` if it could not run, ``TimeoutError``
+        after ``timeout`` seconds (None: no limit)."""
+    def done(self) -> bool:
+        """Whether the result has arrived (``result()`` would not wait)."""
 
 class Task(Generic[_P, _R]):
     """A function made into a herald task by :func:`task`."""
