@@ -325,7 +325,7 @@ fn a_rank_started_in_the_root_directory_allows_nothing_implicitly() {
     );
     assert!(text.contains(&wanted), "{wanted}\n{text}");
     assert!(
-        text.contains("HERALD_LIBRARY_PATH (both add to the defaults)"),
+        text.contains("to HERALD_LIBRARY_PATH on every node (or pass --library-path"),
         "{text}"
     );
     assert!(!text.contains("inner ran"), "{text}");

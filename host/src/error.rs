@@ -118,7 +118,8 @@ pub enum LoadError {
     /// The library lies outside every allowed directory.
     #[error(
         "library {path} is outside the allowed directories ({allowed}); add its directory \
-         with --library-path or HERALD_LIBRARY_PATH (both add to the defaults) on every node",
+         to HERALD_LIBRARY_PATH on every node (or pass --library-path to herald node or \
+         herald-python; both add to the defaults)",
         allowed = display_dirs(allowed)
     )]
     NotAllowed {
@@ -186,7 +187,8 @@ pub enum LoadError {
     #[error(
         "library {library} depends on {dependency}, which is outside the allowed directories \
          ({allowed}) and the system library directories; nothing was loaded; add its directory \
-         with --library-path or HERALD_LIBRARY_PATH (both add to the defaults) on every node",
+         to HERALD_LIBRARY_PATH on every node (or pass --library-path to herald node or \
+         herald-python; both add to the defaults)",
         allowed = display_dirs(allowed)
     )]
     DependencyNotAllowed {

@@ -100,7 +100,8 @@ def test_a_library_outside_the_allowed_directories_fails_wait_pending(package_di
     assert job.returncode != 0, output
     assert (f"wait_pending raised: library {library} is outside the allowed directories"
             in job.stdout), output
-    assert "--library-path or HERALD_LIBRARY_PATH (both add to the defaults)" in job.stdout
+    assert "to HERALD_LIBRARY_PATH on every node" in job.stdout
+    assert "--library-path to herald node or herald-python" in job.stdout
 
 
 def test_library_path_allows_a_directory_on_every_node(package_dir):
