@@ -85,7 +85,8 @@ __all__ = [
 
 
 def node_id():
-    """This node's id (its rank): 0 for the node that runs the program."""
+    """This node's id, its rank in the job (0 up to ``num_nodes() - 1``); under
+    herald-python rank 0 runs the program and the others serve it."""
     return _herald.node_id()
 
 

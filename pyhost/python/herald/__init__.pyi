@@ -112,7 +112,8 @@ class Task(Generic[_P, _R]):
     def launch_all(self, /, *args: _P.args, **kwargs: _P.kwargs) -> list[Future[_R]]: ...
 
 def node_id() -> int:
-    """This node's id (its rank): 0 for the node that runs the program."""
+    """This node's id, its rank in the job (0 up to ``num_nodes() - 1``); under
+    herald-python rank 0 runs the program and the others serve it."""
 
 def num_nodes() -> int:
     """Number of node ids in this node's current view (joined nodes and nodes
