@@ -112,8 +112,10 @@ def load_library(path):
     Its constructors may register globally through the C ABI (``herald.h``);
     this returns once those registrations are done on every node, and raises
     :class:`HeraldError` if one failed, naming the nodes. The library must be in
-    a directory every node allows: site-packages, the active virtualenv's,
-    ``HERALD_LIBRARY_PATH`` or ``herald-python --library-path DIR``.
+    a directory every node allows: site-packages, the active virtualenv's, the
+    working directory at start and the interpreter's directory (unless one is
+    ``/``, the home directory or writable by anyone), ``HERALD_LIBRARY_PATH`` or
+    ``herald-python --library-path DIR``.
     """
     _canonical, _digest, _registrations, loaded = _herald.load_library(os.fspath(path))
     # The loader's name for the object herald checked and loaded: opening the
