@@ -145,7 +145,8 @@ int herald_wait(herald_handle handle, char *error, size_t error_len);
 void herald_release(herald_handle handle);
 
 /* Task names starting with "herald." are reserved for herald itself: registering
- * or launching one fails with HERALD_ERR_INVALID. */
+ * one fails at once (0, or HERALD_ERR_INVALID from herald_register_task_local),
+ * and launching one returns a handle whose herald_task_wait is HERALD_ERR_INVALID. */
 
 /* Registers task `name` as the exported function `function`, on every node,
  * lazily: a node loads the library the first time the task runs there.
