@@ -63,6 +63,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some((program, rest)) = args.command.split_first() else {
         bail!("herald run: give the program to run after --");
     };
+    check_timing(args.heartbeat_ms, args.peer_timeout_ms)?;
     let stdout = Arc::new(std::io::stdout());
     let stderr = Arc::new(std::io::stderr());
     let env: Vec<(String, String)> = [
@@ -120,6 +121,27 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Refuses, before any rank starts, the timing every rank's mesh would refuse
+/// (each rank would otherwise start only to fail forming the job).
+fn check_timing(heartbeat_ms: Option<u64>, peer_timeout_ms: Option<u64>) -> anyhow::Result<()> {
+    match (heartbeat_ms, peer_timeout_ms) {
+        (Some(0), Some(timeout)) if timeout > 0 => bail!(
+            "herald run: --peer-timeout-ms {timeout} with --heartbeat-ms 0: with no heartbeats \
+             every idle link falls silent and its peer would be declared down; give a heartbeat \
+             of at most half the timeout, or --peer-timeout-ms 0 to turn silence detection off"
+        ),
+        (Some(heartbeat), Some(timeout))
+            if timeout > 0 && timeout < heartbeat.saturating_mul(2) =>
+        {
+            bail!(
+                "herald run: --peer-timeout-ms {timeout} is less than twice --heartbeat-ms \
+             {heartbeat}; raise the timeout or lower the heartbeat"
+            )
+        }
+        _ => Ok(()),
     }
 }
 

@@ -256,6 +256,44 @@ fn an_n_the_machine_cannot_hold_is_refused() {
     );
 }
 
+/// Timing every rank would refuse is refused by `herald run` itself, before any
+/// rank starts (a program that does not use herald would otherwise "succeed").
+#[test]
+fn timing_the_ranks_would_refuse_is_refused_before_they_start() {
+    for flags in [
+        ["--heartbeat-ms", "0", "--peer-timeout-ms", "5000"],
+        ["--heartbeat-ms", "1000", "--peer-timeout-ms", "1500"],
+    ] {
+        let output = Command::new(herald())
+            .args(["run", "-n", "2"])
+            .args(flags)
+            .args(["--", "sh", "-c", "echo rank ran"])
+            .output()
+            .expect("run herald run");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--peer-timeout-ms"), "{stderr}");
+        assert!(!stdout.contains("rank ran"), "{stdout}");
+    }
+    // Silence detection off with no heartbeats is fine.
+    let output = Command::new(herald())
+        .args([
+            "run",
+            "-n",
+            "1",
+            "--heartbeat-ms",
+            "0",
+            "--peer-timeout-ms",
+            "0",
+        ])
+        .args(["--", "sh", "-c", "echo rank ran"])
+        .output()
+        .expect("run herald run");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("rank ran"));
+}
+
 #[test]
 fn secret_prints_64_fresh_hex_digits() {
     let secret = || {
