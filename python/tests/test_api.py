@@ -4,6 +4,8 @@ import ast
 import json
 import os
 
+import pytest
+
 import herald
 import hp_probe
 from hp_suite import on_every_node
@@ -75,6 +77,16 @@ def test_launch_runs_functions_defined_here_by_value(nodes):
     assert [herald.launch(node, lambda: herald.num_nodes()).result() for node in nodes] == [
         len(nodes)
     ] * len(nodes)
+
+
+def test_a_task_launched_by_name_takes_bytes_only(nodes):
+    # An int would otherwise become that many zero bytes, a str an unhelpful error.
+    for argument, named in ((3, "not int"), ("a b", "text.encode()")):
+        with pytest.raises(TypeError, match="bytes-like") as raised:
+            herald.launch(nodes[-1], "hp.no_such_task", argument)
+        assert named in str(raised.value)
+    with pytest.raises(herald.TaskError, match="is not registered"):
+        herald.launch(nodes[-1], "hp.no_such_task", memoryview(b"x")).result()
 
 
 def test_stats_count_this_nodes_work():

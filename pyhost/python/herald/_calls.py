@@ -74,10 +74,24 @@ def launch(node, fn, /, *args, **kwargs):
     if isinstance(fn, str):
         if kwargs or len(args) > 1:
             raise TypeError("a task launched by name takes at most one bytes-like argument")
-        data = bytes(args[0]) if args else b""
+        data = _task_bytes(fn, args[0]) if args else b""
         return Future(_herald.launch(node, fn, data), node, f"task {fn!r}", None)
     data = dumps((fn, args, kwargs))
     return Future(_herald.launch(node, _herald.PYTHON_CALL_TASK, data), node, describe(fn), _decode)
+
+
+def _task_bytes(name, argument):
+    """The argument bytes of a task launched by name. ``bytes(x)`` alone would turn
+    an int into that many zero bytes, and say nothing useful about a str."""
+    try:
+        view = memoryview(argument)
+    except TypeError:
+        hint = " (encode it first, e.g. text.encode())" if isinstance(argument, str) else ""
+        raise TypeError(
+            f"task {name!r} launched by name takes bytes or another bytes-like object as its "
+            f"argument, not {type(argument).__name__}{hint}"
+        ) from None
+    return view.tobytes()
 
 
 class Future:
