@@ -89,6 +89,11 @@ def test_a_task_launched_by_name_takes_bytes_only(nodes):
         herald.launch(nodes[-1], "hp.no_such_task", memoryview(b"x")).result()
 
 
+def test_on_view_change_refuses_what_it_cannot_call():
+    with pytest.raises(TypeError, match="takes a callable, not NoneType"):
+        herald.on_view_change(None)
+
+
 def test_stats_count_this_nodes_work():
     before = herald.stats()
     herald.launch(0, hp_probe.node).result()

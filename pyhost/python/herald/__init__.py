@@ -102,6 +102,10 @@ def on_view_change(callback):
     node's view: a node joined (its id became known here) or went down.
     ``nodes`` is what :func:`num_nodes` now returns, ``members`` those not
     down. It runs on a thread of its own."""
+    if not callable(callback):
+        # Refused here, as C's NULL hook is: it would otherwise fail on every
+        # later view change, on the hook thread, where nobody sees it.
+        raise TypeError(f"on_view_change takes a callable, not {type(callback).__name__}")
     _herald.on_view_change(callback)
 
 
