@@ -89,6 +89,19 @@ def test_a_task_launched_by_name_takes_bytes_only(nodes):
         herald.launch(nodes[-1], "hp.no_such_task", memoryview(b"x")).result()
 
 
+def test_what_cannot_be_called_is_refused_before_it_travels(nodes):
+    before = herald.stats()
+    with pytest.raises(TypeError, match=r"register_global\(\) takes a callable, not int"):
+        herald.register_global(5)
+    with pytest.raises(TypeError, match=r"launch\(\) takes a callable or the name"):
+        herald.launch(nodes[-1], 5)
+    with pytest.raises(TypeError, match=r"task\(\) takes a callable, not int"):
+        herald.task(5)
+    after = herald.stats()
+    assert after["registrations_requested"] == before["registrations_requested"]
+    assert after["launches"] == before["launches"]
+
+
 def test_on_view_change_refuses_what_it_cannot_call():
     with pytest.raises(TypeError, match="takes a callable, not NoneType"):
         herald.on_view_change(None)

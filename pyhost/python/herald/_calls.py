@@ -44,6 +44,7 @@ def register_global(fn, /, *args, **kwargs):
     and the wait comes at the next safe point; called from code that herald runs
     for another global registration, it runs here only (nested).
     """
+    _check_callable("register_global", fn)
     what = f"register_global({describe(fn)})"
     data = dumps((fn, args, kwargs))
     if _context.in_invocation():
@@ -76,8 +77,17 @@ def launch(node, fn, /, *args, **kwargs):
             raise TypeError("a task launched by name takes at most one bytes-like argument")
         data = _task_bytes(fn, args[0]) if args else b""
         return Future(_herald.launch(node, fn, data), node, f"task {fn!r}", None)
+    _check_callable("launch", fn)
     data = dumps((fn, args, kwargs))
     return Future(_herald.launch(node, _herald.PYTHON_CALL_TASK, data), node, describe(fn), _decode)
+
+
+def _check_callable(call, fn):
+    """Refuses here what every node would fail to call (a round of the whole job
+    for a local mistake)."""
+    if not callable(fn):
+        extra = " or the name of a registered task (a str)" if call == "launch" else ""
+        raise TypeError(f"{call}() takes a callable{extra}, not {type(fn).__name__}")
 
 
 def _task_bytes(name, argument):
@@ -144,6 +154,7 @@ class Task:
     """
 
     def __init__(self, fn):
+        _check_callable("task", fn)
         functools.update_wrapper(self, fn)
         self.fn = fn
 
