@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "herald", version)]
 struct Cli {
-    /// Log more (repeat for more detail).
+    /// Log more (repeat for more detail; without it, HERALD_LOG=error|warn|info|debug sets the level).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -40,8 +40,10 @@ enum Commands {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Without -v, HERALD_LOG sets the level, as for libherald.so and herald-python
+    // (one variable reaches every rank of an mpirun or srun job).
     let level = match cli.verbose {
-        0 => tracing::Level::WARN,
+        0 => herald_host::ffi::log_level(),
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };

@@ -294,6 +294,29 @@ fn timing_the_ranks_would_refuse_is_refused_before_they_start() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("rank ran"));
 }
 
+/// `HERALD_LOG` sets the log level of `herald node` as it does for libherald.so and
+/// herald-python (it reaches every rank of a job where `-v` may not).
+#[test]
+fn herald_log_sets_the_level_of_herald_node() {
+    let node = |level: Option<&str>| {
+        let mut command = Command::new(herald());
+        command
+            .args(["run", "-n", "1", "--"])
+            .arg(herald())
+            .arg("node");
+        command.env_remove("HERALD_LOG");
+        if let Some(level) = level {
+            command.env("HERALD_LOG", level);
+        }
+        let output = command.output().expect("run herald run");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let formed = "herald node: rank 0 of 1";
+    assert!(node(Some("info")).contains(formed));
+    assert!(!node(None).contains(formed));
+}
+
 #[test]
 fn secret_prints_64_fresh_hex_digits() {
     let secret = || {
