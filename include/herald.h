@@ -111,7 +111,10 @@ herald_handle herald_register_global(herald_callback callback, const void *args,
                                      size_t args_len, const char *tag);
 
 /* As herald_register_global, for constructors: nothing to wait for or release.
- * Declared weak so a plugin loaded outside herald still loads. */
+ * Declared weak so a plugin loaded outside herald still loads, its
+ * HERALD_REGISTER_ON_LOAD constructor doing nothing, as long as its other
+ * herald_* calls are bound lazily (RTLD_LAZY; Python's ctypes binds with
+ * RTLD_NOW, which then fails naming the first one). */
 void herald_register_on_load(herald_callback callback, const void *args, size_t args_len,
                              const char *tag) __attribute__((weak));
 
