@@ -32,7 +32,7 @@ enum Commands {
     Secret(secret::SecretArgs),
     /// Be one node of a job: rank 0 loads libraries and runs the top-level function.
     Node(node::NodeArgs),
-    /// Four nodes on loopback load a C plugin everywhere and run its tasks.
+    /// Nodes on loopback (four, or -n N) load a C plugin everywhere and run its tasks.
     Demo(demo::DemoArgs),
     /// Simulate a global registration on N nodes, deterministically (herald sim --nodes N).
     Sim(sim::SimArgs),
