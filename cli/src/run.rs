@@ -125,24 +125,46 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
 }
 
 /// Refuses, before any rank starts, the timing every rank's mesh would refuse
-/// (each rank would otherwise start only to fail forming the job).
+/// (each rank would otherwise start only to fail forming the job). A flag not
+/// given is what the ranks will read: the inherited variable, else the default.
 fn check_timing(heartbeat_ms: Option<u64>, peer_timeout_ms: Option<u64>) -> anyhow::Result<()> {
-    match (heartbeat_ms, peer_timeout_ms) {
-        (Some(0), Some(timeout)) if timeout > 0 => bail!(
-            "herald run: --peer-timeout-ms {timeout} with --heartbeat-ms 0: with no heartbeats \
-             every idle link falls silent and its peer would be declared down; give a heartbeat \
-             of at most half the timeout, or --peer-timeout-ms 0 to turn silence detection off"
-        ),
-        (Some(heartbeat), Some(timeout))
-            if timeout > 0 && timeout < heartbeat.saturating_mul(2) =>
-        {
-            bail!(
-                "herald run: --peer-timeout-ms {timeout} is less than twice --heartbeat-ms \
-             {heartbeat}; raise the timeout or lower the heartbeat"
-            )
-        }
-        _ => Ok(()),
+    let millis =
+        |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let inherited = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    let heartbeat = heartbeat_ms
+        .or_else(|| inherited("HERALD_HEARTBEAT_MS"))
+        .unwrap_or(millis(herald_tcp::DEFAULT_HEARTBEAT));
+    // With no heartbeats and no timeout given, silence detection is off.
+    let timeout = peer_timeout_ms
+        .or_else(|| inherited("HERALD_PEER_TIMEOUT_MS"))
+        .unwrap_or(if heartbeat == 0 {
+            0
+        } else {
+            millis(herald_tcp::DEFAULT_PEER_TIMEOUT)
+        });
+    if timeout == 0 {
+        return Ok(());
     }
+    if heartbeat == 0 {
+        bail!(
+            "herald run: a peer timeout of {timeout} ms (--peer-timeout-ms, HERALD_PEER_TIMEOUT_MS) \
+             with no heartbeats (--heartbeat-ms 0): every idle link would fall silent and its \
+             peer be declared down; give a heartbeat of at most half the timeout, or \
+             --peer-timeout-ms 0 to turn silence detection off"
+        );
+    }
+    if timeout < heartbeat.saturating_mul(2) {
+        bail!(
+            "herald run: a peer timeout of {timeout} ms (--peer-timeout-ms, HERALD_PEER_TIMEOUT_MS) \
+             is less than twice the heartbeat of {heartbeat} ms (--heartbeat-ms, \
+             HERALD_HEARTBEAT_MS); raise the timeout or lower the heartbeat"
+        );
+    }
+    Ok(())
 }
 
 /// Starts `nodes` copies of `program` on loopback as one job, each with the
