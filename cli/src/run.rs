@@ -10,6 +10,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_tcp::Secret;
@@ -128,43 +129,16 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
 /// (each rank would otherwise start only to fail forming the job). A flag not
 /// given is what the ranks will read: the inherited variable, else the default.
 fn check_timing(heartbeat_ms: Option<u64>, peer_timeout_ms: Option<u64>) -> anyhow::Result<()> {
-    let millis =
-        |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    let inherited = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .and_then(|value| value.trim().parse::<u64>().ok())
+    let told = |flag: Option<u64>, var: &str| {
+        flag.or_else(|| std::env::var(var).ok()?.trim().parse().ok())
+            .map(Duration::from_millis)
     };
-    let heartbeat = heartbeat_ms
-        .or_else(|| inherited("HERALD_HEARTBEAT_MS"))
-        .unwrap_or(millis(herald_tcp::DEFAULT_HEARTBEAT));
-    // With no heartbeats and no timeout given, silence detection is off.
-    let timeout = peer_timeout_ms
-        .or_else(|| inherited("HERALD_PEER_TIMEOUT_MS"))
-        .unwrap_or(if heartbeat == 0 {
-            0
-        } else {
-            millis(herald_tcp::DEFAULT_PEER_TIMEOUT)
-        });
-    if timeout == 0 {
-        return Ok(());
-    }
-    if heartbeat == 0 {
-        bail!(
-            "herald run: a peer timeout of {timeout} ms (--peer-timeout-ms, HERALD_PEER_TIMEOUT_MS) \
-             with no heartbeats (--heartbeat-ms 0): every idle link would fall silent and its \
-             peer be declared down; give a heartbeat of at most half the timeout, or \
-             --peer-timeout-ms 0 to turn silence detection off"
-        );
-    }
-    if timeout < heartbeat.saturating_mul(2) {
-        bail!(
-            "herald run: a peer timeout of {timeout} ms (--peer-timeout-ms, HERALD_PEER_TIMEOUT_MS) \
-             is less than twice the heartbeat of {heartbeat} ms (--heartbeat-ms, \
-             HERALD_HEARTBEAT_MS); raise the timeout or lower the heartbeat"
-        );
-    }
-    Ok(())
+    let (heartbeat, peer_timeout) = herald_tcp::effective_timing(
+        told(heartbeat_ms, "HERALD_HEARTBEAT_MS"),
+        told(peer_timeout_ms, "HERALD_PEER_TIMEOUT_MS"),
+    );
+    herald_tcp::check_timing(heartbeat, peer_timeout)
+        .map_err(|reason| anyhow::anyhow!("herald run: {reason}"))
 }
 
 /// Starts `nodes` copies of `program` on loopback as one job, each with the

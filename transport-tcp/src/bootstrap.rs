@@ -29,7 +29,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::{MAX_CLUSTER_ID_BYTES, MeshConfig};
+use crate::config::{MAX_CLUSTER_ID_BYTES, MeshConfig, effective_timing};
 use crate::secret::{Secret, SecretError};
 
 /// Which source supplied the rank and size.
@@ -106,16 +106,8 @@ impl Bootstrap {
         if let Some(bind) = self.bind {
             config.bind = bind;
         }
-        if let Some(heartbeat) = self.heartbeat {
-            config.heartbeat = heartbeat;
-        }
-        if let Some(peer_timeout) = self.peer_timeout {
-            config.peer_timeout = peer_timeout;
-        } else if config.heartbeat.is_zero() {
-            // No heartbeats: an idle link is silent, so silence means nothing;
-            // detection is off unless a timeout was asked for (and then refused).
-            config.peer_timeout = Duration::ZERO;
-        }
+        (config.heartbeat, config.peer_timeout) =
+            effective_timing(self.heartbeat, self.peer_timeout);
         Ok(config)
     }
 }

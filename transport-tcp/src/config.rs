@@ -29,6 +29,49 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
 /// poll window); 0 turns polling off.
 pub const POLL_ENV: &str = "HERALD_POLL_US";
 
+/// The heartbeat and peer timeout a rank runs with, given what it was told (flags or
+/// environment) of each: the defaults for what it was not told, except that with no
+/// heartbeats and no timeout given silence detection is off (an idle link is silent,
+/// so its silence means nothing).
+pub fn effective_timing(
+    heartbeat: Option<Duration>,
+    peer_timeout: Option<Duration>,
+) -> (Duration, Duration) {
+    let heartbeat = heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
+    let peer_timeout = peer_timeout.unwrap_or(if heartbeat.is_zero() {
+        Duration::ZERO
+    } else {
+        DEFAULT_PEER_TIMEOUT
+    });
+    (heartbeat, peer_timeout)
+}
+
+/// Why a mesh refuses this heartbeat and peer timeout, saying what to change, if
+/// it does: a timeout needs heartbeats at least twice within it (a timeout of 0
+/// turns silence detection off).
+pub fn check_timing(heartbeat: Duration, peer_timeout: Duration) -> Result<(), String> {
+    if peer_timeout.is_zero() {
+        return Ok(());
+    }
+    if heartbeat.is_zero() {
+        return Err(format!(
+            "a peer timeout of {peer_timeout:?} with no heartbeats (heartbeat 0): every idle \
+             link would fall silent and its peer be declared down; give a heartbeat of at \
+             most half the timeout (--heartbeat-ms, HERALD_HEARTBEAT_MS), or a peer timeout \
+             of 0 to turn silence detection off (--peer-timeout-ms, HERALD_PEER_TIMEOUT_MS)"
+        ));
+    }
+    if peer_timeout < 2 * heartbeat {
+        return Err(format!(
+            "peer timeout {peer_timeout:?} with heartbeat {heartbeat:?}: the timeout must be at \
+             least twice the heartbeat; raise --peer-timeout-ms (HERALD_PEER_TIMEOUT_MS), lower \
+             --heartbeat-ms (HERALD_HEARTBEAT_MS), or give a peer timeout of 0 to turn silence \
+             detection off"
+        ));
+    }
+    Ok(())
+}
+
 /// The poll time [`POLL_ENV`] asks for, if it is set to a number.
 pub fn poll_from_env() -> Option<Duration> {
     std::env::var(POLL_ENV)
@@ -207,25 +250,8 @@ impl MeshConfig {
                 u32::MAX - 1
             ));
         }
-        if !self.peer_timeout.is_zero() && self.heartbeat.is_zero() {
-            return invalid(format!(
-                "a peer timeout of {:?} with no heartbeats (heartbeat 0): every idle link \
-                 would fall silent and its peer be declared down; give a heartbeat of at \
-                 most half the timeout (--heartbeat-ms, HERALD_HEARTBEAT_MS), or a peer \
-                 timeout of 0 to turn silence detection off (--peer-timeout-ms, \
-                 HERALD_PEER_TIMEOUT_MS)",
-                self.peer_timeout
-            ));
-        }
-        if !self.peer_timeout.is_zero() && self.peer_timeout < 2 * self.heartbeat {
-            return invalid(format!(
-                "peer timeout {:?} with heartbeat {:?}: the timeout must be at least twice \
-                 the heartbeat; raise --peer-timeout-ms (HERALD_PEER_TIMEOUT_MS), lower \
-                 --heartbeat-ms (HERALD_HEARTBEAT_MS), or give a peer timeout of 0 to turn \
-                 silence detection off",
-                self.peer_timeout, self.heartbeat
-            ));
-        }
+        check_timing(self.heartbeat, self.peer_timeout)
+            .map_err(|reason| TcpError::InvalidConfig { reason })?;
         if self.agreed.len() > MAX_AGREED_VALUES
             || self
                 .agreed

@@ -81,7 +81,7 @@ pub use config::{
     Agreed, DEFAULT_CLUSTER_ID, DEFAULT_ESTABLISH_TIMEOUT, DEFAULT_HEARTBEAT,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_PEER_TIMEOUT, DEFAULT_SPIN,
     MAX_AGREED_NAME_BYTES, MAX_AGREED_VALUES, MAX_CLUSTER_ID_BYTES, MAX_RANKS, MeshConfig,
-    POLL_ENV, poll_from_env,
+    POLL_ENV, check_timing, effective_timing, poll_from_env,
 };
 pub use error::{Disagreement, HandshakeError, TcpError};
 pub use events::{EventHook, EventSender, PollGate};
