@@ -230,7 +230,7 @@ int herald_load_library(const char *path, char *error, size_t error_len);
  *
  *     static const char config[] = "v1";
  *     int register_my_tasks(const void *args, size_t len) { ... return 0; }
- *     HERALD_REGISTER_ON_LOAD(register_my_tasks, config, sizeof config, "my-plugin");
+ *     HERALD_REGISTER_ON_LOAD(register_my_tasks, config, sizeof config, "my-plugin")
  *
  * On the node that loads the library the registration goes to every node; there
  * the library is loaded again, this constructor runs again inside the callback's

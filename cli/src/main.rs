@@ -59,7 +59,13 @@ fn main() -> ExitCode {
         Commands::Sim(args) => sim::run(args),
     };
     result.unwrap_or_else(|error| {
-        eprintln!("herald: {}", describe(&error));
+        // Most errors already name the subcommand ("herald run: ...").
+        let line = describe(&error);
+        if line.starts_with("herald") {
+            eprintln!("{line}");
+        } else {
+            eprintln!("herald: {line}");
+        }
         ExitCode::FAILURE
     })
 }

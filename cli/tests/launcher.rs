@@ -281,6 +281,8 @@ fn timing_the_ranks_would_refuse_is_refused_before_they_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{flags:?}: {stdout}{stderr}");
         assert!(stderr.contains("--peer-timeout-ms"), "{stderr}");
+        // Named once: "herald run: ...", not "herald: herald run: ...".
+        assert!(stderr.starts_with("herald run: "), "{stderr}");
         assert!(!stdout.contains("rank ran"), "{stdout}");
     }
     // Silence detection off, given or implied by no heartbeats, is fine.
