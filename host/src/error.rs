@@ -58,12 +58,17 @@ pub enum HostError {
     },
     /// The C ABI was called in a process with no runtime installed.
     #[error(
-        "no herald runtime is running in this process: call herald_init first (it is not \
-         running before herald_init or after herald_finalize), or load plugins from a herald \
-         host (`herald node --load`, herald-python, or a program that calls \
+        "no herald runtime is running in this process: call herald_init first, or load \
+         plugins from a herald host (`herald node --load`, herald-python, or a program that calls \
          herald_host::install_global)"
     )]
     NoRuntime,
+    /// The C ABI was called after `herald_finalize` ended this process's runtime.
+    #[error(
+        "herald_finalize has ended herald in this process, and a process joins one job, \
+         once: make every herald call before herald_finalize"
+    )]
+    Finalized,
     /// The C ABI was called in a child forked from the process whose runtime it
     /// is: the child has none of its threads and shares its links.
     #[error(

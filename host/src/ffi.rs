@@ -494,14 +494,15 @@ fn runtime() -> Result<Runtime, HostError> {
     global().ok_or_else(no_runtime)
 }
 
-/// Why there is no runtime here: none was started, or this process is a fork
-/// of the one that started it.
+/// Why there is no runtime here: none was started, `herald_finalize` ended it,
+/// or this process is a fork of the one that started it.
 pub(crate) fn no_runtime() -> HostError {
     match crate::forked_from() {
         Some(node) => HostError::Forked {
             pid: std::process::id(),
             node,
         },
+        None if init::finalized() => HostError::Finalized,
         None => HostError::NoRuntime,
     }
 }
@@ -513,7 +514,9 @@ fn invalid(text: &str) -> HostError {
 fn code_of(error: &HostError) -> c_int {
     match error {
         HostError::WouldDeadlock { .. } => HERALD_ERR_WOULD_DEADLOCK,
-        HostError::NoRuntime | HostError::Forked { .. } => HERALD_ERR_NO_RUNTIME,
+        HostError::NoRuntime | HostError::Finalized | HostError::Forked { .. } => {
+            HERALD_ERR_NO_RUNTIME
+        }
         HostError::Stopped | HostError::Fenced { .. } => HERALD_ERR_STOPPED,
         HostError::InvalidArgument(_) | HostError::UnknownHandle(_) => HERALD_ERR_INVALID,
         _ => HERALD_ERR_FAILED,

@@ -16,19 +16,21 @@ static void check(int ok, const char *what, const char *detail) {
     failures += !ok;
 }
 
-/* The calls a program might make with no runtime: each fails with a reason. */
-static void without_runtime(const char *when) {
+/* The calls a program might make with no runtime: each fails with a reason, which
+ * contains `says` (what to do: call herald_init first, or that herald_finalize
+ * ended herald here, where calling herald_init is refused). */
+static void without_runtime(const char *when, const char *says) {
     char error[512] = "";
     char what[128];
     herald_handle h = herald_launch(0, "some.task", "x", 1);
     int code = herald_wait(h, error, sizeof error);
     snprintf(what, sizeof what, "%s: herald_launch returns 0, herald_wait(0) says no runtime", when);
-    check(h == 0 && code == HERALD_ERR_NO_RUNTIME && strstr(error, "herald_init"), what, error);
+    check(h == 0 && code == HERALD_ERR_NO_RUNTIME && strstr(error, says), what, error);
 
     error[0] = '\0';
     code = herald_task_wait(h, NULL, NULL, error, sizeof error);
     snprintf(what, sizeof what, "%s: herald_task_wait(0) says no runtime", when);
-    check(code == HERALD_ERR_NO_RUNTIME && error[0], what, error);
+    check(code == HERALD_ERR_NO_RUNTIME && strstr(error, says), what, error);
 
     error[0] = '\0';
     code = herald_load_library("./libnothing.so", error, sizeof error);
@@ -44,7 +46,7 @@ static void without_runtime(const char *when) {
 
 int main(int argc, char **argv) {
     char error[512] = "";
-    without_runtime("before herald_init");
+    without_runtime("before herald_init", "call herald_init first");
     check(herald_finalize() == HERALD_ERR_NO_RUNTIME, "herald_finalize before herald_init", NULL);
 
     check(herald_init(&argc, &argv) == HERALD_OK, "herald_init", NULL);
@@ -61,7 +63,7 @@ int main(int argc, char **argv) {
           "herald_launch with a length no buffer has", error);
 
     check(herald_finalize() == HERALD_OK, "herald_finalize", NULL);
-    without_runtime("after herald_finalize");
+    without_runtime("after herald_finalize", "herald_finalize has ended herald in this process");
     check(herald_finalize() == HERALD_ERR_NO_RUNTIME, "herald_finalize twice", NULL);
     code = herald_init(&argc, &argv);
     herald_wait(0, error, sizeof error);

@@ -12,6 +12,7 @@
 //! over MPI instead (see `herald_init_comm`).
 
 use std::ffi::{c_char, c_int};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use herald_tcp::{BootstrapError, Mesh, bootstrap_from_env};
@@ -40,6 +41,16 @@ enum Embedded {
 }
 
 static EMBEDDED: Mutex<Embedded> = Mutex::new(Embedded::Never);
+
+/// Set once `herald_finalize` has stopped the runtime, so that a later call says
+/// so. Apart from `EMBEDDED`, whose lock `herald_finalize` holds while the job
+/// ends (and a hook running meanwhile may call herald).
+static FINALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `herald_finalize` has ended this process's runtime.
+pub(crate) fn finalized() -> bool {
+    FINALIZED.load(Ordering::Acquire)
+}
 
 /// Joins the job this process was started in (collective: every rank calls it)
 /// and installs its runtime for the C ABI. `argc` and `argv` may be NULL; herald
@@ -141,6 +152,7 @@ fn finalize_embedded() -> Result<(), (c_int, String)> {
                 // Nothing was stopped: the caller may finalize from a proper place.
                 *embedded = Embedded::Running(runtime);
             } else {
+                FINALIZED.store(true, Ordering::Release);
                 uninstall_global();
             }
             outcome.map_err(|e| (code_of(&e), e.to_string()))
