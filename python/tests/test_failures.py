@@ -97,6 +97,32 @@ def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_nam
     assert f"not the file node 0 found ({there}" in message, message
 
 
+@pytest.mark.leaves_a_node_failed
+def test_a_module_file_replaced_while_a_node_imports_it_fails_there(nodes, new_module_name, tmp_path):
+    # The last node's file is another version, replaced by a copy of node 0's
+    # file while that node runs it (a deployment landing mid-import): the node
+    # ran the other version, so it fails, although the file is node 0's by the
+    # time the import ends.
+    if len(nodes) < 2:
+        pytest.skip("needs a second node")
+    last = nodes[-1]
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    name = new_module_name()
+    _write_per_node(base, name, lambda node: 1)
+    here = os.path.join(base, f"node{last}", f"{name}.py")
+    staged = os.path.join(base, f"node{last}", "staged.py")
+    os.replace(here, staged)
+    with open(here, "w") as file:
+        file.write(f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n")
+    with pytest.raises(ImportError) as raised:
+        herald.import_global(name)
+    error = raised.value
+    assert list(error.failures) == [last]
+    message = str(error)
+    assert f"node {last} imported {name} from {here}" in message, message
+
+
 def test_task_exception_comes_back_with_the_remote_traceback(nodes):
     last = nodes[-1]
     with pytest.raises(ValueError, match="no good") as raised:

@@ -87,7 +87,7 @@ def import_global(name, package=None):
     claim = _herald.claim_import(name, record)
     try:
         handle = _herald.register(_payload(name), record, _TAG_PREFIX + name)
-        module, local_failure = _import_for_caller(name, claim)
+        module, local_failure = _import_for_caller(name, claim, record)
         outcome = handle.wait()
     finally:
         if claim is not None:
@@ -126,8 +126,13 @@ def import_for_node(name, record=b""):
     module imported here comes from another file (it has run by then, as a
     library replaced after it was checked has)."""
     with _node_imports:
+        # The file as it is before the import too: one replaced while it was
+        # imported here would otherwise be hashed only as it is afterwards,
+        # not as the file that ran.
+        before = None if _imported(name) else _file_record(_find_spec(name))
         module = import_here(name)
-    mismatch = file_mismatch(name, _file_record(getattr(module, "__spec__", None)), record)
+    after = _file_record(getattr(module, "__spec__", None))
+    mismatch = file_mismatch(name, before or b"", record) or file_mismatch(name, after, record)
     if mismatch is not None:
         raise ImportError(mismatch, name=name)
 
@@ -148,7 +153,7 @@ def file_mismatch(name, here, requested):
     )
 
 
-def _import_for_caller(name, claim):
+def _import_for_caller(name, claim, record=None):
     """This node's part of a top-level ``import_global``, done on the caller's
     thread. It stands for this node's invocation: an ``import_global`` in the
     module's body is nested, as it is on the other nodes (where registering it
@@ -160,6 +165,10 @@ def _import_for_caller(name, claim):
             module = import_here(name)
     except BaseException as error:  # noqa: BLE001 - reported for this node below
         failure = format_error(error)
+    if module is not None and record is not None:
+        # The file hashed before the import must still be the module's: one
+        # replaced meanwhile may have run instead of the one the others check.
+        failure = file_mismatch(name, _file_record(getattr(module, "__spec__", None)), record)
     if claim is not None:
         claim.finish(failure)
     return module, failure
@@ -234,6 +243,12 @@ def _module_name(name, package):
     if name.startswith("."):
         return importlib.util.resolve_name(name, package)
     return name
+
+
+def _imported(name):
+    """Whether ``name`` is imported here already (not just being imported)."""
+    module = sys.modules.get(name)
+    return module is not None and not _initializing(module)
 
 
 def _initializing(module):
