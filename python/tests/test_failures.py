@@ -148,6 +148,24 @@ def test_exception_that_cannot_travel_becomes_remote_error(nodes):
         herald.launch(last, hp_probe.return_unpicklable).result()
 
 
+def test_an_exception_too_large_for_a_frame_still_arrives(nodes):
+    # Its message, text and traceback together exceed the 64 MiB frame: it
+    # comes back as a RemoteError of its type, its text cut, never as a
+    # complaint about the task's result.
+    last = nodes[-1]
+    with pytest.raises(herald.RemoteError) as raised:
+        herald.launch(last, hp_probe.fail_huge, 24 << 20).result()
+    error = raised.value
+    assert error.type_name == "builtins.ValueError" and error.node == last
+    assert "herald cut it: 25165824 characters in all" in str(error)
+    assert len(str(error)) < 1 << 20
+    assert "pickles to" in error.remote_traceback
+    # One that fits still arrives whole, as its own type.
+    with pytest.raises(ValueError) as raised:
+        herald.launch(last, hp_probe.fail_huge, 1 << 20).result()
+    assert str(raised.value) == "x" * (1 << 20)
+
+
 def test_unknown_task_is_a_clear_error(nodes):
     for node in nodes:
         with pytest.raises(herald.TaskError) as raised:

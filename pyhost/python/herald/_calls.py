@@ -26,6 +26,10 @@ from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError,
 
 _RESULT_OK = 0
 _RESULT_RAISED = 1
+# A task's exception travels in one frame with its text and traceback: see
+# encode_exception.
+_EXCEPTION_PICKLE_LIMIT = 16 << 20
+_EXCEPTION_TEXT_LIMIT = 64 << 10
 _CALL_PAYLOAD = b"call"
 
 
@@ -247,7 +251,12 @@ def encode_result(value):
 def encode_exception(error, traceback_text):
     """The exception, pickled whole if it unpickles (its constructor takes its
     ``args``), else as its type, ``args`` and attributes to be rebuilt without
-    calling its constructor; its type name, text and traceback either way."""
+    calling its constructor; its type name, text and traceback either way.
+    All of it travels in one frame (64 MiB by default), and the text and the
+    traceback both repeat the message: an exception that pickles to more than
+    ``_EXCEPTION_PICKLE_LIMIT`` travels as a ``RemoteError``, and the text and
+    traceback are cut at ``_EXCEPTION_TEXT_LIMIT`` characters each, so that a
+    huge message still reaches the caller as the exception it is."""
     pickled = parts = None
     try:
         pickled = dumps(error)
@@ -258,10 +267,26 @@ def encode_exception(error, traceback_text):
             parts = dumps((type(error), error.args, dict(getattr(error, "__dict__", {}))))
         except Exception:  # noqa: BLE001 - sent as a RemoteError instead
             parts = None
+    traceback_text = _cut(traceback_text)
+    too_large = max(len(pickled or b""), len(parts or b""))
+    if too_large > _EXCEPTION_PICKLE_LIMIT:
+        pickled = parts = None
+        traceback_text += (
+            f"\n(herald: the exception pickles to {too_large} bytes, over the "
+            f"{_EXCEPTION_PICKLE_LIMIT} a task's exception may take: it is sent as its "
+            "type name, text and traceback; return or raise large data by reference)"
+        )
     kind = type(error)
     type_name = f"{kind.__module__}.{kind.__qualname__}"
-    body = pickle.dumps((pickled, parts, type_name, _text_of(error), traceback_text))
+    body = pickle.dumps((pickled, parts, type_name, _cut(_text_of(error)), traceback_text))
     return bytes([_RESULT_RAISED]) + body
+
+
+def _cut(text):
+    """``text``, cut at ``_EXCEPTION_TEXT_LIMIT`` characters, saying so."""
+    if len(text) <= _EXCEPTION_TEXT_LIMIT:
+        return text
+    return text[:_EXCEPTION_TEXT_LIMIT] + f"... [herald cut it: {len(text)} characters in all]"
 
 
 def _decode(data, node, what):

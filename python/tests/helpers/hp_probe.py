@@ -157,3 +157,7 @@ def add_node_path(base):
     if path not in sys.path:
         sys.path.insert(0, path)
     return path
+
+
+def fail_huge(size):
+    raise ValueError("x" * size)
