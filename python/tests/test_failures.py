@@ -148,6 +148,27 @@ def test_exception_that_cannot_travel_becomes_remote_error(nodes):
         herald.launch(last, hp_probe.return_unpicklable).result()
 
 
+def test_a_module_file_replaced_while_this_node_imports_it_fails_here(nodes, new_module_name, tmp_path):
+    # Node 0 hashes its file, then the import runs it and the file is replaced
+    # meanwhile: which version ran here is unknown, so node 0's part fails.
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    name = new_module_name()
+    _write_per_node(base, name, lambda node: 1)
+    here = os.path.join(base, "node0", f"{name}.py")
+    staged = os.path.join(base, "node0", "staged.py")
+    os.replace(here, staged)
+    with open(here, "w") as file:
+        file.write(f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n")
+    with pytest.raises(ImportError) as raised:
+        herald.import_global(name)
+    # (The other nodes fail too: node 0 hashed the other version.)
+    assert 0 in raised.value.failures
+    assert f"the file of {name}, {here}, was replaced while node 0 imported it" in str(
+        raised.value
+    )
+
+
 def test_an_exception_too_large_for_a_frame_still_arrives(nodes):
     # Its message, text and traceback together exceed the 64 MiB frame: it
     # comes back as a RemoteError of its type, its text cut, never as a

@@ -132,7 +132,9 @@ def import_for_node(name, record=b""):
         before = None if _imported(name) else _file_record(_find_spec(name))
         module = import_here(name)
     after = _file_record(getattr(module, "__spec__", None))
-    mismatch = file_mismatch(name, before or b"", record) or file_mismatch(name, after, record)
+    mismatch = file_mismatch(name, before or b"", record) or (
+        _replaced(name, before, after) if before else file_mismatch(name, after, record)
+    )
     if mismatch is not None:
         raise ImportError(mismatch, name=name)
 
@@ -153,6 +155,21 @@ def file_mismatch(name, here, requested):
     )
 
 
+def _replaced(name, before, after):
+    """Why the module file hashed before this node's import (``before``) is
+    not the one there after it (``after``), or None if it is the same (or
+    either names no file)."""
+    first, then = _parse_record(before), _parse_record(after)
+    if first is None or then is None or first[0] == then[0]:
+        return None
+    return (
+        f"the file of {name}, {first[2]}, was replaced while node {_herald.node_id()} imported "
+        f"it (SHA-256 {first[0].hex()[:16]}... before, {then[0].hex()[:16]}... after at "
+        f"{then[2]}), so which one ran there is unknown: every node must import the same "
+        "module; install new versions before the job starts or at new paths"
+    )
+
+
 def _import_for_caller(name, claim, record=None):
     """This node's part of a top-level ``import_global``, done on the caller's
     thread. It stands for this node's invocation: an ``import_global`` in the
@@ -168,7 +185,7 @@ def _import_for_caller(name, claim, record=None):
     if module is not None and record is not None:
         # The file hashed before the import must still be the module's: one
         # replaced meanwhile may have run instead of the one the others check.
-        failure = file_mismatch(name, _file_record(getattr(module, "__spec__", None)), record)
+        failure = _replaced(name, record, _file_record(getattr(module, "__spec__", None)))
     if claim is not None:
         claim.finish(failure)
     return module, failure
