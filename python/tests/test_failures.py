@@ -85,42 +85,55 @@ def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_nam
     base = str(tmp_path)
     herald.register_global(hp_probe.add_node_path, base)
     name = new_module_name()
-    _write_per_node(base, name, lambda node: 2 if node == last else 1)
+    _write_per_node(base, name, lambda node: 1)
+    # The last node's version leaves a mark if it runs.
+    here = os.path.join(base, f"node{last}", f"{name}.py")
+    ran = os.path.join(base, "other-version-ran")
+    with open(here, "w") as file:
+        file.write(f"VERSION = 2\nopen({ran!r}, 'w').close()\n")
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     error = raised.value
     assert list(error.failures) == [last]
     message = str(error)
-    here = os.path.join(base, f"node{last}", f"{name}.py")
     there = os.path.join(base, "node0", f"{name}.py")
-    assert f"node {last} imported {name} from {here}" in message, message
+    assert f"node {last} would import (so it did not) {name} from {here}" in message, message
     assert f"not the file node 0 found ({there}" in message, message
+    # Refused before it ran: the other version never ran there.
+    assert not os.path.exists(ran)
 
 
 @pytest.mark.leaves_a_node_failed
 def test_a_module_file_replaced_while_a_node_imports_it_fails_there(nodes, new_module_name, tmp_path):
-    # The last node's file is another version, replaced by a copy of node 0's
-    # file while that node runs it (a deployment landing mid-import): the node
-    # ran the other version, so it fails, although the file is node 0's by the
-    # time the import ends.
+    # Every node's file is node 0's, but on the last node the module's body
+    # renames another version over its own file (a deployment landing
+    # mid-import): which version ran there is unknown, so that node fails,
+    # although the file it found matched node 0's.
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
     base = str(tmp_path)
     herald.register_global(hp_probe.add_node_path, base)
     name = new_module_name()
-    _write_per_node(base, name, lambda node: 1)
-    here = os.path.join(base, f"node{last}", f"{name}.py")
     staged = os.path.join(base, f"node{last}", "staged.py")
-    os.replace(here, staged)
-    with open(here, "w") as file:
-        file.write(f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n")
+    with open(staged, "w") as file:
+        file.write("VERSION = 2\n")
+    source = (
+        "import os\nimport herald\nVERSION = 1\n"
+        f"if herald.node_id() == {last}:\n    os.replace({staged!r}, __file__)\n"
+    )
+    for node in nodes:
+        os.makedirs(os.path.join(base, f"node{node}"), exist_ok=True)
+        with open(os.path.join(base, f"node{node}", f"{name}.py"), "w") as file:
+            file.write(source)
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     error = raised.value
     assert list(error.failures) == [last]
-    message = str(error)
-    assert f"node {last} imported {name} from {here}" in message, message
+    here = os.path.join(base, f"node{last}", f"{name}.py")
+    assert f"the file of {name}, {here}, was replaced while node {last} imported it" in str(
+        error
+    ), str(error)
 
 
 def test_task_exception_comes_back_with_the_remote_traceback(nodes):

@@ -122,33 +122,35 @@ def import_here(name):
 def import_for_node(name, record=b""):
     """This node's invocation of ``import_global(name)``, when no thread here is
     importing it for its own ``import_global`` (herald-python waits for that one).
-    ``record`` is the file the requesting node checked: the import fails if the
-    module imported here comes from another file (it has run by then, as a
-    library replaced after it was checked has)."""
+    ``record`` is the file the requesting node checked: a module file here that
+    differs is refused before it runs; one that was imported here before, or
+    replaced during the import, fails the import after it ran (as a library
+    replaced after it was checked does)."""
     with _node_imports:
-        # The file as it is before the import too: one replaced while it was
-        # imported here would otherwise be hashed only as it is afterwards,
-        # not as the file that ran.
+        # Hashed before the import too: a file that differs is refused unrun, and
+        # one replaced while it was imported here is not taken for the one that ran.
         before = None if _imported(name) else _file_record(_find_spec(name))
+        refused = file_mismatch(name, before or b"", record, ran=False)
+        if refused is not None:
+            raise ImportError(refused, name=name)
         module = import_here(name)
     after = _file_record(getattr(module, "__spec__", None))
-    mismatch = file_mismatch(name, before or b"", record) or (
-        _replaced(name, before, after) if before else file_mismatch(name, after, record)
-    )
+    mismatch = _replaced(name, before, after) if before else file_mismatch(name, after, record)
     if mismatch is not None:
         raise ImportError(mismatch, name=name)
 
 
-def file_mismatch(name, here, requested):
-    """Why the module file imported here (``here``, a file record) is not the one
-    the requesting node checked (``requested``), or None if it is (or either
-    node had no file to compare)."""
+def file_mismatch(name, here, requested, ran=True):
+    """Why the module file imported here (``here``, a file record; about to be
+    imported if not ``ran``) is not the one the requesting node checked
+    (``requested``), or None if it is (or either node had no file to compare)."""
     mine, theirs = _parse_record(here), _parse_record(requested)
     if mine is None or theirs is None or mine[0] == theirs[0]:
         return None
     (digest, _node, path), (their_digest, their_node, their_path) = mine, theirs
+    verb = "imported" if ran else "would import (so it did not)"
     return (
-        f"node {_herald.node_id()} imported {name} from {path} (SHA-256 {digest.hex()[:16]}...), "
+        f"node {_herald.node_id()} {verb} {name} from {path} (SHA-256 {digest.hex()[:16]}...), "
         f"not the file node {their_node} found ({their_path}, SHA-256 {their_digest.hex()[:16]}...): "
         "every node must import the same module; install the same version on every node "
         "or import it from a shared file system that is not written to during the job"
