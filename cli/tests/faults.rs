@@ -87,11 +87,18 @@ fn a_stopped_rank_is_named_then_fenced_when_it_continues() {
             && l.text.contains("unreachable nodes: 2")
     });
     // Named while it waited, before the peer timeout ran out.
-    job.expect_line(|l| {
+    let warning = job.expect_line(|l| {
         l.rank == 0
             && l.text.contains("herald: registration ")
             && waited_s(&l.text).is_some_and(|s| s < PEER_TIMEOUT_MS as f64 / 1000.0)
     });
+    assert!(
+        warning
+            .text
+            .contains("declared down after the peer timeout (3s)"),
+        "{}",
+        warning.text
+    );
     job.expect_line(|l| l.text.contains("rank 2 sent nothing for"));
     job.signal(2, libc::SIGCONT);
     let statuses = job.wait();
@@ -103,6 +110,39 @@ fn a_stopped_rank_is_named_then_fenced_when_it_continues() {
     assert!(
         transcript.contains("[2 err] herald node: rank 2 was declared down by node"),
         "{transcript}"
+    );
+}
+
+/// With no heartbeats (so no peer timeout: silence is not detected, as over
+/// MPI), nothing declares a silent rank down: the warning about a registration
+/// held by rank 2's callback says so, instead of pointing to a peer timeout.
+#[test]
+fn without_a_peer_timeout_the_warning_says_silence_is_not_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = build_c(dir.path(), "faults", "faults", "");
+    let mut job = Job::start(3, |_| {
+        let mut setup = main_args_default_timing(dir.path(), &faults, "main_stall");
+        setup.extend(args([&"--heartbeat-ms", &"0"]));
+        RankSetup {
+            args: setup,
+            env: vec![],
+        }
+    });
+    job.expect_line(|l| l.rank == 2 && l.text.contains("node 2: stalling"));
+    // herald's default: the first warning after 10 s.
+    let warning = job.expect_line(|l| l.rank == 0 && l.text.contains("herald: registration "));
+    assert!(
+        warning.text.contains(
+            "this transport does not detect a node that stopped answering (MPI, or a peer \
+             timeout of 0)"
+        ),
+        "{}",
+        warning.text
+    );
+    assert!(
+        !warning.text.contains("after the peer timeout"),
+        "{}",
+        warning.text
     );
 }
 

@@ -330,6 +330,16 @@ impl EventLoop {
         self.shared.flush_batches(Flush::Due(now));
         let node = &self.node;
         let nodes = self.shared.nodes();
+        let silence = match self.transport.silence_timeout() {
+            Some(timeout) => format!(
+                "a node that stopped answering is declared down after the peer timeout \
+                 ({timeout:?})"
+            ),
+            None => "this transport does not detect a node that stopped answering (MPI, or a \
+                     peer timeout of 0): a stopped node holds this until it resumes or the job \
+                     is ended"
+                .to_owned(),
+        };
         self.watchdog
             .warn_due(now, |waiting, acks_due| match waiting {
                 Waiting::Registration(_, key) => {
@@ -347,10 +357,9 @@ impl EventLoop {
                             names.join(", ")
                         ));
                     }
-                    text.push_str(
-                        "; a node that stopped answering is declared down after the peer \
-                         timeout, and one still running the callback names it in its own log",
-                    );
+                    text.push_str(&format!(
+                        "; {silence}; a node still running the callback names it in its own log"
+                    ));
                     text
                 }
                 // Said by the watchdog itself.

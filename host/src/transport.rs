@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use herald_tcp::{EventHook, Mesh, MeshEvent, PollGate};
@@ -34,6 +35,14 @@ pub trait Transport: Send + 'static {
         false
     }
 
+    /// How long the transport gives a silent peer (stopped, cut off, hung) before
+    /// it reports it down, or None if it never does (MPI, or a peer timeout of 0):
+    /// a stopped node then holds what involves it until it resumes or the job is
+    /// ended. Said in the warnings about long waits.
+    fn silence_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Makes the transport's threads that poll for events ask `gate` first, and
     /// sleep until an event instead when it says no (the runtime's workers are
     /// busy with user code). Transports that never poll ignore it.
@@ -61,6 +70,10 @@ impl Transport for Mesh {
 
     fn set_poll_gate(&self, gate: PollGate) {
         Mesh::set_poll_gate(self, gate);
+    }
+
+    fn silence_timeout(&self) -> Option<Duration> {
+        self.peer_timeout()
     }
 }
 

@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
@@ -70,6 +71,8 @@ pub struct Mesh {
     io_thread: Option<JoinHandle<()>>,
     /// Every setting the links agreed on, herald-tcp's own first.
     agreed: Vec<Agreed>,
+    /// Silence after which a peer is reported down (zero: never).
+    peer_timeout: Duration,
 }
 
 impl Mesh {
@@ -183,6 +186,12 @@ impl Mesh {
     /// [`MeshConfig::agreed`].
     pub fn agreed(&self) -> &[Agreed] {
         &self.agreed
+    }
+
+    /// How long a silent peer (stopped, cut off, hung) is given before it is
+    /// reported down, or None if silence is not detected (peer timeout 0).
+    pub fn peer_timeout(&self) -> Option<Duration> {
+        (!self.peer_timeout.is_zero()).then_some(self.peer_timeout)
     }
 
     /// Frames and payload bytes sent and received so far, in total and per peer.
@@ -299,6 +308,7 @@ fn start(
         events: events_tx,
         io_thread: Some(io_thread),
         agreed,
+        peer_timeout: config.peer_timeout,
     };
     Ok((mesh, events))
 }
