@@ -1,8 +1,9 @@
 //! Real faults on real processes: a rank stopped (SIGSTOP) past the peer timeout,
 //! a peer that stalls in the middle of a frame, a peer that sends an invalid
 //! frame (the one-sided down of old), a 70 MiB error text, ranks started with
-//! different fan-outs, a rank cut off by its network (network namespaces), and a
-//! requester's coordinator killed while the requester's own run (`Ran`) is due.
+//! different fan-outs, a rank cut off by its network (network namespaces), a
+//! requester's coordinator killed while the requester's own run (`Ran`) is due,
+//! and the warning about a held registration when silence is not detected.
 //! Timeouts are short (heartbeat 200 ms, peer timeout 3 s) so each test takes
 //! seconds; the harness's guard only bounds a broken run.
 
