@@ -27,6 +27,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Start N ranks of a job on this machine: herald run -n N -- PROGRAM ARGS...
+    ///
+    /// If a rank fails, the others are stopped and herald run exits with its status
+    /// (128 + the signal's number for a rank a signal killed).
     Run(run::RunArgs),
     /// Print a fresh cluster secret, or write it to a file with mode 0600 (--file F).
     Secret(secret::SecretArgs),

@@ -120,7 +120,7 @@ pub fn report(outcome: &JobOutcome) -> ExitCode {
                 let status = outcome.statuses[other as usize];
                 eprintln!("herald run: rank {other} had failed too ({status})");
             }
-            ExitCode::FAILURE
+            exit_code_of(status)
         }
     }
 }
@@ -326,6 +326,18 @@ fn status_without_reaping(pid: u32) -> Option<ExitStatus> {
 
 /// Whether a rank ended because the job declared it down (`herald node`'s exit
 /// status for that).
+/// `herald run`'s own exit code for a job whose first failing rank ended with
+/// `status`: that rank's code, or 128 + the signal that killed it (as a shell
+/// and `mpirun` report it), so a script can tell a fenced rank (88) or a crash.
+fn exit_code_of(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code != 0 => ExitCode::from(code as u8),
+        (_, Some(signal)) => ExitCode::from(128u8.wrapping_add(signal as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn is_fenced(status: ExitStatus) -> bool {
     status.code() == Some(i32::from(crate::node::FENCED_EXIT))
 }

@@ -236,6 +236,26 @@ fn wait_until_stopped(pid: i32) {
     }
 }
 
+/// `herald run` exits with its first failing rank's status, or 128 + the signal
+/// that killed it, as a shell and `mpirun` report them.
+#[test]
+fn herald_run_exits_with_the_failing_ranks_status() {
+    let job = |script: &str| {
+        Command::new(herald())
+            .args(["run", "-n", "2", "--", "sh", "-c", script])
+            .output()
+            .expect("run herald run")
+            .status
+            .code()
+    };
+    assert_eq!(job("[ \"$HERALD_RANK\" = 1 ] && exit 5; exit 0"), Some(5));
+    assert_eq!(
+        job("[ \"$HERALD_RANK\" = 1 ] && kill -KILL $$; exit 0"),
+        Some(137)
+    );
+    assert_eq!(job("exit 0"), Some(0));
+}
+
 #[test]
 fn an_n_the_machine_cannot_hold_is_refused() {
     let output = Command::new(herald())
