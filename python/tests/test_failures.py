@@ -58,20 +58,31 @@ def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
         herald.import_global(name)
 
 
-def _write_per_node(base, name, version_of):
-    """Writes module ``name`` into every node's own directory under ``base``."""
+def _per_node_module(new_module_name, tmp_path):
+    """(base, name): a fresh module name, and a directory under which each node
+    has its own directory ``node<N>`` on its ``sys.path``."""
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    return base, new_module_name()
+
+
+def _write_per_node(base, name, source_of=lambda node: _counted(1)):
+    """Writes module ``name`` into every node's own directory under ``base``:
+    ``source_of(node)``, by default a module that counts its imports."""
     for node in range(herald.num_nodes()):
         directory = os.path.join(base, f"node{node}")
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, f"{name}.py"), "w") as file:
-            file.write(f"import hp_probe\nhp_probe.count_import(__name__)\nVERSION = {version_of(node)}\n")
+            file.write(source_of(node))
+
+
+def _counted(version):
+    return f"import hp_probe\nhp_probe.count_import(__name__)\nVERSION = {version}\n"
 
 
 def test_the_same_module_in_other_places_imports_everywhere(nodes, new_module_name, tmp_path):
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
-    _write_per_node(base, name, lambda node: 1)
+    base, name = _per_node_module(new_module_name, tmp_path)
+    _write_per_node(base, name)
     module = herald.import_global(name)
     assert module.VERSION == 1
     assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
@@ -82,15 +93,12 @@ def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_nam
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
-    _write_per_node(base, name, lambda node: 1)
+    base, name = _per_node_module(new_module_name, tmp_path)
     # The last node's version leaves a mark if it runs.
-    here = os.path.join(base, f"node{last}", f"{name}.py")
     ran = os.path.join(base, "other-version-ran")
-    with open(here, "w") as file:
-        file.write(f"VERSION = 2\nopen({ran!r}, 'w').close()\n")
+    other = f"VERSION = 2\nopen({ran!r}, 'w').close()\n"
+    _write_per_node(base, name, lambda node: other if node == last else _counted(1))
+    here = os.path.join(base, f"node{last}", f"{name}.py")
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     error = raised.value
@@ -112,20 +120,15 @@ def test_a_module_file_replaced_while_a_node_imports_it_fails_there(nodes, new_m
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
+    base, name = _per_node_module(new_module_name, tmp_path)
     staged = os.path.join(base, f"node{last}", "staged.py")
-    with open(staged, "w") as file:
-        file.write("VERSION = 2\n")
     source = (
         "import os\nimport herald\nVERSION = 1\n"
         f"if herald.node_id() == {last}:\n    os.replace({staged!r}, __file__)\n"
     )
-    for node in nodes:
-        os.makedirs(os.path.join(base, f"node{node}"), exist_ok=True)
-        with open(os.path.join(base, f"node{node}", f"{name}.py"), "w") as file:
-            file.write(source)
+    _write_per_node(base, name, lambda node: source)
+    with open(staged, "w") as file:
+        file.write("VERSION = 2\n")
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     error = raised.value
@@ -165,10 +168,8 @@ def test_exception_that_cannot_travel_becomes_remote_error(nodes):
 def test_a_module_file_replaced_while_this_node_imports_it_fails_here(nodes, new_module_name, tmp_path):
     # Node 0 hashes its file, then the import runs it and the file is replaced
     # meanwhile: which version ran here is unknown, so node 0's part fails.
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
-    _write_per_node(base, name, lambda node: 1)
+    base, name = _per_node_module(new_module_name, tmp_path)
+    _write_per_node(base, name)
     here = os.path.join(base, "node0", f"{name}.py")
     staged = os.path.join(base, "node0", "staged.py")
     os.replace(here, staged)
