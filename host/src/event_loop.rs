@@ -330,16 +330,7 @@ impl EventLoop {
         self.shared.flush_batches(Flush::Due(now));
         let node = &self.node;
         let nodes = self.shared.nodes();
-        let silence = match self.transport.silence_timeout() {
-            Some(timeout) => format!(
-                "a node that stopped answering is declared down after the peer timeout \
-                 ({timeout:?})"
-            ),
-            None => "this transport does not detect a node that stopped answering (MPI, or a \
-                     peer timeout of 0): a stopped node holds this until it resumes or the job \
-                     is ended"
-                .to_owned(),
-        };
+        let silence_timeout = self.transport.silence_timeout();
         self.watchdog
             .warn_due(now, |waiting, acks_due| match waiting {
                 Waiting::Registration(_, key) => {
@@ -358,7 +349,8 @@ impl EventLoop {
                         ));
                     }
                     text.push_str(&format!(
-                        "; {silence}; a node still running the callback names it in its own log"
+                        "; {}; a node still running the callback names it in its own log",
+                        silence_note(silence_timeout)
                     ));
                     text
                 }
@@ -620,4 +612,17 @@ impl EventLoop {
 /// its link closes when the core says so.
 fn reject_peer(from: u32, error: &dyn std::fmt::Display) {
     tracing::error!(from, %error, "herald: node {from} sent an invalid frame; it is declared down");
+}
+
+/// What a warning about a long wait says of a node that stopped answering: when
+/// the transport declares it down (`silence_timeout`), or that it never does.
+fn silence_note(silence_timeout: Option<std::time::Duration>) -> String {
+    match silence_timeout {
+        Some(timeout) => format!(
+            "a node that stopped answering is declared down after the peer timeout ({timeout:?})"
+        ),
+        None => "this transport does not detect a node that stopped answering (MPI, or a peer \
+                 timeout of 0): a stopped node holds this until it resumes or the job is ended"
+            .to_owned(),
+    }
 }
