@@ -103,9 +103,8 @@ def import_global(name, package=None):
 
 def import_here(name):
     """Imports ``name`` in this interpreter (a no-op if it is already imported)."""
-    module = sys.modules.get(name)
-    if module is not None and not _initializing(module):
-        return module
+    if _imported(name):
+        return sys.modules[name]
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
