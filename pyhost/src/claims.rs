@@ -19,7 +19,7 @@ static CLAIMS: LazyLock<Mutex<HashMap<String, Arc<Claim>>>> = LazyLock::new(Defa
 struct Claim {
     outcome: Mutex<Option<Option<String>>>,
     finished: Condvar,
-    /// The file the claiming thread found for the module (`_imports._file_record`).
+    /// The file the claiming thread found for the module (`herald._checked.record_of`).
     file: Vec<u8>,
 }
 
@@ -59,7 +59,7 @@ impl ImportClaim {
 
 /// Claims the import of `name` for the calling thread, unless another thread
 /// already has (it then imports under Python's own module lock). `file` is the
-/// module file that thread found (see `herald._imports._file_record`).
+/// module file that thread found (see `herald._checked.record_of`).
 #[pyfunction]
 pub(crate) fn claim_import(name: String, file: Vec<u8>) -> Option<ImportClaim> {
     let mut claims = lock(&CLAIMS);
@@ -104,7 +104,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Why the file imported here is not the one the requester found, if it is not.
-/// The digests are compared here; the text comes from `herald._imports`, which
+/// The digests are compared here; the text comes from `herald._checked`, which
 /// wrote both records (the interpreter is attached only on a mismatch), or is
 /// a plainer one if the interpreter cannot be reached.
 fn file_mismatch(name: &str, here: &[u8], requested: &[u8]) -> Option<String> {
@@ -115,8 +115,8 @@ fn file_mismatch(name: &str, here: &[u8], requested: &[u8]) -> Option<String> {
         return None;
     }
     let explained = Python::try_attach(|py| {
-        py.import("herald._imports")
-            .and_then(|imports| imports.call_method1("file_mismatch", (name, here, requested)))
+        py.import("herald._checked")
+            .and_then(|checked| checked.call_method1("mismatch", (name, here, requested)))
             .and_then(|text| text.extract::<Option<String>>())
             .ok()
             .flatten()

@@ -42,6 +42,7 @@ const PACKAGE: &[(&str, bool, &str, &str)] = &[
     herald_module!("herald", "__init__.py", true),
     herald_module!("herald._errors", "_errors.py", false),
     herald_module!("herald._context", "_context.py", false),
+    herald_module!("herald._checked", "_checked.py", false),
     herald_module!("herald._imports", "_imports.py", false),
     herald_module!("herald._calls", "_calls.py", false),
     herald_module!("herald._remote", "_remote.py", false),

@@ -29,6 +29,33 @@ def test_import_global_imports_everywhere_exactly_once(nodes, new_module_name, w
     assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
 
 
+def test_import_global_compiles_the_module_once_per_job(nodes, new_module_name, write_module, module_dir):
+    # The requesting node compiles the source it hashed and sends the code:
+    # every other node, whose file is the same at the same path, runs it
+    # without compiling (the compile is most of an import's CPU).
+    herald.register_global(hp_probe.record_compiles)
+    name = write_module(new_module_name(), "def where():\n    return where.__code__.co_filename\n")
+    path = os.path.join(module_dir, f"{name}.py")
+    herald.import_global(name)
+    assert on_every_node(hp_probe.compile_count, path) == [1] + [0] * (len(nodes) - 1)
+    assert on_every_node(hp_probe.code_file_of, name, "where") == [path] * len(nodes)
+    assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
+    # Asking again compiles nothing anywhere.
+    herald.import_global(name)
+    assert on_every_node(hp_probe.compile_count, path) == [1] + [0] * (len(nodes) - 1)
+
+
+def test_a_module_imported_by_import_global_reloads_as_usual(nodes, new_module_name, write_module, module_dir):
+    name = write_module(new_module_name(), "VALUE = 1\n")
+    module = herald.import_global(name)
+    with open(os.path.join(module_dir, f"{name}.py"), "a") as file:
+        file.write("VALUE = 2\n")
+    import importlib
+
+    assert importlib.reload(module).VALUE == 2
+    assert hp_probe.import_count(name) == 2
+
+
 def test_import_global_resolves_relative_names(nodes):
     decoder = herald.import_global(".decoder", package="json")
     assert decoder is json.decoder

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 import uuid
 
 import pytest
@@ -82,10 +83,17 @@ def _counted(version):
 
 def test_the_same_module_in_other_places_imports_everywhere(nodes, new_module_name, tmp_path):
     base, name = _per_node_module(new_module_name, tmp_path)
-    _write_per_node(base, name)
+    _write_per_node(base, name, lambda node: _counted(1) + _WHERE)
     module = herald.import_global(name)
     assert module.VERSION == 1
     assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
+    # Each node's code names its own file (the requester's compiled code is
+    # for its path only: elsewhere a node compiles its own).
+    here = [os.path.join(base, f"node{node}", f"{name}.py") for node in nodes]
+    assert on_every_node(hp_probe.code_file_of, name, "where") == here
+
+
+_WHERE = "def where():\n    return where.__code__.co_filename\n"
 
 
 @pytest.mark.leaves_a_node_failed
@@ -111,12 +119,13 @@ def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_nam
     assert not os.path.exists(ran)
 
 
-@pytest.mark.leaves_a_node_failed
-def test_a_module_file_replaced_while_a_node_imports_it_fails_there(nodes, new_module_name, tmp_path):
+def test_a_module_file_replaced_while_a_node_imports_it_runs_the_checked_version(
+    nodes, new_module_name, tmp_path
+):
     # Every node's file is node 0's, but on the last node the module's body
     # renames another version over its own file (a deployment landing
-    # mid-import): which version ran there is unknown, so that node fails,
-    # although the file it found matched node 0's.
+    # mid-import). What ran there is still the version checked: a node reads
+    # a module's source once, and runs the bytes it hashed.
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
@@ -129,14 +138,52 @@ def test_a_module_file_replaced_while_a_node_imports_it_fails_there(nodes, new_m
     _write_per_node(base, name, lambda node: source)
     with open(staged, "w") as file:
         file.write("VERSION = 2\n")
+    herald.import_global(name)
+    assert on_every_node(hp_probe.module_attribute, name, "VERSION") == [1] * len(nodes)
+    # It was replaced there, during the import.
+    assert not os.path.exists(staged)
+
+
+@pytest.mark.leaves_a_node_failed
+def test_a_bytecode_module_replaced_while_a_node_imports_it_fails_there(nodes, new_module_name, tmp_path):
+    # A module without source (a .pyc alone) loads through Python's own
+    # loader, so it is hashed before and after: one whose body renames another
+    # version over its own file fails there, as which version ran is unknown.
+    if len(nodes) < 2:
+        pytest.skip("needs a second node")
+    last = nodes[-1]
+    base, name = _per_node_module(new_module_name, tmp_path)
+    staged = os.path.join(base, f"node{last}", "staged.pyc")
+    source = (
+        "import os\nimport herald\nVERSION = 1\n"
+        f"if herald.node_id() == {last}:\n    os.replace({staged!r}, __file__)\n"
+    )
+    _write_bytecode(staged, source)
+    with open(staged, "rb") as file:
+        compiled = file.read()
+    for node in nodes:
+        with open(os.path.join(base, f"node{node}", f"{name}.pyc"), "wb") as file:
+            file.write(compiled)
+    _write_bytecode(staged, "VERSION = 2\n")
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     error = raised.value
     assert list(error.failures) == [last]
-    here = os.path.join(base, f"node{last}", f"{name}.py")
+    here = os.path.join(base, f"node{last}", f"{name}.pyc")
     assert f"the file of {name}, {here}, was replaced while node {last} imported it" in str(
         error
     ), str(error)
+
+
+def _write_bytecode(path, source):
+    """Writes ``source`` compiled, as a module with no source beside it."""
+    import py_compile
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".src", "w") as file:
+        file.write(source)
+    py_compile.compile(path + ".src", cfile=path, doraise=True)
+    os.remove(path + ".src")
 
 
 def test_task_exception_comes_back_with_the_remote_traceback(nodes):
@@ -165,23 +212,31 @@ def test_exception_that_cannot_travel_becomes_remote_error(nodes):
 
 
 @pytest.mark.leaves_a_node_failed
-def test_a_module_file_replaced_while_this_node_imports_it_fails_here(nodes, new_module_name, tmp_path):
-    # Node 0 hashes its file, then the import runs it and the file is replaced
-    # meanwhile: which version ran here is unknown, so node 0's part fails.
+def test_a_module_file_replaced_while_this_node_imports_it_runs_what_this_node_checked(
+    nodes, new_module_name, tmp_path
+):
+    # Node 0 reads and hashes its file, whose body then renames another version
+    # over it: node 0 ran the version it hashed (and sent to the others), so
+    # its part succeeds; the others, whose files are another version, refuse
+    # theirs before running it.
     base, name = _per_node_module(new_module_name, tmp_path)
-    _write_per_node(base, name)
+    ran = os.path.join(base, "other-version-ran")
     here = os.path.join(base, "node0", f"{name}.py")
     staged = os.path.join(base, "node0", "staged.py")
-    os.replace(here, staged)
-    with open(here, "w") as file:
-        file.write(f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n")
+    replacing = f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n"
+    other = f"VERSION = 1\nopen({ran!r}, 'w').close()\n"
+    _write_per_node(base, name, lambda node: replacing if node == 0 else other)
+    with open(staged, "w") as file:
+        file.write(other)
+    if len(nodes) == 1:
+        assert herald.import_global(name).VERSION == 2
+        return
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
-    # (The other nodes fail too: node 0 hashed the other version.)
-    assert 0 in raised.value.failures
-    assert f"the file of {name}, {here}, was replaced while node 0 imported it" in str(
-        raised.value
-    )
+    assert sorted(raised.value.failures) == nodes[1:]
+    assert f"node {nodes[-1]} would import (so it did not) {name}" in str(raised.value)
+    assert sys.modules[name].VERSION == 2
+    assert not os.path.exists(ran)
 
 
 def test_an_exception_too_large_for_a_frame_still_arrives(nodes):

@@ -125,7 +125,9 @@ def on_view_change(callback: Callable[[int, int, int], object]) -> None:
 def import_global(name: str | ModuleType, package: str | None = None) -> ModuleType:
     """Imports a module in every interpreter of the job and returns it; raises
     ``GlobalImportError`` naming each node where it failed or came from a file
-    other than the one this node found (compared by SHA-256)."""
+    other than the one this node found (compared by SHA-256). A module's source
+    is compiled once, here: a node whose file is the same at the same path runs
+    that code (any other compiles the bytes it checked)."""
 
 def register_global(fn: Callable[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Runs ``fn(*args, **kwargs)`` once on every node and returns when all have."""

@@ -19,26 +19,21 @@ Three cases, by what the calling thread is doing (see ``_context``):
   waiting; the wait happens at the next safe point.
 """
 
-import hashlib
 import importlib
 import importlib.util
-import os
 import sys
 import threading
 import types
 
 from . import _herald
 
-from . import _context
+from . import _checked, _context
 from ._errors import GlobalImportError, format_error
 
 _IMPORT_PAYLOAD_PREFIX = b"import:"
 _TAG_PREFIX = "python-import:"
-# The registration's argument: the file the requesting node found for the module,
-# as this prefix, its SHA-256, that node's id (u32, little-endian) and its path;
-# empty when the module has no file there (built in, frozen, a namespace package).
-_FILE_PREFIX = b"sha256\0"
-_DIGEST_BYTES = 32
+# The registration's argument is the file the requesting node found for the
+# module, and its compiled code: see ``_checked``.
 
 
 # One import that herald drives at a time on this node: two at once whose
@@ -55,7 +50,9 @@ def import_global(name, package=None):
     anywhere, raises :class:`herald.GlobalImportError` (an ``ImportError``)
     whose message lists each failing node with its exception and traceback. A
     node that imports the module from a file other than the one found here
-    (compared by SHA-256) fails, naming both files.
+    (compared by SHA-256) fails, naming both files. The module's source is
+    compiled once, here, and sent: a node whose file is the same at the same
+    path runs that code (see ``_checked``).
     ``name`` may be a module object, or relative with ``package`` as in
     ``importlib.import_module``. The outcome is the job's: a module's global
     import happens once per job, so asking again after a failure raises the
@@ -75,19 +72,20 @@ def import_global(name, package=None):
         return import_here(name)
     if _context.inside_import():
         module = import_here(name)
-        handle = _herald.register(_payload(name), _file_record(module.__spec__), _TAG_PREFIX + name)
+        record = _checked.record_of(module.__spec__)
+        handle = _herald.register(_payload(name), record, _TAG_PREFIX + name)
         _context.defer(f"import_global({name!r})", handle, lambda outcome: _check(name, outcome))
         return module
     _context.settle()
-    # What every node must import: the file found here (finding it may import
-    # the parent package, which is part of this node's import).
+    # What every node must import: the file found here, read and compiled once
+    # (finding it may import the parent package, part of this node's import).
     with _context.caller_import():
-        record = _file_record(_find_spec(name))
+        plan, argument = _checked.prepare(name, imported=_imported(name))
     # This thread's import is this node's part: the invocation here waits for it.
-    claim = _herald.claim_import(name, record)
+    claim = _herald.claim_import(name, _checked.plain(argument))
     try:
-        handle = _herald.register(_payload(name), record, _TAG_PREFIX + name)
-        module, local_failure = _import_for_caller(name, claim, record)
+        handle = _herald.register(_payload(name), argument, _TAG_PREFIX + name)
+        module, local_failure = _import_for_caller(name, claim, plan)
         outcome = handle.wait()
     finally:
         if claim is not None:
@@ -121,116 +119,47 @@ def import_here(name):
 def import_for_node(name, record=b""):
     """This node's invocation of ``import_global(name)``, when no thread here is
     importing it for its own ``import_global`` (herald-python waits for that one).
-    ``record`` is the file the requesting node checked: a module file here that
-    differs is refused before it runs; one that was imported here before, or
-    replaced during the import, fails the import after it ran (as a library
-    replaced after it was checked does)."""
+    ``record`` is the file the requesting node checked (and its compiled code):
+    a module file here that differs is refused before it runs; one that was
+    imported here before fails the import (as a library replaced after it was
+    checked does). See ``_checked``."""
     with _node_imports:
-        # Hashed before the import too: a file that differs is refused unrun, and
-        # one replaced while it was imported here is not taken for the one that ran.
-        before = None if _imported(name) else _file_record(_find_spec(name))
-        refused = file_mismatch(name, before or b"", record, ran=False)
-        if refused is not None:
-            raise ImportError(refused, name=name)
-        module = import_here(name)
-    after = _file_record(getattr(module, "__spec__", None))
-    mismatch = _replaced(name, before, after) if before else file_mismatch(name, after, record)
-    if mismatch is not None:
-        raise ImportError(mismatch, name=name)
+        if _imported(name):
+            module, plan = sys.modules[name], None
+        else:
+            with _checked.Plan(name, record) as plan:
+                module = import_here(name)
+    if plan is not None and plan.loaded:
+        return
+    after = _checked.record_of(getattr(module, "__spec__", None))
+    if plan is not None and plan.record:
+        problem = _checked.replaced(name, plan.record, after)
+    else:
+        problem = _checked.mismatch(name, after, record)
+    if problem is not None:
+        raise ImportError(problem, name=name)
 
 
-def file_mismatch(name, here, requested, ran=True):
-    """Why the module file imported here (``here``, a file record; about to be
-    imported if not ``ran``) is not the one the requesting node checked
-    (``requested``), or None if it is (or either node had no file to compare)."""
-    mine, theirs = _parse_record(here), _parse_record(requested)
-    if mine is None or theirs is None or mine[0] == theirs[0]:
-        return None
-    (digest, _node, path), (their_digest, their_node, their_path) = mine, theirs
-    verb = "imported" if ran else "would import (so it did not)"
-    return (
-        f"node {_herald.node_id()} {verb} {name} from {path} (SHA-256 {digest.hex()[:16]}...), "
-        f"not the file node {their_node} found ({their_path}, SHA-256 {their_digest.hex()[:16]}...): "
-        "every node must import the same module; install the same version on every node "
-        "or import it from a shared file system that is not written to during the job"
-    )
-
-
-def _replaced(name, before, after):
-    """Why the module file hashed before this node's import (``before``) is
-    not the one there after it (``after``), or None if it is the same (or
-    either names no file)."""
-    first, then = _parse_record(before), _parse_record(after)
-    if first is None or then is None or first[0] == then[0]:
-        return None
-    return (
-        f"the file of {name}, {first[2]}, was replaced while node {_herald.node_id()} imported "
-        f"it (SHA-256 {first[0].hex()[:16]}... before, {then[0].hex()[:16]}... after at "
-        f"{then[2]}), so which one ran there is unknown: every node must import the same "
-        "module; install new versions before the job starts or at new paths"
-    )
-
-
-def _import_for_caller(name, claim, record=None):
+def _import_for_caller(name, claim, plan):
     """This node's part of a top-level ``import_global``, done on the caller's
-    thread. It stands for this node's invocation: an ``import_global`` in the
-    module's body is nested, as it is on the other nodes (where registering it
-    separately would race with their nested import of it)."""
+    thread with ``plan`` (``_checked.prepare``). It stands for this node's
+    invocation: an ``import_global`` in the module's body is nested, as it is on
+    the other nodes (where registering it separately would race with their
+    nested import of it)."""
     failure = None
     module = None
     try:
-        with _context.caller_import():
+        with _context.caller_import(), plan:
             module = import_here(name)
     except BaseException as error:  # noqa: BLE001 - reported for this node below
         failure = format_error(error)
-    if module is not None and record is not None:
-        # The file hashed before the import must still be the module's: one
-        # replaced meanwhile may have run instead of the one the others check.
-        failure = _replaced(name, record, _file_record(getattr(module, "__spec__", None)))
+    if module is not None and not plan.loaded and plan.record:
+        # Loaded by another loader (or another thread): the file found before
+        # must still be the module's, or another one may have run.
+        failure = _checked.replaced(name, plan.record, _checked.record_of(getattr(module, "__spec__", None)))
     if claim is not None:
         claim.finish(failure)
     return module, failure
-
-
-def _find_spec(name):
-    """The spec this node would import ``name`` from, or None if it finds none
-    (the import then fails and says why)."""
-    for attempt in range(2):
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            return None
-        if spec is not None:
-            return spec
-        if attempt == 0:
-            # A file newer than a path finder's cached listing (see import_here).
-            importlib.invalidate_caches()
-    return None
-
-
-def _file_record(spec):
-    """The file a module spec loads from, as a registration argument (see
-    ``_FILE_PREFIX``), or b"" if it loads from no file."""
-    path = getattr(spec, "origin", None) if getattr(spec, "has_location", False) else None
-    if not isinstance(path, str):
-        return b""
-    try:
-        with open(path, "rb") as file:
-            digest = hashlib.sha256(file.read()).digest()
-    except OSError:
-        return b""
-    return _FILE_PREFIX + digest + _herald.node_id().to_bytes(4, "little") + os.fsencode(path)
-
-
-def _parse_record(record):
-    """(digest, node, path) from a file record, or None if it names no file."""
-    head = len(_FILE_PREFIX)
-    if not record.startswith(_FILE_PREFIX) or len(record) < head + _DIGEST_BYTES + 4:
-        return None
-    digest = record[head : head + _DIGEST_BYTES]
-    node = int.from_bytes(record[head + _DIGEST_BYTES : head + _DIGEST_BYTES + 4], "little")
-    path = os.fsdecode(record[head + _DIGEST_BYTES + 4 :])
-    return digest, node, path
 
 
 def _check(name, outcome, local_failure=None):

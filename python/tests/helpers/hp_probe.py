@@ -11,6 +11,11 @@ import herald
 imports = collections.Counter()
 # What register_global calls recorded here.
 calls = []
+# How many times this interpreter compiled each file's source (audit event
+# "compile", which every compile of Python source raises), once
+# record_compiles() ran here.
+compiles = collections.Counter()
+_compiles_recorded = False
 
 
 def count_import(name):
@@ -42,6 +47,31 @@ def times_recorded(*items):
 
 def stats():
     return herald.stats()
+
+
+def record_compiles():
+    global _compiles_recorded
+    if not _compiles_recorded:
+        sys.addaudithook(_count_compile)
+        _compiles_recorded = True
+
+
+def _count_compile(event, args):
+    if event == "compile" and len(args) == 2 and isinstance(args[1], str):
+        compiles[args[1]] += 1
+
+
+def compile_count(path):
+    return compiles[path]
+
+
+def module_attribute(name, attribute):
+    return getattr(sys.modules[name], attribute)
+
+
+def code_file_of(name, function):
+    """The file the code of ``function`` in module ``name`` was compiled from."""
+    return getattr(sys.modules[name], function).__code__.co_filename
 
 
 def replicated_import(name):
