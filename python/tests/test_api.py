@@ -45,6 +45,63 @@ def test_import_global_compiles_the_module_once_per_job(nodes, new_module_name, 
     assert on_every_node(hp_probe.compile_count, path) == [1] + [0] * (len(nodes) - 1)
 
 
+def test_import_global_takes_a_valid_bytecode_cache_and_no_stale_one(
+    nodes, new_module_name, write_module, module_dir
+):
+    import py_compile
+
+    herald.register_global(hp_probe.record_compiles)
+
+    def compiles(path):
+        return on_every_node(hp_probe.compile_count, path)
+
+    fresh = write_module(new_module_name(), "VALUE = 1\n")
+    path = os.path.join(module_dir, f"{fresh}.py")
+    py_compile.compile(path, doraise=True)
+    before = compiles(path)
+    assert herald.import_global(fresh).VALUE == 1
+    # The cache was valid for the file read: nobody compiled it.
+    assert compiles(path) == before
+
+    stale = write_module(new_module_name(), "VALUE = 1\n")
+    path = os.path.join(module_dir, f"{stale}.py")
+    py_compile.compile(path, doraise=True)
+    with open(path, "a") as file:
+        file.write("VALUE = 2\n")
+    before = compiles(path)
+    assert herald.import_global(stale).VALUE == 2
+    assert on_every_node(hp_probe.module_attribute, stale, "VALUE") == [2] * len(nodes)
+    assert [after - was for after, was in zip(compiles(path), before)] == [1] + [0] * (len(nodes) - 1)
+
+
+def test_import_global_writes_the_bytecode_cache_as_a_plain_import_would(
+    nodes, new_module_name, write_module, module_dir
+):
+    import importlib.util
+
+    name = write_module(new_module_name(), "VALUE = 3\n")
+    path = os.path.join(module_dir, f"{name}.py")
+    cached = importlib.util.cache_from_source(path)
+    was = on_every_node(hp_probe.write_bytecode, True)
+    try:
+        herald.import_global(name)
+    finally:
+        for node, value in zip(nodes, was):
+            herald.launch(node, hp_probe.write_bytecode, value).result()
+    with open(cached, "rb") as file:
+        data = file.read()
+    stat = os.stat(path)
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
+    assert int.from_bytes(data[12:16], "little") == stat.st_size
+    # It holds the module's code (the one every node ran).
+    import marshal
+
+    scope = {}
+    exec(marshal.loads(data[16:]), scope)
+    assert scope["VALUE"] == 3
+
+
 def test_a_module_imported_by_import_global_reloads_as_usual(nodes, new_module_name, write_module, module_dir):
     name = write_module(new_module_name(), "VALUE = 1\n")
     module = herald.import_global(name)

@@ -9,7 +9,9 @@ cannot run unchecked. The requesting node compiles the module once and sends the
 code with the registration; a node whose file has the same digest at the same
 path runs that code instead of compiling the same bytes again (the compile is
 most of an import's CPU; on a shared machine every node paid it). A node of
-another Python version or optimisation level compiles its own.
+another Python version or optimisation level compiles its own. The bytecode
+cache (``__pycache__``) is used and written as a plain import would, except
+that a cache is taken only for exactly the file that was read and hashed.
 
 Other loaders (extension modules, bytecode-only files, zip archives, finders
 other than Python's own) load as usual, their file hashed before the import
@@ -20,10 +22,12 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import io
 import marshal
 import os
 import sys
 import threading
+import types
 
 from . import _herald
 
@@ -105,17 +109,17 @@ def prepare(name, imported=False):
     loader = _CheckedSourceLoader(name, spec.origin, plan)
     spec.loader = loader
     try:
-        plan.source = loader.get_data(spec.origin)
+        plan.source, read = _read(spec.origin)
     except OSError:
         # Unreadable: the import reports it, as a plain import would.
         return plan, b""
     plan.record = _record(hashlib.sha256(plan.source).digest(), spec.origin)
     try:
-        plan.code = loader.source_to_code(plan.source, spec.origin)
+        plan.code, marshalled = _compiled(loader, plan.source, read)
     except (SyntaxError, ValueError):
         # The import compiles it again and raises where a plain import would.
         return plan, plan.record
-    return plan, plan.record + _code_blob(plan.code)
+    return plan, plan.record + _code_blob(marshalled)
 
 
 def record_of(spec):
@@ -186,17 +190,24 @@ class _CheckedSourceLoader(importlib.machinery.SourceFileLoader):
         plan.loaded = True
         if plan.code is not None:
             return plan.code
-        data = plan.source if plan.source is not None else self.get_data(self.path)
-        plan.record = _record(hashlib.sha256(data).digest(), self.path)
+        if plan.source is not None:
+            source, read = plan.source, None
+        else:
+            source, read = _read(self.path)
+        plan.record = _record(hashlib.sha256(source).digest(), self.path)
         refused = mismatch(plan.name, plan.record, plan.requested, ran=False)
         if refused is not None:
             raise ImportError(refused, name=plan.name)
         # The requester's code is this very compile if its file was at this path.
-        if plan.expected is not None and plan.expected[2] == self.path:
+        if read is not None and plan.expected is not None and plan.expected[2] == self.path:
             shipped = _shipped_code(plan.requested)
             if shipped is not None:
-                return shipped
-        return self.source_to_code(data, self.path)
+                code, marshalled = shipped
+                _write_cache(self, read, marshalled)
+                return code
+        if read is None:
+            return self.source_to_code(source, self.path)
+        return _compiled(self, source, read)[0]
 
 
 class _Finder:
@@ -281,19 +292,94 @@ def _parse(record):
     return digest, node, path
 
 
-def _code_blob(code):
+def _read(path):
+    """The bytes of a module's source file and the status of the file they were
+    read from (one open: a file replaced meanwhile cannot mix the two)."""
+    with io.open_code(path) as file:
+        return file.read(), os.fstat(file.fileno())
+
+
+def _compiled(loader, source, read):
+    """The code of ``source``, the bytes read from ``loader.path`` (file status
+    ``read``), and its marshalled form: from the bytecode cache when that is
+    valid for exactly that file, as a plain import would take it; otherwise
+    compiled, and cached as a plain import would (unless bytecode is not
+    written)."""
+    try:
+        cached = importlib.util.cache_from_source(loader.path)
+    except NotImplementedError:  # no cache tag: this Python keeps no bytecode cache
+        cached = None
+    if cached is not None:
+        found = _cached_code(cached, source, read)
+        if found is not None:
+            return found
+    code = loader.source_to_code(source, loader.path)
+    marshalled = marshal.dumps(code)
+    _write_cache(loader, read, marshalled)
+    return code, marshalled
+
+
+def _cached_code(cached, source, read):
+    """(code, marshalled) from the bytecode cache file ``cached`` if it holds
+    this Python's compile of ``source``: a timestamp cache (PEP 552) made for a
+    file of the same modification time and size as the one read, or a hash
+    cache made from these very bytes (checked always, whatever its flags say)."""
+    try:
+        with open(cached, "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    magic = importlib.util.MAGIC_NUMBER
+    if len(data) < 16 or data[:4] != magic:
+        return None
+    flags = int.from_bytes(data[4:8], "little")
+    if flags & 1:
+        if data[8:16] != importlib.util.source_hash(source):
+            return None
+    elif flags != 0 or data[8:16] != _stamp(read):
+        return None
+    try:
+        code = marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        return None
+    return (code, data[16:]) if isinstance(code, types.CodeType) else None
+
+
+def _write_cache(loader, read, marshalled):
+    """Writes a timestamp bytecode cache of the file read (status ``read``), as
+    a plain import does after compiling, unless this Python writes none."""
+    if sys.dont_write_bytecode:
+        return
+    try:
+        cached = importlib.util.cache_from_source(loader.path)
+    except NotImplementedError:
+        return
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + _stamp(read)
+    # set_data writes atomically and gives up quietly (read-only directories).
+    loader.set_data(cached, header + marshalled)
+
+
+def _stamp(read):
+    """A timestamp cache's record of its source file: mtime and size, each as a
+    32-bit little-endian number."""
+    return (int(read.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (
+        read.st_size & 0xFFFFFFFF
+    ).to_bytes(4, "little")
+
+
+def _code_blob(marshalled):
     """The compiled module as sent after a file record: NUL, this Python's
     bytecode magic number, its optimisation level, the marshalled code; empty
     if too large to send."""
-    data = marshal.dumps(code)
-    if len(data) > _SHIPPED_CODE_LIMIT:
+    if len(marshalled) > _SHIPPED_CODE_LIMIT:
         return b""
-    return b"\0" + importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize]) + data
+    return b"\0" + importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize]) + marshalled
 
 
 def _shipped_code(record):
-    """The requester's compiled code in a file record, if it sent some that
-    this interpreter can run as its own compile of the same bytes."""
+    """(code, marshalled): the requester's compiled code in a file record, if it
+    sent some that this interpreter can run as its own compile of the same
+    bytes; else None."""
     if not record:
         return None
     blob = record[len(plain(record)) :]
@@ -302,6 +388,7 @@ def _shipped_code(record):
     if len(blob) <= header or blob[1 : 1 + len(magic)] != magic or blob[1 + len(magic)] != sys.flags.optimize:
         return None
     try:
-        return marshal.loads(blob[header:])
+        code = marshal.loads(blob[header:])
     except (EOFError, ValueError, TypeError):
         return None
+    return (code, blob[header:]) if isinstance(code, types.CodeType) else None

@@ -65,6 +65,13 @@ def compile_count(path):
     return compiles[path]
 
 
+def write_bytecode(value):
+    """Sets ``sys.dont_write_bytecode`` to ``not value``; returns the old value."""
+    old = not sys.dont_write_bytecode
+    sys.dont_write_bytecode = not value
+    return old
+
+
 def module_attribute(name, attribute):
     return getattr(sys.modules[name], attribute)
 
