@@ -159,3 +159,45 @@ impl Drop for KeptThreadState {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pyo3::types::PyDict;
+
+    use super::*;
+
+    /// A worker keeps its thread state between calls (what one call leaves in a
+    /// `threading.local` is there in the next) and gives it back when the thread
+    /// ends (the interpreter then drops that thread's locals).
+    #[test]
+    fn a_worker_keeps_its_thread_state_between_calls_and_gives_it_back_as_it_ends() {
+        Python::initialize();
+        let scope = Python::attach(|py| {
+            let scope = PyDict::new(py);
+            py.run(
+                c"import threading, weakref\nlocal = threading.local()\nclass Mark: pass\n",
+                Some(&scope),
+                None,
+            )?;
+            PyResult::Ok(scope.unbind())
+        })
+        .expect("the test's Python runs");
+        let run = |code: &std::ffi::CStr| {
+            attached(|py| py.run(code, Some(scope.bind(py)), None)).expect("the call runs")
+        };
+        let holds = |condition: &std::ffi::CStr| {
+            attached(|py| {
+                py.eval(condition, Some(scope.bind(py)), None)?
+                    .extract::<bool>()
+            })
+            .expect("the call runs")
+        };
+        std::thread::scope(|threads| {
+            threads.spawn(|| {
+                run(c"local.mark = Mark()\nmark = weakref.ref(local.mark)\n");
+                assert!(holds(c"getattr(local, 'mark', None) is not None"), "kept");
+            });
+        });
+        assert!(holds(c"mark() is None"), "given back with the thread");
+    }
+}
