@@ -182,22 +182,33 @@ mod tests {
             PyResult::Ok(scope.unbind())
         })
         .expect("the test's Python runs");
-        let run = |code: &std::ffi::CStr| {
+        let scope = std::sync::Arc::new(scope);
+        let run = |scope: &Py<PyDict>, code: &std::ffi::CStr| {
             attached(|py| py.run(code, Some(scope.bind(py)), None)).expect("the call runs")
         };
-        let holds = |condition: &std::ffi::CStr| {
+        let holds = |scope: &Py<PyDict>, condition: &std::ffi::CStr| {
             attached(|py| {
                 py.eval(condition, Some(scope.bind(py)), None)?
                     .extract::<bool>()
             })
             .expect("the call runs")
         };
-        std::thread::scope(|threads| {
-            threads.spawn(|| {
-                run(c"local.mark = Mark()\nmark = weakref.ref(local.mark)\n");
-                assert!(holds(c"getattr(local, 'mark', None) is not None"), "kept");
-            });
-        });
-        assert!(holds(c"mark() is None"), "given back with the thread");
+        // A thread of its own, joined (a scoped thread counts as done before its
+        // thread-locals are dropped).
+        let worker = {
+            let scope = std::sync::Arc::clone(&scope);
+            std::thread::spawn(move || {
+                run(
+                    &scope,
+                    c"local.mark = Mark()\nmark = weakref.ref(local.mark)\n",
+                );
+                holds(&scope, c"getattr(local, 'mark', None) is not None")
+            })
+        };
+        assert!(worker.join().expect("the worker thread ends"), "kept");
+        assert!(
+            holds(&scope, c"mark() is None"),
+            "given back with the thread"
+        );
     }
 }
