@@ -93,12 +93,20 @@ class Future(Generic[_T]):
 
     node: int
     def __init__(
-        self, handle: object, node: int, what: str, decode: Callable[[bytes, int, str], _T] | None
+        self,
+        handle: object,
+        node: int,
+        what: str,
+        decode: Callable[[bytes, int, str], _T] | None,
+        after_this_import: bool = False,
     ) -> None: ...
     def result(self, timeout: float | None = None) -> _T:
         """Waits for the task and returns its result: re-raises the task's own
         exception, :class:`TaskError` if it could not run, ``TimeoutError``
-        after ``timeout`` seconds (None: no limit)."""
+        after ``timeout`` seconds (None: no limit); :class:`HeraldError` at
+        once for a task launched to this node by the body of a module that
+        ``import_global`` is importing on this thread (it runs after that
+        import, so the wait would never end)."""
     def done(self) -> bool:
         """Whether the result has arrived (``result()`` would not wait)."""
 

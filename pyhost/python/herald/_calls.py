@@ -22,7 +22,7 @@ import types
 from . import _herald
 
 from . import _context
-from ._errors import RegistrationError, RemoteError, RemoteTraceback, TaskError, add_note
+from ._errors import HeraldError, RegistrationError, RemoteError, RemoteTraceback, TaskError, add_note
 
 _RESULT_OK = 0
 _RESULT_RAISED = 1
@@ -80,10 +80,20 @@ def launch(node, fn, /, *args, **kwargs):
         if kwargs or len(args) > 1:
             raise TypeError("a task launched by name takes at most one bytes-like argument")
         data = _task_bytes(fn, args[0]) if args else b""
-        return Future(_herald.launch(node, fn, data), node, f"task {fn!r}", None)
+        handle = _herald.launch(node, fn, data)
+        return Future(handle, node, f"task {fn!r}", None, _after_this_import(node))
     _check_callable("launch", fn)
     data = dumps((fn, args, kwargs))
-    return Future(_herald.launch(node, _herald.PYTHON_CALL_TASK, data), node, describe(fn), _decode)
+    handle = _herald.launch(node, _herald.PYTHON_CALL_TASK, data)
+    return Future(handle, node, describe(fn), _decode, _after_this_import(node))
+
+
+def _after_this_import(node):
+    """Whether a task launched to ``node`` now runs only after the module this
+    thread is importing for its own ``import_global``: the task waits for every
+    registration made here before it, that global import included, whose part on
+    this node is this thread's import."""
+    return node == _herald.node_id() and _context.in_caller_import()
 
 
 def _check_callable(call, fn):
@@ -111,11 +121,14 @@ def _task_bytes(name, argument):
 class Future:
     """The pending result of a launched task."""
 
-    def __init__(self, handle, node, what, decode):
+    def __init__(self, handle, node, what, decode, after_this_import=False):
         self._handle = handle
         self.node = node
         self._what = what
         self._decode = decode
+        # Launched to this node by the body of a module that import_global is
+        # importing on this thread: the task runs after that import ends.
+        self._after_this_import = after_this_import
 
     def result(self, timeout=None):
         """Waits (without holding the GIL) and returns the task's result.
@@ -127,8 +140,18 @@ class Future:
         that raises (Ctrl-C's ``KeyboardInterrupt``) ends the wait with its
         exception; the task goes on. Unlike herald's own calls, this waits even
         while a module is being imported: a task that needs that module on this
-        node would then wait for the import, and the import for the task.
+        node would then wait for the import, and the import for the task. In
+        the body of a module that ``import_global`` is importing on this thread,
+        waiting for a task launched there to this node raises
+        :class:`herald.HeraldError` at once (the task runs after that import).
         """
+        if self._after_this_import and _context.in_caller_import() and not self.done():
+            raise HeraldError(
+                f"waiting for {self._what} on node {self.node} (this node) from the body of the "
+                "module that import_global is importing here would never end: the task runs "
+                "after that import, which waits for this wait; wait for it after import_global "
+                "returns, or launch it to another node"
+            )
         try:
             data = self._handle.wait(timeout)
         except _herald.TaskFailed as failure:

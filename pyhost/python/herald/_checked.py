@@ -115,38 +115,54 @@ def prepare(name, imported=False):
         return plan, b""
     plan.record = _record(hashlib.sha256(plan.source).digest(), spec.origin)
     try:
-        plan.code, marshalled = _compiled(loader, plan.source, read)
-    except (SyntaxError, ValueError):
+        plan.code, marshalled, cached = _compiled(loader, plan.source, read)
+    except Exception:  # noqa: BLE001 - SyntaxError, RecursionError, MemoryError...
         # The import compiles it again and raises where a plain import would.
         return plan, plan.record
-    return plan, plan.record + _code_blob(marshalled)
+    # Only code compiled from the bytes hashed travels: this node's bytecode
+    # cache vouches for its own import (as Python trusts it), not the others'.
+    return plan, plan.record + (b"" if cached else _code_blob(marshalled))
 
 
 def record_of(spec):
-    """The file a module spec loads from, as a file record, or b"" if none."""
-    path = getattr(spec, "origin", None) if getattr(spec, "has_location", False) else None
-    if not isinstance(path, str):
+    """The file a module spec loads from, as a file record, or b"" if none: its
+    location, or the file its loader says it loads (a module in a zip archive)."""
+    if spec is None:
         return b""
+    loader = getattr(spec, "loader", None)
     try:
-        with open(path, "rb") as file:
-            digest = hashlib.sha256(file.read()).digest()
-    except OSError:
+        if getattr(spec, "has_location", False) and isinstance(spec.origin, str):
+            path = spec.origin
+        else:
+            path = loader.get_filename(spec.name)
+        if hasattr(loader, "get_data"):
+            data = loader.get_data(path)  # also reads a member of a zip archive
+        else:
+            with open(path, "rb") as file:
+                data = file.read()
+    except (AttributeError, ImportError, OSError, TypeError):
         return b""
-    return _record(digest, path)
+    if not isinstance(path, str) or not isinstance(data, bytes):
+        return b""
+    return _record(hashlib.sha256(data).digest(), path)
 
 
 def mismatch(name, here, requested, ran=True):
     """Why the module file imported here (``here``, a file record; about to be
     imported if not ``ran``) is not the one the requesting node checked
-    (``requested``), or None if it is (or either node had no file to compare)."""
+    (``requested``), or None if it is (or the requesting node had no file)."""
     mine, theirs = _parse(here), _parse(requested)
-    if mine is None or theirs is None or mine[0] == theirs[0]:
+    if theirs is None or (mine is not None and mine[0] == theirs[0]):
         return None
-    (digest, _node, path), (their_digest, their_node, their_path) = mine, theirs
+    _their_digest, their_node, their_path = theirs
     verb = "imported" if ran else "would import (so it did not)"
+    if mine is None:
+        source = "no file it could hash (a namespace package, a built-in module or an unreadable file)"
+    else:
+        source = f"{_shown(mine[2])} (SHA-256 {mine[0].hex()[:16]}...)"
     return (
-        f"node {_herald.node_id()} {verb} {name} from {path} (SHA-256 {digest.hex()[:16]}...), "
-        f"not the file node {their_node} found ({their_path}, SHA-256 {their_digest.hex()[:16]}...): "
+        f"node {_herald.node_id()} {verb} {name} from {source}, not the file node "
+        f"{their_node} found ({_shown(their_path)}, SHA-256 {theirs[0].hex()[:16]}...): "
         "every node must import the same module; install the same version on every node "
         "or import it from a shared file system that is not written to during the job"
     )
@@ -160,10 +176,10 @@ def replaced(name, before, after):
     if first is None or then is None or first[0] == then[0]:
         return None
     return (
-        f"the file of {name}, {first[2]}, was replaced while node {_herald.node_id()} imported "
-        f"it (SHA-256 {first[0].hex()[:16]}... before, {then[0].hex()[:16]}... after at "
-        f"{then[2]}), so which one ran there is unknown: every node must import the same "
-        "module; install new versions before the job starts or at new paths"
+        f"the file of {name}, {_shown(first[2])}, was replaced while node {_herald.node_id()} "
+        f"imported it (SHA-256 {first[0].hex()[:16]}... before, {then[0].hex()[:16]}... after at "
+        f"{_shown(then[2])}), so which one ran there is unknown: every node must import the "
+        "same module; install new versions before the job starts or at new paths"
     )
 
 
@@ -202,8 +218,13 @@ class _CheckedSourceLoader(importlib.machinery.SourceFileLoader):
         if read is not None and plan.expected is not None and plan.expected[2] == self.path:
             shipped = _shipped_code(plan.requested)
             if shipped is not None:
+                # Instead of compiling: a valid cache here is taken, as a plain
+                # import would, and otherwise written with the code that ran.
+                cache = _BytecodeCache(self, source, read)
+                if cache.code is not None:
+                    return cache.code
                 code, marshalled = shipped
-                _write_cache(self, read, marshalled)
+                cache.write(marshalled)
                 return code
         if read is None:
             return self.source_to_code(source, self.path)
@@ -236,9 +257,13 @@ def _plans():
 
 
 def _install():
-    if _Finder not in sys.meta_path:
+    """Puts herald's finder first on ``sys.meta_path`` (again, if a finder was
+    inserted before it since: the one before would import unchecked)."""
+    if sys.meta_path[:1] != [_Finder]:
         with _install_lock:
-            if _Finder not in sys.meta_path:
+            if sys.meta_path[:1] != [_Finder]:
+                if _Finder in sys.meta_path:
+                    sys.meta_path.remove(_Finder)
                 sys.meta_path.insert(0, _Finder)
 
 
@@ -301,62 +326,78 @@ def _read(path):
 
 def _compiled(loader, source, read):
     """The code of ``source``, the bytes read from ``loader.path`` (file status
-    ``read``), and its marshalled form: from the bytecode cache when that is
-    valid for exactly that file, as a plain import would take it; otherwise
-    compiled, and cached as a plain import would (unless bytecode is not
-    written)."""
-    try:
-        cached = importlib.util.cache_from_source(loader.path)
-    except NotImplementedError:  # no cache tag: this Python keeps no bytecode cache
-        cached = None
-    if cached is not None:
-        found = _cached_code(cached, source, read)
-        if found is not None:
-            return found
+    ``read``), its marshalled form, and whether it came from the bytecode
+    cache: that is taken when valid for exactly that file, as a plain import
+    would take it; otherwise the bytes are compiled, and cached as a plain
+    import would."""
+    cache = _BytecodeCache(loader, source, read)
+    if cache.code is not None:
+        return cache.code, cache.marshalled, True
     code = loader.source_to_code(source, loader.path)
     marshalled = marshal.dumps(code)
-    _write_cache(loader, read, marshalled)
-    return code, marshalled
+    cache.write(marshalled)
+    return code, marshalled, False
 
 
-def _cached_code(cached, source, read):
-    """(code, marshalled) from the bytecode cache file ``cached`` if it holds
-    this Python's compile of ``source``: a timestamp cache (PEP 552) made for a
-    file of the same modification time and size as the one read, or a hash
-    cache made from these very bytes (checked always, whatever its flags say)."""
-    try:
-        with open(cached, "rb") as file:
-            data = file.read()
-    except OSError:
-        return None
-    magic = importlib.util.MAGIC_NUMBER
-    if len(data) < 16 or data[:4] != magic:
-        return None
-    flags = int.from_bytes(data[4:8], "little")
-    if flags & 1:
-        if data[8:16] != importlib.util.source_hash(source):
-            return None
-    elif flags != 0 or data[8:16] != _stamp(read):
-        return None
-    try:
-        code = marshal.loads(data[16:])
-    except (EOFError, ValueError, TypeError):
-        return None
-    return (code, data[16:]) if isinstance(code, types.CodeType) else None
+class _BytecodeCache:
+    """The bytecode cache (``__pycache__``, PEP 552) of one module source as it
+    was read (its bytes ``source``, its file's status ``read``): ``code`` and
+    ``marshalled`` if it holds this Python's compile of exactly that file (a
+    timestamp cache of the same modification time and size, or a hash-based
+    one of these very bytes, checked whatever its flags say), else None."""
 
+    def __init__(self, loader, source, read):
+        self._loader = loader
+        self._source = source
+        self._read = read
+        self.code = self.marshalled = None
+        # The format of the cache there: a hash-based one is rewritten as one.
+        self._flags = 0
+        try:
+            self._path = importlib.util.cache_from_source(loader.path)
+        except NotImplementedError:  # no cache tag: this Python keeps no bytecode cache
+            self._path = None
+            return
+        self._load()
 
-def _write_cache(loader, read, marshalled):
-    """Writes a timestamp bytecode cache of the file read (status ``read``), as
-    a plain import does after compiling, unless this Python writes none."""
-    if sys.dont_write_bytecode:
-        return
-    try:
-        cached = importlib.util.cache_from_source(loader.path)
-    except NotImplementedError:
-        return
-    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + _stamp(read)
-    # set_data writes atomically and gives up quietly (read-only directories).
-    loader.set_data(cached, header + marshalled)
+    def write(self, marshalled):
+        """Caches ``marshalled`` as a plain import does after compiling: unless
+        this Python writes no bytecode, in the format of the cache there, with
+        the source file's permissions."""
+        if sys.dont_write_bytecode or self._path is None:
+            return
+        if self._flags & 1:
+            stamp = importlib.util.source_hash(self._source)
+        else:
+            stamp = _stamp(self._read)
+        header = importlib.util.MAGIC_NUMBER + self._flags.to_bytes(4, "little") + stamp
+        # set_data writes atomically and gives up quietly (a read-only directory);
+        # _mode is what Python's own loader passes: the source's, writable by its owner.
+        self._loader.set_data(self._path, header + marshalled, _mode=self._read.st_mode | 0o200)
+
+    def _load(self):
+        try:
+            with open(self._path, "rb") as file:
+                data = file.read()
+        except OSError:
+            return
+        if len(data) < 16 or data[:4] != importlib.util.MAGIC_NUMBER:
+            return
+        flags = int.from_bytes(data[4:8], "little")
+        if flags & ~0b11:
+            return  # invalid: Python compiles the source instead
+        self._flags = flags
+        if flags & 1:
+            if data[8:16] != importlib.util.source_hash(self._source):
+                return
+        elif data[8:16] != _stamp(self._read):
+            return
+        try:
+            code = marshal.loads(data[16:])
+        except Exception:  # noqa: BLE001 - any broken cache: compile instead
+            return
+        if isinstance(code, types.CodeType):
+            self.code, self.marshalled = code, data[16:]
 
 
 def _stamp(read):
@@ -367,13 +408,24 @@ def _stamp(read):
     ).to_bytes(4, "little")
 
 
+def _shown(path):
+    """A path as text that any error message can carry (bytes that are not
+    UTF-8 escaped: such a message still reaches the requesting node)."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _optimization():
+    """This Python's optimisation level as compiling sees it (above 2 is 2)."""
+    return min(sys.flags.optimize, 2)
+
+
 def _code_blob(marshalled):
     """The compiled module as sent after a file record: NUL, this Python's
     bytecode magic number, its optimisation level, the marshalled code; empty
     if too large to send."""
     if len(marshalled) > _SHIPPED_CODE_LIMIT:
         return b""
-    return b"\0" + importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize]) + marshalled
+    return b"\0" + importlib.util.MAGIC_NUMBER + bytes([_optimization()]) + marshalled
 
 
 def _shipped_code(record):
@@ -385,10 +437,10 @@ def _shipped_code(record):
     blob = record[len(plain(record)) :]
     magic = importlib.util.MAGIC_NUMBER
     header = 1 + len(magic) + 1
-    if len(blob) <= header or blob[1 : 1 + len(magic)] != magic or blob[1 + len(magic)] != sys.flags.optimize:
+    if len(blob) <= header or blob[1 : 1 + len(magic)] != magic or blob[1 + len(magic)] != _optimization():
         return None
     try:
         code = marshal.loads(blob[header:])
-    except (EOFError, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - the node compiles its own instead
         return None
     return (code, blob[header:]) if isinstance(code, types.CodeType) else None

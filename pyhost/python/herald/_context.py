@@ -68,6 +68,12 @@ def caller_import():
         _local.caller_imports -= 1
 
 
+def in_caller_import():
+    """Whether this thread is importing for its own top-level ``import_global``
+    (its import stands for this node's part of that global import)."""
+    return getattr(_local, "caller_imports", 0) > 0
+
+
 def inside_import():
     """Whether this thread is executing a module's body for an import."""
     frame = sys._getframe(1)

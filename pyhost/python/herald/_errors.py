@@ -137,7 +137,10 @@ def format_error(error):
     tb = error.__traceback__
     while tb is not None and _is_machinery(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb))
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    # Bytes of a file name that are not UTF-8 (surrogates here) escaped: the
+    # text must reach the requesting node, whatever paths it names.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _IMPORTLIB_DIR = os.path.dirname(traceback.__file__) + os.sep + "importlib" + os.sep

@@ -72,6 +72,53 @@ def write_bytecode(value):
     return old
 
 
+def set_pycache_prefix(base):
+    """Gives this node a bytecode cache directory of its own under ``base`` (as
+    if each node had its own disk), or none if ``base`` is None; returns the
+    old prefix."""
+    import os
+
+    old = sys.pycache_prefix
+    sys.pycache_prefix = None if base is None else os.path.join(base, f"cache{herald.node_id()}")
+    return old
+
+
+def restore_pycache_prefix(prefix):
+    sys.pycache_prefix = prefix
+
+
+class DelegatingFinder:
+    """A finder that puts itself first on ``sys.meta_path`` and finds modules
+    through Python's path finder (as import hooks of code checkers do)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        import importlib.machinery
+
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+def put_finder_first(_token):
+    """(``_token`` makes each call a registration of its own.)"""
+    sys.meta_path.insert(0, DelegatingFinder)
+
+
+def remove_finder(_token):
+    sys.meta_path.remove(DelegatingFinder)
+
+
+def add_node_archive(base):
+    """Puts this node's own zip archive under ``base`` first on ``sys.path``."""
+    import os
+
+    add_path(os.path.join(base, f"node{herald.node_id()}.zip"))
+
+
+def add_path(path):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
 def module_attribute(name, attribute):
     return getattr(sys.modules[name], attribute)
 
