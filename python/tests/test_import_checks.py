@@ -137,16 +137,12 @@ def test_a_finder_put_before_heralds_does_not_let_a_differing_file_run(nodes, ne
     ran = os.path.join(base, "other-version-ran")
     for node in nodes:
         with open(os.path.join(base, f"node{node}", f"{name}.py"), "w") as file:
-            file.write(f"open({ran!r}, 'w').close()\n" if node == last else "VALUE = 1\n")
+            file.write(_marking(ran) if node == last else "VALUE = 1\n")
     herald.register_global(hp_probe.put_finder_first, name)
     try:
-        with pytest.raises(ImportError) as raised:
-            herald.import_global(name)
+        _refused_unrun(name, last, ran, f"node {last} would import (so it did not) {name}")
     finally:
         herald.register_global(hp_probe.remove_finder, name)
-    assert list(raised.value.failures) == [last]
-    assert f"node {last} would import (so it did not) {name}" in str(raised.value)
-    assert not os.path.exists(ran)
 
 
 @pytest.mark.leaves_a_node_failed
@@ -159,12 +155,23 @@ def test_a_module_in_a_zip_archive_that_differs_is_refused_before_it_runs(nodes,
     for node in nodes:
         archive = os.path.join(str(tmp_path), f"node{node}.zip")
         with zipfile.ZipFile(archive, "w") as bundle:
-            bundle.writestr(f"{name}.py", f"open({ran!r}, 'w').close()\n" if node == last else "VALUE = 1\n")
+            bundle.writestr(f"{name}.py", _marking(ran) if node == last else "VALUE = 1\n")
     herald.register_global(hp_probe.add_node_archive, str(tmp_path))
+    _refused_unrun(name, last, ran, f"node{last}.zip/{name}.py")
+
+
+def _marking(ran):
+    """A module's source that creates the file ``ran`` if it runs."""
+    return f"open({ran!r}, 'w').close()\n"
+
+
+def _refused_unrun(name, last, ran, named):
+    """import_global(name) fails on node ``last`` only, naming ``named``, and the
+    version there, which would create ``ran``, did not run."""
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     assert list(raised.value.failures) == [last]
-    assert f"node{last}.zip/{name}.py" in str(raised.value)
+    assert named in str(raised.value)
     assert not os.path.exists(ran)
 
 
