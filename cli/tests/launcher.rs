@@ -495,5 +495,8 @@ fn rank_0_gets_a_port_no_outgoing_connection_can_take() {
         );
         bound += usize::from(std::net::TcpListener::bind(addr).is_ok());
     }
-    assert!(bound >= 18, "only {bound} of 20 picked ports were free to bind");
+    assert!(
+        bound >= 18,
+        "only {bound} of 20 picked ports were free to bind"
+    );
 }
