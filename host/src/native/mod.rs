@@ -96,9 +96,8 @@ pub(crate) fn load_reference(
     policy: &Policy,
 ) -> Result<LoadedLibrary, LoadError> {
     let given = Path::new(&reference.path);
-    if let Some(loaded) = loaded(given).filter(|_| policy.allows(given)) {
-        return compare(reference, &loaded.reference).map(|()| loaded);
-    }
+    // Being loaded first, then loaded: the order in which `load_checked`
+    // leaves one for the other.
     let in_progress = lock(&LOADING).get(given).cloned();
     if let Some(loading) = in_progress.filter(|_| policy.allows(given)) {
         compare(reference, &loading.reference)?;
@@ -111,6 +110,9 @@ pub(crate) fn load_reference(
             loader_path: loading.loader_path,
         });
     }
+    if let Some(loaded) = loaded(given).filter(|_| policy.allows(given)) {
+        return compare(reference, &loaded.reference).map(|()| loaded);
+    }
     let checked = check(given, policy)?;
     compare(reference, &checked.reference()?)?;
     load_checked(checked)
@@ -122,12 +124,13 @@ pub(crate) fn load_reference(
 pub(crate) fn check_reference(reference: &LibraryRef, policy: &Policy) -> Result<(), LoadError> {
     let given = Path::new(&reference.path);
     if policy.allows(given) {
-        if let Some(loaded) = loaded(given) {
-            return compare(reference, &loaded.reference);
-        }
         // Being loaded here now: what runs here is that file, not the path's.
+        // (Looked up before the loaded ones: see `load_reference`.)
         if let Some(loading) = lock(&LOADING).get(given).cloned() {
             return compare(reference, &loading.reference);
+        }
+        if let Some(loaded) = loaded(given) {
+            return compare(reference, &loaded.reference);
         }
     }
     compare(reference, &check(given, policy)?.reference()?)
@@ -392,17 +395,25 @@ fn load_checked(checked: Checked) -> Result<LoadedLibrary, LoadError> {
     };
     lock(&LOADING).insert(main.path.clone(), in_progress);
     let opened = loader::open_by_descriptor(&main);
-    lock(&LOADING).remove(&main.path);
     lock(&HANDED_TO_LOADER).push(main.file);
-    let library = opened?;
-    lock(&MAPPED).insert(main.id);
-    let fresh = LoadedLibrary {
-        reference,
-        library: Arc::new(library),
-        loader_path,
-    };
-    let mut table = lock(&LOADED);
-    Ok(table.entry(main.path).or_insert(fresh).clone())
+    let outcome = opened.map(|library| {
+        lock(&MAPPED).insert(main.id);
+        let fresh = LoadedLibrary {
+            reference,
+            library: Arc::new(library),
+            loader_path,
+        };
+        lock(&LOADED)
+            .entry(main.path.clone())
+            .or_insert(fresh)
+            .clone()
+    });
+    // Only once it is among the loaded ones (readers look here first, then
+    // there): a registration its constructors made, invoked here meanwhile,
+    // must never miss it in both and check the path, which may name another
+    // file by now.
+    lock(&LOADING).remove(&main.path);
+    outcome
 }
 
 fn loaded(canonical: &Path) -> Option<LoadedLibrary> {
