@@ -11,7 +11,9 @@ path runs that code instead of compiling the same bytes again (the compile is
 most of an import's CPU; on a shared machine every node paid it). A node of
 another Python version or optimisation level compiles its own. The bytecode
 cache (``__pycache__``) is used and written as a plain import would, except
-that a cache is taken only for exactly the file that was read and hashed.
+that a cache is taken only for exactly the file that was read and hashed, and
+that code taken from a cache is not sent: a cache vouches for its own node's
+import (as Python trusts it there), not for the others'.
 
 Other loaders (extension modules, bytecode-only files, zip archives, finders
 other than Python's own) load as usual, their file hashed before the import
