@@ -9,7 +9,7 @@ import pytest
 
 import herald
 import hp_probe
-from hp_suite import on_every_node
+from hp_suite import on_every_node, per_node_module, write_per_node
 
 
 def test_missing_module_names_every_node(nodes, new_module_name):
@@ -59,31 +59,13 @@ def test_module_failing_on_one_node_only(nodes, new_module_name, write_module):
         herald.import_global(name)
 
 
-def _per_node_module(new_module_name, tmp_path):
-    """(base, name): a fresh module name, and a directory under which each node
-    has its own directory ``node<N>`` on its ``sys.path``."""
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    return base, new_module_name()
-
-
-def _write_per_node(base, name, source_of=lambda node: _counted(1)):
-    """Writes module ``name`` into every node's own directory under ``base``:
-    ``source_of(node)``, by default a module that counts its imports."""
-    for node in range(herald.num_nodes()):
-        directory = os.path.join(base, f"node{node}")
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, f"{name}.py"), "w") as file:
-            file.write(source_of(node))
-
-
 def _counted(version):
     return f"import hp_probe\nhp_probe.count_import(__name__)\nVERSION = {version}\n"
 
 
 def test_the_same_module_in_other_places_imports_everywhere(nodes, new_module_name, tmp_path):
-    base, name = _per_node_module(new_module_name, tmp_path)
-    _write_per_node(base, name, lambda node: _counted(1) + _WHERE)
+    base, name = per_node_module(new_module_name, tmp_path)
+    write_per_node(base, name, lambda node: _counted(1) + _WHERE)
     module = herald.import_global(name)
     assert module.VERSION == 1
     assert on_every_node(hp_probe.import_count, name) == [1] * len(nodes)
@@ -101,11 +83,11 @@ def test_a_module_whose_file_differs_on_a_node_fails_there(nodes, new_module_nam
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base, name = _per_node_module(new_module_name, tmp_path)
+    base, name = per_node_module(new_module_name, tmp_path)
     # The last node's version leaves a mark if it runs.
     ran = os.path.join(base, "other-version-ran")
     other = f"VERSION = 2\nopen({ran!r}, 'w').close()\n"
-    _write_per_node(base, name, lambda node: other if node == last else _counted(1))
+    write_per_node(base, name, lambda node: other if node == last else _counted(1))
     here = os.path.join(base, f"node{last}", f"{name}.py")
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
@@ -129,13 +111,13 @@ def test_a_module_file_replaced_while_a_node_imports_it_runs_the_checked_version
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base, name = _per_node_module(new_module_name, tmp_path)
+    base, name = per_node_module(new_module_name, tmp_path)
     staged = os.path.join(base, f"node{last}", "staged.py")
     source = (
         "import os\nimport herald\nVERSION = 1\n"
         f"if herald.node_id() == {last}:\n    os.replace({staged!r}, __file__)\n"
     )
-    _write_per_node(base, name, lambda node: source)
+    write_per_node(base, name, lambda node: source)
     with open(staged, "w") as file:
         file.write("VERSION = 2\n")
     herald.import_global(name)
@@ -152,7 +134,7 @@ def test_a_bytecode_module_replaced_while_a_node_imports_it_fails_there(nodes, n
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base, name = _per_node_module(new_module_name, tmp_path)
+    base, name = per_node_module(new_module_name, tmp_path)
     staged = os.path.join(base, f"node{last}", "staged.pyc")
     source = (
         "import os\nimport herald\nVERSION = 1\n"
@@ -219,13 +201,13 @@ def test_a_module_file_replaced_while_this_node_imports_it_runs_what_this_node_c
     # over it: node 0 ran the version it hashed (and sent to the others), so
     # its part succeeds; the others, whose files are another version, refuse
     # theirs before running it.
-    base, name = _per_node_module(new_module_name, tmp_path)
+    base, name = per_node_module(new_module_name, tmp_path)
     ran = os.path.join(base, "other-version-ran")
     here = os.path.join(base, "node0", f"{name}.py")
     staged = os.path.join(base, "node0", "staged.py")
     replacing = f"import os\nVERSION = 2\nos.replace({staged!r}, __file__)\n"
     other = f"VERSION = 1\nopen({ran!r}, 'w').close()\n"
-    _write_per_node(base, name, lambda node: replacing if node == 0 else other)
+    write_per_node(base, name, lambda node: replacing if node == 0 else other)
     with open(staged, "w") as file:
         file.write(other)
     if len(nodes) == 1:

@@ -11,7 +11,7 @@ import pytest
 
 import herald
 import hp_probe
-from hp_suite import on_every_node
+from hp_suite import on_every_node, per_node_module, write_per_node
 
 
 def _timestamp_cache(path, code):
@@ -131,13 +131,9 @@ def test_a_finder_put_before_heralds_does_not_let_a_differing_file_run(nodes, ne
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
+    base, name = per_node_module(new_module_name, tmp_path)
     ran = os.path.join(base, "other-version-ran")
-    for node in nodes:
-        with open(os.path.join(base, f"node{node}", f"{name}.py"), "w") as file:
-            file.write(_marking(ran) if node == last else "VALUE = 1\n")
+    write_per_node(base, name, lambda node: _marking(ran) if node == last else "VALUE = 1\n")
     herald.register_global(hp_probe.put_finder_first, name)
     try:
         _refused_unrun(name, last, ran, f"node {last} would import (so it did not) {name}")
@@ -181,15 +177,9 @@ def test_a_node_without_the_file_the_requester_found_fails(nodes, new_module_nam
     if len(nodes) < 2:
         pytest.skip("needs a second node")
     last = nodes[-1]
-    base = str(tmp_path)
-    herald.register_global(hp_probe.add_node_path, base)
-    name = new_module_name()
-    for node in nodes:
-        if node == last:
-            os.makedirs(os.path.join(base, f"node{node}", name))
-        else:
-            with open(os.path.join(base, f"node{node}", f"{name}.py"), "w") as file:
-                file.write("VALUE = 1\n")
+    base, name = per_node_module(new_module_name, tmp_path)
+    write_per_node(base, name, lambda node: None if node == last else "VALUE = 1\n")
+    os.makedirs(os.path.join(base, f"node{last}", name))
     with pytest.raises(ImportError) as raised:
         herald.import_global(name)
     assert list(raised.value.failures) == [last]

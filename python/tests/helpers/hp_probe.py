@@ -238,8 +238,7 @@ def add_node_path(base):
 
     path = os.path.join(base, f"node{herald.node_id()}")
     os.makedirs(path, exist_ok=True)
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    add_path(path)
     return path
 
 

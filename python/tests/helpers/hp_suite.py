@@ -4,12 +4,33 @@ import os
 import subprocess
 
 import herald
+import hp_probe
 
 
 def on_every_node(fn, *args, **kwargs):
     """Runs fn on every node at once; its results by node."""
     futures = [herald.launch(node, fn, *args, **kwargs) for node in range(herald.num_nodes())]
     return [future.result() for future in futures]
+
+
+def per_node_module(new_module_name, tmp_path):
+    """(base, name): a fresh module name, and a directory under which each node
+    has its own directory ``node<N>`` first on its ``sys.path``."""
+    base = str(tmp_path)
+    herald.register_global(hp_probe.add_node_path, base)
+    return base, new_module_name()
+
+
+def write_per_node(base, name, source_of):
+    """Writes module ``name`` into every node's own directory under ``base``:
+    ``source_of(node)``, or no file there where that is None."""
+    for node in range(herald.num_nodes()):
+        directory = os.path.join(base, f"node{node}")
+        os.makedirs(directory, exist_ok=True)
+        source = source_of(node)
+        if source is not None:
+            with open(os.path.join(directory, f"{name}.py"), "w") as file:
+                file.write(source)
 
 
 def herald_python():
