@@ -52,15 +52,15 @@ class Plan:
     def __init__(self, name, requested=None, spec=None):
         self.name = name
         self.requested = requested
-        self.expected = _parse(requested)
         # The requester's spec, found and prepared beforehand (``prepare``).
         self.spec = spec
         # The record of the file this import loaded (source: the bytes it read),
         # or of the file found before loading it (other loaders).
         self.record = None
-        # Whether the checked loader read and compiled the source itself: then
-        # the bytes that ran are the bytes hashed, and nothing is left to check.
+        # Whether the checked loader loaded the module: then the code that ran
+        # came from the bytes hashed, and nothing is left to check.
         self.loaded = False
+        # The requester's source bytes and their code (``prepare``).
         self.code = None
         self.source = None
 
@@ -217,7 +217,8 @@ class _CheckedSourceLoader(importlib.machinery.SourceFileLoader):
         if refused is not None:
             raise ImportError(refused, name=plan.name)
         # The requester's code is this very compile if its file was at this path.
-        if read is not None and plan.expected is not None and plan.expected[2] == self.path:
+        expected = _parse(plan.requested)
+        if read is not None and expected is not None and expected[2] == self.path:
             shipped = _shipped_code(plan.requested)
             if shipped is not None:
                 # Instead of compiling: a valid cache here is taken, as a plain
@@ -270,36 +271,41 @@ def _install():
 
 
 def _search(name, path, target):
-    """What the finders after herald's find for ``name``, looking again once
-    after invalidating their caches (a file newer than a path finder's cached
-    listing: written within the same timestamp tick)."""
-    for attempt in range(2):
+    """What the finders after herald's find for ``name`` (see ``_found``)."""
+
+    def search():
         for finder in list(sys.meta_path):
-            if finder is _Finder:
-                continue
-            find_spec = getattr(finder, "find_spec", None)
+            find_spec = None if finder is _Finder else getattr(finder, "find_spec", None)
             spec = None if find_spec is None else find_spec(name, path, target)
             if spec is not None:
                 return spec
-        if attempt == 0:
-            importlib.invalidate_caches()
-    return None
+        return None
+
+    return _found(search)
 
 
 def _find_spec(name):
     """The spec this node would import ``name`` from, or None if it finds none
-    (the import then fails and says why)."""
-    for attempt in range(2):
+    (the import then fails and says why; see ``_found``)."""
+
+    def find():
         try:
-            spec = importlib.util.find_spec(name)
+            return importlib.util.find_spec(name)
         except (ImportError, ValueError):
             return None
-        if spec is not None:
-            return spec
-        if attempt == 0:
-            # A file newer than a path finder's cached listing (see _search).
-            importlib.invalidate_caches()
-    return None
+
+    return _found(find)
+
+
+def _found(find):
+    """``find()``, or if that finds nothing, ``find()`` again after invalidating
+    the finders' caches: a file newer than a path finder's cached listing
+    (written within the same timestamp tick) is not in it."""
+    spec = find()
+    if spec is None:
+        importlib.invalidate_caches()
+        spec = find()
+    return spec
 
 
 def _record(digest, path):
